@@ -1,1 +1,14 @@
-//! redcore
+//! redcore: a Redis and Redis Cluster client runtime for Linux on glommio.
+#![deny(missing_docs)]
+
+pub mod cmd;
+mod error;
+pub mod resp;
+pub mod slot;
+
+pub use cmd::{Args, Cmd, Route, cmd};
+pub use error::{
+    ConversionError, Error, Redirect, RedirectKind, Result, RetryAction, ServerError,
+    ServerErrorKind,
+};
+pub use resp::{FromValue, Value};

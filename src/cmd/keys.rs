@@ -1,0 +1,348 @@
+//! Which arguments of a command are keys, and so which slot it belongs to.
+//!
+//! The table covers the commands of Redis 7 whose key layout is not simply
+//! "the first argument": multi-key commands, `numkeys` commands, `STREAMS`,
+//! trailing timeouts, subcommands with a key, and the keyless commands.
+//! A command it does not know is taken to have its key first, when it has
+//! arguments at all, which is the layout of most commands (module commands
+//! included); send such a command to an explicit node if that is wrong.
+
+use super::Args;
+use crate::error::Error;
+use crate::slot::key_slot;
+
+/// Where a command must go in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The command touches no key; any master can serve it.
+    Keyless,
+    /// Every key of the command is in this slot.
+    Slot(u16),
+}
+
+/// The positions of a command's keys: up to two runs of `start..end` taken
+/// every `step` arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPositions {
+    runs: [(usize, usize, usize); 2],
+}
+
+impl KeyPositions {
+    const NONE: KeyPositions = KeyPositions {
+        runs: [(0, 0, 1); 2],
+    };
+
+    fn range(start: usize, end: usize, step: usize) -> KeyPositions {
+        KeyPositions {
+            runs: [(start, end.max(start), step), (0, 0, 1)],
+        }
+    }
+
+    fn single(index: usize) -> KeyPositions {
+        KeyPositions::range(index, index + 1, 1)
+    }
+
+    /// The argument indices that are keys, in order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|&(start, end, step)| (start..end).step_by(step))
+    }
+
+    /// True when the command has no key.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+/// The longest command name the table knows (`GEORADIUSBYMEMBER_RO`).
+const MAX_NAME: usize = 24;
+
+fn upper<const N: usize>(arg: &[u8]) -> Option<[u8; N]> {
+    if arg.len() > N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, a) in out.iter_mut().zip(arg) {
+        *o = a.to_ascii_uppercase();
+    }
+    Some(out)
+}
+
+fn name_of(args: &impl Args, index: usize) -> [u8; MAX_NAME] {
+    args.with_arg(index, upper::<MAX_NAME>)
+        .flatten()
+        .unwrap_or([0; MAX_NAME])
+}
+
+fn trimmed(name: &[u8; MAX_NAME]) -> &[u8] {
+    let len = name.iter().position(|&b| b == 0).unwrap_or(MAX_NAME);
+    &name[..len]
+}
+
+fn malformed(args: &impl Args, reason: &'static str) -> Error {
+    Error::MalformedCommand {
+        command: args
+            .with_arg(0, |a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default(),
+        reason,
+    }
+}
+
+/// Reads a `numkeys` argument and checks that that many keys follow it.
+fn numkeys(args: &impl Args, index: usize) -> Result<usize, Error> {
+    let n = args
+        .with_arg(index, |a| {
+            std::str::from_utf8(a).ok()?.parse::<usize>().ok()
+        })
+        .flatten()
+        .ok_or_else(|| malformed(args, "numkeys is missing or not a number"))?;
+    if index + 1 + n > args.arg_count() {
+        return Err(malformed(
+            args,
+            "numkeys is larger than the number of keys given",
+        ));
+    }
+    Ok(n)
+}
+
+/// The positions of the keys of a command.
+pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
+    let argc = args.arg_count();
+    if argc == 0 {
+        return Ok(KeyPositions::NONE);
+    }
+    let name = name_of(args, 0);
+    let positions = match trimmed(&name) {
+        // Keyless: server, connection, cluster, scripting admin, pub/sub.
+        b"PING" | b"ECHO" | b"INFO" | b"AUTH" | b"HELLO" | b"SELECT" | b"QUIT" | b"RESET"
+        | b"CLIENT" | b"CLUSTER" | b"CONFIG" | b"COMMAND" | b"DBSIZE" | b"FLUSHALL"
+        | b"FLUSHDB" | b"SCAN" | b"KEYS" | b"RANDOMKEY" | b"TIME" | b"LASTSAVE" | b"SAVE"
+        | b"BGSAVE" | b"BGREWRITEAOF" | b"SHUTDOWN" | b"DEBUG" | b"SLOWLOG" | b"LATENCY"
+        | b"MULTI" | b"EXEC" | b"DISCARD" | b"UNWATCH" | b"SCRIPT" | b"FUNCTION" | b"PUBLISH"
+        | b"SUBSCRIBE" | b"UNSUBSCRIBE" | b"PSUBSCRIBE" | b"PUNSUBSCRIBE" | b"PUBSUB" | b"WAIT"
+        | b"WAITAOF" | b"READONLY" | b"READWRITE" | b"ASKING" | b"ROLE" | b"LOLWUT" | b"ACL"
+        | b"MODULE" | b"MONITOR" | b"SWAPDB" | b"FAILOVER" | b"REPLICAOF" | b"SLAVEOF"
+        | b"SYNC" | b"PSYNC" | b"REPLCONF" => KeyPositions::NONE,
+        // Every argument is a key.
+        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"WATCH" | b"MGET" | b"SUNION" | b"SINTER"
+        | b"SDIFF" | b"SUNIONSTORE" | b"SINTERSTORE" | b"SDIFFSTORE" | b"PFCOUNT" | b"PFMERGE"
+        | b"SSUBSCRIBE" | b"SUNSUBSCRIBE" => KeyPositions::range(1, argc, 1),
+        // Two keys, then other arguments.
+        b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RENAME" | b"RENAMENX" | b"RPOPLPUSH"
+        | b"BRPOPLPUSH" | b"COPY" | b"LCS" | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => {
+            KeyPositions::range(1, argc.min(3), 1)
+        }
+        b"SPUBLISH" => KeyPositions::single(1),
+        // Key, value, key, value...
+        b"MSET" | b"MSETNX" => KeyPositions::range(1, argc, 2),
+        // Keys, then a timeout.
+        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => {
+            KeyPositions::range(1, argc.saturating_sub(1), 1)
+        }
+        // numkeys first.
+        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"ZINTERCARD" | b"SINTERCARD" | b"LMPOP" | b"ZMPOP" => {
+            let n = numkeys(args, 1)?;
+            KeyPositions::range(2, 2 + n, 1)
+        }
+        // Something, then numkeys: scripts and functions, blocking pops.
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" | b"BLMPOP"
+        | b"BZMPOP" => {
+            let n = numkeys(args, 2)?;
+            KeyPositions::range(3, 3 + n, 1)
+        }
+        // A destination key, then numkeys source keys.
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
+            let n = numkeys(args, 2)?;
+            KeyPositions {
+                runs: [(1, 2, 1), (3, 3 + n, 1)],
+            }
+        }
+        b"XREAD" | b"XREADGROUP" => streams_keys(args)?,
+        // Subcommands with a key as their second argument.
+        b"OBJECT" | b"XINFO" | b"XGROUP" => {
+            if argc > 2 && trimmed(&name_of(args, 1)) != b"HELP" {
+                KeyPositions::single(2)
+            } else {
+                KeyPositions::NONE
+            }
+        }
+        b"MEMORY" => {
+            if argc > 2 && trimmed(&name_of(args, 1)) == b"USAGE" {
+                KeyPositions::single(2)
+            } else {
+                KeyPositions::NONE
+            }
+        }
+        b"MIGRATE" => migrate_keys(args)?,
+        // Most commands: the key comes first.
+        _ if argc > 1 => KeyPositions::single(1),
+        _ => KeyPositions::NONE,
+    };
+    Ok(positions)
+}
+
+/// `XREAD ... STREAMS k1 k2 id1 id2`: the first half after `STREAMS`.
+fn streams_keys(args: &impl Args) -> Result<KeyPositions, Error> {
+    let argc = args.arg_count();
+    let streams = (1..argc)
+        .find(|&i| args.with_arg(i, |a| a.eq_ignore_ascii_case(b"STREAMS")) == Some(true))
+        .ok_or_else(|| malformed(args, "STREAMS is missing"))?;
+    let rest = argc - streams - 1;
+    if rest == 0 || rest % 2 != 0 {
+        return Err(malformed(args, "STREAMS needs as many ids as keys"));
+    }
+    Ok(KeyPositions::range(streams + 1, streams + 1 + rest / 2, 1))
+}
+
+/// `MIGRATE host port key|"" db timeout [... KEYS k1 k2 ...]`.
+fn migrate_keys(args: &impl Args) -> Result<KeyPositions, Error> {
+    let argc = args.arg_count();
+    if args.with_arg(3, <[u8]>::is_empty) == Some(false) {
+        return Ok(KeyPositions::single(3));
+    }
+    match (6..argc).find(|&i| args.with_arg(i, |a| a.eq_ignore_ascii_case(b"KEYS")) == Some(true)) {
+        Some(keys) => Ok(KeyPositions::range(keys + 1, argc, 1)),
+        None => Err(malformed(args, "no key and no KEYS")),
+    }
+}
+
+/// Computes the route of a command: the slot all of its keys share.
+pub(super) fn route(args: &impl Args) -> Result<Route, Error> {
+    let mut route = Route::Keyless;
+    for index in key_positions(args)?.iter() {
+        let Some(slot) = args.with_arg(index, key_slot) else {
+            break;
+        };
+        match route {
+            Route::Keyless => route = Route::Slot(slot),
+            Route::Slot(first) if first != slot => {
+                return Err(Error::CrossSlot { first, other: slot });
+            }
+            Route::Slot(_) => {}
+        }
+    }
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::cmd;
+
+    fn keys(args: &[&str]) -> Vec<usize> {
+        key_positions(&args).unwrap().iter().collect()
+    }
+
+    #[test]
+    fn key_layouts() {
+        let cases: &[(&[&str], &[usize])] = &[
+            (&["GET", "k"], &[1]),
+            (&["get", "k"], &[1]),
+            (&["SET", "k", "v", "EX", "1"], &[1]),
+            (&["PING"], &[]),
+            (&["ping", "hello"], &[]),
+            (&["INFO", "server"], &[]),
+            (&["CLUSTER", "SHARDS"], &[]),
+            (&["MGET", "a", "b", "c"], &[1, 2, 3]),
+            (&["DEL", "a"], &[1]),
+            (&["MSET", "a", "1", "b", "2"], &[1, 3]),
+            (&["MSETNX", "a", "1"], &[1]),
+            (&["BLPOP", "a", "b", "0"], &[1, 2]),
+            (&["BZPOPMIN", "a", "1.5"], &[1]),
+            (&["EVAL", "return 1", "2", "a", "b", "arg"], &[3, 4]),
+            (&["EVALSHA", "abc", "0", "arg"], &[]),
+            (&["FCALL_RO", "f", "1", "a"], &[3]),
+            (
+                &["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"],
+                &[1, 3, 4],
+            ),
+            (&["ZINTER", "2", "a", "b"], &[2, 3]),
+            (&["LMPOP", "2", "a", "b", "LEFT"], &[2, 3]),
+            (&["BLMPOP", "0", "1", "a", "LEFT"], &[3]),
+            (
+                &["XREAD", "COUNT", "2", "STREAMS", "a", "b", "0", "0"],
+                &[4, 5],
+            ),
+            (
+                &["XREADGROUP", "GROUP", "g", "c", "streams", "a", ">"],
+                &[5],
+            ),
+            (&["XINFO", "STREAM", "s"], &[2]),
+            (&["XINFO", "HELP"], &[]),
+            (&["OBJECT", "ENCODING", "k"], &[2]),
+            (&["MEMORY", "USAGE", "k"], &[2]),
+            (&["MEMORY", "STATS"], &[]),
+            (&["LMOVE", "a", "b", "LEFT", "RIGHT"], &[1, 2]),
+            (&["COPY", "a", "b", "REPLACE"], &[1, 2]),
+            (&["MIGRATE", "h", "1", "k", "0", "5"], &[3]),
+            (
+                &["MIGRATE", "h", "1", "", "0", "5", "COPY", "KEYS", "a", "b"],
+                &[8, 9],
+            ),
+            (&["SPUBLISH", "ch", "msg"], &[1]),
+            (&["SSUBSCRIBE", "a", "b"], &[1, 2]),
+            (&["PUBLISH", "ch", "msg"], &[]),
+            (&["MODULE_CMD", "k", "x"], &[1]),
+            (&["WHATEVER"], &[]),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(keys(args), *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_layouts() {
+        for args in [
+            &["EVAL", "s", "3", "a"][..],
+            &["EVAL", "s"],
+            &["EVAL", "s", "x"],
+            &["ZUNION", "-1", "a"],
+            &["XREAD", "COUNT", "1"],
+            &["XREAD", "STREAMS", "a", "b", "0"],
+            &["XREAD", "STREAMS"],
+            &["MIGRATE", "h", "1", "", "0", "5"],
+        ] {
+            let err = key_positions(&args).unwrap_err();
+            assert!(
+                matches!(err, Error::MalformedCommand { .. }),
+                "{args:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(["GET", "foo"].route().unwrap(), Route::Slot(12182));
+        assert_eq!(["PING"].route().unwrap(), Route::Keyless);
+        assert_eq!(["EVAL", "s", "0"].route().unwrap(), Route::Keyless);
+        assert_eq!(
+            ["MGET", "{user1000}.following", "{user1000}.followers"]
+                .route()
+                .unwrap(),
+            Route::Slot(key_slot(b"user1000"))
+        );
+        let err = ["MSET", "foo", "1", "bar", "2"].route().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::CrossSlot {
+                    first: 12182,
+                    other: 5061
+                }
+            ),
+            "{err}"
+        );
+        // Values of MSET are not keys, so they do not make it cross-slot.
+        assert_eq!(
+            ["MSET", "{a}x", "foo", "{a}y", "bar"].route().unwrap(),
+            Route::Slot(key_slot(b"a"))
+        );
+        assert_eq!(
+            cmd("set").arg("foo").arg(1).route().unwrap(),
+            Route::Slot(12182)
+        );
+        let empty: [&str; 0] = [];
+        assert_eq!(empty.route().unwrap(), Route::Keyless);
+    }
+}

@@ -1,0 +1,441 @@
+//! Errors: one [`Error`] type for the whole crate, and server error replies
+//! classified once, when they are decoded, into a [`ServerErrorKind`].
+//!
+//! Routing code reads the retry decision from the error instead of matching
+//! strings: [`Error::retry_action`] and [`ServerError::retry_action`] say
+//! whether a command may be sent again, and where.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::resp::ProtocolError;
+
+/// The result type used throughout redcore.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in redcore.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an error reply (`-ERR ...`, `!...`).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The server sent bytes that are not valid RESP, or that break a limit.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A reply could not be converted into the Rust type asked for.
+    #[error(transparent)]
+    Conversion(#[from] ConversionError),
+    /// The keys of one command (or one transaction) hash to different slots.
+    #[error("keys hash to different slots ({first} and {other}) in a command that needs one slot")]
+    CrossSlot {
+        /// The slot of the first key.
+        first: u16,
+        /// The slot of a later key that differs from `first`.
+        other: u16,
+    },
+    /// A command has too few arguments for its key layout (for example
+    /// `EVAL` whose `numkeys` points past the end).
+    #[error("malformed command {command}: {reason}")]
+    MalformedCommand {
+        /// The command name as given.
+        command: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An I/O error from the socket or the file system.
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io(Arc::new(err))
+    }
+}
+
+impl Error {
+    /// The server error inside, if this is one.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            Error::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True for MOVED and ASK replies.
+    pub fn is_redirect(&self) -> bool {
+        self.server_error().is_some_and(ServerError::is_redirect)
+    }
+
+    /// The redirect carried by a MOVED or ASK reply.
+    pub fn redirect(&self) -> Option<Redirect> {
+        self.server_error().and_then(ServerError::redirect)
+    }
+
+    /// What a router may do about this error. Errors that are not server
+    /// replies are [`RetryAction::None`] here; the connection layer, which
+    /// knows whether a command reached the socket, decides about those.
+    pub fn retry_action(&self) -> RetryAction {
+        match self {
+            Error::Server(e) => e.retry_action(),
+            _ => RetryAction::None,
+        }
+    }
+}
+
+/// The class of a server error reply, found from its first word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerErrorKind {
+    /// `MOVED slot host:port`: the slot lives on another node for good.
+    Moved,
+    /// `ASK slot host:port`: the slot is migrating; ask the other node once.
+    Ask,
+    /// `TRYAGAIN`: a multi-key command during resharding; retry later.
+    TryAgain,
+    /// `CLUSTERDOWN`: the cluster cannot serve this slot right now.
+    ClusterDown,
+    /// `LOADING`: the server is loading its dataset.
+    Loading,
+    /// `READONLY`: a write reached a replica.
+    ReadOnly,
+    /// `MASTERDOWN`: a replica lost its master and serves no stale data.
+    MasterDown,
+    /// `NOAUTH`: authentication is required.
+    NoAuth,
+    /// `WRONGPASS`: wrong user name or password.
+    WrongPass,
+    /// `NOPERM`: the ACL user may not run this command or touch this key.
+    NoPerm,
+    /// `EXECABORT`: a transaction was discarded because of earlier errors.
+    ExecAbort,
+    /// `BUSY`: a script or function is running too long.
+    Busy,
+    /// `NOSCRIPT`: `EVALSHA` for a script the server does not have.
+    NoScript,
+    /// `WRONGTYPE`: the key holds another type of value.
+    WrongType,
+    /// Anything else (`ERR ...` and unknown codes).
+    Other,
+}
+
+impl ServerErrorKind {
+    /// Classifies an error message by its first word.
+    pub fn classify(message: &[u8]) -> ServerErrorKind {
+        let code = message.split(|&b| b == b' ').next().unwrap_or_default();
+        match code {
+            b"MOVED" => ServerErrorKind::Moved,
+            b"ASK" => ServerErrorKind::Ask,
+            b"TRYAGAIN" => ServerErrorKind::TryAgain,
+            b"CLUSTERDOWN" => ServerErrorKind::ClusterDown,
+            b"LOADING" => ServerErrorKind::Loading,
+            b"READONLY" => ServerErrorKind::ReadOnly,
+            b"MASTERDOWN" => ServerErrorKind::MasterDown,
+            b"NOAUTH" => ServerErrorKind::NoAuth,
+            b"WRONGPASS" => ServerErrorKind::WrongPass,
+            b"NOPERM" => ServerErrorKind::NoPerm,
+            b"EXECABORT" => ServerErrorKind::ExecAbort,
+            b"BUSY" => ServerErrorKind::Busy,
+            b"NOSCRIPT" => ServerErrorKind::NoScript,
+            b"WRONGTYPE" => ServerErrorKind::WrongType,
+            _ => ServerErrorKind::Other,
+        }
+    }
+}
+
+/// Where a MOVED or ASK reply sends a command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Redirect {
+    /// MOVED or ASK.
+    pub kind: RedirectKind,
+    /// The hash slot the reply is about.
+    pub slot: u16,
+    /// The host to go to. Empty when the server sent `:port`, which means
+    /// "the host you reached me on".
+    pub host: String,
+    /// The port to go to.
+    pub port: u16,
+}
+
+/// The two kinds of cluster redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RedirectKind {
+    /// The slot has moved: update the slot map and retry there.
+    Moved,
+    /// The slot is migrating: send `ASKING` and the command to the target,
+    /// once, without touching the slot map.
+    Ask,
+}
+
+/// What routing code may do after an error. A redirect or a retryable
+/// cluster state proves the server did not apply the command, so following
+/// one of these never repeats a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryAction {
+    /// Do not retry: hand the error to the caller.
+    None,
+    /// Follow the redirect (MOVED: also update the slot; ASK: send `ASKING` first).
+    Redirect(Redirect),
+    /// Retry the same node after a short backoff (TRYAGAIN, LOADING, BUSY).
+    RetryAfterBackoff,
+    /// Refresh the cluster topology, then retry (CLUSTERDOWN, READONLY,
+    /// MASTERDOWN: the node's role or the slot's owner changed).
+    RefreshThenRetry,
+}
+
+/// An error reply from the server, classified once when decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerError {
+    kind: ServerErrorKind,
+    message: Bytes,
+}
+
+impl ServerError {
+    /// Builds a server error from the text of the reply (without the leading
+    /// `-` or the bulk error header).
+    pub fn new(message: Bytes) -> ServerError {
+        ServerError {
+            kind: ServerErrorKind::classify(&message),
+            message,
+        }
+    }
+
+    /// The class of the error.
+    pub fn kind(&self) -> ServerErrorKind {
+        self.kind
+    }
+
+    /// The whole error text as the server sent it, code included.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    /// The error text as a string, invalid UTF-8 replaced.
+    pub fn message_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.message)
+    }
+
+    /// The first word of the message (`ERR`, `WRONGTYPE`, `MOVED`, ...).
+    pub fn code(&self) -> &[u8] {
+        self.message
+            .split(|&b| b == b' ')
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// True for MOVED and ASK.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.kind, ServerErrorKind::Moved | ServerErrorKind::Ask)
+    }
+
+    /// The redirect of a MOVED or ASK reply; `None` for other errors and for
+    /// a redirect whose slot or address cannot be parsed.
+    pub fn redirect(&self) -> Option<Redirect> {
+        let kind = match self.kind {
+            ServerErrorKind::Moved => RedirectKind::Moved,
+            ServerErrorKind::Ask => RedirectKind::Ask,
+            _ => return None,
+        };
+        let text = std::str::from_utf8(&self.message).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        words.next()?;
+        let slot: u16 = words.next()?.parse().ok()?;
+        if slot >= crate::slot::SLOT_COUNT {
+            return None;
+        }
+        let addr = words.next()?;
+        // IPv6 hosts contain colons: the port follows the last one.
+        let (host, port) = addr.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Some(Redirect {
+            kind,
+            slot,
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+
+    /// What routing code may do about this error.
+    pub fn retry_action(&self) -> RetryAction {
+        match self.kind {
+            ServerErrorKind::Moved | ServerErrorKind::Ask => match self.redirect() {
+                Some(r) => RetryAction::Redirect(r),
+                None => RetryAction::None,
+            },
+            ServerErrorKind::TryAgain | ServerErrorKind::Loading | ServerErrorKind::Busy => {
+                RetryAction::RetryAfterBackoff
+            }
+            ServerErrorKind::ClusterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::MasterDown => RetryAction::RefreshThenRetry,
+            _ => RetryAction::None,
+        }
+    }
+}
+
+impl fmt::Debug for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerError")
+            .field("kind", &self.kind)
+            .field("message", &self.message_lossy())
+            .finish()
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server error: {}", self.message_lossy())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// A reply that does not fit the Rust type it was asked to become.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot convert {found} reply into {target}{}", detail.map(|d| format!(": {d}")).unwrap_or_default())]
+pub struct ConversionError {
+    /// The RESP type of the reply (`"bulk string"`, `"array"`, ...).
+    pub found: &'static str,
+    /// The Rust type asked for.
+    pub target: &'static str,
+    /// More detail, when there is some (`"not valid UTF-8"`, ...).
+    pub detail: Option<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> ServerError {
+        ServerError::new(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn classifies_by_first_word() {
+        let cases = [
+            ("MOVED 3999 127.0.0.1:6381", ServerErrorKind::Moved),
+            ("ASK 3999 127.0.0.1:6381", ServerErrorKind::Ask),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                ServerErrorKind::TryAgain,
+            ),
+            (
+                "CLUSTERDOWN The cluster is down",
+                ServerErrorKind::ClusterDown,
+            ),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                ServerErrorKind::Loading,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                ServerErrorKind::ReadOnly,
+            ),
+            (
+                "MASTERDOWN Link with MASTER is down",
+                ServerErrorKind::MasterDown,
+            ),
+            ("NOAUTH Authentication required.", ServerErrorKind::NoAuth),
+            (
+                "WRONGPASS invalid username-password pair",
+                ServerErrorKind::WrongPass,
+            ),
+            (
+                "NOPERM this user has no permissions",
+                ServerErrorKind::NoPerm,
+            ),
+            (
+                "EXECABORT Transaction discarded because of previous errors.",
+                ServerErrorKind::ExecAbort,
+            ),
+            (
+                "BUSY Redis is busy running a script.",
+                ServerErrorKind::Busy,
+            ),
+            ("NOSCRIPT No matching script.", ServerErrorKind::NoScript),
+            (
+                "WRONGTYPE Operation against a key",
+                ServerErrorKind::WrongType,
+            ),
+            ("ERR unknown command", ServerErrorKind::Other),
+            ("MOVEDX 1 a:1", ServerErrorKind::Other),
+            ("", ServerErrorKind::Other),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(err(text).kind(), kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn parses_redirects() {
+        let moved = err("MOVED 3999 127.0.0.1:6381").redirect().unwrap();
+        assert_eq!(
+            moved,
+            Redirect {
+                kind: RedirectKind::Moved,
+                slot: 3999,
+                host: "127.0.0.1".into(),
+                port: 6381
+            }
+        );
+        let ask = err("ASK 1 ::1:7000").redirect().unwrap();
+        assert_eq!(
+            (ask.kind, ask.host.as_str(), ask.port),
+            (RedirectKind::Ask, "::1", 7000)
+        );
+        let bracketed = err("MOVED 2 [fe80::1]:7001").redirect().unwrap();
+        assert_eq!(bracketed.host, "fe80::1");
+        let empty_host = err("MOVED 5 :7002").redirect().unwrap();
+        assert_eq!((empty_host.host.as_str(), empty_host.port), ("", 7002));
+        for bad in [
+            "MOVED",
+            "MOVED x 1.2.3.4:1",
+            "MOVED 16384 a:1",
+            "ASK 1 nohost",
+            "MOVED 1 a:port",
+        ] {
+            assert_eq!(err(bad).redirect(), None, "{bad}");
+            assert_eq!(err(bad).retry_action(), RetryAction::None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_table() {
+        assert!(matches!(
+            err("MOVED 1 a:1").retry_action(),
+            RetryAction::Redirect(_)
+        ));
+        assert_eq!(
+            err("TRYAGAIN x").retry_action(),
+            RetryAction::RetryAfterBackoff
+        );
+        assert_eq!(
+            err("LOADING x").retry_action(),
+            RetryAction::RetryAfterBackoff
+        );
+        assert_eq!(
+            err("CLUSTERDOWN x").retry_action(),
+            RetryAction::RefreshThenRetry
+        );
+        assert_eq!(
+            err("READONLY x").retry_action(),
+            RetryAction::RefreshThenRetry
+        );
+        assert_eq!(
+            err("MASTERDOWN x").retry_action(),
+            RetryAction::RefreshThenRetry
+        );
+        assert_eq!(err("ERR x").retry_action(), RetryAction::None);
+        assert_eq!(err("WRONGPASS x").retry_action(), RetryAction::None);
+        let e = Error::from(err("ASK 7 h:1"));
+        assert!(e.is_redirect());
+        assert_eq!(e.redirect().unwrap().kind, RedirectKind::Ask);
+    }
+}

@@ -1,0 +1,159 @@
+//! Command encoding: a command is a RESP array of bulk strings, written
+//! straight into the caller's output buffer. Numbers are formatted on the
+//! stack (`itoa`, `ryu`); no argument is allocated on the way.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Something that can be one argument of a command.
+///
+/// Strings and byte slices are sent as they are; integers and floats are
+/// sent as their decimal text, formatted on the stack.
+pub trait Arg {
+    /// Calls `f` with the argument's bytes.
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R;
+}
+
+impl<T: Arg + ?Sized> Arg for &T {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        (**self).with_bytes(f)
+    }
+}
+
+macro_rules! bytes_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            #[inline]
+            fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+                f(self.as_ref())
+            }
+        }
+    )*};
+}
+bytes_arg!(str, String, [u8], Vec<u8>, Bytes, BytesMut);
+
+impl<const N: usize> Arg for [u8; N] {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
+    }
+}
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            #[inline]
+            fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+                f(itoa::Buffer::new().format(*self).as_bytes())
+            }
+        }
+    )*};
+}
+int_arg!(
+    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize
+);
+
+macro_rules! float_arg {
+    ($($t:ty),*) => {$(
+        /// Finite values are sent in their shortest round-trip form;
+        /// infinities as `inf` / `-inf`, which Redis accepts (for example
+        /// in `ZADD` and `ZRANGEBYSCORE`). NaN is sent as `nan`, which Redis
+        /// rejects with an error.
+        impl Arg for $t {
+            fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+                if self.is_finite() {
+                    f(ryu::Buffer::new().format_finite(*self).as_bytes())
+                } else if self.is_nan() {
+                    f(b"nan")
+                } else if self.is_sign_positive() {
+                    f(b"inf")
+                } else {
+                    f(b"-inf")
+                }
+            }
+        }
+    )*};
+}
+float_arg!(f32, f64);
+
+/// Writes the `*n\r\n` header of a command of `n` arguments.
+#[inline]
+pub fn write_array_header(out: &mut BytesMut, n: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    out.reserve(digits.len() + 3);
+    out.put_u8(b'*');
+    out.put_slice(digits);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes one argument as a bulk string: `$len\r\n<bytes>\r\n`.
+#[inline]
+pub fn write_arg(out: &mut BytesMut, arg: &(impl Arg + ?Sized)) {
+    arg.with_bytes(|bytes| write_bulk(out, bytes));
+}
+
+#[inline]
+pub(crate) fn write_bulk(out: &mut BytesMut, bytes: &[u8]) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(bytes.len()).as_bytes();
+    out.reserve(digits.len() + bytes.len() + 5);
+    out.put_u8(b'$');
+    out.put_slice(digits);
+    out.put_slice(b"\r\n");
+    out.put_slice(bytes);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes a whole command given as a slice of arguments, such as
+/// `["SET", "key", "value"]`.
+pub fn encode_command<A: Arg>(out: &mut BytesMut, args: &[A]) {
+    write_array_header(out, args.len());
+    for arg in args {
+        write_arg(out, arg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        f(&mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn encodes_commands() {
+        assert_eq!(
+            encoded(|o| encode_command(o, &["GET", "k"])),
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(encoded(|o| encode_command::<&str>(o, &[])), b"*0\r\n");
+        assert_eq!(
+            encoded(|o| encode_command(o, &[b"a\r\n".as_slice(), b""])),
+            b"*2\r\n$3\r\na\r\n\r\n$0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn formats_numbers() {
+        let text = |a: &dyn Fn(&mut BytesMut)| encoded(|o| a(o));
+        assert_eq!(text(&|o| write_arg(o, &-42i64)), b"$3\r\n-42\r\n");
+        assert_eq!(
+            text(&|o| write_arg(o, &u64::MAX)),
+            b"$20\r\n18446744073709551615\r\n"
+        );
+        assert_eq!(text(&|o| write_arg(o, &1.5f64)), b"$3\r\n1.5\r\n");
+        assert_eq!(text(&|o| write_arg(o, &f64::INFINITY)), b"$3\r\ninf\r\n");
+        assert_eq!(
+            text(&|o| write_arg(o, &f64::NEG_INFINITY)),
+            b"$4\r\n-inf\r\n"
+        );
+        assert_eq!(text(&|o| write_arg(o, &0.1f32)), b"$3\r\n0.1\r\n");
+        assert_eq!(text(&|o| write_arg(o, &String::from("s"))), b"$1\r\ns\r\n");
+        assert_eq!(
+            text(&|o| write_arg(o, &Bytes::from_static(b"xy"))),
+            b"$2\r\nxy\r\n"
+        );
+    }
+}
