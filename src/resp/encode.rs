@@ -4,6 +4,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::Value;
+
 /// Something that can be one argument of a command.
 ///
 /// Strings and byte slices are sent as they are; integers and floats are
@@ -110,6 +112,75 @@ pub fn encode_command<A: Arg>(out: &mut BytesMut, args: &[A]) {
     for arg in args {
         write_arg(out, arg);
     }
+}
+
+/// Writes a reply value in RESP3 (the server side of the protocol), for
+/// scripted test servers and tools. Attributes are written before their
+/// value. A simple string or simple error containing CR or LF cannot be
+/// written as one, so it is written as a bulk string or bulk error instead.
+pub fn encode_value(out: &mut BytesMut, value: &Value) {
+    match value {
+        Value::SimpleString(s) if !has_crlf(s) => simple_line(out, b'+', s),
+        Value::SimpleString(s) | Value::BulkString(s) => write_bulk(out, s),
+        Value::Error(e) if !has_crlf(e.message()) => simple_line(out, b'-', e.message()),
+        Value::Error(e) => sized(out, b'!', &[e.message()]),
+        Value::Integer(i) => simple_line(out, b':', itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Nil => out.extend_from_slice(b"_\r\n"),
+        Value::Double(d) => d.with_bytes(|b| simple_line(out, b',', b)),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+        Value::BigNumber(n) => simple_line(out, b'(', n),
+        Value::Verbatim { format, text } => sized(out, b'=', &[format, b":", text]),
+        Value::Array(items) | Value::Set(items) | Value::Push(items) => {
+            let kind = match value {
+                Value::Array(_) => b'*',
+                Value::Set(_) => b'~',
+                _ => b'>',
+            };
+            header(out, kind, items.len());
+            for item in items {
+                encode_value(out, item);
+            }
+        }
+        Value::Map(pairs) => encode_pairs(out, b'%', pairs),
+        Value::Attributed { attributes, value } => {
+            encode_pairs(out, b'|', attributes);
+            encode_value(out, value);
+        }
+    }
+}
+
+fn encode_pairs(out: &mut BytesMut, kind: u8, pairs: &[(Value, Value)]) {
+    header(out, kind, pairs.len());
+    for (k, v) in pairs {
+        encode_value(out, k);
+        encode_value(out, v);
+    }
+}
+
+fn has_crlf(s: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', s).is_some()
+}
+
+fn simple_line(out: &mut BytesMut, kind: u8, line: &[u8]) {
+    out.reserve(line.len() + 3);
+    out.put_u8(kind);
+    out.put_slice(line);
+    out.put_slice(b"\r\n");
+}
+
+fn header(out: &mut BytesMut, kind: u8, n: usize) {
+    simple_line(out, kind, itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `<kind><len>\r\n<parts...>\r\n`.
+fn sized(out: &mut BytesMut, kind: u8, parts: &[&[u8]]) {
+    let len = parts.iter().map(|p| p.len()).sum();
+    header(out, kind, len);
+    out.reserve(len + 2);
+    for part in parts {
+        out.put_slice(part);
+    }
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ mod value;
 pub use convert::{FromValue, FromValueElement};
 pub use decode::{Decoder, DecoderLimits};
 pub(crate) use encode::write_bulk;
-pub use encode::{Arg, encode_command, write_arg, write_array_header};
+pub use encode::{Arg, encode_command, encode_value, write_arg, write_array_header};
 pub use value::Value;
 
 /// Bytes from the server that are not valid RESP, or that break a
