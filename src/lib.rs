@@ -12,3 +12,8 @@ pub use error::{
     ServerErrorKind,
 };
 pub use resp::{FromValue, Value};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
