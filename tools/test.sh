@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: tools/test.sh [extra args for the test runner]
+#
+# The integration tests start real Redis servers (redis-server, redis-cli,
+# Redis >= 7 built with TLS). On Debian/Ubuntu this script installs them with
+# apt-get when they are missing (with sudo when not root); elsewhere it says
+# what to install and exits non-zero. Then it runs every test with
+# cargo-nextest (falls back to cargo test) and the doctests, which nextest
+# does not run. REDCORE_REDIS_SERVER / REDCORE_REDIS_CLI may point at other
+# binaries.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+server_bin="${REDCORE_REDIS_SERVER:-redis-server}"
+cli_bin="${REDCORE_REDIS_CLI:-redis-cli}"
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+install_hint() {
+    cat >&2 <<'MSG'
+tools/test.sh: the tests need Redis >= 7 (redis-server and redis-cli, built with TLS).
+  Debian/Ubuntu:  sudo apt-get install redis-server redis-tools
+  Other systems:  install Redis >= 7 with your package manager (e.g. `brew install redis`,
+                  `dnf install redis`) or from https://redis.io/download, and put
+                  redis-server and redis-cli on PATH (or set REDCORE_REDIS_SERVER and
+                  REDCORE_REDIS_CLI to their paths).
+MSG
+}
+
+if ! have "$server_bin" || ! have "$cli_bin"; then
+    if have apt-get; then
+        sudo=()
+        if [ "$(id -u)" -ne 0 ]; then
+            if have sudo; then
+                sudo=(sudo)
+            else
+                echo "tools/test.sh: redis-server/redis-cli are missing and installing them needs root or sudo." >&2
+                install_hint
+                exit 1
+            fi
+        fi
+        echo "tools/test.sh: installing redis-server and redis-tools with apt-get" >&2
+        "${sudo[@]}" apt-get update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends redis-server redis-tools
+    else
+        echo "tools/test.sh: redis-server and/or redis-cli not found, and this is not a Debian-like system (no apt-get)." >&2
+        install_hint
+        exit 1
+    fi
+fi
+
+for bin in "$server_bin" "$cli_bin"; do
+    if ! have "$bin"; then
+        echo "tools/test.sh: $bin is still not on PATH." >&2
+        install_hint
+        exit 1
+    fi
+done
+
+version="$("$server_bin" --version | sed -n 's/.* v=\([0-9][0-9]*\)\..*/\1/p')"
+if [ -z "$version" ] || [ "$version" -lt 7 ]; then
+    echo "tools/test.sh: $("$server_bin" --version) is too old." >&2
+    install_hint
+    exit 1
+fi
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    profile=default
+    if [ "${CI:-}" = "true" ]; then
+        profile=ci
+    fi
+    cargo nextest run --workspace --no-fail-fast --profile "$profile" "$@" || status=$?
+else
+    echo "tools/test.sh: cargo-nextest not found, using cargo test (cargo install cargo-nextest --locked)" >&2
+    cargo test --workspace --no-fail-fast "$@" || status=$?
+fi
+# nextest does not run doctests.
+cargo test --workspace --doc || status=$?
+exit "$status"
