@@ -175,6 +175,21 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
             }
         }
         b"MIGRATE" => migrate_keys(args)?,
+        // An operation, a destination, then source keys.
+        b"BITOP" => KeyPositions::range(2, argc, 1),
+        // A key, and a destination after STORE.
+        b"SORT" | b"SORT_RO" => with_store(
+            args,
+            2,
+            &[(b"BY", 1), (b"GET", 1), (b"LIMIT", 2)],
+            &[b"STORE"],
+        ),
+        b"GEORADIUS" | b"GEORADIUS_RO" => {
+            with_store(args, 6, &[(b"COUNT", 1)], &[b"STORE", b"STOREDIST"])
+        }
+        b"GEORADIUSBYMEMBER" | b"GEORADIUSBYMEMBER_RO" => {
+            with_store(args, 5, &[(b"COUNT", 1)], &[b"STORE", b"STOREDIST"])
+        }
         // Most commands: the key comes first.
         _ if argc > 1 => KeyPositions::single(1),
         _ => KeyPositions::NONE,
@@ -182,11 +197,53 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
     Ok(positions)
 }
 
-/// `XREAD ... STREAMS k1 k2 id1 id2`: the first half after `STREAMS`.
+/// The index of the first argument from `from` on that equals `word`,
+/// skipping the values of the options in `skip` (option, number of values).
+fn find_token(
+    args: &impl Args,
+    from: usize,
+    skip: &[(&[u8], usize)],
+    words: &[&[u8]],
+) -> Option<usize> {
+    let mut i = from;
+    while i < args.arg_count() {
+        let (is_word, values) = args.with_arg(i, |a| {
+            let is_word = words.iter().any(|w| a.eq_ignore_ascii_case(w));
+            let values = skip
+                .iter()
+                .find(|(opt, _)| a.eq_ignore_ascii_case(opt))
+                .map_or(0, |&(_, n)| n);
+            (is_word, values)
+        })?;
+        if is_word {
+            return Some(i);
+        }
+        i += 1 + values;
+    }
+    None
+}
+
+/// A key at 1, plus the destination key after `STORE`-like options.
+fn with_store(
+    args: &impl Args,
+    from: usize,
+    skip: &[(&[u8], usize)],
+    store: &[&[u8]],
+) -> KeyPositions {
+    match find_token(args, from, skip, store) {
+        Some(i) if i + 1 < args.arg_count() => KeyPositions {
+            runs: [(1, 2, 1), (i + 1, i + 2, 1)],
+        },
+        _ => KeyPositions::single(1),
+    }
+}
+
+/// `XREAD [COUNT n] [BLOCK ms] STREAMS k1 k2 id1 id2` and
+/// `XREADGROUP GROUP g c ... STREAMS ...`: the first half after `STREAMS`.
 fn streams_keys(args: &impl Args) -> Result<KeyPositions, Error> {
     let argc = args.arg_count();
-    let streams = (1..argc)
-        .find(|&i| args.with_arg(i, |a| a.eq_ignore_ascii_case(b"STREAMS")) == Some(true))
+    let skip: &[(&[u8], usize)] = &[(b"COUNT", 1), (b"BLOCK", 1), (b"GROUP", 2)];
+    let streams = find_token(args, 1, skip, &[b"STREAMS"])
         .ok_or_else(|| malformed(args, "STREAMS is missing"))?;
     let rest = argc - streams - 1;
     if rest == 0 || rest % 2 != 0 {
@@ -195,13 +252,14 @@ fn streams_keys(args: &impl Args) -> Result<KeyPositions, Error> {
     Ok(KeyPositions::range(streams + 1, streams + 1 + rest / 2, 1))
 }
 
-/// `MIGRATE host port key|"" db timeout [... KEYS k1 k2 ...]`.
+/// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw |
+/// AUTH2 user pw] [KEYS k1 k2 ...]`.
 fn migrate_keys(args: &impl Args) -> Result<KeyPositions, Error> {
     let argc = args.arg_count();
     if args.with_arg(3, <[u8]>::is_empty) == Some(false) {
         return Ok(KeyPositions::single(3));
     }
-    match (6..argc).find(|&i| args.with_arg(i, |a| a.eq_ignore_ascii_case(b"KEYS")) == Some(true)) {
+    match find_token(args, 6, &[(b"AUTH", 1), (b"AUTH2", 2)], &[b"KEYS"]) {
         Some(keys) => Ok(KeyPositions::range(keys + 1, argc, 1)),
         None => Err(malformed(args, "no key and no KEYS")),
     }
@@ -284,6 +342,55 @@ mod tests {
             (&["SSUBSCRIBE", "a", "b"], &[1, 2]),
             (&["PUBLISH", "ch", "msg"], &[]),
             (&["MODULE_CMD", "k", "x"], &[1]),
+            (&["BITOP", "AND", "d", "a", "b"], &[2, 3, 4]),
+            (
+                &["SORT", "k", "BY", "w_*", "GET", "o_*", "STORE", "d"],
+                &[1, 7],
+            ),
+            (&["SORT", "k", "GET", "store", "LIMIT", "0", "1"], &[1]),
+            (
+                &[
+                    "GEORADIUS",
+                    "k",
+                    "0",
+                    "0",
+                    "10",
+                    "km",
+                    "COUNT",
+                    "3",
+                    "STORE",
+                    "d",
+                ],
+                &[1, 9],
+            ),
+            (
+                &["GEORADIUSBYMEMBER", "k", "m", "10", "km", "STOREDIST", "d"],
+                &[1, 6],
+            ),
+            (
+                &["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "a", ">"],
+                &[5],
+            ),
+            (
+                &["XREADGROUP", "GROUP", "g", "STREAMS", "STREAMS", "a", ">"],
+                &[5],
+            ),
+            (
+                &["XREAD", "BLOCK", "0", "COUNT", "5", "STREAMS", "a", "$"],
+                &[6],
+            ),
+            (
+                &[
+                    "MIGRATE", "h", "1", "", "0", "5", "AUTH", "KEYS", "KEYS", "a",
+                ],
+                &[9],
+            ),
+            (
+                &[
+                    "MIGRATE", "h", "1", "", "0", "5", "AUTH2", "u", "KEYS", "KEYS", "a",
+                ],
+                &[10],
+            ),
             (&["WHATEVER"], &[]),
         ];
         for (args, expected) in cases {
