@@ -48,6 +48,112 @@ pub enum Error {
     /// An I/O error from the socket or the file system.
     #[error("I/O error: {0}")]
     Io(Arc<std::io::Error>),
+    /// A configuration option has a value it cannot have.
+    #[error("invalid option {option}: {reason}")]
+    InvalidConfig {
+        /// The option's name.
+        option: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// A Redis URI could not be parsed. The message never contains the
+    /// password.
+    #[error("invalid Redis URI: {reason}")]
+    InvalidUri {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS could not be set up, or the TLS handshake failed (for example a
+    /// certificate that does not verify).
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The connection could not be made to any address the host resolved
+    /// to, within the deadline.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The handshake (`HELLO`, `AUTH`, `SELECT`) failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The call's deadline passed. `maybe_applied` says whether the
+    /// command had been written to the socket, so that the server may have
+    /// run it.
+    #[error("timed out{}", if *maybe_applied { " (the command was sent and may have been applied)" } else { " before the command was sent" })]
+    Timeout {
+        /// True when the command reached the socket before the deadline.
+        maybe_applied: bool,
+    },
+    /// The socket died after the command was written and before its reply
+    /// came: the server may have applied it. It is not sent again.
+    #[error("connection lost after the command was sent; it may have been applied")]
+    ConnectionLost,
+    /// The connection is closed for good (closed by the user, or dropped
+    /// with `exit_on_disconnection`); the command was not sent.
+    #[error("connection closed: {0}")]
+    Closed(&'static str),
+    /// `EXEC` returned nil: a watched key changed, nothing was applied.
+    #[error("transaction aborted: a watched key changed")]
+    TransactionAborted,
+    /// A watch transaction met a conflict on every one of its tries.
+    #[error("watch conflict: a watched key changed on each of {tries} tries")]
+    WatchConflict {
+        /// How many times the transaction was tried.
+        tries: u32,
+    },
+    /// The socket a watch session's `WATCH` ran on died before the
+    /// transaction was sent; nothing of it was sent on the new socket.
+    /// `watch_transaction` retries on this.
+    #[error("the connection dropped during a watch transaction; the transaction was not sent")]
+    WatchLost,
+    /// The watch transaction's function chose to abort.
+    #[error("transaction aborted by the caller: {0}")]
+    Aborted(String),
+    /// A command the connection cannot carry (it would break the pairing
+    /// of requests and replies), such as `SUBSCRIBE` or `CLIENT REPLY`.
+    #[error("{command} is not supported here: {reason}")]
+    Unsupported {
+        /// The command.
+        command: String,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
+}
+
+/// Why a handshake failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The server rejected the user name or password (`WRONGPASS`, or an
+    /// `ERR invalid password` from old servers).
+    #[error("authentication failed: {0}")]
+    WrongPassword(ServerError),
+    /// The server requires a password and none was configured (`NOAUTH`).
+    #[error("the server requires a password and none is configured: {0}")]
+    PasswordRequired(ServerError),
+    /// `SELECT` of the configured database failed.
+    #[error("SELECT {database} failed: {error}")]
+    SelectFailed {
+        /// The database asked for.
+        database: u32,
+        /// The server's answer.
+        error: ServerError,
+    },
+    /// Another handshake step failed (`HELLO` with an unexpected error,
+    /// `CLIENT SETNAME`).
+    #[error("{step} failed: {error}")]
+    Step {
+        /// The command that failed.
+        step: &'static str,
+        /// The server's answer.
+        error: ServerError,
+    },
+    /// The credential provider failed.
+    #[error("the credential provider failed: {0}")]
+    Credentials(String),
 }
 
 impl From<std::io::Error> for Error {

@@ -1,15 +1,21 @@
 //! redcore: a Redis and Redis Cluster client runtime for Linux on glommio.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod cmd;
+pub mod config;
+mod conn;
 mod error;
+pub mod hooks;
 pub mod resp;
 pub mod slot;
 
 pub use cmd::{Args, Cmd, Route, cmd};
+pub use config::{ConnectionConfig, Protocol};
+pub use conn::{Connection, IntoConnectionConfig, PushReceiver, Stats, Watch};
 pub use error::{
-    ConversionError, Error, Redirect, RedirectKind, Result, RetryAction, ServerError,
-    ServerErrorKind,
+    ConversionError, Error, HandshakeError, Redirect, RedirectKind, Result, RetryAction,
+    ServerError, ServerErrorKind,
 };
 pub use resp::{FromValue, Value};
 

@@ -90,6 +90,9 @@ pub enum ProtocolError {
         /// The limit in force.
         limit: usize,
     },
+    /// The server sent a reply when no request was waiting for one.
+    #[error("reply received with no request waiting for it")]
+    UnexpectedReply,
     /// Input ended in the middle of a frame where a whole one was expected.
     #[error("input ends in the middle of a frame")]
     Incomplete,

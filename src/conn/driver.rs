@@ -1,0 +1,307 @@
+//! The tasks behind a connection: the driver, which owns the socket
+//! (connect, handshake, write batches, read and dispatch replies,
+//! reconnect), and the sweeper, which expires calls past their deadline.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::timer::Timer;
+
+use super::handshake::{self, Negotiated};
+use super::read_buf::ReadBuf;
+use super::shared::{Link, Shared};
+use super::transport::{self, Transport};
+use crate::Error;
+use crate::resp::Decoder;
+
+/// Reads per wake-up before the driver yields, so callers woken by the
+/// replies get to run and fill the next batch.
+const READS_PER_POLL: usize = 16;
+
+/// Connects and runs the handshake, all before one deadline.
+pub(crate) async fn connect_once(shared: &Shared) -> Result<(Transport, Negotiated), Error> {
+    let config = &shared.config;
+    let deadline = Instant::now() + config.timeout;
+    let span = tracing::debug_span!("connect", addr = %shared.addr_text());
+    let _enter = span.enter();
+    let mut io = transport::connect(config, shared.tls.as_ref(), deadline).await?;
+    let setup = async {
+        let creds = handshake::credentials(config).await?;
+        handshake::handshake(&mut io, config, creds).await
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let negotiated = futures_lite::future::or(setup, async {
+        Timer::new(left).await;
+        Err(Error::Connect {
+            addr: shared.addr_text(),
+            reason: "the handshake timed out".into(),
+        })
+    })
+    .await?;
+    tracing::debug!(protocol = ?negotiated.protocol, "handshake done");
+    Ok((io, negotiated))
+}
+
+/// The driver: keeps a socket up and moves bytes until the connection is
+/// closed for good.
+pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negotiated)>) {
+    let config = &shared.config;
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut decoder = Decoder::with_limits(config.decoder_limits);
+    let mut rbuf = ReadBuf::new();
+    loop {
+        if shared.is_closed() {
+            break;
+        }
+        let (mut io, negotiated) = match ready.take() {
+            Some(up) => up,
+            None => match connect_once(&shared).await {
+                Ok(up) => {
+                    tracing::info!(addr = %shared.addr_text(), "reconnected");
+                    up
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
+                    if sleep_unless_closed(&shared, delay).await {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        backoff.reset();
+        decoder.reset();
+        rbuf.clear();
+        rbuf.buf.extend_from_slice(&negotiated.leftover);
+        shared.state.borrow_mut().on_up(negotiated.protocol);
+        let err = io_loop(&shared, &mut io, &mut decoder, &mut rbuf).await;
+        if shared.is_closed() {
+            let _ = io.close().await;
+            break;
+        }
+        let exit = config.exit_on_disconnection;
+        tracing::warn!(addr = %shared.addr_text(), error = %err, exit, "connection lost");
+        shared.state.borrow_mut().on_disconnect(exit);
+        if exit {
+            break;
+        }
+    }
+    tracing::debug!(addr = %shared.addr_text(), "connection task ends");
+}
+
+/// Sleeps for `delay`; returns true early if the connection is closed.
+async fn sleep_unless_closed(shared: &Shared, delay: Duration) -> bool {
+    let closed = poll_fn(|cx| {
+        let mut st = shared.state.borrow_mut();
+        if matches!(st.link, Link::Closed(_)) {
+            return Poll::Ready(true);
+        }
+        st.io_waker = Some(cx.waker().clone());
+        Poll::Pending
+    });
+    futures_lite::future::or(closed, async {
+        Timer::new(delay).await;
+        false
+    })
+    .await
+}
+
+/// Moves bytes until the socket fails or the connection is closed:
+/// writes the whole batch buffer whenever it has bytes, reads whenever the
+/// socket has bytes, and hands each decoded reply to the oldest call.
+async fn io_loop(
+    shared: &Shared,
+    io: &mut Transport,
+    decoder: &mut Decoder,
+    rbuf: &mut ReadBuf,
+) -> Error {
+    let push_capacity = shared.config.push_capacity;
+    poll_fn(|cx| {
+        let mut st = shared.state.borrow_mut();
+        if let Link::Closed(why) = st.link {
+            return Poll::Ready(Error::Closed(why));
+        }
+        if st.stalled {
+            return Poll::Ready(Error::from(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the oldest reply is overdue by a whole timeout; the socket is taken for dead",
+            )));
+        }
+        // Write: the whole batch, in as few writes as the socket takes.
+        if st.needs_compaction() {
+            st.compact();
+        }
+        let mut wrote = false;
+        while !st.out.is_empty() {
+            match Pin::new(&mut *io).poll_write(cx, &st.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                Poll::Ready(Ok(n)) => {
+                    st.wrote(n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(e.into()),
+                Poll::Pending => break,
+            }
+        }
+        if wrote {
+            // TLS buffers inside rustls until flushed; plain sockets flush
+            // at once.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *io).poll_flush(cx) {
+                return Poll::Ready(e.into());
+            }
+        }
+        // Read and dispatch.
+        for _ in 0..READS_PER_POLL {
+            let spare = rbuf.spare(decoder.bytes_needed());
+            let offered = spare.len();
+            match Pin::new(&mut *io).poll_read(cx, spare) {
+                Poll::Ready(Ok(0)) => {
+                    rbuf.filled(offered, 0);
+                    return Poll::Ready(Error::from(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )));
+                }
+                Poll::Ready(Ok(n)) => {
+                    rbuf.filled(offered, n);
+                    loop {
+                        match decoder.decode(&mut rbuf.buf) {
+                            Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),
+                            Ok(Some(v)) => {
+                                if let Err(e) = st.on_reply(v) {
+                                    return Poll::Ready(e);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Poll::Ready(e.into()),
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    rbuf.filled(offered, 0);
+                    return Poll::Ready(e.into());
+                }
+                Poll::Pending => {
+                    rbuf.filled(offered, 0);
+                    if st.hibernating {
+                        rbuf.release_if_empty();
+                    }
+                    if !st
+                        .io_waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        st.io_waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        // Read budget spent: yield so the woken callers run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// The sweeper: expires calls at their deadline, takes a socket whose
+/// oldest reply is long overdue for dead, and lets idle buffers go.
+pub(crate) async fn sweeper(shared: Rc<Shared>) {
+    let config = &shared.config;
+    loop {
+        let wake_at = {
+            let mut st = shared.state.borrow_mut();
+            if matches!(st.link, Link::Closed(_)) {
+                return;
+            }
+            let now = Instant::now();
+            // Never sleep longer than one timeout: a call queued meanwhile
+            // with the default timeout expires no earlier than that.
+            let mut at = now + config.timeout;
+            if let Some(next) = st.expire(now, config.timeout) {
+                at = at.min(next);
+            }
+            if let Some(idle) = config.hibernate_after {
+                if st.is_idle() && !st.hibernating {
+                    let when = st.last_activity + idle;
+                    if now >= when {
+                        st.hibernate();
+                    } else {
+                        at = at.min(when);
+                    }
+                }
+            }
+            st.sweep_at = Some(at);
+            at
+        };
+        let mut timer = Timer::new(wake_at.saturating_duration_since(Instant::now()));
+        poll_fn(|cx| {
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut st = shared.state.borrow_mut();
+            // A caller with an earlier deadline cleared `sweep_at`.
+            if st.sweep_at.is_none() || matches!(st.link, Link::Closed(_)) {
+                return Poll::Ready(());
+            }
+            st.sweeper_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper
+/// half of the current step, and steps double up to the maximum.
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            step: initial,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step.min(self.max);
+        self.step = (step * 2).min(self.max);
+        let half = step / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    pub fn reset(&mut self) {
+        self.step = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(700));
+        let bounds = [100, 200, 400, 700, 700];
+        for max in bounds {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_millis(max / 2), "{d:?} < half of {max}");
+            assert!(d <= Duration::from_millis(max), "{d:?} > {max}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,201 @@
+//! The handshake run on every new socket before any caller's command.
+//!
+//! `HELLO <proto> [AUTH user pass] [SETNAME name]` does protocol choice,
+//! authentication and naming in one round trip. A server that does not
+//! know `HELLO` (older than 6, or with `HELLO` renamed away) or refuses
+//! RESP3 gets the RESP2 path instead: `AUTH`, then `CLIENT SETNAME`. Then
+//! `SELECT` (when a database is configured) and `CLIENT SETINFO` for the
+//! library name and version (errors ignored: servers before 7.2 lack it)
+//! go out as one pipeline.
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::transport::Transport;
+use crate::Error;
+use crate::auth::Credentials;
+use crate::cmd::{Args, Cmd, cmd};
+use crate::config::{ConnectionConfig, Password, Protocol};
+use crate::error::{HandshakeError, ServerError, ServerErrorKind};
+use crate::resp::{Decoder, Value};
+
+/// What the handshake settled.
+pub(crate) struct Negotiated {
+    pub protocol: Protocol,
+    /// Bytes read past the last handshake reply (push frames, in theory).
+    pub leftover: BytesMut,
+}
+
+/// The credentials to use now: from the provider when there is one, else
+/// from the password and user name options.
+pub(crate) async fn credentials(config: &ConnectionConfig) -> Result<Option<Credentials>, Error> {
+    if let Some(provider) = &config.credential_provider {
+        return provider
+            .credentials()
+            .await
+            .map(Some)
+            .map_err(|e| HandshakeError::Credentials(e.to_string()).into());
+    }
+    let password = match &config.password {
+        None => return Ok(None),
+        Some(Password::Static(p)) => p.clone(),
+        Some(Password::Provider(f)) => f(),
+    };
+    Ok(Some(Credentials {
+        username: config.username.clone(),
+        password,
+    }))
+}
+
+/// Runs the handshake on a fresh socket. The caller bounds it with the
+/// connection's deadline.
+pub(crate) async fn handshake(
+    io: &mut Transport,
+    config: &ConnectionConfig,
+    creds: Option<Credentials>,
+) -> Result<Negotiated, Error> {
+    let mut wire = Wire::new(config);
+    let version = match config.protocol {
+        Protocol::Resp2 => "2",
+        Protocol::Resp3 => "3",
+    };
+    let mut hello = cmd("HELLO").arg(version);
+    if let Some(c) = &creds {
+        let user = c.username.as_deref().unwrap_or("default");
+        hello = hello.arg("AUTH").arg(user).arg(c.password.as_str());
+    }
+    if let Some(name) = &config.client_name {
+        hello = hello.arg("SETNAME").arg(name.as_str());
+    }
+    let mut protocol = config.protocol;
+    match wire.call(io, &[hello]).await?.remove(0) {
+        Value::Error(e) if hello_unsupported(&e) => {
+            tracing::debug!(error = %e, "HELLO refused; using the RESP2 handshake");
+            protocol = Protocol::Resp2;
+            resp2_handshake(io, &mut wire, config, creds.as_ref()).await?;
+        }
+        Value::Error(e) => return Err(auth_error(e, "HELLO")),
+        _ => {}
+    }
+
+    let mut setup: Vec<Cmd> = Vec::with_capacity(3);
+    if let Some(db) = config.database {
+        setup.push(cmd("SELECT").arg(db));
+    }
+    setup.push(cmd("CLIENT").arg("SETINFO").arg("LIB-NAME").arg("redcore"));
+    setup.push(
+        cmd("CLIENT")
+            .arg("SETINFO")
+            .arg("LIB-VER")
+            .arg(env!("CARGO_PKG_VERSION")),
+    );
+    let replies = wire.call(io, &setup).await?;
+    if let (Some(db), Value::Error(e)) = (config.database, &replies[0]) {
+        return Err(match e.kind() {
+            ServerErrorKind::NoAuth => HandshakeError::PasswordRequired(e.clone()),
+            _ => HandshakeError::SelectFailed {
+                database: db,
+                error: e.clone(),
+            },
+        }
+        .into());
+    }
+    Ok(Negotiated {
+        protocol,
+        leftover: wire.rbuf,
+    })
+}
+
+async fn resp2_handshake(
+    io: &mut Transport,
+    wire: &mut Wire,
+    config: &ConnectionConfig,
+    creds: Option<&Credentials>,
+) -> Result<(), Error> {
+    if let Some(c) = creds {
+        let auth = match &c.username {
+            Some(user) => cmd("AUTH").arg(user.as_str()).arg(c.password.as_str()),
+            None => cmd("AUTH").arg(c.password.as_str()),
+        };
+        if let Value::Error(e) = wire.call(io, &[auth]).await?.remove(0) {
+            return Err(auth_error(e, "AUTH"));
+        }
+    }
+    if let Some(name) = &config.client_name {
+        let setname = cmd("CLIENT").arg("SETNAME").arg(name.as_str());
+        if let Value::Error(e) = wire.call(io, &[setname]).await?.remove(0) {
+            return Err(auth_error(e, "CLIENT SETNAME"));
+        }
+    }
+    Ok(())
+}
+
+/// True when `HELLO` failed because the server does not offer it (unknown
+/// or renamed command, or no such protocol version), not because of
+/// authentication.
+fn hello_unsupported(e: &ServerError) -> bool {
+    let text = e.message();
+    e.code() == b"NOPROTO"
+        || text.starts_with(b"ERR unknown command")
+        || text.starts_with(b"ERR unknown subcommand")
+}
+
+fn auth_error(e: ServerError, step: &'static str) -> Error {
+    let text = e.message_lossy().to_ascii_lowercase();
+    match e.kind() {
+        ServerErrorKind::NoAuth => HandshakeError::PasswordRequired(e),
+        ServerErrorKind::WrongPass => HandshakeError::WrongPassword(e),
+        // Servers before 6 say "invalid password"; a server with no
+        // password at all refuses AUTH with "called without any password".
+        _ if text.contains("invalid password") || text.contains("without any password") => {
+            HandshakeError::WrongPassword(e)
+        }
+        _ => HandshakeError::Step { step, error: e },
+    }
+    .into()
+}
+
+/// Sends commands and reads their replies, skipping push frames.
+struct Wire {
+    decoder: Decoder,
+    rbuf: BytesMut,
+    out: BytesMut,
+}
+
+impl Wire {
+    fn new(config: &ConnectionConfig) -> Wire {
+        Wire {
+            decoder: Decoder::with_limits(config.decoder_limits),
+            rbuf: BytesMut::with_capacity(4096),
+            out: BytesMut::with_capacity(512),
+        }
+    }
+
+    async fn call(&mut self, io: &mut Transport, cmds: &[Cmd]) -> Result<Vec<Value>, Error> {
+        self.out.clear();
+        for c in cmds {
+            c.encode(&mut self.out);
+        }
+        io.write_all(&self.out).await?;
+        io.flush().await?;
+        let mut replies = Vec::with_capacity(cmds.len());
+        let mut chunk = [0u8; 4096];
+        while replies.len() < cmds.len() {
+            match self.decoder.decode(&mut self.rbuf)? {
+                Some(v) if v.is_push() => {}
+                Some(v) => replies.push(v),
+                None => {
+                    let n = io.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(Error::from(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection during the handshake",
+                        )));
+                    }
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        Ok(replies)
+    }
+}

@@ -1,0 +1,740 @@
+//! One Redis connection on a glommio executor, shared by every task on
+//! that core and auto-pipelined.
+//!
+//! # How bytes reach the socket
+//!
+//! Each call encodes its command in place into the connection's batch
+//! buffer (one `BytesMut`, reused) and waits on its reply slot. One
+//! connection task owns the socket: when the buffer has bytes it writes the
+//! whole buffer — every command queued since the last write — with as few
+//! `send` calls as the socket accepts, then reads whatever replies have
+//! arrived into one large buffer, decodes them in place and completes the
+//! waiting calls in FIFO order. Replies are matched to requests by order
+//! only, so RESP3 push frames are routed to a separate receiver and never
+//! shift that order.
+//!
+//! glommio 0.9 sockets move bytes with plain `send`/`recv` (non-blocking)
+//! and use io_uring for readiness, `connect` and timers; its registered
+//! buffers serve files only. So there is one copy into the batch buffer on
+//! the way out, none on the way in beyond the kernel's, and one system call
+//! per batch in each direction when the socket is ready.
+//!
+//! # Failure
+//!
+//! Every call has one deadline ([`ConnectionConfig::timeout`], or
+//! [`Connection::with_timeout`]). A call that times out before its bytes
+//! were written is withdrawn and never sent; one that was written reports
+//! `Error::Timeout { maybe_applied: true }`, and its late reply is read and
+//! dropped without desynchronising the stream. When the socket dies, calls
+//! already written fail with [`Error::ConnectionLost`] (they may have been
+//! applied and are never resent), calls not yet written wait for the next
+//! socket within their deadline, and the connection task reconnects with
+//! exponential backoff and jitter.
+
+mod driver;
+mod handshake;
+mod read_buf;
+mod shared;
+pub(crate) mod tls;
+mod transport;
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::cmd::{Args, Cmd, cmd};
+use crate::config::{ConnectionConfig, Protocol, ServerAddr};
+use crate::hooks::{Before, HookContext};
+use crate::{Error, FromValue, Value};
+
+pub use shared::Stats;
+use shared::{Admit, Call, Link, Shared};
+
+/// What the function of [`Connection::watch_transaction`] decides.
+#[derive(Debug)]
+pub enum Watch {
+    /// Run these commands in `MULTI`/`EXEC`.
+    Exec(Vec<Cmd>),
+    /// Run nothing: `UNWATCH`, and fail with [`Error::Aborted`].
+    Abort(String),
+}
+
+/// Anything that can become a [`ConnectionConfig`]: a config, or a Redis
+/// URI (`"redis://:secret@localhost:6380/2"`).
+pub trait IntoConnectionConfig {
+    /// Converts and validates.
+    fn into_config(self) -> Result<ConnectionConfig, Error>;
+}
+
+impl IntoConnectionConfig for ConnectionConfig {
+    fn into_config(self) -> Result<ConnectionConfig, Error> {
+        self.validate()?;
+        Ok(self)
+    }
+}
+
+impl IntoConnectionConfig for &str {
+    fn into_config(self) -> Result<ConnectionConfig, Error> {
+        crate::config::parse_uri(self)?.into_config()
+    }
+}
+
+impl IntoConnectionConfig for String {
+    fn into_config(self) -> Result<ConnectionConfig, Error> {
+        self.as_str().into_config()
+    }
+}
+
+/// Closes the connection when the last handle is dropped.
+struct CloseOnDrop(Rc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().close("every handle was dropped");
+    }
+}
+
+/// A handle to one Redis connection on the current glommio executor.
+///
+/// Clone it freely: clones share the socket, and calls from every task on
+/// the core are pipelined together. The handle is `!Send`; on other cores,
+/// open other connections (or use the per-core runtime). The seeds'
+/// `name` option has no counterpart: the handle is the name.
+///
+/// ```no_run
+/// use redcore::{Connection, Value};
+///
+/// glommio::LocalExecutorBuilder::default()
+///     .spawn(|| async {
+///         let conn = Connection::connect("redis://127.0.0.1:6379").await?;
+///         conn.command::<()>(["SET", "greeting", "hello"]).await?;
+///         let v: String = conn.command(["GET", "greeting"]).await?;
+///         assert_eq!(v, "hello");
+///         Ok::<_, redcore::Error>(())
+///     })
+///     .unwrap()
+///     .join()
+///     .unwrap()
+///     .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    shared: Rc<Shared>,
+    _close: Rc<CloseOnDrop>,
+    /// The watch session this handle belongs to.
+    token: Option<u64>,
+    /// A per-handle timeout overriding the configured one.
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.shared.addr_text())
+            .field("link", &self.shared.state.borrow().link)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects. With `sync_connect` (the default) this returns once the
+    /// socket is up and the handshake is done, or with the error that
+    /// stopped it; otherwise it returns at once and connects in the
+    /// background while calls wait within their deadline.
+    ///
+    /// Must be called on a glommio executor.
+    pub async fn connect(config: impl IntoConnectionConfig) -> Result<Connection, Error> {
+        let config = config.into_config()?;
+        let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
+        let shared = Rc::new(Shared::new(config, tls));
+        let ready = if shared.config.sync_connect {
+            match driver::connect_once(&shared).await {
+                Ok(up) => Some(up),
+                Err(e) => {
+                    tracing::warn!(addr = %shared.addr_text(), error = %e, "connect failed");
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        glommio::spawn_local(driver::run(shared.clone(), ready)).detach();
+        glommio::spawn_local(driver::sweeper(shared.clone())).detach();
+        Ok(Connection {
+            _close: Rc::new(CloseOnDrop(shared.clone())),
+            shared,
+            token: None,
+            timeout: None,
+        })
+    }
+
+    /// A handle to the same connection whose calls use `timeout` as their
+    /// deadline instead of the configured one (for blocking commands such
+    /// as `BLPOP`, or tighter deadlines).
+    pub fn with_timeout(&self, timeout: Duration) -> Connection {
+        Connection {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The configuration this connection was made with.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.shared.config
+    }
+
+    /// True while a socket is up with its handshake done.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.borrow().link == Link::Up
+    }
+
+    /// The protocol the current (or last) socket speaks: RESP3 unless
+    /// RESP2 was asked for or the server does not offer RESP3.
+    pub fn protocol(&self) -> Protocol {
+        self.shared.state.borrow().protocol
+    }
+
+    /// Counters of this connection.
+    pub fn stats(&self) -> Stats {
+        self.shared.state.borrow().stats
+    }
+
+    /// Closes the connection for good: queued calls fail with
+    /// [`Error::Closed`], calls already written with
+    /// [`Error::ConnectionLost`], and later calls with `Closed`.
+    pub fn close(&self) {
+        self.shared.state.borrow_mut().close("closed by the user");
+    }
+
+    /// Takes the receiver of RESP3 push frames (client-side caching
+    /// invalidations and other out-of-band messages). Only the first call
+    /// gets it; pushes that arrive while nobody has taken it are dropped.
+    pub fn take_push_receiver(&self) -> Option<PushReceiver> {
+        let mut st = self.shared.state.borrow_mut();
+        if st.push_taken {
+            return None;
+        }
+        st.push_taken = true;
+        Some(PushReceiver {
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn hook_context(&self) -> (String, u16, u32) {
+        let (host, port) = match &self.shared.config.addr {
+            ServerAddr::Tcp { host, port } => (host.clone(), *port),
+            ServerAddr::Unix(path) => (path.display().to_string(), 0),
+        };
+        (host, port, self.shared.config.database.unwrap_or(0))
+    }
+
+    /// Queues encoded commands producing `replies` replies and waits for
+    /// them: one value, or an array of `replies` values.
+    async fn call(
+        &self,
+        replies: usize,
+        mut encode: impl FnMut(&mut BytesMut),
+    ) -> Result<Value, Error> {
+        let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let call = Call {
+                token: self.token,
+                timeout: deadline.saturating_duration_since(Instant::now()),
+                replies,
+                detached: false,
+            };
+            let admitted =
+                self.shared
+                    .state
+                    .borrow_mut()
+                    .admit(&self.shared.config, &call, &mut encode)?;
+            match admitted {
+                Admit::Queued(slot) => {
+                    return Reply {
+                        shared: &self.shared,
+                        slot,
+                        done: false,
+                    }
+                    .await;
+                }
+                Admit::Wait => self.wait_admission(deadline).await?,
+            }
+        }
+    }
+
+    /// Waits until the connection may take a call again (room in the
+    /// pipeline, or the end of another task's watch session).
+    async fn wait_admission(&self, deadline: Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut registered = false;
+        let woken = poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(Ok(()));
+            }
+            registered = true;
+            self.shared.state.borrow_mut().wait_admission(cx.waker());
+            Poll::Pending
+        });
+        futures_lite::future::or(woken, async {
+            glommio::timer::Timer::new(left).await;
+            Err(Error::Timeout {
+                maybe_applied: false,
+            })
+        })
+        .await
+    }
+
+    /// Sends one command and converts its reply. A server error reply is
+    /// `Err(Error::Server(..))`.
+    ///
+    /// `args` is a [`Cmd`] or any slice, array or vector of arguments:
+    /// `conn.command::<Option<String>>(["GET", "k"])`.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        check_supported(&args)?;
+        let value = if self.shared.config.hooks.is_empty() {
+            self.call(1, |out| args.encode(out)).await
+        } else {
+            self.command_with_hooks(to_cmd(&args)).await
+        };
+        T::from_value(value?)
+    }
+
+    async fn command_with_hooks(&self, mut c: Cmd) -> Result<Value, Error> {
+        let (host, port, database) = self.hook_context();
+        let ctx = HookContext {
+            host: &host,
+            port,
+            database,
+        };
+        let hooks = &self.shared.config.hooks;
+        let mut ran = 0;
+        let mut result = None;
+        for hook in hooks {
+            ran += 1;
+            if let Before::Reply(r) = hook.before_command(&ctx, &mut c) {
+                result = Some(r);
+                break;
+            }
+        }
+        let mut result = match result {
+            Some(r) => r,
+            None => {
+                check_supported(&c)?;
+                self.call(1, |out| c.encode(out)).await
+            }
+        };
+        for hook in hooks[..ran].iter().rev() {
+            result = hook.after_command(&ctx, &c, result);
+        }
+        result
+    }
+
+    /// Sends commands as one pipeline and returns one reply per command, in
+    /// order. Server errors come back inline as [`Value::Error`]; the
+    /// call fails as a whole only when the connection does.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        for c in &cmds {
+            check_supported(c)?;
+        }
+        if self.shared.config.hooks.is_empty() {
+            return self.raw_pipeline(&cmds).await;
+        }
+        let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
+        self.with_pipeline_hooks(cmds, |cmds| async move { self.raw_pipeline(&cmds).await })
+            .await
+    }
+
+    async fn raw_pipeline<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let value = self
+            .call(cmds.len(), |out| {
+                for c in cmds {
+                    c.encode(out);
+                }
+            })
+            .await?;
+        match value {
+            Value::Array(items) => Ok(items),
+            other => Ok(vec![other]),
+        }
+    }
+
+    async fn with_pipeline_hooks<F, Fut>(
+        &self,
+        mut cmds: Vec<Cmd>,
+        send: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        F: FnOnce(Vec<Cmd>) -> Fut,
+        Fut: Future<Output = Result<Vec<Value>, Error>>,
+    {
+        let (host, port, database) = self.hook_context();
+        let ctx = HookContext {
+            host: &host,
+            port,
+            database,
+        };
+        let hooks = &self.shared.config.hooks;
+        let mut ran = 0;
+        let mut result = None;
+        for hook in hooks {
+            ran += 1;
+            if let Before::Reply(r) = hook.before_pipeline(&ctx, &mut cmds) {
+                result = Some(r);
+                break;
+            }
+        }
+        let mut result = match result {
+            Some(r) => r,
+            None => {
+                for c in &cmds {
+                    check_supported(c)?;
+                }
+                send(cmds.clone()).await
+            }
+        };
+        for hook in hooks[..ran].iter().rev() {
+            result = hook.after_pipeline(&ctx, &cmds, result);
+        }
+        result
+    }
+
+    /// Runs commands in `MULTI`/`EXEC` and returns their replies. An
+    /// `EXEC` that returns nil (a watched key changed) is
+    /// [`Error::TransactionAborted`]; a transaction the server discarded
+    /// (`EXECABORT`, for example a command with the wrong number of
+    /// arguments) is that server error. Uses the pipeline hooks.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        for c in &cmds {
+            check_supported(c)?;
+        }
+        if self.shared.config.hooks.is_empty() {
+            return self.raw_transaction(&cmds).await;
+        }
+        let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
+        self.with_pipeline_hooks(
+            cmds,
+            |cmds| async move { self.raw_transaction(&cmds).await },
+        )
+        .await
+    }
+
+    async fn raw_transaction<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
+        let value = self
+            .call(cmds.len() + 2, |out| {
+                ["MULTI"].encode(out);
+                for c in cmds {
+                    c.encode(out);
+                }
+                ["EXEC"].encode(out);
+            })
+            .await?;
+        let Value::Array(mut replies) = value else {
+            unreachable!("a call of several replies yields an array")
+        };
+        if let Value::Error(e) = &replies[0] {
+            return Err(e.clone().into());
+        }
+        match replies.pop().map(Value::without_attributes) {
+            Some(Value::Array(results)) => Ok(results),
+            Some(Value::Nil) => Err(Error::TransactionAborted),
+            Some(Value::Error(e)) => Err(e.into()),
+            Some(other) => Err(Error::Conversion(crate::ConversionError {
+                found: other.type_name(),
+                target: "EXEC reply",
+                detail: Some("expected an array or nil"),
+            })),
+            None => unreachable!("a transaction has at least two replies"),
+        }
+    }
+
+    /// Runs an optimistic transaction: `WATCH keys`, then `f` reads what
+    /// it needs through the connection it is given and returns the
+    /// commands to run (or an abort); they run in `MULTI`/`EXEC`. If a
+    /// watched key changed, everything is tried again, up to 3 more times,
+    /// and then fails with [`Error::WatchConflict`].
+    ///
+    /// While it runs, the connection carries only this transaction's
+    /// commands: other tasks' calls wait, since `WATCH` belongs to the
+    /// socket and another caller's `EXEC` or write would disturb it.
+    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
+    where
+        K: crate::resp::Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
+    {
+        self.watch_transaction_with_retries(keys, 3, f).await
+    }
+
+    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
+    /// tries after the first.
+    pub async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        mut f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: crate::resp::Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
+    {
+        let session = self.begin_exclusive().await?;
+        let watch = cmd("WATCH").args(keys);
+        let tries = max_retries.saturating_add(1);
+        for _ in 0..tries {
+            match session.conn.command::<()>(&watch).await {
+                Ok(()) => {}
+                Err(Error::WatchLost) => continue,
+                Err(e) => return Err(e),
+            }
+            let outcome = match f(&session.conn).await {
+                Ok(Watch::Exec(cmds)) => session.conn.transaction(cmds).await,
+                Ok(Watch::Abort(reason)) => {
+                    session.unwatch();
+                    return Err(Error::Aborted(reason));
+                }
+                Err(e) => {
+                    session.unwatch();
+                    return Err(e);
+                }
+            };
+            match outcome {
+                Err(Error::TransactionAborted | Error::WatchLost) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::WatchConflict { tries })
+    }
+
+    /// Takes the connection for one watch session, waiting for any other.
+    async fn begin_exclusive(&self) -> Result<WatchSession, Error> {
+        let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut st = self.shared.state.borrow_mut();
+                if let Link::Closed(why) = st.link {
+                    return Err(Error::Closed(why));
+                }
+                if st.exclusive.is_none() {
+                    let token = st.next_token;
+                    st.next_token += 1;
+                    st.exclusive = Some(token);
+                    return Ok(WatchSession {
+                        conn: Connection {
+                            token: Some(token),
+                            ..self.clone()
+                        },
+                        token,
+                    });
+                }
+            }
+            self.wait_admission(deadline).await?;
+        }
+    }
+
+    /// Sends a command without waiting for its reply, through
+    /// `CLIENT REPLY OFF` ... `CLIENT REPLY ON`; waits only for the final
+    /// acknowledgement.
+    pub async fn noreply_command(&self, args: impl Args) -> Result<(), Error> {
+        self.noreply_pipeline([args]).await
+    }
+
+    /// Sends commands without waiting for their replies (see
+    /// [`noreply_command`](Self::noreply_command)). Their errors are not
+    /// reported.
+    pub async fn noreply_pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<(), Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        for c in &cmds {
+            check_supported(c)?;
+        }
+        let ack = self
+            .call(1, |out| {
+                ["CLIENT", "REPLY", "OFF"].encode(out);
+                for c in &cmds {
+                    c.encode(out);
+                }
+                ["CLIENT", "REPLY", "ON"].encode(out);
+            })
+            .await?;
+        ack.into_result().map(drop)
+    }
+}
+
+/// A watch session: the connection is exclusive until it is dropped.
+struct WatchSession {
+    conn: Connection,
+    token: u64,
+}
+
+impl WatchSession {
+    /// Sends `UNWATCH` without waiting for it.
+    fn unwatch(&self) {
+        let call = Call {
+            token: Some(self.token),
+            timeout: self.conn.shared.config.timeout,
+            replies: 1,
+            detached: true,
+        };
+        let mut st = self.conn.shared.state.borrow_mut();
+        let _ = st.admit(&self.conn.shared.config, &call, &mut |out| {
+            ["UNWATCH"].encode(out)
+        });
+    }
+}
+
+impl Drop for WatchSession {
+    fn drop(&mut self) {
+        self.conn
+            .shared
+            .state
+            .borrow_mut()
+            .release_exclusive(self.token);
+    }
+}
+
+/// Waits for a call's reply slot; dropping it withdraws the call if it has
+/// not been written yet.
+struct Reply<'a> {
+    shared: &'a Shared,
+    slot: usize,
+    done: bool,
+}
+
+impl Future for Reply<'_> {
+    type Output = Result<Value, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let result = self
+            .shared
+            .state
+            .borrow_mut()
+            .poll_slot(self.slot, cx.waker());
+        match result {
+            Some(r) => {
+                self.done = true;
+                Poll::Ready(r)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.state.borrow_mut().abandon(self.slot);
+        }
+    }
+}
+
+/// Receives RESP3 push frames of one connection, in arrival order.
+pub struct PushReceiver {
+    shared: Rc<Shared>,
+}
+
+impl PushReceiver {
+    /// The next push frame; `None` once the connection is closed and
+    /// every frame received has been taken.
+    pub async fn recv(&mut self) -> Option<Value> {
+        poll_fn(|cx| {
+            let mut st = self.shared.state.borrow_mut();
+            if let Some(v) = st.pushes.pop_front() {
+                return Poll::Ready(Some(v));
+            }
+            if matches!(st.link, Link::Closed(_)) {
+                return Poll::Ready(None);
+            }
+            st.push_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next push frame if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        self.shared.state.borrow_mut().pushes.pop_front()
+    }
+
+    /// Push frames dropped because the receiver was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.state.borrow().pushes_dropped
+    }
+}
+
+/// Copies any command into an owned [`Cmd`], for hooks.
+fn to_cmd(args: &impl Args) -> Cmd {
+    let mut c = Cmd::new();
+    for i in 0..args.arg_count() {
+        args.with_arg(i, |a| {
+            c.push_arg(a);
+        });
+    }
+    c
+}
+
+/// Refuses commands that would break the pairing of requests and replies
+/// on a shared connection. Cheap for everything else: most names are
+/// rejected by their length alone, and nothing is allocated.
+fn check_supported(args: &impl Args) -> Result<(), Error> {
+    let reason = args
+        .with_arg(0, |name| {
+            let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+            match name.len() {
+                9..=12
+                    if is("SUBSCRIBE")
+                        || is("PSUBSCRIBE")
+                        || is("SSUBSCRIBE")
+                        || is("UNSUBSCRIBE")
+                        || is("PUNSUBSCRIBE")
+                        || is("SUNSUBSCRIBE") =>
+                {
+                    Some(
+                        "pub/sub changes what the socket sends; use a dedicated \
+                         connection (not offered yet)",
+                    )
+                }
+                4 | 5 | 7 if is("SYNC") || is("PSYNC") || is("MONITOR") => {
+                    Some("it turns the socket into a stream of its own")
+                }
+                6 if is("CLIENT")
+                    && args.with_arg(1, |a| a.eq_ignore_ascii_case(b"REPLY")) == Some(true) =>
+                {
+                    Some(
+                        "it changes which commands get replies; use noreply_command \
+                         or noreply_pipeline",
+                    )
+                }
+                _ => None,
+            }
+        })
+        .flatten();
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::Unsupported {
+            command: args
+                .with_arg(0, |a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default(),
+            reason,
+        }),
+    }
+}

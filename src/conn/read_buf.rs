@@ -1,0 +1,118 @@
+//! The read buffer: replies are read into a `BytesMut` and decoded in
+//! place, so reply payloads are slices of it.
+//!
+//! A socket read needs a `&mut [u8]`, which must be initialized memory.
+//! Zeroing the whole free space before every read would cost a memset per
+//! read, so this remembers how much of the space past the data is already
+//! initialized (by earlier zeroing or earlier reads) and zeroes only what
+//! is new.
+
+use bytes::BytesMut;
+
+/// Smallest amount of free space offered to a read.
+const MIN_READ: usize = 64 * 1024;
+/// Largest amount offered to one read (a huge bulk string arrives in
+/// several reads of this size).
+const MAX_READ: usize = 4 * 1024 * 1024;
+
+pub(crate) struct ReadBuf {
+    pub buf: BytesMut,
+    /// Initialized bytes just past `buf.len()`.
+    init: usize,
+}
+
+impl ReadBuf {
+    pub fn new() -> ReadBuf {
+        ReadBuf {
+            buf: BytesMut::new(),
+            init: 0,
+        }
+    }
+
+    /// Free, initialized space to read into; `need` is the buffer length
+    /// the decoder is waiting for, when it knows. Call [`filled`] after.
+    ///
+    /// [`filled`]: ReadBuf::filled
+    pub fn spare(&mut self, need: Option<usize>) -> &mut [u8] {
+        let len = self.buf.len();
+        let want = need
+            .map_or(0, |n| n.saturating_sub(len))
+            .clamp(MIN_READ, MAX_READ);
+        let before = self.buf.as_ptr();
+        self.buf.reserve(want);
+        if self.buf.as_ptr() != before {
+            // Moved or reallocated: what lies past the data is unknown.
+            self.init = 0;
+        }
+        let offer = (self.buf.capacity() - len).min(MAX_READ);
+        if self.init >= offer {
+            // SAFETY: the `offer` bytes past `len` are within capacity and
+            // were initialized by an earlier `resize` or read (tracked in
+            // `init`), so exposing them as `u8` is sound.
+            unsafe { self.buf.set_len(len + offer) };
+        } else {
+            self.buf.resize(len + offer, 0);
+            self.init = offer;
+        }
+        &mut self.buf[len..]
+    }
+
+    /// Keeps the `n` bytes a read put at the start of the last [`spare`]
+    /// slice of `offered` bytes.
+    ///
+    /// [`spare`]: ReadBuf::spare
+    pub fn filled(&mut self, offered: usize, n: usize) {
+        let len = self.buf.len() - offered + n;
+        self.buf.truncate(len);
+        self.init = self.init.max(offered) - n;
+    }
+
+    /// Drops the memory of an empty buffer (idle connections hibernate).
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.init = 0;
+        }
+    }
+
+    /// Forgets everything (the socket is gone).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[test]
+    fn reuses_initialized_space() {
+        let mut rb = ReadBuf::new();
+        let spare = rb.spare(None);
+        let offered = spare.len();
+        assert!(offered >= MIN_READ);
+        spare[..3].copy_from_slice(b"abc");
+        rb.filled(offered, 3);
+        assert_eq!(&rb.buf[..], b"abc");
+        assert_eq!(rb.init, offered - 3);
+        // Consuming from the front keeps the space past the data initialized.
+        rb.buf.advance(2);
+        let spare = rb.spare(None);
+        let offered = spare.len();
+        spare[0] = b'd';
+        rb.filled(offered, 1);
+        assert_eq!(&rb.buf[..], b"cd");
+    }
+
+    #[test]
+    fn offers_what_a_large_reply_needs() {
+        let mut rb = ReadBuf::new();
+        let offered = rb.spare(Some(3 * MIN_READ)).len();
+        assert!(offered >= 3 * MIN_READ);
+        rb.filled(offered, 0);
+        assert!(rb.buf.is_empty());
+        let offered = rb.spare(Some(100 * 1024 * 1024)).len();
+        assert!(offered <= MAX_READ);
+    }
+}

@@ -1,0 +1,647 @@
+//! The state callers and the connection task share on one core: the batch
+//! buffer commands are encoded into, the FIFO of calls awaiting replies, and
+//! the reply slots callers wait on.
+//!
+//! Every command occupies a byte range of the stream written to the
+//! socket. `written` is the stream offset of the first byte of `out` that
+//! has not reached the socket, so a call whose range starts before it may
+//! have been applied, and a call whose range starts at or after it can
+//! still be withdrawn (on timeout, on cancellation) or carried over to the
+//! next connection after a reconnect.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use slab::Slab;
+
+use crate::Error;
+use crate::config::{ConnectionConfig, Protocol, ServerAddr};
+use crate::resp::Value;
+
+/// What a call expects back.
+pub(crate) enum Expect {
+    /// One reply.
+    One,
+    /// `n` replies, gathered into one array (pipelines, transactions).
+    Many { left: usize, got: Vec<Value> },
+}
+
+/// A call in the FIFO: its reply slot and its bytes in the stream.
+pub(crate) struct Entry {
+    slot: usize,
+    seq: u64,
+    expect: Expect,
+    start: u64,
+    end: u64,
+    deadline: Instant,
+    timeout: Duration,
+    /// Calls of a watch session must run on the socket the `WATCH` ran on.
+    bound_generation: Option<u64>,
+    /// Withdrawn before being written; cut out by `compact`.
+    withdrawn: bool,
+}
+
+/// Where a caller's reply lands.
+struct Slot {
+    seq: u64,
+    result: Option<Result<Value, Error>>,
+    waker: Option<Waker>,
+    caller_gone: bool,
+    entry_live: bool,
+}
+
+/// The state of the link to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// No socket yet or any more; calls queue for the next one.
+    Connecting,
+    /// A socket with a finished handshake.
+    Up,
+    /// Closed for good.
+    Closed(&'static str),
+}
+
+/// How a call is to be queued.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    /// The watch session the call belongs to, if any.
+    pub token: Option<u64>,
+    /// Time left until the call's deadline.
+    pub timeout: Duration,
+    /// How many replies the encoded commands produce (at least 1).
+    pub replies: usize,
+    /// Nobody waits for the reply (a best-effort `UNWATCH`).
+    pub detached: bool,
+}
+
+/// Why a call cannot be queued right now.
+pub(crate) enum Admit {
+    /// Queued; wait on this slot.
+    Queued(usize),
+    /// Wait for room (backpressure) or for a watch session to end.
+    Wait,
+}
+
+pub(crate) struct State {
+    pub out: BytesMut,
+    written: u64,
+    entries: VecDeque<Entry>,
+    slots: Slab<Slot>,
+    next_seq: u64,
+    /// Calls with a timeout other than the configured one.
+    odd_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Withdrawn calls still in the FIFO, waiting for `compact`.
+    withdrawn: usize,
+    /// Stream offset of the first default-timeout call not yet expired.
+    swept: u64,
+    pub link: Link,
+    /// Counts sockets: bumped when a handshake finishes.
+    pub generation: u64,
+    pub protocol: Protocol,
+    pub io_waker: Option<Waker>,
+    pub sweeper_waker: Option<Waker>,
+    /// When the sweeper wakes next; `None` asks it to look at once.
+    pub sweep_at: Option<Instant>,
+    admit_waiters: Vec<Waker>,
+    /// The token of the watch session that owns the connection.
+    pub exclusive: Option<u64>,
+    pub next_token: u64,
+    pub pushes: VecDeque<Value>,
+    pub push_waker: Option<Waker>,
+    pub pushes_dropped: u64,
+    pub push_taken: bool,
+    /// Set by the sweeper when the oldest reply is overdue by far.
+    pub stalled: bool,
+    pub last_activity: Instant,
+    pub hibernating: bool,
+    pub stats: Stats,
+}
+
+/// Counters kept per connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls queued (a pipeline counts once).
+    pub calls: u64,
+    /// Replies received (each reply of a pipeline counts).
+    pub replies: u64,
+    /// Writes to the socket.
+    pub writes: u64,
+    /// Sockets opened after the first.
+    pub reconnects: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+}
+
+pub(crate) struct Shared {
+    pub config: ConnectionConfig,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub state: RefCell<State>,
+}
+
+impl Shared {
+    pub fn new(config: ConnectionConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Shared {
+        Shared {
+            tls,
+            state: RefCell::new(State {
+                out: BytesMut::with_capacity(16 * 1024),
+                written: 0,
+                entries: VecDeque::new(),
+                slots: Slab::new(),
+                next_seq: 0,
+                odd_deadlines: BinaryHeap::new(),
+                withdrawn: 0,
+                swept: 0,
+                link: Link::Connecting,
+                generation: 0,
+                protocol: config.protocol,
+                io_waker: None,
+                sweeper_waker: None,
+                sweep_at: None,
+                admit_waiters: Vec::new(),
+                exclusive: None,
+                next_token: 1,
+                pushes: VecDeque::new(),
+                push_waker: None,
+                pushes_dropped: 0,
+                push_taken: false,
+                stalled: false,
+                last_activity: Instant::now(),
+                hibernating: false,
+                stats: Stats::default(),
+            }),
+            config,
+        }
+    }
+}
+
+impl Shared {
+    /// The server's address, for logs and errors.
+    pub fn addr_text(&self) -> String {
+        match &self.config.addr {
+            ServerAddr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
+            ServerAddr::Unix(path) => path.display().to_string(),
+        }
+    }
+
+    /// True once the connection is closed for good.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state.borrow().link, Link::Closed(_))
+    }
+}
+
+fn wake(waker: &mut Option<Waker>) {
+    if let Some(w) = waker.take() {
+        w.wake();
+    }
+}
+
+impl State {
+    /// Encodes a call into the batch buffer and queues its reply slot, or
+    /// says why it must wait.
+    pub fn admit(
+        &mut self,
+        config: &ConnectionConfig,
+        call: &Call,
+        encode: &mut impl FnMut(&mut BytesMut),
+    ) -> Result<Admit, Error> {
+        let Call {
+            token,
+            timeout,
+            replies,
+            detached,
+        } = *call;
+        if let Link::Closed(why) = self.link {
+            return Err(Error::Closed(why));
+        }
+        if self.exclusive.is_some() && self.exclusive != token {
+            return Ok(Admit::Wait);
+        }
+        if self.entries.len() >= config.max_in_flight || self.out.len() >= config.max_batch_bytes {
+            return Ok(Admit::Wait);
+        }
+        let bound_generation = match token {
+            Some(_) if self.link != Link::Up => return Err(Error::WatchLost),
+            Some(_) => Some(self.generation),
+            None => None,
+        };
+        let was_empty = self.out.is_empty();
+        let start = self.written + self.out.len() as u64;
+        encode(&mut self.out);
+        let end = self.written + self.out.len() as u64;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = self.slots.insert(Slot {
+            seq,
+            result: None,
+            waker: None,
+            caller_gone: detached,
+            entry_live: true,
+        });
+        let expect = match replies {
+            1 => Expect::One,
+            n => Expect::Many {
+                left: n,
+                got: Vec::with_capacity(n),
+            },
+        };
+        let now = Instant::now();
+        let deadline = now + timeout;
+        if timeout != config.timeout {
+            self.odd_deadlines.push(Reverse((deadline, seq)));
+        }
+        self.entries.push_back(Entry {
+            slot,
+            seq,
+            expect,
+            start,
+            end,
+            deadline,
+            timeout,
+            bound_generation,
+            withdrawn: false,
+        });
+        self.stats.calls += 1;
+        self.last_activity = now;
+        self.hibernating = false;
+        if was_empty {
+            wake(&mut self.io_waker);
+        }
+        if self.sweep_at.is_some_and(|at| deadline < at) {
+            self.sweep_at = None;
+            wake(&mut self.sweeper_waker);
+        }
+        Ok(Admit::Queued(slot))
+    }
+
+    /// Registers a caller waiting for room or for a watch session to end.
+    pub fn wait_admission(&mut self, waker: &Waker) {
+        if !self.admit_waiters.iter().any(|w| w.will_wake(waker)) {
+            self.admit_waiters.push(waker.clone());
+        }
+    }
+
+    fn wake_admission(&mut self) {
+        for w in self.admit_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Ends a watch session.
+    pub fn release_exclusive(&mut self, token: u64) {
+        if self.exclusive == Some(token) {
+            self.exclusive = None;
+            self.wake_admission();
+        }
+    }
+
+    /// Polls a caller's slot: the result once it is there.
+    pub fn poll_slot(&mut self, slot: usize, waker: &Waker) -> Option<Result<Value, Error>> {
+        let s = &mut self.slots[slot];
+        match s.result.take() {
+            Some(result) => {
+                s.caller_gone = true;
+                if !s.entry_live {
+                    self.slots.remove(slot);
+                }
+                Some(result)
+            }
+            None => {
+                if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    s.waker = Some(waker.clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// The caller stopped waiting before its result came (its future was
+    /// dropped). A call not yet written is withdrawn, so it never runs.
+    pub fn abandon(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        s.caller_gone = true;
+        s.waker = None;
+        if !s.entry_live {
+            self.slots.remove(slot);
+            return;
+        }
+        let seq = s.seq;
+        if let Some(i) = self.unwritten_index(seq) {
+            self.withdraw(i);
+        }
+    }
+
+    /// The FIFO index of a live call that is still wholly unwritten.
+    /// Calls enter the FIFO in `seq` order, so this is a binary search.
+    fn unwritten_index(&self, seq: u64) -> Option<usize> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        let e = &self.entries[i];
+        (e.start >= self.written && !e.withdrawn).then_some(i)
+    }
+
+    /// Marks an unwritten call withdrawn: its bytes are cut out of the
+    /// batch buffer by [`compact`](Self::compact) before anything more is
+    /// written, and its slot is released now.
+    fn withdraw(&mut self, index: usize) {
+        let e = &mut self.entries[index];
+        debug_assert!(e.start >= self.written && !e.withdrawn);
+        e.withdrawn = true;
+        let slot = e.slot;
+        self.withdrawn += 1;
+        self.entry_done(slot, None);
+        self.wake_admission();
+    }
+
+    /// True when withdrawn calls must be cut out before the next write.
+    pub fn needs_compaction(&self) -> bool {
+        self.withdrawn > 0
+    }
+
+    /// Cuts withdrawn calls out of the FIFO and their bytes out of the
+    /// batch buffer, in one pass.
+    pub fn compact(&mut self) {
+        if self.withdrawn == 0 {
+            return;
+        }
+        self.withdrawn = 0;
+        let Some(first) = self.entries.iter().position(|e| e.withdrawn) else {
+            return;
+        };
+        let base = self.written;
+        let old = std::mem::take(&mut self.out);
+        let keep = (self.entries[first].start - base) as usize;
+        let mut out = BytesMut::with_capacity(old.len().max(16 * 1024));
+        out.extend_from_slice(&old[..keep]);
+        let mut shift = 0;
+        let tail: Vec<Entry> = self.entries.drain(first..).collect();
+        for mut e in tail {
+            if e.withdrawn {
+                shift += e.end - e.start;
+                continue;
+            }
+            out.extend_from_slice(&old[(e.start - base) as usize..(e.end - base) as usize]);
+            e.start -= shift;
+            e.end -= shift;
+            self.entries.push_back(e);
+        }
+        self.out = out;
+        // Looking again at a few expired calls is harmless; missing one is not.
+        self.swept = self.swept.min(base + keep as u64);
+    }
+
+    /// Marks a slot's FIFO entry finished, delivering `result` when the
+    /// caller has none yet.
+    fn entry_done(&mut self, slot: usize, result: Option<Result<Value, Error>>) {
+        let s = &mut self.slots[slot];
+        s.entry_live = false;
+        if s.caller_gone {
+            self.slots.remove(slot);
+            return;
+        }
+        if s.result.is_none() {
+            if let Some(r) = result {
+                s.result = Some(r);
+                wake(&mut s.waker);
+            }
+        }
+    }
+
+    fn deliver(&mut self, slot: usize, result: Result<Value, Error>) {
+        let s = &mut self.slots[slot];
+        if s.result.is_none() && !s.caller_gone {
+            s.result = Some(result);
+            wake(&mut s.waker);
+        }
+    }
+
+    /// Notes that the first `n` bytes of the batch buffer were written.
+    pub fn wrote(&mut self, n: usize) {
+        self.out.advance(n);
+        self.written += n as u64;
+        self.stats.writes += 1;
+    }
+
+    /// A reply (not a push) arrived: hand it to the oldest call. A reply
+    /// nobody asked for is a protocol violation.
+    pub fn on_reply(&mut self, value: Value) -> Result<(), Error> {
+        self.stats.replies += 1;
+        let unexpected = || Error::Protocol(crate::resp::ProtocolError::UnexpectedReply);
+        let Some(entry) = self.entries.front_mut() else {
+            return Err(unexpected());
+        };
+        if entry.start >= self.written {
+            return Err(unexpected());
+        }
+        let result = match &mut entry.expect {
+            Expect::One => Ok(value),
+            Expect::Many { left, got } => {
+                got.push(value);
+                *left -= 1;
+                if *left > 0 {
+                    return Ok(());
+                }
+                Ok(Value::Array(std::mem::take(got)))
+            }
+        };
+        let entry = self.entries.pop_front().expect("front exists");
+        self.entry_done(entry.slot, Some(result));
+        if !self.admit_waiters.is_empty() {
+            self.wake_admission();
+        }
+        self.last_activity = Instant::now();
+        Ok(())
+    }
+
+    /// A push frame arrived.
+    pub fn on_push(&mut self, value: Value, capacity: usize) {
+        if !self.push_taken {
+            return;
+        }
+        if self.pushes.len() >= capacity {
+            self.pushes_dropped += 1;
+            if self.pushes_dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.pushes_dropped,
+                    "push frames dropped: the push receiver is not keeping up"
+                );
+            }
+            return;
+        }
+        self.pushes.push_back(value);
+        wake(&mut self.push_waker);
+    }
+
+    /// Expires calls whose deadline passed; returns when to look again.
+    pub fn expire(&mut self, now: Instant, default_timeout: Duration) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let soonest = |t: Instant, next: &mut Option<Instant>| {
+            *next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        // Calls with the default timeout expire in FIFO order.
+        let mut expired = Vec::new();
+        let from = self.entries.partition_point(|e| e.start < self.swept);
+        for e in self.entries.iter().skip(from) {
+            if e.timeout != default_timeout || e.withdrawn {
+                continue;
+            }
+            if e.deadline > now {
+                soonest(e.deadline, &mut next);
+                break;
+            }
+            expired.push(e.seq);
+            self.swept = e.end;
+        }
+        while let Some(Reverse((deadline, seq))) = self.odd_deadlines.peek().copied() {
+            if deadline > now {
+                soonest(deadline, &mut next);
+                break;
+            }
+            self.odd_deadlines.pop();
+            expired.push(seq);
+        }
+        for seq in expired {
+            let Ok(i) = self.entries.binary_search_by_key(&seq, |e| e.seq) else {
+                continue;
+            };
+            let e = &self.entries[i];
+            if e.withdrawn {
+                continue;
+            }
+            let (slot, unwritten) = (e.slot, e.start >= self.written);
+            // The server never runs a command whose caller gave up before
+            // it was written: it is withdrawn.
+            self.time_out(slot, !unwritten);
+            if unwritten {
+                self.withdraw(i);
+            }
+        }
+        // A socket whose oldest reply is overdue by a whole timeout (the
+        // call's or the configured one, whichever is longer) is taken for
+        // dead: a half-open socket would otherwise hold calls forever.
+        if let Some(front) = self.entries.front() {
+            if front.start < self.written {
+                let dead_at = front.deadline + front.timeout.max(default_timeout);
+                if now >= dead_at {
+                    self.stalled = true;
+                    wake(&mut self.io_waker);
+                } else {
+                    soonest(dead_at, &mut next);
+                }
+            }
+        }
+        next
+    }
+
+    fn time_out(&mut self, slot: usize, maybe_applied: bool) {
+        let s = &self.slots[slot];
+        if s.result.is_none() && !s.caller_gone {
+            self.stats.timeouts += 1;
+            tracing::debug!(maybe_applied, "call timed out");
+        }
+        self.deliver(slot, Err(Error::Timeout { maybe_applied }));
+    }
+
+    /// The socket died. Calls already written fail (they may have been
+    /// applied); the rest wait for the next socket, except calls of a
+    /// watch session, whose `WATCH` died with the socket.
+    pub fn on_disconnect(&mut self, exit: bool) {
+        while let Some(e) = self.entries.front() {
+            if e.start >= self.written {
+                break;
+            }
+            let e = self.entries.pop_front().expect("front exists");
+            self.entry_done(e.slot, Some(Err(Error::ConnectionLost)));
+        }
+        match self.entries.front() {
+            Some(front) => {
+                let partial = (front.start - self.written) as usize;
+                self.out.advance(partial);
+                self.written = front.start;
+            }
+            None => {
+                self.written += self.out.len() as u64;
+                self.out.clear();
+            }
+        }
+        self.swept = self.swept.max(self.written);
+        let old_generation = self.generation;
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if !e.withdrawn && (exit || e.bound_generation == Some(old_generation)) {
+                let slot = e.slot;
+                let err = if exit {
+                    Error::Closed("the connection dropped and exit_on_disconnection is set")
+                } else {
+                    Error::WatchLost
+                };
+                self.deliver(slot, Err(err));
+                self.withdraw(i);
+            }
+        }
+        self.compact();
+        self.link = if exit {
+            Link::Closed("the connection dropped and exit_on_disconnection is set")
+        } else {
+            Link::Connecting
+        };
+        self.stalled = false;
+        self.wake_admission();
+    }
+
+    /// Closes for good: every queued call fails with `Closed` (written
+    /// ones with `ConnectionLost`).
+    pub fn close(&mut self, why: &'static str) {
+        if matches!(self.link, Link::Closed(_)) {
+            return;
+        }
+        while let Some(e) = self.entries.pop_back() {
+            if e.withdrawn {
+                continue;
+            }
+            let err = if e.start < self.written {
+                Error::ConnectionLost
+            } else {
+                Error::Closed(why)
+            };
+            self.entry_done(e.slot, Some(Err(err)));
+        }
+        self.written += self.out.len() as u64;
+        self.out.clear();
+        self.withdrawn = 0;
+        self.link = Link::Closed(why);
+        wake(&mut self.io_waker);
+        wake(&mut self.sweeper_waker);
+        wake(&mut self.push_waker);
+        self.wake_admission();
+    }
+
+    /// A handshake finished on a new socket.
+    pub fn on_up(&mut self, protocol: Protocol) {
+        if self.generation > 0 {
+            self.stats.reconnects += 1;
+        }
+        self.generation += 1;
+        self.protocol = protocol;
+        self.link = Link::Up;
+        self.wake_admission();
+    }
+
+    /// Lets go of the batch buffer's memory while idle; the driver drops
+    /// its read buffer when it sees `hibernating`.
+    pub fn hibernate(&mut self) {
+        self.hibernating = true;
+        self.out = BytesMut::new();
+        wake(&mut self.io_waker);
+    }
+
+    /// True when nothing is queued or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty() && self.out.is_empty()
+    }
+}

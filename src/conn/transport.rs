@@ -1,0 +1,174 @@
+//! The socket under a connection: TCP, Unix, or TLS over TCP.
+//!
+//! Bytes move through glommio's `TcpStream` / `UnixStream`, which send and
+//! receive with plain `send`/`recv` system calls (`MSG_DONTWAIT`) and use
+//! io_uring for readiness polls, `connect` and timers. TLS is rustls in
+//! user space over the same TCP stream.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpStream, UnixStream};
+
+use super::tls;
+use crate::Error;
+use crate::config::{ConnectionConfig, ServerAddr};
+
+/// One connected socket.
+pub(crate) enum Transport {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Transport::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Transport::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Transport::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        dispatch!(self, s => s.poll_flush(cx))
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        dispatch!(self, s => s.poll_close(cx))
+    }
+}
+
+/// Connects to the configured server before `deadline`: resolves the host
+/// (off the executor, as name resolution blocks), tries each address in
+/// turn, and runs the TLS handshake when TLS is on.
+pub(crate) async fn connect(
+    config: &ConnectionConfig,
+    tls_config: Option<&Arc<rustls::ClientConfig>>,
+    deadline: Instant,
+) -> Result<Transport, Error> {
+    match &config.addr {
+        ServerAddr::Unix(path) => {
+            let what = path.display().to_string();
+            let stream = within(deadline, &what, UnixStream::connect(path)).await?;
+            Ok(Transport::Unix(stream))
+        }
+        ServerAddr::Tcp { host, port } => {
+            let addrs = resolve(host, *port, deadline).await?;
+            let mut last = None;
+            for addr in addrs {
+                let left = remaining(deadline, &addr.to_string())?;
+                match TcpStream::connect_timeout(addr, left).await {
+                    Ok(stream) => {
+                        stream
+                            .set_nodelay(true)
+                            .map_err(|e| Error::from(io::Error::from(e)))?;
+                        let Some(tls_config) = tls_config else {
+                            return Ok(Transport::Tcp(stream));
+                        };
+                        let opts = config.tls.as_ref().expect("TLS config implies TLS options");
+                        let name = tls::server_name(opts, host)?;
+                        let handshake = tls::handshake(stream, tls_config.clone(), name);
+                        let stream = within(deadline, &addr.to_string(), handshake).await?;
+                        return Ok(Transport::Tls(Box::new(stream)));
+                    }
+                    Err(e) => last = Some((addr, e)),
+                }
+            }
+            let (addr, e) = last.expect("resolve returns at least one address");
+            Err(Error::Connect {
+                addr: addr.to_string(),
+                reason: io::Error::from(e).to_string(),
+            })
+        }
+    }
+}
+
+fn remaining(deadline: Instant, what: &str) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Connect {
+            addr: what.to_owned(),
+            reason: "timed out".into(),
+        });
+    }
+    Ok(left)
+}
+
+/// Runs `fut` until `deadline`; a timeout is a connect error naming `what`.
+async fn within<T, E: Into<Error>>(
+    deadline: Instant,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
+    let left = remaining(deadline, what)?;
+    let timer = async {
+        glommio::timer::Timer::new(left).await;
+        Err(Error::Connect {
+            addr: what.to_owned(),
+            reason: "timed out".into(),
+        })
+    };
+    futures_lite::future::or(async { fut.await.map_err(Into::into) }, timer).await
+}
+
+impl From<glommio::GlommioError<()>> for Error {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        Error::from(io::Error::from(e))
+    }
+}
+
+/// Resolves a host name to socket addresses. IP literals need no lookup;
+/// names are resolved on glommio's blocking thread pool.
+async fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let name = host.to_owned();
+    let lookup = glommio::executor().spawn_blocking(move || {
+        (name.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>())
+    });
+    let what = format!("{host}:{port}");
+    let addrs = within(deadline, &what, async { lookup.await.map_err(Error::from) }).await?;
+    if addrs.is_empty() {
+        return Err(Error::Connect {
+            addr: what,
+            reason: "the name resolved to no address".into(),
+        });
+    }
+    Ok(addrs)
+}
