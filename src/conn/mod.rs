@@ -47,7 +47,7 @@ use bytes::BytesMut;
 
 use crate::cmd::{Args, Cmd, cmd};
 use crate::config::{ConnectionConfig, Protocol, ServerAddr};
-use crate::hooks::{Before, HookContext};
+use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
 pub use shared::Stats;
@@ -303,7 +303,32 @@ impl Connection {
         T::from_value(value?)
     }
 
-    async fn command_with_hooks(&self, mut c: Cmd) -> Result<Value, Error> {
+    async fn command_with_hooks(&self, c: Cmd) -> Result<Value, Error> {
+        self.hooked(
+            c,
+            |h, ctx, c| h.before_command(ctx, c),
+            |h, ctx, c, r| h.after_command(ctx, c, r),
+            |c| async move {
+                check_supported(&c)?;
+                self.call(1, |out| c.encode(out)).await
+            },
+        )
+        .await
+    }
+
+    /// Runs the before hooks in order until one answers, sends `subject`
+    /// unless one did, then runs the after hooks of those that ran, in
+    /// reverse order.
+    async fn hooked<S: Clone, T, Fut>(
+        &self,
+        mut subject: S,
+        before: impl Fn(&dyn Hook, &HookContext<'_>, &mut S) -> Before<T>,
+        after: impl Fn(&dyn Hook, &HookContext<'_>, &S, Result<T, Error>) -> Result<T, Error>,
+        send: impl FnOnce(S) -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let (host, port, database) = self.hook_context();
         let ctx = HookContext {
             host: &host,
@@ -312,23 +337,20 @@ impl Connection {
         };
         let hooks = &self.shared.config.hooks;
         let mut ran = 0;
-        let mut result = None;
+        let mut answer = None;
         for hook in hooks {
             ran += 1;
-            if let Before::Reply(r) = hook.before_command(&ctx, &mut c) {
-                result = Some(r);
+            if let Before::Reply(r) = before(hook.as_ref(), &ctx, &mut subject) {
+                answer = Some(r);
                 break;
             }
         }
-        let mut result = match result {
+        let mut result = match answer {
             Some(r) => r,
-            None => {
-                check_supported(&c)?;
-                self.call(1, |out| c.encode(out)).await
-            }
+            None => send(subject.clone()).await,
         };
         for hook in hooks[..ran].iter().rev() {
-            result = hook.after_command(&ctx, &c, result);
+            result = after(hook.as_ref(), &ctx, &subject, result);
         }
         result
     }
@@ -369,44 +391,23 @@ impl Connection {
         }
     }
 
-    async fn with_pipeline_hooks<F, Fut>(
-        &self,
-        mut cmds: Vec<Cmd>,
-        send: F,
-    ) -> Result<Vec<Value>, Error>
+    async fn with_pipeline_hooks<F, Fut>(&self, cmds: Vec<Cmd>, send: F) -> Result<Vec<Value>, Error>
     where
         F: FnOnce(Vec<Cmd>) -> Fut,
         Fut: Future<Output = Result<Vec<Value>, Error>>,
     {
-        let (host, port, database) = self.hook_context();
-        let ctx = HookContext {
-            host: &host,
-            port,
-            database,
-        };
-        let hooks = &self.shared.config.hooks;
-        let mut ran = 0;
-        let mut result = None;
-        for hook in hooks {
-            ran += 1;
-            if let Before::Reply(r) = hook.before_pipeline(&ctx, &mut cmds) {
-                result = Some(r);
-                break;
-            }
-        }
-        let mut result = match result {
-            Some(r) => r,
-            None => {
+        self.hooked(
+            cmds,
+            |h, ctx, c| h.before_pipeline(ctx, c),
+            |h, ctx, c, r| h.after_pipeline(ctx, c, r),
+            |cmds| async move {
                 for c in &cmds {
                     check_supported(c)?;
                 }
-                send(cmds.clone()).await
-            }
-        };
-        for hook in hooks[..ran].iter().rev() {
-            result = hook.after_pipeline(&ctx, &cmds, result);
-        }
-        result
+                send(cmds).await
+            },
+        )
+        .await
     }
 
     /// Runs commands in `MULTI`/`EXEC` and returns their replies. An

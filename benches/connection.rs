@@ -1,0 +1,248 @@
+//! One core, one connection: redcore against `redis-benchmark`, in the
+//! same run, on the same freshly started `redis-server`.
+//!
+//! `cargo bench --bench connection` prints a table: ops/s, p50/p99 latency
+//! and client CPU per operation (getrusage: this process for redcore, the
+//! finished child for redis-benchmark). Loads are SET/GET 1:1 with 32-byte
+//! values over 100,000 random keys. redcore runs N tasks each sending
+//! single commands (auto-pipelined), and one task sending explicit
+//! pipelines of 64; redis-benchmark runs `-c 1 -P N`, whose pipeline depth
+//! is the same number of requests outstanding.
+//!
+//! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000).
+//! With `--test` (as `cargo bench -- --test` passes), it runs a tiny load
+//! only, to check that it works.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::cell::RefCell;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use redcore::{Connection, Value, cmd};
+
+struct Row {
+    client: String,
+    load: String,
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_op: f64,
+}
+
+fn cpu_time(who: i32) -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn value32() -> String {
+    "v".repeat(32)
+}
+
+/// `tasks` tasks each send single commands, SET and GET alternating,
+/// until `ops` operations are done in all.
+async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u64>, Duration) {
+    let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
+    let left = Rc::new(RefCell::new(ops));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let conn = conn.clone();
+        let hist = hist.clone();
+        let left = left.clone();
+        handles.push(glommio::spawn_local(async move {
+            let value = value32();
+            let mut n = t;
+            let mut key = String::with_capacity(16);
+            loop {
+                {
+                    let mut l = left.borrow_mut();
+                    if *l == 0 {
+                        break;
+                    }
+                    *l -= 1;
+                }
+                key.clear();
+                key.push_str("key:");
+                key.push_str(itoa::Buffer::new().format(fastrand::u32(0..100_000)));
+                let sent = Instant::now();
+                let reply: Value = if n % 2 == 0 {
+                    conn.command(["SET", key.as_str(), value.as_str()]).await
+                } else {
+                    conn.command(["GET", key.as_str()]).await
+                }
+                .expect("command");
+                drop(reply);
+                hist.borrow_mut()
+                    .record(sent.elapsed().as_nanos() as u64)
+                    .unwrap();
+                n += 1;
+            }
+        }));
+    }
+    for h in handles {
+        h.await;
+    }
+    let elapsed = start.elapsed();
+    let hist = hist.borrow().clone();
+    (hist, elapsed)
+}
+
+/// One task sends explicit pipelines of `depth` commands.
+async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogram<u64>, Duration) {
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let value = value32();
+    let start = Instant::now();
+    let mut done = 0;
+    let mut batch = Vec::with_capacity(depth);
+    while done < ops {
+        batch.clear();
+        for i in 0..depth {
+            let key = format!("key:{}", fastrand::u32(0..100_000));
+            batch.push(if i % 2 == 0 {
+                cmd("SET").arg(key).arg(value.as_str())
+            } else {
+                cmd("GET").arg(key)
+            });
+        }
+        let sent = Instant::now();
+        let replies = conn.pipeline(batch.iter()).await.expect("pipeline");
+        assert_eq!(replies.len(), depth);
+        let nanos = sent.elapsed().as_nanos() as u64;
+        for _ in 0..depth {
+            hist.record(nanos).unwrap();
+        }
+        done += depth;
+    }
+    (hist, start.elapsed())
+}
+
+fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(64 << 10)
+        .spawn(move || async move {
+            let conn = Connection::connect(url.as_str()).await.expect("connect");
+            let mut rows = Vec::new();
+            // Warm up the server, the connection and the allocator.
+            run_tasks(&conn, 64, ops / 4).await;
+            // REDCORE_BENCH_TASKS=64 runs that load alone (for profiling).
+            let only: Option<usize> = std::env::var("REDCORE_BENCH_TASKS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            let loads: Vec<(String, usize)> = [1, 16, 64, 256]
+                .into_iter()
+                .filter(|t| only.is_none_or(|o| o == *t))
+                .map(|t| (format!("{t} tasks, single commands"), t))
+                .chain(only.is_none().then(|| ("1 task, pipelines of 64".to_owned(), 0)))
+                .collect();
+            for (name, tasks) in loads {
+                let cpu0 = cpu_time(libc::RUSAGE_SELF);
+                let (hist, elapsed) = if tasks > 0 {
+                    run_tasks(&conn, tasks, ops).await
+                } else {
+                    run_pipelines(&conn, 64, ops).await
+                };
+                let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+                rows.push(Row {
+                    client: "redcore".into(),
+                    load: name,
+                    ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
+                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
+                });
+            }
+            rows
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
+/// Runs `redis-benchmark -c 1 -P depth` for SET and GET; the row averages
+/// the two tests (each runs `ops / 2` requests).
+fn redis_benchmark_row(port: u16, depth: usize, ops: usize) -> Row {
+    let cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
+    let start = Instant::now();
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-c",
+            "1",
+            "-P",
+            &depth.to_string(),
+            "-d",
+            "32",
+            "-r",
+            "100000",
+        ])
+        .args(["-t", "set,get", "-n", &(ops / 2).to_string(), "--csv"])
+        .output()
+        .expect("redis-benchmark runs (apt-get install redis-tools)");
+    let elapsed = start.elapsed();
+    let cpu = cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
+        .map(|l| {
+            l.split(',')
+                .skip(1)
+                .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "redis-benchmark output: {text}");
+    let mean = |i: usize| (rows[0][i] + rows[1][i]) / 2.0;
+    // Time-weighted rate: all requests over the time both tests took.
+    let rate = ops as f64 / (ops as f64 / 2.0 / rows[0][0] + ops as f64 / 2.0 / rows[1][0]);
+    let _ = elapsed;
+    Row {
+        client: "redis-benchmark".into(),
+        load: format!("-c 1 -P {depth}"),
+        ops_per_sec: rate,
+        p50_us: mean(3) * 1000.0,
+        p99_us: mean(5) * 1000.0,
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let ops: usize = std::env::var("REDCORE_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 400_000 });
+    let server = support::RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let mut rows = redcore_rows(url, ops);
+    let depths = if std::env::var("REDCORE_BENCH_TASKS").is_ok() {
+        vec![]
+    } else {
+        vec![1, 16, 64, 256]
+    };
+    for depth in depths {
+        rows.push(redis_benchmark_row(server.port(), depth, ops));
+    }
+    println!(
+        "\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, one connection\n"
+    );
+    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} |",
+            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op
+        );
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs examples/basic.rs against a throwaway local redis-server:
+# installs redis-server/redis-tools with apt-get when missing (Debian/Ubuntu),
+# starts a server on a free loopback port in a temporary directory, runs the
+# example, and stops the server (also on failure or Ctrl-C).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=()
+        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+        "${sudo[@]}" apt-get update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends redis-server redis-tools
+    else
+        echo "tools/example.sh: install Redis >= 7 so that redis-server is on PATH" >&2
+        exit 1
+    fi
+fi
+
+dir=$(mktemp -d)
+pid=""
+cleanup() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+# A free port: ask the kernel for one, then hand it to redis-server.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$dir" --logfile "$dir/redis.log" &
+pid=$!
+
+for _ in $(seq 1 200); do
+    if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then break; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "tools/example.sh: redis-server did not start:" >&2
+        cat "$dir/redis.log" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+
+cargo run --quiet --example basic -- "redis://127.0.0.1:$port"
