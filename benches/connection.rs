@@ -142,7 +142,10 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
                 .into_iter()
                 .filter(|t| only.is_none_or(|o| o == *t))
                 .map(|t| (format!("{t} tasks, single commands"), t))
-                .chain(only.is_none().then(|| ("1 task, pipelines of 64".to_owned(), 0)))
+                .chain(
+                    only.is_none()
+                        .then(|| ("1 task, pipelines of 64".to_owned(), 0)),
+                )
                 .collect();
             for (name, tasks) in loads {
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);

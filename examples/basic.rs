@@ -12,7 +12,8 @@ async fn tour(url: &str) -> redcore::Result<()> {
     let conn = Connection::connect(url).await?;
     println!("connected to {url} speaking {:?}", conn.protocol());
 
-    conn.command::<()>(["SET", "example:greeting", "hello"]).await?;
+    conn.command::<()>(["SET", "example:greeting", "hello"])
+        .await?;
     let greeting: String = conn.command(["GET", "example:greeting"]).await?;
     println!("GET example:greeting -> {greeting}");
 
@@ -26,7 +27,10 @@ async fn tour(url: &str) -> redcore::Result<()> {
     println!("pipeline -> {replies:?}");
 
     let results = conn
-        .transaction([cmd("SET").arg("example:a").arg(1), cmd("INCR").arg("example:a")])
+        .transaction([
+            cmd("SET").arg("example:a").arg(1),
+            cmd("INCR").arg("example:a"),
+        ])
         .await?;
     println!("transaction -> {results:?}");
 

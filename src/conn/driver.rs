@@ -79,7 +79,11 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         decoder.reset();
         rbuf.clear();
         rbuf.buf.extend_from_slice(&negotiated.leftover);
-        shared.state.borrow_mut().on_up(negotiated.protocol);
+        if !shared.state.borrow_mut().on_up(negotiated.protocol) {
+            // Closed while the handshake ran: drop the socket.
+            let _ = io.close().await;
+            break;
+        }
         let err = io_loop(&shared, &mut io, &mut decoder, &mut rbuf).await;
         if shared.is_closed() {
             let _ = io.close().await;

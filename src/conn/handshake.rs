@@ -68,8 +68,10 @@ pub(crate) async fn handshake(
         hello = hello.arg("SETNAME").arg(name.as_str());
     }
     let mut protocol = config.protocol;
+    let mut unauthenticated_fallback = false;
     match wire.call(io, &[hello]).await?.remove(0) {
         Value::Error(e) if hello_unsupported(&e) => {
+            unauthenticated_fallback = creds.is_none();
             tracing::debug!(error = %e, "HELLO refused; using the RESP2 handshake");
             protocol = Protocol::Resp2;
             resp2_handshake(io, &mut wire, config, creds.as_ref()).await?;
@@ -89,7 +91,20 @@ pub(crate) async fn handshake(
             .arg("LIB-VER")
             .arg(env!("CARGO_PKG_VERSION")),
     );
+    if unauthenticated_fallback {
+        // No HELLO and no password: a PING tells whether the server wants
+        // one (CLIENT SETINFO may fail for other reasons first).
+        setup.push(cmd("PING"));
+    }
     let replies = wire.call(io, &setup).await?;
+    // Without HELLO, a missing password shows first here.
+    if let Some(e) = replies
+        .iter()
+        .filter_map(Value::as_error)
+        .find(|e| e.kind() == ServerErrorKind::NoAuth)
+    {
+        return Err(HandshakeError::PasswordRequired(e.clone()).into());
+    }
     if let (Some(db), Value::Error(e)) = (config.database, &replies[0]) {
         return Err(match e.kind() {
             ServerErrorKind::NoAuth => HandshakeError::PasswordRequired(e.clone()),

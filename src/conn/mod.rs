@@ -124,8 +124,9 @@ impl Drop for CloseOnDrop {
 pub struct Connection {
     shared: Rc<Shared>,
     _close: Rc<CloseOnDrop>,
-    /// The watch session this handle belongs to.
-    token: Option<u64>,
+    /// The watch session this handle belongs to: its token and the
+    /// generation of the socket its `WATCH` ran on.
+    watch: Option<(u64, u64)>,
     /// A per-handle timeout overriding the configured one.
     timeout: Option<Duration>,
 }
@@ -166,7 +167,7 @@ impl Connection {
         Ok(Connection {
             _close: Rc::new(CloseOnDrop(shared.clone())),
             shared,
-            token: None,
+            watch: None,
             timeout: None,
         })
     }
@@ -232,21 +233,23 @@ impl Connection {
     }
 
     /// Queues encoded commands producing `replies` replies and waits for
-    /// them: one value, or an array of `replies` values.
+    /// them: one value, or (with `gather`) an array of `replies` values.
     async fn call(
         &self,
         replies: usize,
+        gather: bool,
         mut encode: impl FnMut(&mut BytesMut),
     ) -> Result<Value, Error> {
         let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
-        let deadline = Instant::now() + timeout;
+        let mut call = Call {
+            watch: self.watch,
+            timeout,
+            replies,
+            gather,
+            detached: false,
+        };
+        let mut deadline = None;
         loop {
-            let call = Call {
-                token: self.token,
-                timeout: deadline.saturating_duration_since(Instant::now()),
-                replies,
-                detached: false,
-            };
             let admitted =
                 self.shared
                     .state
@@ -261,7 +264,12 @@ impl Connection {
                     }
                     .await;
                 }
-                Admit::Wait => self.wait_admission(deadline).await?,
+                Admit::Wait => {
+                    // One deadline for the whole call, waiting included.
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    self.wait_admission(deadline).await?;
+                    call.timeout = deadline.saturating_duration_since(Instant::now());
+                }
             }
         }
     }
@@ -296,7 +304,7 @@ impl Connection {
     pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         check_supported(&args)?;
         let value = if self.shared.config.hooks.is_empty() {
-            self.call(1, |out| args.encode(out)).await
+            self.call(1, false, |out| args.encode(out)).await
         } else {
             self.command_with_hooks(to_cmd(&args)).await
         };
@@ -310,7 +318,7 @@ impl Connection {
             |h, ctx, c, r| h.after_command(ctx, c, r),
             |c| async move {
                 check_supported(&c)?;
-                self.call(1, |out| c.encode(out)).await
+                self.call(1, false, |out| c.encode(out)).await
             },
         )
         .await
@@ -379,19 +387,23 @@ impl Connection {
             return Ok(Vec::new());
         }
         let value = self
-            .call(cmds.len(), |out| {
+            .call(cmds.len(), true, |out| {
                 for c in cmds {
                     c.encode(out);
                 }
             })
             .await?;
-        match value {
-            Value::Array(items) => Ok(items),
-            other => Ok(vec![other]),
-        }
+        let Value::Array(items) = value else {
+            unreachable!("a gathered call yields an array")
+        };
+        Ok(items)
     }
 
-    async fn with_pipeline_hooks<F, Fut>(&self, cmds: Vec<Cmd>, send: F) -> Result<Vec<Value>, Error>
+    async fn with_pipeline_hooks<F, Fut>(
+        &self,
+        cmds: Vec<Cmd>,
+        send: F,
+    ) -> Result<Vec<Value>, Error>
     where
         F: FnOnce(Vec<Cmd>) -> Fut,
         Fut: Future<Output = Result<Vec<Value>, Error>>,
@@ -436,7 +448,7 @@ impl Connection {
 
     async fn raw_transaction<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
         let value = self
-            .call(cmds.len() + 2, |out| {
+            .call(cmds.len() + 2, true, |out| {
                 ["MULTI"].encode(out);
                 for c in cmds {
                     c.encode(out);
@@ -445,7 +457,7 @@ impl Connection {
             })
             .await?;
         let Value::Array(mut replies) = value else {
-            unreachable!("a call of several replies yields an array")
+            unreachable!("a gathered call yields an array")
         };
         if let Value::Error(e) = &replies[0] {
             return Err(e.clone().into());
@@ -496,19 +508,22 @@ impl Connection {
         let watch = cmd("WATCH").args(keys);
         let tries = max_retries.saturating_add(1);
         for _ in 0..tries {
-            match session.conn.command::<()>(&watch).await {
+            // Every try runs on one socket; if it dies, the try fails with
+            // `WatchLost` and the next waits for the new socket.
+            let conn = session.bind().await?;
+            match conn.command::<()>(&watch).await {
                 Ok(()) => {}
                 Err(Error::WatchLost) => continue,
                 Err(e) => return Err(e),
             }
-            let outcome = match f(&session.conn).await {
-                Ok(Watch::Exec(cmds)) => session.conn.transaction(cmds).await,
+            let outcome = match f(&conn).await {
+                Ok(Watch::Exec(cmds)) => conn.transaction(cmds).await,
                 Ok(Watch::Abort(reason)) => {
-                    session.unwatch();
+                    conn.unwatch();
                     return Err(Error::Aborted(reason));
                 }
                 Err(e) => {
-                    session.unwatch();
+                    conn.unwatch();
                     return Err(e);
                 }
             };
@@ -535,16 +550,29 @@ impl Connection {
                     st.next_token += 1;
                     st.exclusive = Some(token);
                     return Ok(WatchSession {
-                        conn: Connection {
-                            token: Some(token),
-                            ..self.clone()
-                        },
+                        conn: self.clone(),
                         token,
                     });
                 }
             }
             self.wait_admission(deadline).await?;
         }
+    }
+
+    /// Sends `UNWATCH` without waiting for it (a watch session's cleanup).
+    fn unwatch(&self) {
+        let call = Call {
+            watch: self.watch,
+            timeout: self.shared.config.timeout,
+            replies: 1,
+            gather: false,
+            detached: true,
+        };
+        let mut st = self.shared.state.borrow_mut();
+        // A dead socket took its WATCH with it: nothing to undo then.
+        let _ = st.admit(&self.shared.config, &call, &mut |out| {
+            ["UNWATCH"].encode(out)
+        });
     }
 
     /// Sends a command without waiting for its reply, through
@@ -565,10 +593,22 @@ impl Connection {
         for c in &cmds {
             check_supported(c)?;
         }
+        if self.shared.config.hooks.is_empty() {
+            return self.raw_noreply(&cmds).await;
+        }
+        let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
+        self.with_pipeline_hooks(cmds, |cmds| async move {
+            self.raw_noreply(&cmds).await.map(|()| Vec::new())
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn raw_noreply<A: Args>(&self, cmds: &[A]) -> Result<(), Error> {
         let ack = self
-            .call(1, |out| {
+            .call(1, false, |out| {
                 ["CLIENT", "REPLY", "OFF"].encode(out);
-                for c in &cmds {
+                for c in cmds {
                     c.encode(out);
                 }
                 ["CLIENT", "REPLY", "ON"].encode(out);
@@ -585,18 +625,27 @@ struct WatchSession {
 }
 
 impl WatchSession {
-    /// Sends `UNWATCH` without waiting for it.
-    fn unwatch(&self) {
-        let call = Call {
-            token: Some(self.token),
-            timeout: self.conn.shared.config.timeout,
-            replies: 1,
-            detached: true,
-        };
-        let mut st = self.conn.shared.state.borrow_mut();
-        let _ = st.admit(&self.conn.shared.config, &call, &mut |out| {
-            ["UNWATCH"].encode(out)
-        });
+    /// A handle bound to the current socket, waiting (within the
+    /// deadline) for one to be up.
+    async fn bind(&self) -> Result<Connection, Error> {
+        let timeout = self.conn.timeout.unwrap_or(self.conn.shared.config.timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let st = self.conn.shared.state.borrow();
+                match st.link {
+                    Link::Up => {
+                        return Ok(Connection {
+                            watch: Some((self.token, st.generation)),
+                            ..self.conn.clone()
+                        });
+                    }
+                    Link::Closed(why) => return Err(Error::Closed(why)),
+                    Link::Connecting => {}
+                }
+            }
+            self.conn.wait_admission(deadline).await?;
+        }
     }
 }
 
@@ -697,6 +746,14 @@ fn to_cmd(args: &impl Args) -> Cmd {
 /// on a shared connection. Cheap for everything else: most names are
 /// rejected by their length alone, and nothing is allocated.
 fn check_supported(args: &impl Args) -> Result<(), Error> {
+    if args.arg_count() == 0 {
+        // The server skips an empty array without a reply, which would
+        // shift every later reply onto the wrong caller.
+        return Err(Error::MalformedCommand {
+            command: String::new(),
+            reason: "a command needs at least its name",
+        });
+    }
     let reason = args
         .with_arg(0, |name| {
             let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());

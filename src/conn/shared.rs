@@ -69,12 +69,17 @@ pub(crate) enum Link {
 /// How a call is to be queued.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Call {
-    /// The watch session the call belongs to, if any.
-    pub token: Option<u64>,
-    /// Time left until the call's deadline.
+    /// The watch session the call belongs to, if any: its token, and the
+    /// generation of the socket its `WATCH` runs on. The call fails with
+    /// `WatchLost` rather than go out on another socket.
+    pub watch: Option<(u64, u64)>,
+    /// Time until the call's deadline.
     pub timeout: Duration,
     /// How many replies the encoded commands produce (at least 1).
     pub replies: usize,
+    /// Gather the replies into an array even when there is only one
+    /// (pipelines, transactions).
+    pub gather: bool,
     /// Nobody waits for the reply (a best-effort `UNWATCH`).
     pub detached: bool,
 }
@@ -212,23 +217,26 @@ impl State {
         encode: &mut impl FnMut(&mut BytesMut),
     ) -> Result<Admit, Error> {
         let Call {
-            token,
+            watch,
             timeout,
             replies,
+            gather,
             detached,
         } = *call;
         if let Link::Closed(why) = self.link {
             return Err(Error::Closed(why));
         }
-        if self.exclusive.is_some() && self.exclusive != token {
+        if self.exclusive.is_some() && self.exclusive != watch.map(|(token, _)| token) {
             return Ok(Admit::Wait);
         }
         if self.entries.len() >= config.max_in_flight || self.out.len() >= config.max_batch_bytes {
             return Ok(Admit::Wait);
         }
-        let bound_generation = match token {
-            Some(_) if self.link != Link::Up => return Err(Error::WatchLost),
-            Some(_) => Some(self.generation),
+        let bound_generation = match watch {
+            Some((_, g)) if self.link != Link::Up || self.generation != g => {
+                return Err(Error::WatchLost);
+            }
+            Some((_, g)) => Some(g),
             None => None,
         };
         let was_empty = self.out.is_empty();
@@ -245,7 +253,7 @@ impl State {
             entry_live: true,
         });
         let expect = match replies {
-            1 => Expect::One,
+            1 if !gather => Expect::One,
             n => Expect::Many {
                 left: n,
                 got: Vec::with_capacity(n),
@@ -591,6 +599,10 @@ impl State {
             Link::Connecting
         };
         self.stalled = false;
+        if exit {
+            wake(&mut self.push_waker);
+            wake(&mut self.sweeper_waker);
+        }
         self.wake_admission();
     }
 
@@ -621,8 +633,12 @@ impl State {
         self.wake_admission();
     }
 
-    /// A handshake finished on a new socket.
-    pub fn on_up(&mut self, protocol: Protocol) {
+    /// A handshake finished on a new socket. False when the connection
+    /// was closed meanwhile: the socket must be dropped.
+    pub fn on_up(&mut self, protocol: Protocol) -> bool {
+        if matches!(self.link, Link::Closed(_)) {
+            return false;
+        }
         if self.generation > 0 {
             self.stats.reconnects += 1;
         }
@@ -630,6 +646,7 @@ impl State {
         self.protocol = protocol;
         self.link = Link::Up;
         self.wake_admission();
+        true
     }
 
     /// Lets go of the batch buffer's memory while idle; the driver drops

@@ -1,0 +1,153 @@
+//! Helpers shared by the `connection_*` tests: running a glommio executor,
+//! waiting on conditions with deadlines (never a bare sleep standing in for
+//! an event), and reading what the server says about our client.
+//!
+//! A test file uses it with `mod support; mod common_conn;`. Each file uses
+//! a part of it, hence `dead_code` is allowed.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
+use redcore::{Connection, Error, Value};
+
+use crate::support::RedisServer;
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(3);
+
+/// Runs `f` on a fresh glommio executor and waits for it. The io memory
+/// stays small: the memlock limit of the test machines is 8 MiB.
+pub fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(64 << 10)
+        .spawn(f)
+        .expect("spawn the executor")
+        .join()
+        .expect("the test's executor panicked");
+}
+
+/// A builder for a TCP connection to `127.0.0.1:port`.
+pub fn base(port: u16) -> ConnectionConfigBuilder {
+    ConnectionConfig::builder().host("127.0.0.1").port(port)
+}
+
+/// A builder for `server`, reconnecting quickly (tests kill and restart
+/// servers and should not wait out the default backoff).
+pub fn fast(server: &RedisServer) -> ConnectionConfigBuilder {
+    base(server.port())
+        .backoff_initial(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(100))
+}
+
+/// `redis://127.0.0.1:port`.
+pub fn url(server: &RedisServer) -> String {
+    format!("redis://127.0.0.1:{}", server.port())
+}
+
+/// Connects to `server` with default options.
+pub async fn connect(server: &RedisServer) -> Connection {
+    Connection::connect(url(server)).await.expect("connect")
+}
+
+/// Polls `cond` every few milliseconds (yielding to the executor with a
+/// timer in between) until it holds; panics naming `what` at the deadline.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        glommio::timer::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] with an asynchronous condition (for example "a command
+/// succeeds").
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        glommio::timer::sleep(POLL).await;
+    }
+}
+
+/// Awaits `fut`, panicking naming `what` if it takes longer than `timeout`
+/// (a hang becomes a failure instead of a stuck test).
+pub async fn within<T>(what: &str, timeout: Duration, fut: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} did not finish within {timeout:?}"))
+}
+
+/// Waits until a `PING` through `conn` answers `PONG` (the connection is
+/// back after a disconnection).
+pub async fn wait_for_pong(conn: &Connection, timeout: Duration) {
+    let quick = conn.with_timeout(Duration::from_millis(500));
+    eventually("a PING to succeed", timeout, async || {
+        matches!(
+            quick.command::<String>(["PING"]).await.as_deref(),
+            Ok("PONG")
+        )
+    })
+    .await;
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The text of a string-like reply.
+pub fn text(v: &Value) -> String {
+    let bytes = v
+        .as_bytes()
+        .unwrap_or_else(|| panic!("expected a string reply, got {v:?}"));
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A bulk string value, to compare replies with.
+pub fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec().into())
+}
+
+/// One `field=value` of a `CLIENT INFO` / `CLIENT LIST` line.
+pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_ascii_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `CLIENT INFO` of the connection, asked through it.
+pub async fn client_info(conn: &Connection) -> String {
+    conn.command(["CLIENT", "INFO"]).await.expect("CLIENT INFO")
+}
+
+/// How many clients the server lists with this client name.
+pub fn clients_named(server: &RedisServer, name: &str) -> usize {
+    server
+        .cmd(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| field(l, "name") == Some(name))
+        .count()
+}
+
+/// Asserts that `result` is an [`Error::Closed`].
+#[track_caller]
+pub fn assert_closed<T: std::fmt::Debug>(result: Result<T, Error>) {
+    match result {
+        Err(Error::Closed(_)) => {}
+        other => panic!("expected Error::Closed, got {other:?}"),
+    }
+}
