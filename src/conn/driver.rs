@@ -128,6 +128,7 @@ async fn io_loop(
     let push_capacity = shared.config.push_capacity;
     poll_fn(|cx| {
         let mut st = shared.state.borrow_mut();
+        st.batch_clock = None;
         if let Link::Closed(why) = st.link {
             return Poll::Ready(Error::Closed(why));
         }
@@ -227,6 +228,7 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
                 return;
             }
             let now = Instant::now();
+            st.batch_clock = None;
             // Never sleep longer than one timeout: a call queued meanwhile
             // with the default timeout expires no earlier than that.
             let mut at = now + config.timeout;

@@ -123,6 +123,10 @@ pub(crate) struct State {
     /// Set by the sweeper when the oldest reply is overdue by far.
     pub stalled: bool,
     pub last_activity: Instant,
+    /// The time calls queued since the driver last ran are stamped with;
+    /// cleared by every driver and sweeper wake-up, so it is never older
+    /// than the batch being built.
+    pub batch_clock: Option<Instant>,
     pub hibernating: bool,
     pub stats: Stats,
 }
@@ -177,6 +181,7 @@ impl Shared {
                 push_taken: false,
                 stalled: false,
                 last_activity: Instant::now(),
+                batch_clock: None,
                 hibernating: false,
                 stats: Stats::default(),
             }),
@@ -259,7 +264,16 @@ impl State {
                 got: Vec::with_capacity(n),
             },
         };
-        let now = Instant::now();
+        // One clock read per batch: calls queued into a batch the driver
+        // has yet to write share the first call's time.
+        let now = match self.batch_clock {
+            Some(t) if !was_empty && self.link == Link::Up => t,
+            _ => {
+                let t = Instant::now();
+                self.batch_clock = Some(t);
+                t
+            }
+        };
         let deadline = now + timeout;
         if timeout != config.timeout {
             self.odd_deadlines.push(Reverse((deadline, seq)));
@@ -462,7 +476,6 @@ impl State {
         if !self.admit_waiters.is_empty() {
             self.wake_admission();
         }
-        self.last_activity = Instant::now();
         Ok(())
     }
 
