@@ -38,11 +38,17 @@ impl ReadBuf {
         let want = need
             .map_or(0, |n| n.saturating_sub(len))
             .clamp(MIN_READ, MAX_READ);
-        let before = self.buf.as_ptr();
-        self.buf.reserve(want);
-        if self.buf.as_ptr() != before {
-            // Moved or reallocated: what lies past the data is unknown.
-            self.init = 0;
+        // Offers may shrink to a quarter of MIN_READ before the buffer is
+        // grown or reclaimed, and then it gets room for several reads: a
+        // reclaim (and the zeroing after it) happens once per several
+        // reads, not after every read.
+        if self.buf.capacity() - len < want.min(MIN_READ / 4).max(want.saturating_sub(MIN_READ)) {
+            let before = self.buf.as_ptr();
+            self.buf.reserve(want + 3 * MIN_READ);
+            if self.buf.as_ptr() != before {
+                // Moved or reallocated: what lies past the data is unknown.
+                self.init = 0;
+            }
         }
         let offer = (self.buf.capacity() - len).min(MAX_READ);
         if self.init >= offer {
