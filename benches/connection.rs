@@ -9,7 +9,9 @@
 //! pipelines of 64; redis-benchmark runs `-c 1 -P N`, whose pipeline depth
 //! is the same number of requests outstanding.
 //!
-//! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000).
+//! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
+//! `REDCORE_BENCH_TASKS` (run that one redcore load alone, for profiling),
+//! `REDCORE_BENCH_SPIN_US` (executor spins that long before parking).
 //! With `--test` (as `cargo bench -- --test` passes), it runs a tiny load
 //! only, to check that it works.
 
@@ -127,8 +129,17 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
 }
 
 fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(64 << 10)
+    let mut builder =
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
+    // REDCORE_BENCH_SPIN_US=N: let the executor spin N µs before parking
+    // (trades CPU for latency at low load).
+    if let Some(us) = std::env::var("REDCORE_BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.spin_before_park(Duration::from_micros(us));
+    }
+    builder
         .spawn(move || async move {
             let conn = Connection::connect(url.as_str()).await.expect("connect");
             let mut rows = Vec::new();
