@@ -129,13 +129,26 @@ impl Decoder {
     /// Decodes one frame from the front of `buf`, removing its bytes.
     /// `Ok(None)` means more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Value>, ProtocolError> {
-        let end = match self.scan(buf) {
-            Ok(Some(end)) => end,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                self.reset();
-                return Err(e);
-            }
+        // Most replies are one whole scalar (`+OK`, `:1`, `$3 abc`): those
+        // skip the resumable scan.
+        // Only at the first look at a frame: a frame that was not whole
+        // then resumes in the scan, which never looks at a byte twice.
+        let fresh = self.pos == 0 && self.line_from == 0 && self.need == 0 && self.open.is_empty();
+        let quick = if fresh {
+            self.whole_scalar_end(buf)
+        } else {
+            None
+        };
+        let end = match quick {
+            Some(end) => end,
+            None => match self.scan(buf) {
+                Ok(Some(end)) => end,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            },
         };
         self.reset();
         let frame = buf.split_to(end).freeze();
@@ -161,6 +174,30 @@ impl Decoder {
         } else {
             self.reset();
             Err(ProtocolError::Incomplete)
+        }
+    }
+
+    /// The end of a scalar frame at the start of `b` when it is whole and
+    /// within the limits; `None` sends the bytes through the general scan,
+    /// which also reports every error.
+    fn whole_scalar_end(&self, b: &[u8]) -> Option<usize> {
+        let kind = *b.first()?;
+        let line = &b[1..b.len().min(self.limits.max_line_len + 1)];
+        let cr = 1 + memchr::memchr(b'\r', line)?;
+        if b.get(cr + 1) != Some(&b'\n') {
+            return None;
+        }
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(cr + 2),
+            b'$' => match parse_len(&b[1..cr], kind).ok()? {
+                None => Some(cr + 2),
+                Some(len) if len <= self.limits.max_bulk_len as u64 => {
+                    let end = cr + 2 + len as usize + 2;
+                    (b.len() >= end && &b[end - 2..end] == b"\r\n").then_some(end)
+                }
+                Some(_) => None,
+            },
+            _ => None,
         }
     }
 
