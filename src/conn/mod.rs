@@ -370,16 +370,44 @@ impl Connection {
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
+        self.batch(Batch::Pipeline, cmds).await
+    }
+
+    /// Checks the commands, then sends them as `kind`, through the
+    /// pipeline hooks when there are hooks.
+    async fn batch<A: Args>(
+        &self,
+        kind: Batch,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
         let cmds: Vec<A> = cmds.into_iter().collect();
         for c in &cmds {
             check_supported(c)?;
         }
         if self.shared.config.hooks.is_empty() {
-            return self.raw_pipeline(&cmds).await;
+            return self.raw_batch(kind, &cmds).await;
         }
         let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
-        self.with_pipeline_hooks(cmds, |cmds| async move { self.raw_pipeline(&cmds).await })
-            .await
+        self.hooked(
+            cmds,
+            |h, ctx, c| h.before_pipeline(ctx, c),
+            |h, ctx, c, r| h.after_pipeline(ctx, c, r),
+            |cmds| async move {
+                for c in &cmds {
+                    check_supported(c)?;
+                }
+                self.raw_batch(kind, &cmds).await
+            },
+        )
+        .await
+    }
+
+    async fn raw_batch<A: Args>(&self, kind: Batch, cmds: &[A]) -> Result<Vec<Value>, Error> {
+        match kind {
+            Batch::Pipeline => self.raw_pipeline(cmds).await,
+            Batch::Transaction => self.raw_transaction(cmds).await,
+            Batch::NoReply => self.raw_noreply(cmds).await.map(|()| Vec::new()),
+        }
     }
 
     async fn raw_pipeline<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
@@ -399,29 +427,6 @@ impl Connection {
         Ok(items)
     }
 
-    async fn with_pipeline_hooks<F, Fut>(
-        &self,
-        cmds: Vec<Cmd>,
-        send: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        F: FnOnce(Vec<Cmd>) -> Fut,
-        Fut: Future<Output = Result<Vec<Value>, Error>>,
-    {
-        self.hooked(
-            cmds,
-            |h, ctx, c| h.before_pipeline(ctx, c),
-            |h, ctx, c, r| h.after_pipeline(ctx, c, r),
-            |cmds| async move {
-                for c in &cmds {
-                    check_supported(c)?;
-                }
-                send(cmds).await
-            },
-        )
-        .await
-    }
-
     /// Runs commands in `MULTI`/`EXEC` and returns their replies. An
     /// `EXEC` that returns nil (a watched key changed) is
     /// [`Error::TransactionAborted`]; a transaction the server discarded
@@ -431,19 +436,7 @@ impl Connection {
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
-        let cmds: Vec<A> = cmds.into_iter().collect();
-        for c in &cmds {
-            check_supported(c)?;
-        }
-        if self.shared.config.hooks.is_empty() {
-            return self.raw_transaction(&cmds).await;
-        }
-        let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
-        self.with_pipeline_hooks(
-            cmds,
-            |cmds| async move { self.raw_transaction(&cmds).await },
-        )
-        .await
+        self.batch(Batch::Transaction, cmds).await
     }
 
     async fn raw_transaction<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
@@ -589,19 +582,7 @@ impl Connection {
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<(), Error> {
-        let cmds: Vec<A> = cmds.into_iter().collect();
-        for c in &cmds {
-            check_supported(c)?;
-        }
-        if self.shared.config.hooks.is_empty() {
-            return self.raw_noreply(&cmds).await;
-        }
-        let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
-        self.with_pipeline_hooks(cmds, |cmds| async move {
-            self.raw_noreply(&cmds).await.map(|()| Vec::new())
-        })
-        .await
-        .map(drop)
+        self.batch(Batch::NoReply, cmds).await.map(drop)
     }
 
     async fn raw_noreply<A: Args>(&self, cmds: &[A]) -> Result<(), Error> {
@@ -616,6 +597,14 @@ impl Connection {
             .await?;
         ack.into_result().map(drop)
     }
+}
+
+/// The ways a batch of commands can be sent.
+#[derive(Debug, Clone, Copy)]
+enum Batch {
+    Pipeline,
+    Transaction,
+    NoReply,
 }
 
 /// A watch session: the connection is exclusive until it is dropped.
