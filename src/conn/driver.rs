@@ -75,10 +75,22 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
                 }
             },
         };
-        backoff.reset();
         decoder.reset();
         rbuf.clear();
         rbuf.buf.extend_from_slice(&negotiated.leftover);
+        // Bytes that came after the handshake's last reply can only be
+        // pushes: a reply nobody asked for would be paired with the next
+        // caller's command, so such a socket is dropped.
+        if let Err(e) = take_early_frames(&shared, &mut decoder, &mut rbuf) {
+            let delay = backoff.next_delay();
+            tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "unexpected bytes after the handshake; reconnecting");
+            let _ = io.close().await;
+            if sleep_unless_closed(&shared, delay).await {
+                break;
+            }
+            continue;
+        }
+        backoff.reset();
         if !shared.state.borrow_mut().on_up(negotiated.protocol) {
             // Closed while the handshake ran: drop the socket.
             let _ = io.close().await;
@@ -97,6 +109,25 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         }
     }
     tracing::debug!(addr = %shared.addr_text(), "connection task ends");
+}
+
+/// Delivers push frames read along with the handshake; any other frame is
+/// a reply nobody asked for.
+fn take_early_frames(
+    shared: &Shared,
+    decoder: &mut Decoder,
+    rbuf: &mut ReadBuf,
+) -> Result<(), Error> {
+    while let Some(v) = decoder.decode(&mut rbuf.buf)? {
+        if !v.is_push() {
+            return Err(Error::Protocol(crate::resp::ProtocolError::UnexpectedReply));
+        }
+        shared
+            .state
+            .borrow_mut()
+            .on_push(v, shared.config.push_capacity);
+    }
+    Ok(())
 }
 
 /// Sleeps for `delay`; returns true early if the connection is closed.
