@@ -157,7 +157,16 @@ pub enum HandshakeError {
 }
 
 impl From<std::io::Error> for Error {
+    /// An I/O error that carries a TLS failure (for example a client
+    /// certificate the server refused, reported on the first read under
+    /// TLS 1.3) becomes [`Error::Tls`].
     fn from(err: std::io::Error) -> Self {
+        if let Some(tls) = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Error::Tls(tls.to_string());
+        }
         Error::Io(Arc::new(err))
     }
 }

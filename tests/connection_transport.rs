@@ -140,7 +140,10 @@ fn tls_client_certificate_when_the_server_requires_one() {
             .unwrap();
         for config in [without, untrusted] {
             let result = Connection::connect(config).await;
-            assert!(result.is_err(), "connected: {result:?}");
+            assert!(
+                matches!(result, Err(Error::Tls(_))),
+                "expected Error::Tls: {result:?}"
+            );
         }
     });
 }
