@@ -6,7 +6,7 @@
 //! - [`resp`]: the RESP2/RESP3 wire format, sans-io. An incremental,
 //!   zero-copy decoder with limits against hostile input, and an encoder
 //!   that writes commands straight into an output buffer.
-//! - [`cmd`]: the [`Cmd`] builder, the [`Args`] trait (slices like
+//! - [`cmd`](mod@cmd): the [`Cmd`] builder, the [`Args`] trait (slices like
 //!   `["SET", "k", "v"]` are commands too), and key extraction for cluster
 //!   routing; [`slot`]: hash slots with `{hash tags}`.
 //! - [`Error`]: one error type; server errors are classified once
