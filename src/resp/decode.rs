@@ -14,7 +14,7 @@
 //! are checked against [`DecoderLimits`] and nothing is allocated from a
 //! declared length before the bytes behind it have arrived.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{ProtocolError, Value};
 use crate::error::ServerError;
@@ -134,21 +134,18 @@ impl Decoder {
         // Only at the first look at a frame: a frame that was not whole
         // then resumes in the scan, which never looks at a byte twice.
         let fresh = self.pos == 0 && self.line_from == 0 && self.need == 0 && self.open.is_empty();
-        let quick = if fresh {
-            self.whole_scalar_end(buf)
-        } else {
-            None
-        };
-        let end = match quick {
-            Some(end) => end,
-            None => match self.scan(buf) {
-                Ok(Some(end)) => end,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    self.reset();
-                    return Err(e);
-                }
-            },
+        if fresh {
+            if let Some(value) = self.take_whole_scalar(buf) {
+                return value.map(Some);
+            }
+        }
+        let end = match self.scan(buf) {
+            Ok(Some(end)) => end,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
         };
         self.reset();
         let frame = buf.split_to(end).freeze();
@@ -177,28 +174,62 @@ impl Decoder {
         }
     }
 
-    /// The end of a scalar frame at the start of `b` when it is whole and
-    /// within the limits; `None` sends the bytes through the general scan,
-    /// which also reports every error.
-    fn whole_scalar_end(&self, b: &[u8]) -> Option<usize> {
-        let kind = *b.first()?;
-        let line = &b[1..b.len().min(self.limits.max_line_len + 1)];
-        let cr = 1 + memchr::memchr(b'\r', line)?;
-        if b.get(cr + 1) != Some(&b'\n') {
-            return None;
-        }
-        match kind {
-            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(cr + 2),
-            b'$' => match parse_len(&b[1..cr], kind).ok()? {
-                None => Some(cr + 2),
-                Some(len) if len <= self.limits.max_bulk_len as u64 => {
-                    let end = cr + 2 + len as usize + 2;
-                    (b.len() >= end && &b[end - 2..end] == b"\r\n").then_some(end)
+    /// Takes a whole simple string, error, integer or bulk string from the
+    /// front of `buf` in one pass, with the payload split straight off the
+    /// buffer (integers need no `Bytes` at all). `None` leaves `buf` alone
+    /// and sends it through the general scan, which also reports every
+    /// error but a bad integer.
+    fn take_whole_scalar(&self, buf: &mut BytesMut) -> Option<Result<Value, ProtocolError>> {
+        let (kind, cr) = {
+            let b = &buf[..];
+            let kind = *b.first()?;
+            if !matches!(kind, b'+' | b'-' | b':' | b'$') {
+                return None;
+            }
+            let line = &b[1..b.len().min(self.limits.max_line_len + 1)];
+            let cr = 1 + memchr::memchr(b'\r', line)?;
+            if b.get(cr + 1) != Some(&b'\n') {
+                return None;
+            }
+            (kind, cr)
+        };
+        let header = cr + 2;
+        let value = match kind {
+            b':' => {
+                let n = parse_i64(&buf[1..cr]).ok_or(ProtocolError::InvalidInteger);
+                buf.advance(header);
+                return Some(n.map(Value::Integer));
+            }
+            b'+' | b'-' => {
+                let mut line = buf.split_to(header);
+                line.truncate(cr);
+                line.advance(1);
+                let text = line.freeze();
+                if kind == b'+' {
+                    Value::SimpleString(text)
+                } else {
+                    Value::Error(ServerError::new(text))
                 }
-                Some(_) => None,
+            }
+            _ => match parse_len(&buf[1..cr], kind).ok()? {
+                None => {
+                    buf.advance(header);
+                    Value::Nil
+                }
+                Some(len) if len <= self.limits.max_bulk_len as u64 => {
+                    let end = header + len as usize + 2;
+                    if buf.len() < end || &buf[end - 2..end] != b"\r\n" {
+                        return None;
+                    }
+                    let mut body = buf.split_to(end);
+                    body.truncate(end - 2);
+                    body.advance(header);
+                    Value::BulkString(body.freeze())
+                }
+                Some(_) => return None,
             },
-            _ => None,
-        }
+        };
+        Some(Ok(value))
     }
 
     /// Scans from the saved position; returns the frame's end once whole.
