@@ -67,6 +67,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 mod conn;
