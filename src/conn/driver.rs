@@ -58,37 +58,41 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         if shared.is_closed() {
             break;
         }
-        let (mut io, negotiated) = match ready.take() {
-            Some(up) => up,
-            None => match connect_once(&shared).await {
-                Ok(up) => {
-                    tracing::info!(addr = %shared.addr_text(), "reconnected");
-                    up
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
-                    if sleep_unless_closed(&shared, delay).await {
-                        break;
-                    }
-                    continue;
-                }
-            },
+        let attempt = match ready.take() {
+            Some(up) => Ok(up),
+            None => connect_once(&shared).await,
         };
-        decoder.reset();
-        rbuf.clear();
-        rbuf.buf.extend_from_slice(&negotiated.leftover);
-        // Bytes that came after the handshake's last reply can only be
-        // pushes: a reply nobody asked for would be paired with the next
-        // caller's command, so such a socket is dropped.
-        if let Err(e) = take_early_frames(&shared, &mut decoder, &mut rbuf) {
-            let delay = backoff.next_delay();
-            tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "unexpected bytes after the handshake; reconnecting");
-            let _ = io.close().await;
-            if sleep_unless_closed(&shared, delay).await {
-                break;
+        let attempt = match attempt {
+            Ok((mut io, negotiated)) => {
+                decoder.reset();
+                rbuf.clear();
+                rbuf.buf.extend_from_slice(&negotiated.leftover);
+                // Bytes that came after the handshake's last reply can only
+                // be pushes: a reply nobody asked for would be paired with
+                // the next caller's command, so such a socket is dropped.
+                match take_early_frames(&shared, &mut decoder, &mut rbuf) {
+                    Ok(()) => Ok((io, negotiated)),
+                    Err(e) => {
+                        let _ = io.close().await;
+                        Err(e)
+                    }
+                }
             }
-            continue;
+            Err(e) => Err(e),
+        };
+        let (mut io, negotiated) = match attempt {
+            Ok(up) => up,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
+                if sleep_unless_closed(&shared, delay).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if shared.state.borrow().generation > 0 {
+            tracing::info!(addr = %shared.addr_text(), "reconnected");
         }
         backoff.reset();
         if !shared.state.borrow_mut().on_up(negotiated.protocol) {
