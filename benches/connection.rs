@@ -1,9 +1,10 @@
 //! One core, one connection: redcore against `redis-benchmark`, in the
 //! same run, on the same freshly started `redis-server`.
 //!
-//! `cargo bench --bench connection` prints a table: ops/s, p50/p99 latency
-//! and client CPU per operation (getrusage: this process for redcore, the
-//! finished child for redis-benchmark). Loads are SET/GET 1:1 with 32-byte
+//! `cargo bench --bench connection` prints a table: ops/s, p50/p99 latency,
+//! client CPU per operation (getrusage: this process for redcore, the
+//! finished child for redis-benchmark) and, for redcore, commands per
+//! write to the socket. Loads are SET/GET 1:1 with 32-byte
 //! values over 100,000 random keys. redcore runs N tasks each sending
 //! single commands (auto-pipelined), and one task sending explicit
 //! pipelines of 64; redis-benchmark runs `-c 1 -P N`, whose pipeline depth
@@ -33,6 +34,8 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     cpu_us_per_op: f64,
+    /// Commands per write to the socket (redcore only).
+    cmds_per_write: Option<f64>,
 }
 
 fn cpu_time(who: i32) -> Duration {
@@ -160,12 +163,15 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
                 .collect();
             for (name, tasks) in loads {
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
+                let stats0 = conn.stats();
                 let (hist, elapsed) = if tasks > 0 {
                     run_tasks(&conn, tasks, ops).await
                 } else {
                     run_pipelines(&conn, 64, ops).await
                 };
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+                let stats = conn.stats();
+                let writes = (stats.writes - stats0.writes).max(1) as f64;
                 rows.push(Row {
                     client: "redcore".into(),
                     load: name,
@@ -173,6 +179,7 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
                     p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
                     p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
                     cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
+                    cmds_per_write: Some(ops as f64 / writes),
                 });
             }
             rows
@@ -228,6 +235,7 @@ fn redis_benchmark_row(port: u16, depth: usize, ops: usize) -> Row {
         p50_us: mean(3) * 1000.0,
         p99_us: mean(5) * 1000.0,
         cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
+        cmds_per_write: None,
     }
 }
 
@@ -251,12 +259,15 @@ fn main() {
     println!(
         "\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, one connection\n"
     );
-    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op | commands/write |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
+        let per_write = r
+            .cmds_per_write
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
         println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} |",
-            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} |",
+            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, per_write
         );
     }
 }
