@@ -112,6 +112,28 @@ pub enum Error {
     /// The watch transaction's function chose to abort.
     #[error("transaction aborted by the caller: {0}")]
     Aborted(String),
+    /// No cluster node answered a topology query (`CLUSTER SHARDS` or
+    /// `CLUSTER SLOTS`) within the deadline: each node tried, and why.
+    #[error("no cluster node gave its topology: {tried}")]
+    NoTopology {
+        /// `host:port: reason` for every node tried, separated by `; `.
+        tried: String,
+    },
+    /// A call met more MOVED/ASK redirects than `max_redirects`.
+    #[error("gave up after {redirects} redirects; the last: {last}")]
+    TooManyRedirects {
+        /// Redirects followed.
+        redirects: u32,
+        /// The last redirect reply.
+        last: ServerError,
+    },
+    /// No master serves the slot, even after topology refreshes until the
+    /// deadline (slot 0 for a keyless command when no master is known).
+    #[error("no cluster node serves slot {slot}")]
+    SlotUnserved {
+        /// The slot.
+        slot: u16,
+    },
     /// A command the connection cannot carry (it would break the pairing
     /// of requests and replies), such as `SUBSCRIBE` or `CLIENT REPLY`.
     #[error("{command} is not supported here: {reason}")]

@@ -20,8 +20,17 @@
 //!   backoff, and never resends a command that may have been applied.
 //!   [`config::ConnectionConfig`] holds its options; a Redis URI works too.
 //!
-//! The cluster client and the per-core runtime
-//! (`ClusterExecutor::spawn_per_core`) build on these.
+//! - [`Cluster`]: the Redis Cluster client of one core. It routes each
+//!   command to the master of its slot over one shared connection per
+//!   node, follows `MOVED`/`ASK`, rides out failovers by refreshing its
+//!   slot map (merged, rate-limited refreshes; a periodic one too), splits
+//!   pipelines and `MGET`/`MSET`/`DEL`-style commands across nodes, and
+//!   runs transactions and watch transactions on one slot.
+//!   [`ClusterConfig`] holds its options; `examples/cluster.rs` with
+//!   `tools/cluster-example.sh` runs it against a throwaway cluster.
+//!
+//! The per-core runtime (`ClusterExecutor::spawn_per_core`) builds on
+//! these.
 //!
 //! # Example
 //!
@@ -76,8 +85,9 @@ pub mod hooks;
 pub mod resp;
 pub mod slot;
 
+pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
-pub use config::{ConnectionConfig, Protocol};
+pub use config::{ClusterConfig, ConnectionConfig, Protocol};
 pub use conn::{Connection, IntoConnectionConfig, PushReceiver, Stats, Watch};
 pub use error::{
     ConversionError, Error, HandshakeError, Redirect, RedirectKind, Result, RetryAction,

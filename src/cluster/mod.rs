@@ -1,6 +1,28 @@
-//! The sans-io core of the cluster client: what the cluster looks like
-//! ([`Topology`]) and where each slot goes ([`SlotMap`]). No sockets and no
-//! executor here: replies in, routing tables out.
+//! The cluster client of one core, [`Cluster`], and its sans-io core:
+//! what the cluster looks like ([`Topology`]) and where each slot goes
+//! ([`SlotMap`]).
+//!
+//! # The client
+//!
+//! [`Cluster::connect`] asks the seeds for the topology and returns; each
+//! node's [`Connection`](crate::Connection) opens on first use and is
+//! shared, auto-pipelined, by every task on the core. A command goes to the
+//! master of its slot; `MOVED` corrects that slot at once and asks for a
+//! refresh, `ASK` sends `ASKING` and the command to the target, and
+//! `TRYAGAIN`, `LOADING`, `BUSY` (backoff), `CLUSTERDOWN`, `READONLY`,
+//! `MASTERDOWN` and an unreachable node (refresh first) are retried — all
+//! within one deadline per call and `max_redirects`. Only replies that
+//! prove the command was not applied, or a node that could not be reached
+//! before the command was written, lead to a retry: a command whose
+//! connection died after writing it fails with
+//! [`Error::ConnectionLost`](crate::Error::ConnectionLost).
+//!
+//! Pipelines are split by node and sent side by side, and only the
+//! commands that were redirected are sent again; transactions and watch
+//! transactions need one slot. [`Cluster::mget`], [`Cluster::mset`],
+//! [`Cluster::del`], [`Cluster::exists`], [`Cluster::unlink`] and
+//! [`Cluster::touch`] split across slots. [`Cluster::info`] reports the
+//! nodes, slot coverage, the map's epoch and per-node counters.
 //!
 //! # Topology
 //!
@@ -21,9 +43,9 @@
 //! A [`SlotMap`] is an immutable snapshot of the 16384 slots, each pointing
 //! into a table of masters with their replicas, stamped with an epoch.
 //!
-//! # How the cluster client uses them
+//! # How the client uses them
 //!
-//! - Discovery asks one known node for `CLUSTER SHARDS` (and for
+//! - Discovery asks known nodes for `CLUSTER SHARDS` (and for
 //!   `CLUSTER SLOTS` when the server does not know that command), parses the
 //!   reply into a [`Topology`] and builds a [`SlotMap`] from it with the
 //!   next epoch. The topology's whole node list becomes the list of nodes
@@ -76,9 +98,13 @@
 //! # Ok::<(), redcore::Error>(())
 //! ```
 
+mod client;
+mod refresh;
+mod router;
 mod slot_map;
 mod topology;
 
+pub use client::{Cluster, ClusterInfo, ClusterNodeInfo};
 pub use slot_map::SlotMap;
 pub use topology::{Health, NodeAddr, NodeInfo, Role, Shard, Topology};
 

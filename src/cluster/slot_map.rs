@@ -164,6 +164,14 @@ impl SlotMap {
         self.masters.get(usize::from(index))
     }
 
+    /// The index in [`masters`](Self::masters) of the master serving
+    /// `slot`.
+    #[inline]
+    pub(crate) fn master_index(&self, slot: u16) -> Option<usize> {
+        let index = *self.table.get(usize::from(slot))?;
+        (index != NO_NODE).then_some(usize::from(index))
+    }
+
     /// The replicas of the master serving `slot`, for reads; empty when the
     /// slot has no master or its master has no healthy replica known.
     pub fn replicas_for_slot(&self, slot: u16) -> &[NodeAddr] {
@@ -171,6 +179,11 @@ impl SlotMap {
             .get(usize::from(slot))
             .and_then(|&i| self.replicas.get(usize::from(i)))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Restamps the snapshot (before anyone sees it).
+    pub(crate) fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// The epoch this snapshot was stamped with.

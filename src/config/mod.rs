@@ -52,6 +52,7 @@
 //! # Ok::<(), redcore::Error>(())
 //! ```
 
+mod cluster;
 mod uri;
 
 use std::fmt;
@@ -65,6 +66,7 @@ use crate::auth::CredentialProvider;
 use crate::hooks::Hook;
 use crate::resp::DecoderLimits;
 
+pub use cluster::{ClusterConfig, ClusterConfigBuilder, IntoClusterConfig, IntoNodeAddr};
 pub use uri::parse_uri;
 
 /// Which RESP version the connection asks for in its handshake.
@@ -92,6 +94,17 @@ pub enum ServerAddr {
     },
     /// A Unix domain socket path.
     Unix(PathBuf),
+}
+
+impl fmt::Display for ServerAddr {
+    /// `host:port`, `[v6]:port`, or the socket path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// A password: fixed, or asked for on every connect.

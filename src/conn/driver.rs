@@ -83,6 +83,10 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         let (mut io, negotiated) = match attempt {
             Ok(up) => up,
             Err(e) => {
+                shared
+                    .state
+                    .borrow_mut()
+                    .on_connect_failed(config, e.to_string());
                 let delay = backoff.next_delay();
                 tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
                 if sleep_unless_closed(&shared, delay).await {
@@ -107,7 +111,7 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         }
         let exit = config.exit_on_disconnection;
         tracing::warn!(addr = %shared.addr_text(), error = %err, exit, "connection lost");
-        shared.state.borrow_mut().on_disconnect(exit);
+        shared.state.borrow_mut().on_disconnect(config, exit);
         if exit {
             break;
         }
@@ -344,5 +348,45 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// A cluster node connection fails calls at once, as not sent, while
+    /// its node is unreachable: the first call after the first failed
+    /// attempt, and every call after.
+    #[test]
+    fn node_connections_fail_fast_while_the_node_is_down() {
+        // A port nobody listens on: bind, note it, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .spawn(move || async move {
+                let config = crate::ConnectionConfig::builder()
+                    .port(port)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let conn = crate::Connection::open_node(config, None);
+                let started = Instant::now();
+                // Waits for the first attempt, which is refused.
+                let first = conn.command::<()>(["PING"]).await.unwrap_err();
+                // Fails at once from then on.
+                let second = conn.command::<()>(["PING"]).await.unwrap_err();
+                assert!(started.elapsed() < Duration::from_secs(5));
+                for e in [first, second] {
+                    match e {
+                        Error::Connect { reason, .. } => {
+                            assert!(reason.contains("not sent"), "{reason}")
+                        }
+                        other => panic!("expected a not-sent connect error, got {other:?}"),
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

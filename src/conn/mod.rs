@@ -172,6 +172,27 @@ impl Connection {
         })
     }
 
+    /// Opens a connection to one cluster node, connecting in the
+    /// background. Calls wait for the first connect attempt; while the node
+    /// is unreachable after that, they fail at once with
+    /// [`Error::Connect`] (not sent), so the router can refresh and go
+    /// elsewhere rather than wait out its deadline.
+    pub(crate) fn open_node(
+        config: ConnectionConfig,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Connection {
+        let shared = Rc::new(Shared::new(config, tls));
+        shared.state.borrow_mut().fail_fast = true;
+        glommio::spawn_local(driver::run(shared.clone(), None)).detach();
+        glommio::spawn_local(driver::sweeper(shared.clone())).detach();
+        Connection {
+            _close: Rc::new(CloseOnDrop(shared.clone())),
+            shared,
+            watch: None,
+            timeout: None,
+        }
+    }
+
     /// A handle to the same connection whose calls use `timeout` as their
     /// deadline instead of the configured one (for blocking commands such
     /// as `BLPOP`, or tighter deadlines).
@@ -405,7 +426,7 @@ impl Connection {
     async fn raw_batch<A: Args>(&self, kind: Batch, cmds: &[A]) -> Result<Vec<Value>, Error> {
         match kind {
             Batch::Pipeline => self.raw_pipeline(cmds).await,
-            Batch::Transaction => self.raw_transaction(cmds).await,
+            Batch::Transaction { asking } => self.raw_transaction(cmds, asking).await,
             Batch::NoReply => self.raw_noreply(cmds).await.map(|()| Vec::new()),
         }
     }
@@ -431,17 +452,38 @@ impl Connection {
     /// `EXEC` that returns nil (a watched key changed) is
     /// [`Error::TransactionAborted`]; a transaction the server discarded
     /// (`EXECABORT`, for example a command with the wrong number of
-    /// arguments) is that server error. Uses the pipeline hooks.
+    /// arguments) is that server error, except that a cluster node's
+    /// refusal of a queued command (`MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`) is reported instead of the `EXECABORT` it caused.
+    /// Uses the pipeline hooks.
     pub async fn transaction<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
-        self.batch(Batch::Transaction, cmds).await
+        self.batch(Batch::Transaction { asking: false }, cmds).await
     }
 
-    async fn raw_transaction<A: Args>(&self, cmds: &[A]) -> Result<Vec<Value>, Error> {
+    /// [`transaction`](Self::transaction) preceded by `ASKING`, for a
+    /// slot that is being imported by this node: the flag lasts until
+    /// `EXEC`, so every queued command is accepted.
+    pub(crate) async fn transaction_asking<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        self.batch(Batch::Transaction { asking: true }, cmds).await
+    }
+
+    async fn raw_transaction<A: Args>(
+        &self,
+        cmds: &[A],
+        asking: bool,
+    ) -> Result<Vec<Value>, Error> {
+        let extra = usize::from(asking);
         let value = self
-            .call(cmds.len() + 2, true, |out| {
+            .call(cmds.len() + 2 + extra, true, |out| {
+                if asking {
+                    ["ASKING"].encode(out);
+                }
                 ["MULTI"].encode(out);
                 for c in cmds {
                     c.encode(out);
@@ -452,13 +494,28 @@ impl Connection {
         let Value::Array(mut replies) = value else {
             unreachable!("a gathered call yields an array")
         };
-        if let Value::Error(e) = &replies[0] {
+        if let Some(Value::Error(e)) = replies
+            .get(..=extra)
+            .and_then(|r| r.iter().find(|v| matches!(v, Value::Error(_))))
+        {
             return Err(e.clone().into());
         }
         match replies.pop().map(Value::without_attributes) {
             Some(Value::Array(results)) => Ok(results),
             Some(Value::Nil) => Err(Error::TransactionAborted),
-            Some(Value::Error(e)) => Err(e.into()),
+            Some(Value::Error(e)) => {
+                // A cluster node refuses commands of a slot it does not
+                // serve while queueing them, then aborts the EXEC: the
+                // refusal (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) says what to
+                // do next, the EXECABORT does not.
+                let refusal = replies[1 + extra..].iter().find_map(|v| match v {
+                    Value::Error(q) if q.retry_action() != crate::error::RetryAction::None => {
+                        Some(q.clone())
+                    }
+                    _ => None,
+                });
+                Err(refusal.unwrap_or(e).into())
+            }
             Some(other) => Err(Error::Conversion(crate::ConversionError {
                 found: other.type_name(),
                 target: "EXEC reply",
@@ -603,7 +660,10 @@ impl Connection {
 #[derive(Debug, Clone, Copy)]
 enum Batch {
     Pipeline,
-    Transaction,
+    /// `MULTI`/`EXEC`, after `ASKING` when `asking`.
+    Transaction {
+        asking: bool,
+    },
     NoReply,
 }
 
@@ -630,7 +690,11 @@ impl WatchSession {
                         });
                     }
                     Link::Closed(why) => return Err(Error::Closed(why)),
-                    Link::Connecting => {}
+                    Link::Connecting => {
+                        if let Some(e) = st.down_error(&self.conn.shared.config) {
+                            return Err(e);
+                        }
+                    }
                 }
             }
             self.conn.wait_admission(deadline).await?;

@@ -20,7 +20,7 @@ use bytes::{Buf, BytesMut};
 use slab::Slab;
 
 use crate::Error;
-use crate::config::{ConnectionConfig, Protocol, ServerAddr};
+use crate::config::{ConnectionConfig, Protocol};
 use crate::resp::Value;
 
 /// What a call expects back.
@@ -129,6 +129,13 @@ pub(crate) struct State {
     pub batch_clock: Option<Instant>,
     pub hibernating: bool,
     pub stats: Stats,
+    /// Fail calls at once, instead of queueing them, while the server is
+    /// unreachable (cluster node connections: the router would rather
+    /// refresh and go elsewhere).
+    pub fail_fast: bool,
+    /// Why the last connect attempt failed or the socket died, while no
+    /// socket is up; `None` before the first attempt and while up.
+    down: Option<String>,
 }
 
 /// Counters kept per connection.
@@ -184,6 +191,8 @@ impl Shared {
                 batch_clock: None,
                 hibernating: false,
                 stats: Stats::default(),
+                fail_fast: false,
+                down: None,
             }),
             config,
         }
@@ -193,16 +202,21 @@ impl Shared {
 impl Shared {
     /// The server's address, for logs and errors.
     pub fn addr_text(&self) -> String {
-        match &self.config.addr {
-            ServerAddr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-            ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
-            ServerAddr::Unix(path) => path.display().to_string(),
-        }
+        self.config.addr.to_string()
     }
 
     /// True once the connection is closed for good.
     pub fn is_closed(&self) -> bool {
         matches!(self.state.borrow().link, Link::Closed(_))
+    }
+}
+
+/// The error of a call that was not sent because the server is
+/// unreachable: safe to send elsewhere or again.
+fn not_sent(config: &ConnectionConfig, reason: &str) -> Error {
+    Error::Connect {
+        addr: config.addr.to_string(),
+        reason: format!("{reason}; the command was not sent"),
     }
 }
 
@@ -230,6 +244,9 @@ impl State {
         } = *call;
         if let Link::Closed(why) = self.link {
             return Err(Error::Closed(why));
+        }
+        if let Some(e) = self.down_error(config) {
+            return Err(e);
         }
         if self.exclusive.is_some() && self.exclusive != watch.map(|(token, _)| token) {
             return Ok(Admit::Wait);
@@ -571,7 +588,7 @@ impl State {
     /// The socket died. Calls already written fail (they may have been
     /// applied); the rest wait for the next socket, except calls of a
     /// watch session, whose `WATCH` died with the socket.
-    pub fn on_disconnect(&mut self, exit: bool) {
+    pub fn on_disconnect(&mut self, config: &ConnectionConfig, exit: bool) {
         while let Some(e) = self.entries.front() {
             if e.start >= self.written {
                 break;
@@ -592,14 +609,21 @@ impl State {
         }
         self.swept = self.swept.max(self.written);
         let old_generation = self.generation;
+        if self.fail_fast {
+            self.down = Some("the connection was lost".into());
+        }
         for i in 0..self.entries.len() {
             let e = &self.entries[i];
-            if !e.withdrawn && (exit || e.bound_generation == Some(old_generation)) {
+            if !e.withdrawn
+                && (exit || self.fail_fast || e.bound_generation == Some(old_generation))
+            {
                 let slot = e.slot;
                 let err = if exit {
                     Error::Closed("the connection dropped and exit_on_disconnection is set")
-                } else {
+                } else if e.bound_generation == Some(old_generation) {
                     Error::WatchLost
+                } else {
+                    not_sent(config, "the connection was lost")
                 };
                 self.deliver(slot, Err(err));
                 self.withdraw(i);
@@ -658,8 +682,39 @@ impl State {
         self.generation += 1;
         self.protocol = protocol;
         self.link = Link::Up;
+        self.down = None;
         self.wake_admission();
         true
+    }
+
+    /// A connect attempt failed. In fail-fast mode the calls waiting for a
+    /// socket fail now (none was sent), and later calls fail at once until
+    /// a socket is up again.
+    pub fn on_connect_failed(&mut self, config: &ConnectionConfig, reason: String) {
+        if !self.fail_fast || matches!(self.link, Link::Closed(_)) {
+            return;
+        }
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if !e.withdrawn {
+                let slot = e.slot;
+                self.deliver(slot, Err(not_sent(config, &reason)));
+                self.withdraw(i);
+            }
+        }
+        self.compact();
+        self.down = Some(reason);
+    }
+
+    /// In fail-fast mode, while the server is unreachable: the error a
+    /// call gets instead of waiting.
+    pub fn down_error(&self, config: &ConnectionConfig) -> Option<Error> {
+        match &self.down {
+            Some(reason) if self.fail_fast && self.link == Link::Connecting => {
+                Some(not_sent(config, reason))
+            }
+            _ => None,
+        }
     }
 
     /// Lets go of the batch buffer's memory while idle; the driver drops

@@ -1,0 +1,700 @@
+//! [`Cluster`]: the slot-routed client of one core.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::refresh;
+use super::router::{Attempt, Node, Router, Step, join_all};
+use super::{Health, NodeAddr, Role};
+use crate::cmd::{Args, Cmd, Route, cmd};
+use crate::config::{ClusterConfig, IntoClusterConfig};
+use crate::resp::Arg;
+use crate::slot::key_slot;
+use crate::{Connection, Error, FromValue, Value, Watch};
+
+/// Closes the client when the last handle is dropped.
+struct CloseGuard(Rc<Router>);
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A Redis Cluster client on the current glommio executor: routes each
+/// command to the master serving its slot, follows `MOVED` and `ASK`, and
+/// keeps its view of the cluster fresh.
+///
+/// Clone it freely; clones share the node connections, and calls from
+/// every task on the core are pipelined together on each node's
+/// connection. The handle is `!Send`: each core builds its own (or uses
+/// the per-core runtime). Every call has one deadline, end to end
+/// ([`ClusterConfig::timeout`]), covering its redirects and retries. A
+/// command is sent again only when the cluster proved it was not applied:
+/// a `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`/`READONLY`/`MASTERDOWN`/
+/// `LOADING`/`BUSY` reply, or a node that could not be reached before the
+/// command was written. A command whose connection died after it was
+/// written fails with [`Error::ConnectionLost`], as on a lone connection.
+///
+/// ```no_run
+/// use redcore::cluster::Cluster;
+///
+/// glommio::LocalExecutorBuilder::default()
+///     .spawn(|| async {
+///         let cluster = Cluster::connect(["127.0.0.1:7000", "127.0.0.1:7001"]).await?;
+///         cluster.command::<()>(["SET", "{user:1}.name", "Alice"]).await?;
+///         let name: String = cluster.command(["GET", "{user:1}.name"]).await?;
+///         assert_eq!(name, "Alice");
+///         // Keys in different slots: split per slot, answers in order.
+///         let names: Vec<Option<String>> = cluster.mget(&["{user:1}.name", "{user:2}.name"]).await?;
+///         assert_eq!(names, [Some("Alice".to_owned()), None]);
+///         Ok::<_, redcore::Error>(())
+///     })
+///     .unwrap()
+///     .join()
+///     .unwrap()
+///     .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    router: Rc<Router>,
+    _close: Rc<CloseGuard>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes = self.router.routes();
+        f.debug_struct("Cluster")
+            .field("epoch", &routes.map.epoch())
+            .field("masters", &routes.map.masters())
+            .finish()
+    }
+}
+
+/// What [`Cluster::info`] reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterInfo {
+    /// The epoch of the slot map in use; it grows with every change.
+    pub epoch: u64,
+    /// Slots some master serves (16384 when the cluster is whole).
+    pub slots_covered: usize,
+    /// Every node the client knows: those the last topology listed, and
+    /// those a redirect named since.
+    pub nodes: Vec<ClusterNodeInfo>,
+    /// Refreshes that changed the slot map (the first discovery aside).
+    pub topology_changes: u64,
+}
+
+/// One node, as [`ClusterInfo`] reports it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterNodeInfo {
+    /// Where the client reaches it.
+    pub addr: NodeAddr,
+    /// Its node id, when a topology listed it.
+    pub id: Option<String>,
+    /// Master or replica.
+    pub role: Role,
+    /// Its health as last reported.
+    pub health: Health,
+    /// The slot ranges the client routes to it (inclusive).
+    pub slots: Vec<(u16, u16)>,
+    /// True while the client has a live connection to it.
+    pub connected: bool,
+    /// Calls sent to it (a pipeline counts once).
+    pub commands: u64,
+    /// MOVED and ASK replies it sent.
+    pub redirects: u64,
+    /// Times the connection to it was made again.
+    pub reconnects: u64,
+}
+
+impl Cluster {
+    /// Asks the seeds for the topology (unreachable seeds are skipped; if
+    /// none answers within the timeout, [`Error::NoTopology`] lists each
+    /// one and why), then returns. Connections to the nodes open on first
+    /// use. Must be called on a glommio executor.
+    ///
+    /// `config` is a [`ClusterConfig`], a Redis URI
+    /// (`"redis://:secret@10.0.0.1:7000"`), one `"host:port"`, or a list
+    /// of them.
+    pub async fn connect(config: impl IntoClusterConfig) -> Result<Cluster, Error> {
+        let config = config.into_cluster_config()?;
+        let router = Rc::new(Router::new(config)?);
+        if let Err(e) = router.discover().await {
+            router.close();
+            return Err(e);
+        }
+        let covered = router.routes().map.coverage();
+        if covered < usize::from(crate::slot::SLOT_COUNT) {
+            tracing::warn!(covered, "the cluster does not serve every slot");
+        }
+        glommio::spawn_local(refresh::refresher(router.clone())).detach();
+        Ok(Cluster {
+            _close: Rc::new(CloseGuard(router.clone())),
+            router,
+        })
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.router.config
+    }
+
+    fn attempt(&self) -> Attempt {
+        Attempt::new(Instant::now() + self.router.config.timeout())
+    }
+
+    /// Sends one command to the master serving its slot and converts the
+    /// reply; a server error is `Err(Error::Server(..))`.
+    ///
+    /// Keys in different slots are [`Error::CrossSlot`] (nothing is sent;
+    /// see [`mget`](Self::mget) and the other split helpers). A keyless
+    /// command goes to one master, chosen at random: commands meant for
+    /// every node (`FLUSHALL`, `KEYS`, `SCAN`, `DBSIZE`, `SCRIPT LOAD`)
+    /// reach only that one here; run them on each of
+    /// [`master_connections`](Self::master_connections) instead.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        let route = args.route()?;
+        let mut attempt = self.attempt();
+        let value = self
+            .router
+            .run(route, &mut attempt, async |conn, asking| {
+                send_one(conn, &args, asking).await
+            })
+            .await?;
+        T::from_value(value)
+    }
+
+    /// Sends commands as pipelines and returns one reply per command, in
+    /// order; server errors come back inline as [`Value::Error`].
+    ///
+    /// Commands of one node go out as one pipeline on its connection, and
+    /// the nodes' pipelines run side by side. A command answered with a
+    /// redirect (or another reply proving it was not applied) is sent
+    /// again on its own where the reply says, the others are not. Keyless
+    /// commands go with any group. A command whose keys span slots fails
+    /// the whole call before anything is sent ([`Error::CrossSlot`]). The
+    /// call fails as a whole when a command's fate is unknown (its
+    /// connection died after writing it, or the deadline passed); other
+    /// commands may then have been applied.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let routes = cmds
+            .iter()
+            .map(Args::route)
+            .collect::<Result<Vec<Route>, Error>>()?;
+        let deadline = Instant::now() + self.router.config.timeout();
+        let table = self.router.routes();
+        // Group by master; keyless commands join the first group.
+        let mut group_of = vec![usize::MAX; table.masters.len()];
+        let mut groups: Vec<(Rc<Node>, Vec<usize>)> = Vec::new();
+        let mut keyless = Vec::new();
+        let mut unrouted = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let Route::Slot(slot) = *route else {
+                keyless.push(i);
+                continue;
+            };
+            let Some(m) = table.map.master_index(slot) else {
+                unrouted.push(i);
+                continue;
+            };
+            if group_of[m] == usize::MAX {
+                group_of[m] = groups.len();
+                groups.push((table.masters[m].clone(), Vec::new()));
+            }
+            groups[group_of[m]].1.push(i);
+        }
+        if !keyless.is_empty() {
+            match (groups.first_mut(), table.node(Route::Keyless)) {
+                (Some(first), _) => {
+                    first.1.extend(keyless);
+                    first.1.sort_unstable();
+                }
+                (None, Some(node)) => groups.push((node.clone(), keyless)),
+                (None, None) => unrouted.extend(keyless),
+            }
+        }
+        drop(table);
+        let cmds = &cmds;
+        let outcomes = join_all(groups.iter().map(|(node, idx)| async move {
+            node.conn.pipeline(idx.iter().map(|&i| &cmds[i])).await
+        }))
+        .await;
+        let mut results: Vec<Option<Value>> = (0..cmds.len()).map(|_| None).collect();
+        let mut again: Vec<(usize, Option<(Rc<Node>, Error)>)> =
+            unrouted.into_iter().map(|i| (i, None)).collect();
+        for ((node, idx), outcome) in groups.iter().zip(outcomes) {
+            match outcome {
+                Ok(values) => {
+                    for (&i, v) in idx.iter().zip(values) {
+                        match v {
+                            Value::Error(e)
+                                if Step::of(&Error::Server(e.clone())) != Step::Fail =>
+                            {
+                                again.push((i, Some((node.clone(), Error::Server(e)))));
+                            }
+                            v => results[i] = Some(v),
+                        }
+                    }
+                }
+                Err(e) if Step::of(&e) == Step::Refresh => {
+                    again.extend(idx.iter().map(|&i| (i, Some((node.clone(), e.clone())))));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !again.is_empty() {
+            let outs =
+                join_all(again.iter().map(|(i, first)| {
+                    self.retry_one(&cmds[*i], routes[*i], deadline, first.clone())
+                }))
+                .await;
+            for ((i, _), out) in again.iter().zip(outs) {
+                results[*i] = Some(match out {
+                    Ok(v) => v,
+                    Err(Error::Server(e)) => Value::Error(e),
+                    Err(e) => return Err(e),
+                });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|v| v.expect("every command has a reply"))
+            .collect())
+    }
+
+    /// Sends one command of a pipeline again after `first`, the error its
+    /// first send met.
+    async fn retry_one<A: Args>(
+        &self,
+        args: &A,
+        route: Route,
+        deadline: Instant,
+        first: Option<(Rc<Node>, Error)>,
+    ) -> Result<Value, Error> {
+        let mut attempt = Attempt::new(deadline);
+        if let Some((node, err)) = first {
+            self.router.after_error(&node, err, &mut attempt).await?;
+        }
+        self.router
+            .run(route, &mut attempt, async |conn, asking| {
+                send_one(conn, args, asking).await
+            })
+            .await
+    }
+
+    /// Runs commands in `MULTI`/`EXEC` on the master of their slot and
+    /// returns their replies. Every keyed command must be in one slot
+    /// (use hash tags: `{user:1}.name`), else [`Error::CrossSlot`] before
+    /// anything is sent. A `MOVED` or `ASK` refusal means the `EXEC` never
+    /// ran: the whole transaction follows it.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        let route = common_route(cmds.iter().map(Args::route))?;
+        let mut attempt = self.attempt();
+        let value = self
+            .router
+            .run(route, &mut attempt, async |conn, asking| {
+                let replies = if asking {
+                    conn.transaction_asking(&cmds).await
+                } else {
+                    conn.transaction(&cmds).await
+                };
+                replies.map(Value::Array)
+            })
+            .await?;
+        match value {
+            Value::Array(items) => Ok(items),
+            _ => unreachable!("a transaction yields an array"),
+        }
+    }
+
+    /// An optimistic transaction on the master of the watched keys' slot,
+    /// with the semantics of [`Connection::watch_transaction`]: `f` reads
+    /// through the node's connection and returns the commands to run, or
+    /// an abort. The keys, and every keyed command `f` returns, must share
+    /// one slot, else [`Error::CrossSlot`] (and nothing of the transaction
+    /// runs). If the slot moves, the whole transaction starts again on the
+    /// new master; while it is migrating (`ASK`), it waits and tries again.
+    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
+    {
+        self.watch_transaction_with_retries(keys, 3, f).await
+    }
+
+    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
+    /// tries after the first when a watched key changes.
+    pub async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        mut f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
+    {
+        let Some(first) = keys.first() else {
+            return Err(Error::MalformedCommand {
+                command: "WATCH".into(),
+                reason: "a watch transaction needs at least one key",
+            });
+        };
+        let slot = first.with_bytes(key_slot);
+        for k in keys {
+            let other = k.with_bytes(key_slot);
+            if other != slot {
+                return Err(Error::CrossSlot { first: slot, other });
+            }
+        }
+        let mut attempt = self.attempt();
+        loop {
+            let node = match self.router.routes().node(Route::Slot(slot)) {
+                Some(node) => node.clone(),
+                None => {
+                    self.router
+                        .wait_for_refresh(&attempt)
+                        .await
+                        .map_err(|_| Error::SlotUnserved { slot })?;
+                    continue;
+                }
+            };
+            let conn = node.conn.with_timeout(attempt.left());
+            let checked = async |c: &Connection| match f(c).await? {
+                Watch::Exec(cmds) => {
+                    for c in &cmds {
+                        if let Route::Slot(other) = c.route()? {
+                            if other != slot {
+                                return Err(Error::CrossSlot { first: slot, other });
+                            }
+                        }
+                    }
+                    Ok(Watch::Exec(cmds))
+                }
+                abort => Ok(abort),
+            };
+            let err = match conn
+                .watch_transaction_with_retries(keys, max_retries, checked)
+                .await
+            {
+                Ok(replies) => return Ok(replies),
+                Err(e) => e,
+            };
+            if let Step::Ask(_) = Step::of(&err) {
+                // WATCH cannot follow an ASK: wait for the migration to end.
+                self.router.backoff(&mut attempt, err).await?;
+            } else {
+                self.router.after_error(&node, err, &mut attempt).await?;
+                attempt.ask = None;
+            }
+        }
+    }
+
+    /// `MGET` across slots: one `MGET` per slot, sent side by side; the
+    /// values in the order of `keys`.
+    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
+        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| cmd("MGET").args(idx.iter().map(|&i| &keys[i])))
+            .collect();
+        let replies = self.run_groups(&groups, &cmds).await?;
+        let mut values: Vec<Option<Value>> = (0..keys.len()).map(|_| None).collect();
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            match reply.without_attributes() {
+                Value::Array(items) if items.len() == idx.len() => {
+                    for (&i, v) in idx.iter().zip(items) {
+                        values[i] = Some(v);
+                    }
+                }
+                other => {
+                    return Err(Error::Conversion(crate::ConversionError {
+                        found: other.type_name(),
+                        target: "MGET reply",
+                        detail: Some("expected one value per key"),
+                    }));
+                }
+            }
+        }
+        values
+            .into_iter()
+            .map(|v| T::from_value(v.expect("every key has a value")))
+            .collect()
+    }
+
+    /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
+    /// slot's keys are set atomically, the whole is not.
+    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| {
+                let mut c = cmd("MSET");
+                for &i in idx {
+                    c.push_arg(&pairs[i].0).push_arg(&pairs[i].1);
+                }
+                c
+            })
+            .collect();
+        for reply in self.run_groups(&groups, &cmds).await? {
+            <()>::from_value(reply)?;
+        }
+        Ok(())
+    }
+
+    /// `DEL` across slots: the number of keys removed.
+    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("DEL", keys).await
+    }
+
+    /// `UNLINK` across slots: the number of keys removed.
+    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("UNLINK", keys).await
+    }
+
+    /// `EXISTS` across slots: how many of the keys exist (a key given
+    /// twice counts twice, as in Redis).
+    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("EXISTS", keys).await
+    }
+
+    /// `TOUCH` across slots: the number of keys touched.
+    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("TOUCH", keys).await
+    }
+
+    async fn count_by_slot<K: Arg>(&self, name: &str, keys: &[K]) -> Result<u64, Error> {
+        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| cmd(name).args(idx.iter().map(|&i| &keys[i])))
+            .collect();
+        let mut total = 0;
+        for reply in self.run_groups(&groups, &cmds).await? {
+            total += u64::from_value(reply)?;
+        }
+        Ok(total)
+    }
+
+    /// Runs one command per slot group, side by side, with routing and
+    /// retries; the replies in group order.
+    async fn run_groups(
+        &self,
+        groups: &[(u16, Vec<usize>)],
+        cmds: &[Cmd],
+    ) -> Result<Vec<Value>, Error> {
+        let deadline = Instant::now() + self.router.config.timeout();
+        let outs = join_all(groups.iter().zip(cmds).map(|((slot, _), c)| async move {
+            let mut attempt = Attempt::new(deadline);
+            self.router
+                .run(Route::Slot(*slot), &mut attempt, async |conn, asking| {
+                    send_one(conn, c, asking).await
+                })
+                .await
+        }))
+        .await;
+        outs.into_iter().collect()
+    }
+
+    /// What the client knows of the cluster now.
+    pub fn info(&self) -> ClusterInfo {
+        let routes = self.router.routes();
+        let mut slots: HashMap<&NodeAddr, Vec<(u16, u16)>> = HashMap::new();
+        for (start, end, addr) in routes.map.ranges() {
+            slots.entry(addr).or_default().push((start, end));
+        }
+        let pool: HashMap<NodeAddr, Rc<Node>> = self
+            .router
+            .nodes()
+            .into_iter()
+            .map(|n| (n.addr.clone(), n))
+            .collect();
+        let describe = |addr: &NodeAddr, id: Option<String>, role: Role, health: Health| {
+            let node = pool.get(addr);
+            let stats = node.map(|n| n.conn.stats()).unwrap_or_default();
+            ClusterNodeInfo {
+                addr: addr.clone(),
+                id,
+                role,
+                health,
+                slots: slots.get(addr).cloned().unwrap_or_default(),
+                connected: node.is_some_and(|n| n.conn.is_connected()),
+                commands: stats.calls,
+                redirects: node.map_or(0, |n| n.redirects.get()),
+                reconnects: stats.reconnects,
+            }
+        };
+        let mut nodes = Vec::new();
+        if let Some(t) = self.router.topology.borrow().as_ref() {
+            for shard in &t.shards {
+                for n in shard.nodes() {
+                    nodes.push(describe(&n.addr, Some(n.id.clone()), n.role, n.health));
+                }
+            }
+        }
+        for addr in routes.map.masters() {
+            if !nodes.iter().any(|n| n.addr == *addr) {
+                nodes.push(describe(addr, None, Role::Master, Health::Unknown));
+            }
+        }
+        ClusterInfo {
+            epoch: routes.map.epoch(),
+            slots_covered: routes.map.coverage(),
+            nodes,
+            topology_changes: self.router.refresh.borrow().changes,
+        }
+    }
+
+    /// Refreshes the topology now (merged with a refresh already asked
+    /// for), and waits for it within the refresh timeout.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let config = &self.router.config;
+        let deadline = Instant::now() + config.refresh_min_interval + config.refresh_timeout;
+        self.router.refresh_until(deadline).await
+    }
+
+    /// The connection to each master the slot map routes to, for commands
+    /// meant for every node (`FLUSHALL`, `SCAN`, `SCRIPT LOAD`, ...).
+    pub fn master_connections(&self) -> Vec<(NodeAddr, Connection)> {
+        let routes = self.router.routes();
+        routes
+            .masters
+            .iter()
+            .map(|n| (n.addr.clone(), n.conn.clone()))
+            .collect()
+    }
+
+    /// Closes every node connection; later calls fail with
+    /// [`Error::Closed`]. Dropping the last handle does the same.
+    pub fn close(&self) {
+        self.router.close();
+    }
+}
+
+/// A command, or the `ASKING` before it.
+enum Asked<'a, A> {
+    Asking,
+    Cmd(&'a A),
+}
+
+impl<A: Args> Args for Asked<'_, A> {
+    fn arg_count(&self) -> usize {
+        match self {
+            Asked::Asking => 1,
+            Asked::Cmd(c) => c.arg_count(),
+        }
+    }
+
+    fn with_arg<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self {
+            Asked::Asking => (index == 0).then(|| f(b"ASKING")),
+            Asked::Cmd(c) => c.with_arg(index, f),
+        }
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Asked::Asking => ["ASKING"].encode(out),
+            Asked::Cmd(c) => c.encode(out),
+        }
+    }
+}
+
+/// Sends one command, after `ASKING` when `asking`.
+async fn send_one<A: Args>(conn: &Connection, args: &A, asking: bool) -> Result<Value, Error> {
+    if !asking {
+        return conn.command::<Value>(args).await;
+    }
+    let mut replies = conn.pipeline([Asked::Asking, Asked::Cmd(args)]).await?;
+    let reply = replies.pop().expect("two replies");
+    replies.pop().expect("two replies").into_result()?;
+    reply.into_result()
+}
+
+/// The one slot of commands that must share one (keyless ones aside).
+fn common_route(routes: impl IntoIterator<Item = Result<Route, Error>>) -> Result<Route, Error> {
+    let mut common = Route::Keyless;
+    for route in routes {
+        match (common, route?) {
+            (_, Route::Keyless) => {}
+            (Route::Keyless, r) => common = r,
+            (Route::Slot(first), Route::Slot(other)) if first != other => {
+                return Err(Error::CrossSlot { first, other });
+            }
+            _ => {}
+        }
+    }
+    Ok(common)
+}
+
+/// Indices grouped by slot, groups in order of first appearance.
+fn by_slot(slots: impl Iterator<Item = u16>) -> Vec<(u16, Vec<usize>)> {
+    let mut index: HashMap<u16, usize> = HashMap::new();
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, slot) in slots.enumerate() {
+        let g = *index.entry(slot).or_insert_with(|| {
+            groups.push((slot, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_slot_or_cross_slot() {
+        let slot = |k: &str| key_slot(k.as_bytes());
+        let r = common_route([
+            Ok(Route::Keyless),
+            Ok(Route::Slot(slot("{a}1"))),
+            Ok(Route::Slot(slot("{a}2"))),
+        ]);
+        assert_eq!(r.unwrap(), Route::Slot(slot("a")));
+        assert_eq!(common_route([Ok(Route::Keyless)]).unwrap(), Route::Keyless);
+        let e = common_route([Ok(Route::Slot(1)), Ok(Route::Slot(2))]).unwrap_err();
+        assert!(matches!(e, Error::CrossSlot { first: 1, other: 2 }));
+    }
+
+    #[test]
+    fn groups_keep_first_appearance_order() {
+        let g = by_slot([5u16, 3, 5, 9, 3].into_iter());
+        assert_eq!(g, [(5, vec![0, 2]), (3, vec![1, 4]), (9, vec![3])]);
+    }
+
+    #[test]
+    fn asking_pairs_encode_as_two_commands() {
+        let get = ["GET", "k"];
+        let mut out = BytesMut::new();
+        Asked::<[&str; 2]>::Asking.encode(&mut out);
+        Asked::Cmd(&get).encode(&mut out);
+        assert_eq!(
+            &out[..],
+            b"*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(
+            Asked::<[&str; 2]>::Asking.with_arg(0, |a| a.to_vec()),
+            Some(b"ASKING".to_vec())
+        );
+    }
+}

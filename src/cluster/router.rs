@@ -1,0 +1,430 @@
+//! The routing state of one cluster client on one core: the node
+//! connections, the current slot map with a connection per master, and the
+//! retry loop that follows MOVED/ASK and waits out failovers.
+//!
+//! Nothing here knows how many cores there are: a per-core client owns one
+//! `Router` per core and feeds it the same topology.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use super::refresh::RefreshState;
+use super::{NodeAddr, SlotMap, Topology};
+use crate::cmd::Route;
+use crate::config::ClusterConfig;
+use crate::error::{Redirect, RedirectKind, RetryAction, ServerError};
+use crate::{Connection, Error, Value};
+
+/// One node and the connection to it.
+pub(crate) struct Node {
+    pub addr: NodeAddr,
+    pub conn: Connection,
+    /// MOVED and ASK replies this node sent.
+    pub redirects: Cell<u64>,
+}
+
+/// A slot map with the node of each of its masters, replaced whole.
+pub(crate) struct Routes {
+    pub map: SlotMap,
+    /// `masters[i]` serves the slots `map` gives master `i`.
+    pub masters: Vec<Rc<Node>>,
+}
+
+impl Routes {
+    /// The node serving `route`: the slot's master, or for a keyless
+    /// command any master.
+    pub fn node(&self, route: Route) -> Option<&Rc<Node>> {
+        match route {
+            Route::Slot(slot) => self.masters.get(self.map.master_index(slot)?),
+            Route::Keyless => {
+                if self.masters.is_empty() {
+                    None
+                } else {
+                    self.masters.get(fastrand::usize(..self.masters.len()))
+                }
+            }
+        }
+    }
+}
+
+/// What to do after an error, read from the error alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The slot moved for good: correct the map and go there.
+    Moved(Redirect),
+    /// The slot is migrating: ask the target once, with `ASKING`.
+    Ask(Redirect),
+    /// Retry the same route after a delay (`TRYAGAIN`, `LOADING`, `BUSY`).
+    Backoff,
+    /// Refresh the topology, then retry: the node is unreachable (the
+    /// command was not sent), or the cluster changed (`CLUSTERDOWN`,
+    /// `READONLY`, `MASTERDOWN`).
+    Refresh,
+    /// Hand the error to the caller.
+    Fail,
+}
+
+impl Step {
+    /// The step for `err`. Every retrying step is taken only when the
+    /// error proves the command was not applied: a redirect or refusal
+    /// reply, or a call that never reached the socket.
+    pub fn of(err: &Error) -> Step {
+        match err.retry_action() {
+            RetryAction::Redirect(r) if r.kind == RedirectKind::Moved => Step::Moved(r),
+            RetryAction::Redirect(r) => Step::Ask(r),
+            RetryAction::RetryAfterBackoff => Step::Backoff,
+            RetryAction::RefreshThenRetry => Step::Refresh,
+            _ => match err {
+                // Raised only for calls that were not sent (the node is
+                // unreachable, or its first connect failed).
+                Error::Connect { .. } => Step::Refresh,
+                _ => Step::Fail,
+            },
+        }
+    }
+}
+
+/// The state of one call across its tries.
+pub(crate) struct Attempt {
+    pub deadline: Instant,
+    pub redirects: u32,
+    backoffs: u32,
+    /// Set after an ASK: the node to ask, with `ASKING`, on the next try.
+    pub ask: Option<Rc<Node>>,
+    /// No try has failed yet: the first uses the connection's own timeout,
+    /// which is the call's.
+    fresh: bool,
+}
+
+impl Attempt {
+    pub fn new(deadline: Instant) -> Attempt {
+        Attempt {
+            deadline,
+            redirects: 0,
+            backoffs: 0,
+            ask: None,
+            fresh: true,
+        }
+    }
+
+    /// Time left before the deadline.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// The state one cluster client keeps on one core.
+pub(crate) struct Router {
+    pub config: ClusterConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    routes: RefCell<Rc<Routes>>,
+    nodes: RefCell<HashMap<NodeAddr, Rc<Node>>>,
+    /// The last topology a refresh accepted (for `info`).
+    pub topology: RefCell<Option<Rc<Topology>>>,
+    epoch: Cell<u64>,
+    pub refresh: RefCell<RefreshState>,
+    /// Set when the servers answered `CLUSTER SHARDS` with an unknown
+    /// command error: ask `CLUSTER SLOTS` from then on.
+    pub shards_unsupported: Cell<bool>,
+    pub closed: Cell<bool>,
+}
+
+impl Router {
+    pub fn new(config: ClusterConfig) -> Result<Router, Error> {
+        let tls = config
+            .node
+            .tls
+            .as_ref()
+            .map(crate::conn::tls::client_config)
+            .transpose()?;
+        Ok(Router {
+            config,
+            tls,
+            routes: RefCell::new(Rc::new(Routes {
+                map: SlotMap::empty(0),
+                masters: Vec::new(),
+            })),
+            nodes: RefCell::new(HashMap::new()),
+            topology: RefCell::new(None),
+            epoch: Cell::new(0),
+            refresh: RefCell::new(RefreshState::default()),
+            shards_unsupported: Cell::new(false),
+            closed: Cell::new(false),
+        })
+    }
+
+    /// The current routes.
+    #[inline]
+    pub fn routes(&self) -> Rc<Routes> {
+        self.routes.borrow().clone()
+    }
+
+    /// The node at `addr`, opening a connection to it on first use.
+    pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
+        if let Some(n) = self.nodes.borrow().get(addr) {
+            return n.clone();
+        }
+        let conn = Connection::open_node(self.config.node_config(addr), self.tls.clone());
+        let node = Rc::new(Node {
+            addr: addr.clone(),
+            conn,
+            redirects: Cell::new(0),
+        });
+        self.nodes.borrow_mut().insert(addr.clone(), node.clone());
+        node
+    }
+
+    /// Every node with a connection.
+    pub fn nodes(&self) -> Vec<Rc<Node>> {
+        self.nodes.borrow().values().cloned().collect()
+    }
+
+    /// The next epoch.
+    pub fn next_epoch(&self) -> u64 {
+        let e = self.epoch.get() + 1;
+        self.epoch.set(e);
+        e
+    }
+
+    /// Makes `map` the current routes.
+    pub fn install(&self, map: SlotMap) {
+        let masters = map.masters().iter().map(|a| self.node(a)).collect();
+        *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
+    }
+
+    /// Applies a MOVED: `slot` is served by `addr` from now on.
+    pub fn apply_moved(&self, slot: u16, addr: NodeAddr) {
+        let current = self.routes();
+        if current.map.master_for_slot(slot) == Some(&addr) {
+            // Another call taught the same already.
+            return;
+        }
+        let map = current.map.with_moved(slot, addr, self.next_epoch());
+        self.install(map);
+    }
+
+    /// Drops the connections of nodes that are neither routed to nor
+    /// listed as healthy (calls in flight keep theirs until they finish).
+    pub fn prune(&self, keep: &[NodeAddr]) {
+        let routes = self.routes();
+        self.nodes
+            .borrow_mut()
+            .retain(|addr, _| keep.contains(addr) || routes.map.masters().contains(addr));
+    }
+
+    /// Closes every node connection.
+    pub fn close(&self) {
+        self.closed.set(true);
+        for node in self.nodes.borrow_mut().drain() {
+            node.1.conn.close();
+        }
+        super::refresh::wake_all(self);
+    }
+
+    /// Runs `op` on the node serving `route`, following redirects and
+    /// retrying what is safe to retry, all before `attempt.deadline`.
+    /// `op` gets the connection (with the time left as its timeout) and
+    /// whether to send `ASKING` first.
+    pub async fn run<F>(&self, route: Route, attempt: &mut Attempt, op: F) -> Result<Value, Error>
+    where
+        F: AsyncFn(&Connection, bool) -> Result<Value, Error>,
+    {
+        loop {
+            let (node, asking) = match attempt.ask.take() {
+                Some(node) => (node, true),
+                None => match self.routes().node(route) {
+                    Some(node) => (node.clone(), false),
+                    None => {
+                        // A hole in the map: a failover or a reshard may be
+                        // filling it; ask again until the deadline.
+                        let unserved = Error::SlotUnserved {
+                            slot: match route {
+                                Route::Slot(slot) => slot,
+                                Route::Keyless => 0,
+                            },
+                        };
+                        if attempt.left().is_zero() {
+                            return Err(unserved);
+                        }
+                        self.wait_for_refresh(attempt).await.map_err(|_| unserved)?;
+                        continue;
+                    }
+                },
+            };
+            let result = if attempt.fresh && !asking {
+                // The connection's own timeout is the call's deadline.
+                op(&node.conn, false).await
+            } else {
+                let left = attempt.left();
+                if left.is_zero() {
+                    return Err(Error::Timeout {
+                        maybe_applied: false,
+                    });
+                }
+                op(&node.conn.with_timeout(left), asking).await
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => self.after_error(&node, e, attempt).await?,
+            }
+        }
+    }
+
+    /// Decides what to do about `err`, which `node` returned: returns
+    /// `Ok` to try again (with the map corrected or `attempt.ask` set), or
+    /// the error to hand to the caller.
+    pub async fn after_error(
+        &self,
+        node: &Node,
+        err: Error,
+        attempt: &mut Attempt,
+    ) -> Result<(), Error> {
+        attempt.fresh = false;
+        match Step::of(&err) {
+            Step::Moved(r) | Step::Ask(r) => {
+                node.redirects.set(node.redirects.get() + 1);
+                attempt.redirects += 1;
+                if attempt.redirects > self.config.max_redirects {
+                    let last = err.server_error().cloned().unwrap_or_else(|| {
+                        ServerError::new(bytes::Bytes::from_static(b"redirect"))
+                    });
+                    return Err(Error::TooManyRedirects {
+                        redirects: attempt.redirects - 1,
+                        last,
+                    });
+                }
+                let target = NodeAddr::from_redirect(&r, &node.addr);
+                if r.kind == RedirectKind::Moved {
+                    tracing::debug!(slot = r.slot, to = %target, "MOVED");
+                    self.apply_moved(r.slot, target);
+                    self.request_refresh();
+                } else {
+                    tracing::trace!(slot = r.slot, to = %target, "ASK");
+                    attempt.ask = Some(self.node(&target));
+                }
+                Ok(())
+            }
+            Step::Backoff => self.backoff(attempt, err).await,
+            Step::Refresh => {
+                tracing::debug!(node = %node.addr, error = %err, "refreshing the topology before retrying");
+                if self.wait_for_refresh(attempt).await.is_err() {
+                    return Err(err);
+                }
+                Ok(())
+            }
+            Step::Fail => Err(err),
+        }
+    }
+}
+
+impl Router {
+    /// Waits before trying again after `err`: the retry delay, doubling
+    /// with each retry of the call. `err` when the deadline would pass
+    /// first.
+    pub async fn backoff(&self, attempt: &mut Attempt, err: Error) -> Result<(), Error> {
+        attempt.fresh = false;
+        let delay = self
+            .config
+            .retry_backoff_initial
+            .saturating_mul(1 << attempt.backoffs.min(16))
+            .min(self.config.retry_backoff_max);
+        attempt.backoffs += 1;
+        if delay >= attempt.left() {
+            return Err(err);
+        }
+        glommio::timer::sleep(delay).await;
+        Ok(())
+    }
+}
+
+/// Polls every future to completion, results in order.
+pub(crate) async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut left = futs.len();
+    std::future::poll_fn(|cx| {
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if out.is_none() {
+                if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                    *out = Some(v);
+                    left -= 1;
+                }
+            }
+        }
+        if left == 0 {
+            Poll::Ready(outs.iter_mut().map(|o| o.take().expect("done")).collect())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn server(text: &'static str) -> Error {
+        Error::Server(ServerError::new(Bytes::from_static(text.as_bytes())))
+    }
+
+    #[test]
+    fn steps_follow_the_error() {
+        assert!(matches!(
+            Step::of(&server("MOVED 3999 127.0.0.1:7001")),
+            Step::Moved(r) if r.slot == 3999 && r.port == 7001
+        ));
+        assert!(matches!(
+            Step::of(&server("ASK 3999 :7002")),
+            Step::Ask(r) if r.host.is_empty() && r.port == 7002
+        ));
+        assert_eq!(
+            Step::of(&server(
+                "TRYAGAIN Multiple keys request during rehashing of slot"
+            )),
+            Step::Backoff
+        );
+        assert_eq!(
+            Step::of(&server("LOADING Redis is loading the dataset in memory")),
+            Step::Backoff
+        );
+        assert_eq!(
+            Step::of(&server("CLUSTERDOWN The cluster is down")),
+            Step::Refresh
+        );
+        assert_eq!(
+            Step::of(&server(
+                "READONLY You can't write against a read only replica."
+            )),
+            Step::Refresh
+        );
+        assert_eq!(
+            Step::of(&Error::Connect {
+                addr: "h:1".into(),
+                reason: "refused; the command was not sent".into()
+            }),
+            Step::Refresh
+        );
+        // Nothing that may have been applied is ever retried.
+        assert_eq!(Step::of(&Error::ConnectionLost), Step::Fail);
+        assert_eq!(
+            Step::of(&Error::Timeout {
+                maybe_applied: true
+            }),
+            Step::Fail
+        );
+        assert_eq!(
+            Step::of(&server("ERR wrong number of arguments")),
+            Step::Fail
+        );
+        assert_eq!(Step::of(&server("MOVED garbage")), Step::Fail);
+    }
+}
