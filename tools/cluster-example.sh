@@ -7,18 +7,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        sudo=()
-        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
-        "${sudo[@]}" apt-get update
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends redis-server redis-tools
-    else
-        echo "tools/cluster-example.sh: install Redis >= 7 so that redis-server and redis-cli are on PATH" >&2
-        exit 1
-    fi
-fi
+source tools/ensure-redis.sh
+ensure_redis
 
 dir=$(mktemp -d)
 pids=()
