@@ -15,6 +15,9 @@ use crate::resp::Arg;
 use crate::slot::key_slot;
 use crate::{Connection, Error, FromValue, Value, Watch};
 
+/// The node a command was first sent to and the error it met there.
+type FirstError = Option<(Rc<Node>, Error)>;
+
 /// Closes the client when the last handle is dropped.
 struct CloseGuard(Rc<Router>);
 
@@ -233,8 +236,7 @@ impl Cluster {
         }))
         .await;
         let mut results: Vec<Option<Value>> = (0..cmds.len()).map(|_| None).collect();
-        let mut again: Vec<(usize, Option<(Rc<Node>, Error)>)> =
-            unrouted.into_iter().map(|i| (i, None)).collect();
+        let mut again: Vec<(usize, FirstError)> = unrouted.into_iter().map(|i| (i, None)).collect();
         for ((node, idx), outcome) in groups.iter().zip(outcomes) {
             match outcome {
                 Ok(values) => {
@@ -282,7 +284,7 @@ impl Cluster {
         args: &A,
         route: Route,
         deadline: Instant,
-        first: Option<(Rc<Node>, Error)>,
+        first: FirstError,
     ) -> Result<Value, Error> {
         let mut attempt = Attempt::new(deadline);
         if let Some((node, err)) = first {
