@@ -10,110 +10,32 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use redcore::Value;
 use redcore::cluster::{Health, NodeAddr, Role, SlotMap, Topology};
-use redcore::resp::{Decoder, encode_command};
 use redcore::slot::key_slot;
-use support::{ClusterNodeInfo, RedisCluster};
+use support::{ClusterNodeInfo, CodecConn, RedisCluster};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A tiny blocking client: the library's encoder and decoder over a
-/// `TcpStream`.
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: Decoder,
+/// A connection reading in 4 KiB chunks, in RESP3 when asked.
+fn connect(addr: SocketAddr, resp3: bool) -> CodecConn {
+    let mut conn = CodecConn::connect(addr, 4096);
+    if resp3 {
+        conn.hello3();
+    }
+    conn
 }
 
-impl Client {
-    fn connect(addr: SocketAddr, resp3: bool) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut client = Client {
-            stream,
-            buf: BytesMut::new(),
-            decoder: Decoder::new(),
-        };
-        if resp3 {
-            let hello = client.call(&["HELLO", "3"]);
-            assert!(matches!(hello, Value::Map(_)), "HELLO 3: {hello:?}");
-        }
-        client
-    }
-
-    /// Sends a command and reads its one reply.
-    fn call(&mut self, args: &[&str]) -> Value {
-        let mut out = BytesMut::new();
-        encode_command(&mut out, args);
-        self.stream.write_all(&out).expect("write to server");
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(reply) = self.decoder.decode(&mut self.buf).expect("valid RESP") {
-                assert!(self.buf.is_empty(), "bytes after the reply to {args:?}");
-                return reply;
-            }
-            let n = self.stream.read(&mut chunk).expect("read from server");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn ok(&mut self, args: &[&str]) {
-        let reply = self.call(args);
-        assert!(
-            matches!(&reply, Value::SimpleString(s) if &s[..] == b"OK"),
-            "{args:?}: {reply:?}"
-        );
-    }
-
-    fn shards(&mut self, source: &NodeAddr) -> Topology {
-        let reply = self.call(&["CLUSTER", "SHARDS"]);
-        Topology::from_cluster_shards(reply.clone(), source)
-            .unwrap_or_else(|e| panic!("CLUSTER SHARDS: {e}\n{reply:?}"))
-    }
-
-    fn slots(&mut self, source: &NodeAddr) -> Topology {
-        let reply = self.call(&["CLUSTER", "SLOTS"]);
-        Topology::from_cluster_slots(reply.clone(), source)
-            .unwrap_or_else(|e| panic!("CLUSTER SLOTS: {e}\n{reply:?}"))
-    }
+fn read_shards(conn: &mut CodecConn, source: &NodeAddr) -> Topology {
+    let reply = conn.call(&["CLUSTER", "SHARDS"]);
+    Topology::from_cluster_shards(reply.clone(), source)
+        .unwrap_or_else(|e| panic!("CLUSTER SHARDS: {e}\n{reply:?}"))
 }
 
-/// Writes to every shard, then waits until every node reports every
-/// replica online: a replica that has replicated nothing yet is `loading`
-/// in `CLUSTER SHARDS` (and left out of `CLUSTER SLOTS` by 7.0).
-fn warm_up(cluster: &RedisCluster) {
-    for master in cluster.master_indices() {
-        let me = cluster
-            .cluster_nodes(master)
-            .into_iter()
-            .find(ClusterNodeInfo::is_myself)
-            .expect("myself");
-        let slot = me.slots[0].0;
-        let key = (0..)
-            .map(|i| format!("warmup:{i}"))
-            .find(|k| key_slot(k.as_bytes()) == slot)
-            .expect("a key of the slot");
-        assert_eq!(cluster.node(master).cmd(&["SET", &key, "x"]), "OK");
-    }
-    support::wait_until(
-        "every node to see every replica online",
-        Duration::from_secs(30),
-        || {
-            (0..cluster.len()).all(|i| {
-                let shards = cluster.node(i).cmd(&["CLUSTER", "SHARDS"]);
-                shards.matches("online").count() == cluster.len()
-            })
-        },
-    );
+fn read_slots(conn: &mut CodecConn, source: &NodeAddr) -> Topology {
+    let reply = conn.call(&["CLUSTER", "SLOTS"]);
+    Topology::from_cluster_slots(reply.clone(), source)
+        .unwrap_or_else(|e| panic!("CLUSTER SLOTS: {e}\n{reply:?}"))
 }
 
 /// (id, address, role) of every node, as `CLUSTER NODES` lists them.
@@ -175,10 +97,10 @@ fn check_replies_from_every_node(cluster: &RedisCluster) -> SlotMap {
         let addr = cluster.node(i).addr();
         let source = NodeAddr::from(addr);
         for resp3 in [false, true] {
-            let mut client = Client::connect(addr, resp3);
+            let mut client = connect(addr, resp3);
             let proto = if resp3 { "RESP3" } else { "RESP2" };
-            let shards = client.shards(&source);
-            let slots = client.slots(&source);
+            let shards = read_shards(&mut client, &source);
+            let slots = read_slots(&mut client, &source);
             check_topology(&shards, &view, &format!("node {i} CLUSTER SHARDS {proto}"));
             check_topology(&slots, &view, &format!("node {i} CLUSTER SLOTS {proto}"));
             let map = SlotMap::from_topology(&shards, 1);
@@ -227,7 +149,7 @@ fn check_replies_from_every_node(cluster: &RedisCluster) -> SlotMap {
 /// The three `cluster-preferred-endpoint-type` settings, set on node 0.
 fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
     let addr = cluster.node(0).addr();
-    let mut admin = Client::connect(addr, false);
+    let mut admin = connect(addr, false);
     // Only the port of the node asked comes from the socket; the host is
     // whatever the client used to reach it.
     let alias = NodeAddr::new("localhost", addr.port());
@@ -242,8 +164,11 @@ fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
         "unknown-endpoint",
     ]);
     for resp3 in [false, true] {
-        let mut client = Client::connect(addr, resp3);
-        for topology in [client.shards(&alias), client.slots(&alias)] {
+        let mut client = connect(addr, resp3);
+        for topology in [
+            read_shards(&mut client, &alias),
+            read_slots(&mut client, &alias),
+        ] {
             assert!(
                 topology.nodes().all(|n| n.addr.host == "localhost"),
                 "{topology:#?}"
@@ -265,10 +190,13 @@ fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
         "hostname",
     ]);
     for resp3 in [false, true] {
-        let mut client = Client::connect(addr, resp3);
+        let mut client = connect(addr, resp3);
         let raw = client.call(&["CLUSTER", "SLOTS"]);
         assert!(format!("{raw:?}").contains("\"?\""), "{raw:?}");
-        for topology in [client.shards(&alias), client.slots(&alias)] {
+        for topology in [
+            read_shards(&mut client, &alias),
+            read_slots(&mut client, &alias),
+        ] {
             assert_eq!(&SlotMap::from_topology(&topology, 1), reference);
         }
     }
@@ -280,10 +208,13 @@ fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
         "cluster-announce-hostname",
         "node0.invalid",
     ]);
-    let my_id = text(&admin.call(&["CLUSTER", "MYID"]));
+    let my_id = cluster.node_id(0);
     for resp3 in [false, true] {
-        let mut client = Client::connect(addr, resp3);
-        for topology in [client.shards(&alias), client.slots(&alias)] {
+        let mut client = connect(addr, resp3);
+        for topology in [
+            read_shards(&mut client, &alias),
+            read_slots(&mut client, &alias),
+        ] {
             let me = topology.node(&my_id).expect("node 0 listed");
             assert_eq!(me.addr, NodeAddr::new("node0.invalid", addr.port()));
             assert_eq!(
@@ -298,9 +229,9 @@ fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
 
     admin.ok(&["CONFIG", "SET", "cluster-announce-hostname", ""]);
     admin.ok(&["CONFIG", "SET", "cluster-preferred-endpoint-type", "ip"]);
-    let mut client = Client::connect(addr, true);
+    let mut client = connect(addr, true);
     assert_eq!(
-        &SlotMap::from_topology(&client.shards(&NodeAddr::from(addr)), 1),
+        &SlotMap::from_topology(&read_shards(&mut client, &NodeAddr::from(addr)), 1),
         reference
     );
 }
@@ -310,7 +241,7 @@ fn check_endpoint_settings(cluster: &RedisCluster, reference: &SlotMap) {
 fn check_failover(cluster: &mut RedisCluster, before: &SlotMap) {
     let old = cluster.slot_owner_index(0);
     let old_addr = NodeAddr::from(cluster.node(old).addr());
-    let old_id = cluster.node(old).cmd(&["CLUSTER", "MYID"]);
+    let old_id = cluster.node_id(old);
     let heir_addr = before.replicas_for_slot(0)[0].clone();
     let witness = (0..cluster.len())
         .find(|&i| i != old && NodeAddr::from(cluster.node(i).addr()) != heir_addr)
@@ -318,13 +249,13 @@ fn check_failover(cluster: &mut RedisCluster, before: &SlotMap) {
     let addr = cluster.node(witness).addr();
     let source = NodeAddr::from(addr);
     cluster.kill_node(old);
-    let mut client = Client::connect(addr, true);
+    let mut client = connect(addr, true);
     let mut last = None;
     support::wait_until(
         "the replica to take over slot 0",
         Duration::from_secs(30),
         || {
-            let topology = client.shards(&source);
+            let topology = read_shards(&mut client, &source);
             let done = topology
                 .node(&old_id)
                 .is_some_and(|n| n.health == Health::Failed)
@@ -361,17 +292,16 @@ fn check_failover(cluster: &mut RedisCluster, before: &SlotMap) {
         }
     }
     // CLUSTER SLOTS leaves the dead node out but routes the same.
-    assert_eq!(SlotMap::from_topology(&client.slots(&source), 2), map);
-}
-
-fn text(value: &Value) -> String {
-    String::from_utf8(value.as_bytes().expect("a string").to_vec()).expect("UTF-8")
+    assert_eq!(
+        SlotMap::from_topology(&read_slots(&mut client, &source), 2),
+        map
+    );
 }
 
 #[test]
 fn topology_and_slot_map_match_a_real_cluster() {
     let mut cluster = RedisCluster::start();
-    warm_up(&cluster);
+    cluster.warm_up();
     let map = check_replies_from_every_node(&cluster);
     check_endpoint_settings(&cluster, &map);
     check_failover(&mut cluster, &map);

@@ -1,6 +1,7 @@
 //! The sans-io codec (`redcore::resp`, `redcore::cmd`, `redcore::slot`)
-//! against what real `redis-server` 7 processes send, read through a plain
-//! blocking `TcpStream` in small chunks so that every frame arrives split.
+//! against what real `redis-server` 7 processes send, read through the
+//! harness's blocking [`CodecConn`] in small chunks so that every frame
+//! arrives split.
 //!
 //! Wire shapes a 7.0 server sends for `DEBUG PROTOCOL attrib` / `push`, as
 //! asserted below:
@@ -17,177 +18,18 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redcore::cmd::key_positions;
-use redcore::resp::{Arg, Decoder, encode_command};
+use redcore::resp::encode_command;
 use redcore::slot::key_slot;
 use redcore::{FromValue, RedirectKind, ServerError, ServerErrorKind, Value};
-use support::{RedisCluster, RedisServer};
-
-/// No read may block longer than this: a decoder bug fails, not hangs.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+use support::{CodecConn, RedisCluster, RedisServer, show};
 
 /// What `DEBUG PROTOCOL double` sends: the literal 3.141, not pi.
 #[allow(clippy::approx_constant)]
 const DEBUG_DOUBLE: f64 = 3.141;
-
-/// A tiny blocking client: the library's encoder and decoder over a
-/// `TcpStream`, reading at most `chunk` bytes per `read`.
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: Decoder,
-    chunk: Vec<u8>,
-    /// Raw bytes received since the last write, to assert wire shapes.
-    wire: Vec<u8>,
-    /// Number of `read` calls since the last write.
-    reads: usize,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr, chunk: usize) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, READ_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-            decoder: Decoder::new(),
-            chunk: vec![0; chunk],
-            wire: Vec::new(),
-            reads: 0,
-        }
-    }
-
-    /// Connects in 7-byte reads.
-    fn small(addr: SocketAddr) -> Client {
-        Client::connect(addr, 7)
-    }
-
-    /// Connects in 7-byte reads and switches to RESP3.
-    fn resp3(addr: SocketAddr) -> Client {
-        let mut c = Client::small(addr);
-        let hello = c.call(&["HELLO", "3"]);
-        assert!(matches!(hello, Value::Map(_)), "HELLO 3: {hello:?}");
-        c
-    }
-
-    fn write_raw(&mut self, bytes: &[u8]) {
-        self.wire.clear();
-        self.reads = 0;
-        self.stream.write_all(bytes).expect("write to server");
-    }
-
-    fn send<A: Arg>(&mut self, args: &[A]) {
-        let mut out = BytesMut::new();
-        encode_command(&mut out, args);
-        self.write_raw(&out);
-    }
-
-    /// One `read` of at most `chunk` bytes into the buffer.
-    fn read_more(&mut self) {
-        let n = self
-            .stream
-            .read(&mut self.chunk)
-            .expect("read from server (timed out waiting for a frame?)");
-        assert!(
-            n > 0,
-            "server closed the connection; buffered: {:?}",
-            show(&self.buf)
-        );
-        self.buf.extend_from_slice(&self.chunk[..n]);
-        self.wire.extend_from_slice(&self.chunk[..n]);
-        self.reads += 1;
-    }
-
-    fn try_decode(&mut self) -> Option<Value> {
-        self.decoder
-            .decode(&mut self.buf)
-            .unwrap_or_else(|e| panic!("protocol error {e:?}; buffered: {:?}", show(&self.buf)))
-    }
-
-    /// Reads until one whole frame decodes.
-    fn read_frame(&mut self) -> Value {
-        loop {
-            if let Some(v) = self.try_decode() {
-                return v;
-            }
-            self.read_more();
-        }
-    }
-
-    /// Sends a command and reads its one reply; nothing may follow it.
-    fn call<A: Arg>(&mut self, args: &[A]) -> Value {
-        self.send(args);
-        let v = self.read_frame();
-        assert!(
-            self.buf.is_empty(),
-            "bytes after the reply to {}: {:?}",
-            args_text(args),
-            show(&self.buf)
-        );
-        v
-    }
-
-    /// Sends a command and returns every frame up to and including the
-    /// first one that is not a push.
-    fn call_collecting_pushes<A: Arg>(&mut self, args: &[A]) -> Vec<Value> {
-        self.send(args);
-        let mut frames = Vec::new();
-        loop {
-            let v = self.read_frame();
-            let push = v.is_push();
-            frames.push(v);
-            if !push {
-                return frames;
-            }
-        }
-    }
-
-    /// True when no byte arrives within `wait`.
-    fn quiet_for(&mut self, wait: Duration) -> bool {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut one = [0u8; 1];
-        let quiet = match self.stream.read(&mut one) {
-            Ok(0) => panic!("server closed the connection"),
-            Ok(_) => {
-                self.buf.extend_from_slice(&one);
-                false
-            }
-            Err(e) => {
-                assert!(
-                    matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ),
-                    "{e}"
-                );
-                true
-            }
-        };
-        self.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        quiet && self.buf.is_empty()
-    }
-}
-
-fn show(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(200)];
-    String::from_utf8_lossy(shown).escape_debug().to_string()
-}
-
-fn args_text<A: Arg>(args: &[A]) -> String {
-    let words: Vec<String> = args
-        .iter()
-        .map(|a| a.with_bytes(|b| String::from_utf8_lossy(b).into_owned()))
-        .collect();
-    words.join(" ")
-}
 
 fn bulk(s: &str) -> Value {
     Value::BulkString(Bytes::copy_from_slice(s.as_bytes()))
@@ -252,7 +94,7 @@ fn debug_protocol_types(help: &Value) -> Vec<String> {
 #[test]
 fn resp3_hello_and_every_debug_protocol_type() {
     let server = RedisServer::start();
-    let mut c = Client::small(server.addr());
+    let mut c = CodecConn::small(server.addr());
 
     let hello = c.call(&["HELLO", "3"]);
     assert!(matches!(hello, Value::Map(_)), "{hello:?}");
@@ -345,8 +187,16 @@ fn resp3_hello_and_every_debug_protocol_type() {
     for (ty, expected, wire) in cases {
         let frames = c.call_collecting_pushes(&["DEBUG", "PROTOCOL", ty]);
         assert_eq!(frames, expected, "DEBUG PROTOCOL {ty}");
-        assert_eq!(show(&c.wire), show(wire), "DEBUG PROTOCOL {ty} on the wire");
-        assert!(c.buf.is_empty(), "{ty}: leftover {:?}", show(&c.buf));
+        assert_eq!(
+            show(c.wire()),
+            show(wire),
+            "DEBUG PROTOCOL {ty} on the wire"
+        );
+        assert!(
+            c.buffered().is_empty(),
+            "{ty}: leftover {:?}",
+            show(c.buffered())
+        );
     }
     // The attribute is looked through by the helpers.
     let attrib = c.call(&["DEBUG", "PROTOCOL", "attrib"]);
@@ -370,8 +220,8 @@ fn resp3_hello_and_every_debug_protocol_type() {
 #[test]
 fn resp3_client_tracking_pushes_invalidations() {
     let server = RedisServer::start();
-    let mut tracked = Client::resp3(server.addr());
-    let mut writer = Client::small(server.addr());
+    let mut tracked = CodecConn::resp3(server.addr());
+    let mut writer = CodecConn::small(server.addr());
 
     assert_eq!(tracked.call(&["CLIENT", "TRACKING", "ON"]), ok());
     assert_eq!(tracked.call(&["GET", "trk:a"]), Value::Nil);
@@ -381,7 +231,7 @@ fn resp3_client_tracking_pushes_invalidations() {
         push,
         Value::Push(vec![bulk("invalidate"), Value::Array(vec![bulk("trk:a")])])
     );
-    assert!(tracked.buf.is_empty());
+    assert!(tracked.buffered().is_empty());
 
     // The key is tracked again once read again; a second write invalidates again.
     assert_eq!(tracked.call(&["GET", "trk:a"]), bulk("v1"));
@@ -403,7 +253,7 @@ fn resp3_client_tracking_pushes_invalidations() {
         Value::Push(vec![bulk("invalidate"), Value::Array(vec![bulk("trk:b")])])
     );
     assert_eq!(
-        show(&tracked.wire),
+        show(tracked.wire()),
         show(b"+OK\r\n>2\r\n$10\r\ninvalidate\r\n*1\r\n$5\r\ntrk:b\r\n")
     );
 
@@ -421,8 +271,8 @@ fn resp3_client_tracking_pushes_invalidations() {
 #[test]
 fn resp3_pubsub_push_shapes() {
     let server = RedisServer::start();
-    let mut sub = Client::resp3(server.addr());
-    let mut publisher = Client::small(server.addr());
+    let mut sub = CodecConn::resp3(server.addr());
+    let mut publisher = CodecConn::small(server.addr());
 
     sub.send(&["SUBSCRIBE", "chan:1"]);
     assert_eq!(
@@ -450,7 +300,7 @@ fn resp3_pubsub_push_shapes() {
 #[test]
 fn resp2_shapes_and_error_kinds() {
     let server = RedisServer::start();
-    let mut c = Client::small(server.addr());
+    let mut c = CodecConn::small(server.addr());
 
     let cases: Vec<(&str, Value, &[u8])> = vec![
         ("string", bulk("Hello World"), b"$11\r\nHello World\r\n"),
@@ -498,7 +348,11 @@ fn resp2_shapes_and_error_kinds() {
             expected,
             "DEBUG PROTOCOL {ty}"
         );
-        assert_eq!(show(&c.wire), show(wire), "DEBUG PROTOCOL {ty} on the wire");
+        assert_eq!(
+            show(c.wire()),
+            show(wire),
+            "DEBUG PROTOCOL {ty} on the wire"
+        );
     }
     // Push cannot be expressed in RESP2: the server answers with an error.
     let push = server_error(&c.call(&["DEBUG", "PROTOCOL", "push"]));
@@ -520,7 +374,7 @@ fn resp2_shapes_and_error_kinds() {
 
     // A timed-out blocking pop is the RESP2 null array.
     assert_eq!(c.call(&["BLPOP", "r2:missing", "0.01"]), Value::Nil);
-    assert_eq!(show(&c.wire), show(b"*-1\r\n"));
+    assert_eq!(show(c.wire()), show(b"*-1\r\n"));
 
     let unknown = server_error(&c.call(&["NOSUCHCOMMAND", "x"]));
     assert_eq!(unknown.kind(), ServerErrorKind::Other);
@@ -587,7 +441,7 @@ fn auth_errors_are_classified() {
         .acl_user_rules("ro", "on >pw ~cache:* +get")
         .start();
 
-    let mut c = Client::small(server.addr());
+    let mut c = CodecConn::small(server.addr());
     let noauth = server_error(&c.call(&["GET", "x"]));
     assert_eq!(noauth.kind(), ServerErrorKind::NoAuth, "{noauth:?}");
     assert_eq!(noauth.message(), b"NOAUTH Authentication required.");
@@ -609,7 +463,7 @@ fn auth_errors_are_classified() {
     assert_eq!(c.call(&["AUTH", "secret"]), ok());
     assert_eq!(c.call(&["GET", "x"]), Value::Nil);
 
-    let mut ro = Client::small(server.addr());
+    let mut ro = CodecConn::small(server.addr());
     assert_eq!(ro.call(&["AUTH", "ro", "pw"]), ok());
     assert_eq!(ro.call(&["GET", "cache:1"]), Value::Nil);
     let set = server_error(&ro.call(&["SET", "cache:1", "x"]));
@@ -626,7 +480,7 @@ fn auth_errors_are_classified() {
     );
 
     // RESP3 after authenticating in HELLO: the same errors, same kinds.
-    let mut ro3 = Client::small(server.addr());
+    let mut ro3 = CodecConn::small(server.addr());
     let hello = ro3.call(&["HELLO", "3", "AUTH", "ro", "pw"]);
     assert_eq!(field_map(&hello)["proto"], Value::Integer(3));
     let set = server_error(&ro3.call(&["SET", "cache:1", "x"]));
@@ -656,7 +510,7 @@ fn large_bulk_in_64k_reads() {
     let value = large_value(len);
     let key = b"large:blob".as_slice();
 
-    let mut c = Client::connect(server.addr(), 64 * 1024);
+    let mut c = CodecConn::connect(server.addr(), 64 * 1024);
     assert_eq!(c.call(&[b"SET".as_slice(), key, &value]), ok());
     assert_eq!(
         c.call(&[b"STRLEN".as_slice(), key]),
@@ -671,13 +525,13 @@ fn large_bulk_in_64k_reads() {
         if let Some(v) = c.try_decode() {
             break v;
         }
-        if let Some(n) = c.decoder.bytes_needed() {
+        if let Some(n) = c.decoder().bytes_needed() {
             needed.push(n);
         }
         c.read_more();
     };
-    assert!(c.buf.is_empty());
-    assert!(c.reads >= len / (64 * 1024), "{} reads", c.reads);
+    assert!(c.buffered().is_empty());
+    assert!(c.reads() >= len / (64 * 1024), "{} reads", c.reads());
     // Known from the first read that holds the header on, and unchanged.
     assert!(!needed.is_empty(), "bytes_needed never reported");
     assert!(
@@ -685,10 +539,10 @@ fn large_bulk_in_64k_reads() {
         "bytes_needed {needed:?}, want {total}"
     );
     assert!(
-        needed.len() >= c.reads - 2,
+        needed.len() >= c.reads() - 2,
         "{} of {} reads",
         needed.len(),
-        c.reads
+        c.reads()
     );
     match reply {
         Value::BulkString(b) => {
@@ -711,7 +565,7 @@ fn large_bulk_in_64k_reads() {
 #[test]
 fn ten_thousand_pipelined_replies_in_7_byte_reads() {
     let server = RedisServer::start();
-    let mut c = Client::small(server.addr());
+    let mut c = CodecConn::small(server.addr());
 
     let n = 5000;
     let mut out = BytesMut::new();
@@ -724,12 +578,12 @@ fn ten_thousand_pipelined_replies_in_7_byte_reads() {
         assert_eq!(c.read_frame(), Value::Integer(i), "INCR #{i}");
         assert_eq!(c.read_frame(), bulk(&i.to_string()), "GET #{i}");
     }
-    assert!(c.buf.is_empty());
+    assert!(c.buffered().is_empty());
     assert!(
-        c.reads > c.wire.len() / 7,
+        c.reads() > c.wire().len() / 7,
         "{} reads of {} bytes",
-        c.reads,
-        c.wire.len()
+        c.reads(),
+        c.wire().len()
     );
     assert!(c.quiet_for(Duration::from_millis(50)));
 
@@ -945,46 +799,16 @@ fn keyslot_keys() -> Vec<Vec<u8>> {
     keys
 }
 
-fn node_id(server: &RedisServer) -> String {
-    server.cmd(&["CLUSTER", "MYID"])
-}
-
 #[test]
 fn cluster_topology_keyslots_and_redirects() {
     let cluster = RedisCluster::start();
     assert_eq!(cluster.len(), 6);
-    // 7.0 calls a replica whose replication offset is still 0 "loading" in
-    // CLUSTER SHARDS and leaves it out of CLUSTER SLOTS: write to every
-    // shard, then wait until every replica has replicated something.
-    for master in cluster.master_indices() {
-        let node = cluster.node(master);
-        let slot = cluster
-            .cluster_nodes(master)
-            .into_iter()
-            .find(|n| n.is_myself())
-            .expect("myself")
-            .slots[0]
-            .0;
-        let key = (0..)
-            .map(|i| format!("warmup:{i}"))
-            .find(|k| key_slot(k.as_bytes()) == slot)
-            .expect("a key of the slot");
-        assert_eq!(node.cmd(&["SET", &key, "x"]), "OK");
-    }
-    support::wait_until(
-        "every node to see every replica online",
-        Duration::from_secs(30),
-        || {
-            (0..cluster.len()).all(|i| {
-                let shards = cluster.node(i).cmd(&["CLUSTER", "SHARDS"]);
-                shards.matches("online").count() == cluster.len()
-            })
-        },
-    );
+    // Replicas that replicated nothing yet are missing from the replies.
+    cluster.warm_up();
 
     // Topology replies, RESP2 and RESP3.
-    let mut c2 = Client::small(cluster.node(0).addr());
-    let mut c3 = Client::resp3(cluster.node(1).addr());
+    let mut c2 = CodecConn::small(cluster.node(0).addr());
+    let mut c3 = CodecConn::resp3(cluster.node(1).addr());
     check_shards(&c2.call(&["CLUSTER", "SHARDS"]), false, &cluster);
     check_shards(&c3.call(&["CLUSTER", "SHARDS"]), true, &cluster);
     check_slots(&c2.call(&["CLUSTER", "SLOTS"]), false, &cluster);
@@ -1010,7 +834,7 @@ fn cluster_topology_keyslots_and_redirects() {
             ));
         }
     }
-    assert!(c2.buf.is_empty());
+    assert!(c2.buffered().is_empty());
     assert!(
         wrong.is_empty(),
         "{} slot mismatches:\n{}",
@@ -1020,12 +844,12 @@ fn cluster_topology_keyslots_and_redirects() {
 
     // MOVED from every node that does not own the slot (replicas of the
     // owner included), in both protocols.
-    let mut conns: Vec<Client> = (0..cluster.len())
+    let mut conns: Vec<CodecConn> = (0..cluster.len())
         .map(|i| {
             if i % 2 == 0 {
-                Client::small(cluster.node(i).addr())
+                CodecConn::small(cluster.node(i).addr())
             } else {
-                Client::resp3(cluster.node(i).addr())
+                CodecConn::resp3(cluster.node(i).addr())
             }
         })
         .collect();
@@ -1073,7 +897,7 @@ fn cluster_topology_keyslots_and_redirects() {
         .iter()
         .find(|&&m| m != src)
         .expect("another master");
-    let (src_id, dst_id) = (node_id(cluster.node(src)), node_id(cluster.node(dst)));
+    let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
     let slot_arg = slot.to_string();
     assert_eq!(conns[src].call(&["SET", present, "here"]), ok());
     assert_eq!(
@@ -1123,7 +947,7 @@ fn cluster_topology_keyslots_and_redirects() {
 }
 
 /// The keys `COMMAND GETKEYS` finds, by name; "no key arguments" is none.
-fn server_keys(c: &mut Client, args: &[&str]) -> Result<Vec<String>, String> {
+fn server_keys(c: &mut CodecConn, args: &[&str]) -> Result<Vec<String>, String> {
     let mut getkeys = vec!["COMMAND", "GETKEYS"];
     getkeys.extend_from_slice(args);
     match c.call(&getkeys) {
@@ -1151,7 +975,7 @@ fn our_keys(args: &[&str]) -> Result<(Vec<usize>, Vec<String>), String> {
 #[test]
 fn key_positions_match_command_getkeys() {
     let server = RedisServer::start();
-    let mut c = Client::small(server.addr());
+    let mut c = CodecConn::small(server.addr());
     let sha = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db";
     // Every argument that is a key has a name no other argument has, so
     // names map back to positions unambiguously.

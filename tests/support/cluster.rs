@@ -1,5 +1,6 @@
 //! A real Redis Cluster: N masters with R replicas each (default 3 + 3),
-//! created with `redis-cli --cluster create`.
+//! created with `redis-cli --cluster create`. Slot migration and failover
+//! helpers are in [`change`]; [`key_in_slot`] finds keys for a slot.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -7,6 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{RedisServer, RedisServerBuilder, Reply, redis_cli_bin};
+
+mod change;
+
+pub use change::Deadline;
 
 /// Number of hash slots.
 pub const SLOTS: u16 = 16384;
@@ -17,15 +22,19 @@ pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `{hash tag}`) mod 16384. The harness's own copy, to cross-check against
 /// `CLUSTER KEYSLOT` and the library.
 pub fn key_slot(key: &[u8]) -> u16 {
-    let key = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    let mut crc: u16 = 0;
-    for &byte in key {
+    crc16(0, hash_tag(key).unwrap_or(key)) % SLOTS
+}
+
+/// The content of the first `{...}` of `key`, unless it is empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (len > 0).then(|| &key[open + 1..open + 1 + len])
+}
+
+/// CRC16/XMODEM of `bytes`, continuing from `crc`.
+fn crc16(mut crc: u16, bytes: &[u8]) -> u16 {
+    for &byte in bytes {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {
@@ -35,7 +44,54 @@ pub fn key_slot(key: &[u8]) -> u16 {
             };
         }
     }
-    crc % SLOTS
+    crc
+}
+
+/// A key whose hash slot is `slot`: `prefix` followed by the first decimal
+/// counter that lands there. Panics when `prefix` holds a `{hash tag}` of
+/// another slot.
+pub fn key_in_slot(slot: u16, prefix: &str) -> String {
+    keys_in_slot(slot, 1, prefix).remove(0)
+}
+
+/// `n` distinct keys whose hash slot is `slot`, each `prefix` followed by a
+/// decimal counter, in increasing counter order (deterministic). With a
+/// `{hash tag}` of `slot` in `prefix` they are `prefix0`, `prefix1`, ...
+pub fn keys_in_slot(slot: u16, n: usize, prefix: &str) -> Vec<String> {
+    assert!(slot < SLOTS, "slot {slot} out of range");
+    // Digits never open or close a hash tag: the prefix decides whether
+    // there is one.
+    if let Some(tag) = hash_tag(prefix.as_bytes()) {
+        let tagged = crc16(0, tag) % SLOTS;
+        assert!(
+            tagged == slot,
+            "no key with prefix {prefix:?} is in slot {slot}: its hash tag puts them all in slot {tagged}"
+        );
+        return (0..n).map(|i| format!("{prefix}{i}")).collect();
+    }
+    // Hash the prefix once, then only each counter's digits.
+    let base = crc16(0, prefix.as_bytes());
+    let mut keys = Vec::with_capacity(n);
+    let mut digits = Vec::with_capacity(20);
+    for i in 0u64.. {
+        if keys.len() == n {
+            break;
+        }
+        digits.clear();
+        let mut rest = i;
+        loop {
+            digits.push(b'0' + (rest % 10) as u8);
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        digits.reverse();
+        if crc16(base, &digits) % SLOTS == slot {
+            keys.push(format!("{prefix}{i}"));
+        }
+    }
+    keys
 }
 
 /// One line of `CLUSTER NODES`.
@@ -417,6 +473,46 @@ impl RedisCluster {
             }
         }
         Ok(())
+    }
+
+    /// Writes one key (`warmup:<n>`) to every shard, then waits until every
+    /// node lists every node `online` in `CLUSTER SHARDS`. Redis 7.0 calls a
+    /// replica whose replication offset is still 0 `loading` there and
+    /// leaves it out of `CLUSTER SLOTS`, so topology tests that expect the
+    /// replicas call this first.
+    pub fn warm_up(&self) {
+        for master in self.master_indices() {
+            let view = self.cluster_nodes(master);
+            let me = view
+                .iter()
+                .find(|n| n.is_myself())
+                .unwrap_or_else(|| panic!("node {master}: no `myself` in {view:?}"));
+            let key = key_in_slot(me.slots[0].0, "warmup:");
+            let reply = self.nodes[master].call(&["SET", &key, "x"]);
+            assert_eq!(
+                reply,
+                Reply::Status("OK".into()),
+                "SET {key} on node {master}"
+            );
+        }
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let lagging = (0..self.nodes.len()).find(|&i| {
+                self.try_cmd(i, &["CLUSTER", "SHARDS"])
+                    .map_or(true, |shards| {
+                        shards.matches("online").count() != self.nodes.len()
+                    })
+            });
+            let Some(i) = lagging else { return };
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {i} does not see every node online after {CLUSTER_TIMEOUT:?}:\n{}\n--- node {i} redis.log (tail) ---\n{}",
+                    self.nodes[i].call(&["CLUSTER", "SHARDS"]),
+                    self.nodes[i].log_tail(25)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (up to 30 s) until [`health`](Self::health) is `Ok`; panics with

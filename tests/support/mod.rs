@@ -20,6 +20,8 @@
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod codec_conn;
+pub mod fake_node;
 mod process;
 mod resp;
 mod tls;
@@ -32,7 +34,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use cluster::{ClusterNodeInfo, RedisCluster, RedisClusterBuilder, key_slot};
+pub use cluster::{
+    CLUSTER_TIMEOUT, ClusterNodeInfo, Deadline, RedisCluster, RedisClusterBuilder, SLOTS,
+    key_in_slot, key_slot, keys_in_slot,
+};
+pub use codec_conn::{CODEC_IO_TIMEOUT, CodecConn, args_text, show};
+pub use fake_node::{Call as FakeCall, FakeNode, Reply as FakeReply};
 pub use process::{
     missing_binary_message, process_alive, redis_cli_bin, redis_server_bin, wait_until,
 };
