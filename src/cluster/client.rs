@@ -331,8 +331,10 @@ impl Cluster {
     /// through the node's connection and returns the commands to run, or
     /// an abort. The keys, and every keyed command `f` returns, must share
     /// one slot, else [`Error::CrossSlot`] (and nothing of the transaction
-    /// runs). If the slot moves, the whole transaction starts again on the
-    /// new master; while it is migrating (`ASK`), it waits and tries again.
+    /// runs); so is a read `f` makes in another slot, which its node
+    /// redirects. If the slot moves, the whole transaction starts again on
+    /// the new master; while it is migrating (`ASK`), it waits and tries
+    /// again.
     pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
     where
         K: Arg,
@@ -399,12 +401,21 @@ impl Cluster {
                 Ok(replies) => return Ok(replies),
                 Err(e) => e,
             };
-            if let Step::Ask(_) = Step::of(&err) {
+            match Step::of(&err) {
+                // A redirect for another slot comes from a read `f` made
+                // outside the watched slot: retrying cannot help.
+                Step::Moved(r) | Step::Ask(r) if r.slot != slot => {
+                    return Err(Error::CrossSlot {
+                        first: slot,
+                        other: r.slot,
+                    });
+                }
                 // WATCH cannot follow an ASK: wait for the migration to end.
-                self.router.backoff(&mut attempt, err).await?;
-            } else {
-                self.router.after_error(&node, err, &mut attempt).await?;
-                attempt.ask = None;
+                Step::Ask(_) => self.router.backoff(&mut attempt, err).await?,
+                _ => {
+                    self.router.after_error(&node, err, &mut attempt).await?;
+                    attempt.ask = None;
+                }
             }
         }
     }

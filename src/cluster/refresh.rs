@@ -157,6 +157,12 @@ impl Router {
                 match answer {
                     Ok(t) if best.as_ref().is_none_or(|b| score(&t) > score(b)) => best = Some(t),
                     Ok(_) => {}
+                    // Why the node could not be reached; that the query
+                    // was not sent goes without saying.
+                    Err(Error::Connect { reason, .. }) => {
+                        let why = reason.trim_end_matches(crate::conn::NOT_SENT);
+                        tried.push(format!("{addr}: {why}"));
+                    }
                     Err(e) => tried.push(format!("{addr}: {e}")),
                 }
             }
@@ -229,11 +235,12 @@ impl Router {
             self.install(map);
             self.refresh.borrow_mut().changes += 1;
         }
+        // Seeds stay candidates for refreshes, but a seed the topology
+        // does not list keeps no connection retrying in the background.
         let keep: Vec<NodeAddr> = topology
             .nodes()
             .filter(|n| n.health != Health::Failed)
             .map(|n| n.addr.clone())
-            .chain(self.config.seeds.iter().cloned())
             .collect();
         self.prune(&keep);
         *self.topology.borrow_mut() = Some(Rc::new(topology));

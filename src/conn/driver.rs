@@ -83,10 +83,12 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         let (mut io, negotiated) = match attempt {
             Ok(up) => up,
             Err(e) => {
-                shared
-                    .state
-                    .borrow_mut()
-                    .on_connect_failed(config, e.to_string());
+                // The not-sent error names the address itself.
+                let reason = match &e {
+                    Error::Connect { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                shared.state.borrow_mut().on_connect_failed(config, reason);
                 let delay = backoff.next_delay();
                 tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
                 if sleep_unless_closed(&shared, delay).await {

@@ -50,6 +50,7 @@ use crate::config::{ConnectionConfig, Protocol, ServerAddr};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
+pub(crate) use shared::NOT_SENT;
 pub use shared::Stats;
 use shared::{Admit, Call, Link, Shared};
 

@@ -216,9 +216,12 @@ impl Shared {
 fn not_sent(config: &ConnectionConfig, reason: &str) -> Error {
     Error::Connect {
         addr: config.addr.to_string(),
-        reason: format!("{reason}; the command was not sent"),
+        reason: format!("{reason}{NOT_SENT}"),
     }
 }
+
+/// How the reason of a not-sent error ends.
+pub(crate) const NOT_SENT: &str = "; the command was not sent";
 
 fn wake(waker: &mut Option<Waker>) {
     if let Some(w) = waker.take() {
