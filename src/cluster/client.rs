@@ -215,7 +215,7 @@ impl Cluster {
             };
             if group_of[m] == usize::MAX {
                 group_of[m] = groups.len();
-                groups.push((table.masters[m].clone(), Vec::new()));
+                groups.push((table.masters[m].clone(), Vec::with_capacity(cmds.len())));
             }
             groups[group_of[m]].1.push(i);
         }

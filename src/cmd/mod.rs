@@ -105,9 +105,10 @@ impl<A: Arg> Args for Vec<A> {
 /// A command under construction: `cmd("SET").arg(key).arg(value)`.
 ///
 /// Arguments are stored back to back in one byte vector with their end
-/// offsets beside it (inline for up to eight arguments), so building a
-/// command costs one growing allocation, and encoding it is one header and
-/// one copy per argument into the connection's buffer.
+/// offsets beside it (inline for up to eight arguments). The byte vector
+/// starts with room for 64 bytes, so a typical command costs one
+/// allocation, and encoding it is one header and one copy per argument
+/// into the connection's buffer.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Cmd {
     data: Vec<u8>,
@@ -122,7 +123,10 @@ pub fn cmd(name: impl Arg) -> Cmd {
 impl Cmd {
     /// An empty command; the first argument pushed is its name.
     pub fn new() -> Cmd {
-        Cmd::default()
+        Cmd {
+            data: Vec::with_capacity(64),
+            ends: SmallVec::new(),
+        }
     }
 
     /// Appends an argument.

@@ -1,0 +1,535 @@
+//! One core, one `Cluster` client: redcore against
+//! `redis-benchmark --cluster`, in the same run, on the same freshly started
+//! cluster (3 masters + 3 replicas on loopback, from the test harness).
+//!
+//! `cargo bench --bench cluster` prints a table: ops/s, p50/p99 latency,
+//! client CPU per operation (getrusage: this process for redcore, the
+//! finished child for redis-benchmark) and, for redcore, commands per
+//! write to a socket, summed over the master connections. Loads are SET/GET
+//! 1:1 with 32-byte values over 100,000 random keys `key:{n}` (spread over
+//! all slots, hence over the three masters):
+//!
+//! - redcore, 64 tasks each sending single commands (auto-pipelined per
+//!   node), against `redis-benchmark --cluster -c 64 -P 1`;
+//! - redcore, 4 tasks each sending explicit pipelines of 64, against
+//!   `redis-benchmark --cluster -c 4 -P 64`: once with random keys (each
+//!   pipeline is split over the three masters, and returns when the
+//!   slowest has answered), and once with each task's keys in one master's
+//!   slot (a hash tag per task), as redis-benchmark's clients do.
+//!
+//! The last lines check the targets: 64 tasks reach at least 4x the ops/s
+//! of `-c 64 -P 1`; pipelines of 64 reach at least 0.9x the ops/s of
+//! `-c 4 -P 64` with no more client CPU per operation.
+//!
+//! redis-benchmark (7.0.15) in cluster mode differs from the redcore loads
+//! in ways worth knowing when reading the table:
+//!
+//! - it runs one thread per master (3) unless `--threads` says otherwise,
+//!   so it is not confined to one core as the redcore executor is; its CPU
+//!   per operation counts all its threads;
+//! - a threaded run stops only on its 250 ms throughput timer, so each
+//!   test's time is rounded up to whole 250 ms ticks and its rps is low by
+//!   up to one tick. Each redis-benchmark test therefore runs `ops / 2`
+//!   requests or, if that lasts fewer than 20 ticks, as many as make it
+//!   last 20 (error <= 5%; the runs before serve as warm-up), and the
+//!   output says how many ticks each test lasted;
+//! - each of its clients is bound to one master and puts that master's
+//!   hash tag into every key (`key:{06S}:000000012345`), so `-r 100000`
+//!   gives 100,000 keys per master; `-c 4` spreads 4 connections over 3
+//!   masters (2-1-1);
+//! - its latency for a pipelined request counts from the write of the
+//!   whole pipeline, as the redcore pipeline rows do.
+//!
+//! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
+//! `REDCORE_BENCH_LOAD=tasks|pipelines|per-master` (run that one redcore load alone,
+//! without redis-benchmark, for profiling), `REDCORE_BENCH_SPIN_US` (the
+//! executor spins that long before parking). With `--test` (as
+//! `cargo bench -- --test` passes), or when run without `--bench` (as
+//! `cargo test --benches` runs it), it runs a tiny load only, to check that
+//! it works.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use redcore::cluster::Cluster;
+use redcore::{Value, cmd};
+
+/// Tasks sending single commands.
+const TASKS: usize = 64;
+/// Tasks sending explicit pipelines, and their depth.
+const PIPELINE_TASKS: usize = 4;
+const DEPTH: usize = 64;
+/// Distinct keys.
+const KEYS: u32 = 100_000;
+
+struct Row {
+    client: String,
+    load: String,
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_op: f64,
+    /// Commands per write to a socket, over the master connections
+    /// (redcore only).
+    cmds_per_write: Option<f64>,
+}
+
+fn cpu_time(who: i32) -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn value32() -> String {
+    "v".repeat(32)
+}
+
+/// A hash tag for each master, in the order of `master_connections`.
+fn tag_per_master(cluster: &Cluster) -> Vec<String> {
+    let info = cluster.info();
+    cluster
+        .master_connections()
+        .iter()
+        .map(|(addr, _)| {
+            let node = info
+                .nodes
+                .iter()
+                .find(|n| n.addr == *addr)
+                .expect("master in info");
+            (0..)
+                .map(|i| format!("m{i}"))
+                .find(|tag| {
+                    let slot = redcore::slot::key_slot(tag.as_bytes());
+                    node.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
+                })
+                .expect("a tag")
+        })
+        .collect()
+}
+
+/// Writes `key:{n}` for a random `n` into `key`, reusing its buffer.
+fn random_key(key: &mut String) {
+    key.clear();
+    key.push_str("key:");
+    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("histogram")
+}
+
+/// `tasks` tasks each send single commands, SET and GET alternating,
+/// until `ops` operations are done in all.
+async fn run_tasks(cluster: &Cluster, tasks: usize, ops: usize) -> (Histogram<u64>, Duration) {
+    let hist = Rc::new(RefCell::new(new_hist()));
+    let left = Rc::new(Cell::new(ops));
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let cluster = cluster.clone();
+        let hist = hist.clone();
+        let left = left.clone();
+        handles.push(glommio::spawn_local(async move {
+            let value = value32();
+            let mut n = t;
+            let mut key = String::with_capacity(16);
+            while left.get() > 0 {
+                left.set(left.get() - 1);
+                random_key(&mut key);
+                let sent = Instant::now();
+                let reply: Value = if n % 2 == 0 {
+                    cluster.command(["SET", key.as_str(), value.as_str()]).await
+                } else {
+                    cluster.command(["GET", key.as_str()]).await
+                }
+                .expect("command");
+                drop(reply);
+                hist.borrow_mut()
+                    .record(sent.elapsed().as_nanos() as u64)
+                    .expect("record");
+                n += 1;
+            }
+        }));
+    }
+    for h in handles {
+        h.await;
+    }
+    let elapsed = start.elapsed();
+    let hist = hist.borrow().clone();
+    (hist, elapsed)
+}
+
+/// `tasks` tasks each send explicit pipelines of `depth` commands (SET and
+/// GET alternating) until `ops` operations are done in all.
+///
+/// With `tags`, task `t` uses keys `key:{tags[t % len]}:n`, all in the slot
+/// of that tag: one master per task, the way `redis-benchmark --cluster`
+/// gives each client the keys of its own master.
+async fn run_pipelines(
+    cluster: &Cluster,
+    tasks: usize,
+    depth: usize,
+    ops: usize,
+    tags: &[String],
+) -> (Histogram<u64>, Duration) {
+    let hist = Rc::new(RefCell::new(new_hist()));
+    let left = Rc::new(Cell::new(ops.div_ceil(depth)));
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let cluster = cluster.clone();
+        let hist = hist.clone();
+        let left = left.clone();
+        let prefix = match tags {
+            [] => "key:".to_owned(),
+            tags => format!("key:{{{}}}:", tags[t % tags.len()]),
+        };
+        handles.push(glommio::spawn_local(async move {
+            let value = value32();
+            let mut key = String::with_capacity(32);
+            let mut batch = Vec::with_capacity(depth);
+            while left.get() > 0 {
+                left.set(left.get() - 1);
+                batch.clear();
+                for i in 0..depth {
+                    key.clear();
+                    key.push_str(&prefix);
+                    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+                    batch.push(if i % 2 == 0 {
+                        cmd("SET").arg(key.as_str()).arg(value.as_str())
+                    } else {
+                        cmd("GET").arg(key.as_str())
+                    });
+                }
+                let sent = Instant::now();
+                let replies = cluster.pipeline(batch.iter()).await.expect("pipeline");
+                assert_eq!(replies.len(), depth);
+                if let Some(Value::Error(e)) = replies.iter().find(|v| matches!(v, Value::Error(_)))
+                {
+                    panic!("pipeline reply: {e:?}");
+                }
+                let nanos = sent.elapsed().as_nanos() as u64;
+                hist.borrow_mut()
+                    .record_n(nanos, depth as u64)
+                    .expect("record");
+            }
+        }));
+    }
+    for h in handles {
+        h.await;
+    }
+    let elapsed = start.elapsed();
+    let hist = hist.borrow().clone();
+    (hist, elapsed)
+}
+
+/// Socket writes so far, summed over the connections to the masters.
+fn master_writes(cluster: &Cluster) -> u64 {
+    cluster
+        .master_connections()
+        .iter()
+        .map(|(_, conn)| conn.stats().writes)
+        .sum()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Tasks,
+    Pipelines,
+    PipelinesPerMaster,
+}
+
+fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<Row> {
+    let mut builder =
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
+    if let Some(us) = std::env::var("REDCORE_BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.spin_before_park(Duration::from_micros(us));
+    }
+    builder
+        .spawn(move || async move {
+            let cluster = Cluster::connect(seeds).await.expect("connect");
+            // Warm up the servers, every master connection and the allocator,
+            // with both shapes of load.
+            run_tasks(&cluster, TASKS, ops / 4).await;
+            run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops / 4, &[]).await;
+            let tags = tag_per_master(&cluster);
+            let info = cluster.info();
+            assert_eq!(info.slots_covered, 16384, "cluster not whole: {info:?}");
+            let masters = cluster.master_connections().len();
+            assert_eq!(masters, 3, "master connections");
+            let loads = [
+                (Load::Tasks, format!("{TASKS} tasks, single commands")),
+                (
+                    Load::Pipelines,
+                    format!("{PIPELINE_TASKS} tasks, pipelines of {DEPTH}, random keys"),
+                ),
+                (
+                    Load::PipelinesPerMaster,
+                    format!(
+                        "{PIPELINE_TASKS} tasks, pipelines of {DEPTH}, one master's keys per task"
+                    ),
+                ),
+            ];
+            let mut rows = Vec::new();
+            for (load, name) in loads {
+                if only.is_some_and(|o| o != load) {
+                    continue;
+                }
+                let cpu0 = cpu_time(libc::RUSAGE_SELF);
+                let writes0 = master_writes(&cluster);
+                let (hist, elapsed) = match load {
+                    Load::Tasks => run_tasks(&cluster, TASKS, ops).await,
+                    Load::Pipelines => {
+                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &[]).await
+                    }
+                    Load::PipelinesPerMaster => {
+                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &tags).await
+                    }
+                };
+                let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+                let writes = (master_writes(&cluster) - writes0).max(1) as f64;
+                let done = hist.len() as f64;
+                rows.push(Row {
+                    client: "redcore".into(),
+                    load: name,
+                    ops_per_sec: done / elapsed.as_secs_f64(),
+                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / done,
+                    cmds_per_write: Some(done / writes),
+                });
+            }
+            rows
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
+/// One test's line of `redis-benchmark --csv`.
+struct CsvLine {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Parses the `SET` and `GET` lines of `redis-benchmark --csv` output.
+///
+/// redis-benchmark 7.0.15 honours `--csv` with `--cluster`, but prints a
+/// preamble on stdout first (`Cluster has 3 master nodes:`, a blank line,
+/// one `Master N: <id> <addr>` line per master, a blank line) and may warn
+/// on stderr (`WARNING: Master node ... has no slots, skipping...` while a
+/// replica is still being attached). So the columns are found by name in
+/// the header line (`"test","rps",...,"p50_latency_ms",...,"p99_latency_ms",...`)
+/// and every other line that is not a `"SET"`/`"GET"` row is ignored.
+fn parse_csv(text: &str) -> Result<[CsvLine; 2], String> {
+    let fields = |line: &str| -> Vec<String> {
+        line.split(',')
+            .map(|f| f.trim().trim_matches('"').to_owned())
+            .collect()
+    };
+    let header = text
+        .lines()
+        .map(fields)
+        .find(|f| f.first().is_some_and(|t| t == "test"))
+        .ok_or("no CSV header line")?;
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or(format!("no {name} column"))
+    };
+    let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
+    let line = |test: &str| -> Result<CsvLine, String> {
+        let f = text
+            .lines()
+            .map(fields)
+            .find(|f| f.first().is_some_and(|t| t == test))
+            .ok_or(format!("no {test} line"))?;
+        let num = |i: usize| -> Result<f64, String> {
+            f.get(i)
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{test}: bad column {}", header[i]))
+        };
+        Ok(CsvLine {
+            rps: num(rps)?,
+            p50_ms: num(p50)?,
+            p99_ms: num(p99)?,
+        })
+    };
+    Ok([line("SET")?, line("GET")?])
+}
+
+/// redis-benchmark's clock: in `--cluster` mode it runs one thread per
+/// master, and a threaded run notices that it is done only on its 250 ms
+/// throughput timer (`showThroughput`), so each test's elapsed time is
+/// rounded up to a whole number of these ticks and its rps is low by up to
+/// one tick.
+const RB_TICK_SECS: f64 = 0.25;
+/// Ticks each redis-benchmark test must last (error <= 1/20 = 5%).
+const RB_MIN_TICKS: f64 = 20.0;
+
+/// One run of `redis-benchmark --cluster`: its SET and GET lines and the
+/// CPU time it used.
+fn run_redis_benchmark(
+    port: u16,
+    clients: usize,
+    depth: usize,
+    requests: usize,
+) -> ([CsvLine; 2], Duration) {
+    let cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
+    let out = Command::new("redis-benchmark")
+        .args(["--cluster", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &clients.to_string(), "-P", &depth.to_string()])
+        .args(["-d", "32", "-r", &KEYS.to_string()])
+        .args(["-t", "set,get", "-n", &requests.to_string(), "--csv"])
+        .output()
+        .expect("redis-benchmark runs (apt-get install redis-tools)");
+    let cpu = cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match parse_csv(&stdout) {
+        Ok(lines) if out.status.success() => (lines, cpu),
+        result => panic!(
+            "redis-benchmark ({}): {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+            out.status,
+            result.err(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Runs `redis-benchmark --cluster -c clients -P depth` for SET and GET; the
+/// row averages the two tests. Each test runs `ops / 2` requests or, when
+/// that takes fewer than [`RB_MIN_TICKS`] ticks of its 250 ms clock, as many
+/// more as make it last that long (the shorter runs before are its
+/// warm-up). Returns the row, the requests per test and the ticks the
+/// shorter test lasted.
+fn redis_benchmark_row(
+    port: u16,
+    clients: usize,
+    depth: usize,
+    ops: usize,
+    quick: bool,
+) -> (Row, usize, f64) {
+    let mut requests = ops / 2;
+    let ([set, get], cpu, ticks) = loop {
+        let (lines, cpu) = run_redis_benchmark(port, clients, depth, requests);
+        let ticks = lines
+            .iter()
+            .map(|l| (requests as f64 / l.rps / RB_TICK_SECS).round())
+            .fold(f64::INFINITY, f64::min);
+        if quick || ticks >= RB_MIN_TICKS {
+            break (lines, cpu, ticks);
+        }
+        // The rps measured is a lower bound, so ask for 50% more than it says.
+        let scale = (RB_MIN_TICKS / ticks.max(1.0) * 1.5).max(2.0);
+        requests = (requests as f64 * scale) as usize;
+    };
+    // Time-weighted rate: all requests over the time both tests took.
+    let n = requests as f64;
+    let rate = 2.0 * n / (n / set.rps + n / get.rps);
+    let row = Row {
+        client: "redis-benchmark".into(),
+        load: format!("--cluster -c {clients} -P {depth}"),
+        ops_per_sec: rate,
+        p50_us: (set.p50_ms + get.p50_ms) / 2.0 * 1000.0,
+        p99_us: (set.p99_ms + get.p99_ms) / 2.0 * 1000.0,
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / (2.0 * n),
+        cmds_per_write: None,
+    };
+    (row, requests, ticks)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
+    let ops: usize = std::env::var("REDCORE_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_048 } else { 400_000 });
+    let only = match std::env::var("REDCORE_BENCH_LOAD").ok().as_deref() {
+        None | Some("") => None,
+        Some("tasks") => Some(Load::Tasks),
+        Some("pipelines") => Some(Load::Pipelines),
+        Some("per-master") => Some(Load::PipelinesPerMaster),
+        Some(other) => panic!("REDCORE_BENCH_LOAD={other}: want tasks, pipelines or per-master"),
+    };
+    let cluster = support::RedisCluster::start();
+    let port = cluster.masters()[0].port();
+    let mut rows = redcore_rows(cluster.seed_addrs(), ops, only);
+    let mut rb_requests = Vec::new();
+    if only.is_none() {
+        // Warm up the servers for redis-benchmark's keys (not measured).
+        run_redis_benchmark(port, TASKS, 1, ops / 8);
+        for (clients, depth) in [(TASKS, 1), (PIPELINE_TASKS, DEPTH)] {
+            let (row, requests, ticks) = redis_benchmark_row(port, clients, depth, ops, quick);
+            let bound = if ticks > 1.0 {
+                format!("true rps at most {:.2}x that shown", ticks / (ticks - 1.0))
+            } else {
+                "true rps unbounded".to_owned()
+            };
+            rb_requests.push(format!(
+                "`-c {clients} -P {depth}` {requests} requests per test, \
+                 {ticks:.0} ticks, {bound}"
+            ));
+            rows.push(row);
+        }
+    }
+    println!(
+        "\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, \
+         one core, cluster of 3 masters + 3 replicas\n"
+    );
+    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op | commands/write |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let per_write = r
+            .cmds_per_write
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} |",
+            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, per_write
+        );
+    }
+    if !rb_requests.is_empty() {
+        println!(
+            "\nredis-benchmark --cluster times each test in 250 ms ticks: {}.",
+            rb_requests.join("; "),
+        );
+    }
+    if quick {
+        println!("Quick mode: loads too small for the targets to mean anything.");
+    } else if let [tasks, pipelines, per_master, rb_single, rb_pipelined] = &rows[..] {
+        let single = tasks.ops_per_sec / rb_single.ops_per_sec;
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!(
+            "\nTargets: {TASKS} tasks = {single:.2}x `-c {TASKS} -P 1` ops/s (want >= 4x: {})",
+            verdict(single >= 4.0),
+        );
+        for row in [pipelines, per_master] {
+            let piped = row.ops_per_sec / rb_pipelined.ops_per_sec;
+            let cpu = row.cpu_us_per_op / rb_pipelined.cpu_us_per_op;
+            println!(
+                "{}: {piped:.2}x `-c {PIPELINE_TASKS} -P {DEPTH}` ops/s (want >= 0.9x: {}) \
+                 at {cpu:.2}x its CPU/op (want <= 1x: {})",
+                row.load,
+                verdict(piped >= 0.9),
+                verdict(cpu <= 1.0),
+            );
+        }
+    }
+}
