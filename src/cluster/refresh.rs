@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
 
-use super::router::{Attempt, Router, join_all};
+use super::router::{Attempt, Router};
 use super::{Health, NodeAddr, SlotMap, Topology};
+use crate::slot::SLOT_COUNT;
 use crate::{Error, Value};
 
 /// Where the refresh task is, and who waits for it.
@@ -151,9 +152,12 @@ impl Router {
             if Instant::now() >= deadline {
                 break;
             }
-            let answers = join_all(group.iter().map(|a| self.fetch(a, deadline))).await;
+            let answers = self.ask_group(group, deadline).await;
             let mut best: Option<Topology> = None;
             for (addr, answer) in group.iter().zip(answers) {
+                let Some(answer) = answer else {
+                    continue;
+                };
                 match answer {
                     Ok(t) if best.as_ref().is_none_or(|b| score(&t) > score(b)) => best = Some(t),
                     Ok(_) => {}
@@ -179,6 +183,44 @@ impl Router {
         Err(Error::NoTopology {
             tried: tried.join("; "),
         })
+    }
+
+    /// Asks every node of `group` at once; stops waiting for the others
+    /// as soon as one answer has a healthy master for every slot (a silent
+    /// node must not hold up a good answer). `None` for a node whose answer
+    /// was not waited for.
+    async fn ask_group(
+        &self,
+        group: &[NodeAddr],
+        deadline: Instant,
+    ) -> Vec<Option<Result<Topology, Error>>> {
+        let mut asks: Vec<_> = group
+            .iter()
+            .map(|a| Box::pin(self.fetch(a, deadline)))
+            .collect();
+        let mut answers: Vec<Option<Result<Topology, Error>>> =
+            group.iter().map(|_| None).collect();
+        poll_fn(|cx| {
+            let mut waiting = false;
+            for (ask, answer) in asks.iter_mut().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    match ask.as_mut().poll(cx) {
+                        Poll::Ready(r) => *answer = Some(r),
+                        Poll::Pending => waiting = true,
+                    }
+                }
+            }
+            let whole = answers
+                .iter()
+                .any(|a| matches!(a, Some(Ok(t)) if score(t).0 == usize::from(SLOT_COUNT)));
+            if whole || !waiting {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        answers
     }
 
     /// Asks one node for the topology.

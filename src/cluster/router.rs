@@ -316,6 +316,11 @@ impl Router {
                 if self.wait_for_refresh(attempt).await.is_err() {
                     return Err(err);
                 }
+                // Too little time left for another try to mean anything:
+                // the refusal says more than a timeout would.
+                if attempt.left() < self.config.retry_backoff_initial {
+                    return Err(err);
+                }
                 Ok(())
             }
             Step::Fail => Err(err),
