@@ -1,4 +1,5 @@
-//! One core, one connection: redcore against `redis-benchmark`, in the
+//! One core, one connection: redcore, a bare glommio loop (the floor of any
+//! client on glommio sockets) and `redis-benchmark`, in the
 //! same run, on the same freshly started `redis-server`.
 //!
 //! `cargo bench --bench connection` prints a table: ops/s, p50/p99 latency,
@@ -131,6 +132,77 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
     (hist, start.elapsed())
 }
 
+/// The floor of any client on glommio's sockets: one task writes a
+/// prepared batch of `depth` SET/GET commands over a bare glommio
+/// `TcpStream`, reads until the `depth` replies are in (counting them with
+/// redcore's decoder), and starts again, as `redis-benchmark -P depth` does.
+/// No auto-pipelining, no reply slots, no command building.
+fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(64 << 10)
+        .spawn(move || async move {
+            let mut stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let value = value32();
+            let mut rows = Vec::new();
+            for depth in [1usize, 64] {
+                let mut batch = bytes::BytesMut::new();
+                for i in 0..depth {
+                    let key = format!("key:{}", fastrand::u32(0..100_000));
+                    if i % 2 == 0 {
+                        redcore::Args::encode(&["SET", key.as_str(), value.as_str()], &mut batch);
+                    } else {
+                        redcore::Args::encode(&["GET", key.as_str()], &mut batch);
+                    }
+                }
+                let mut decoder = redcore::resp::Decoder::new();
+                let mut input = bytes::BytesMut::with_capacity(64 << 10);
+                let mut chunk = vec![0u8; 64 << 10];
+                let mut hist = Histogram::<u64>::new(3).unwrap();
+                let rounds = ops / depth;
+                let cpu0 = cpu_time(libc::RUSAGE_SELF);
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    let sent = Instant::now();
+                    stream.write_all(&batch).await.expect("write");
+                    let mut got = 0;
+                    while got < depth {
+                        while let Some(v) = decoder.decode(&mut input).expect("decode") {
+                            drop(v);
+                            got += 1;
+                        }
+                        if got < depth {
+                            let n = stream.read(&mut chunk).await.expect("read");
+                            assert!(n > 0, "server closed");
+                            input.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    hist.record_n(sent.elapsed().as_nanos() as u64, depth as u64)
+                        .unwrap();
+                }
+                let elapsed = start.elapsed();
+                let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+                let done = (rounds * depth) as f64;
+                rows.push(Row {
+                    client: "glommio floor".into(),
+                    load: format!("1 task, bare TcpStream, prepared batches of {depth}"),
+                    ops_per_sec: done / elapsed.as_secs_f64(),
+                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / done,
+                    cmds_per_write: Some(depth as f64),
+                });
+            }
+            rows
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
 fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
     let mut builder =
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
@@ -248,7 +320,11 @@ fn main() {
     let server = support::RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", server.port());
     let mut rows = redcore_rows(url, ops);
-    let depths = if std::env::var("REDCORE_BENCH_TASKS").is_ok() {
+    let only_redcore = std::env::var("REDCORE_BENCH_TASKS").is_ok();
+    if !only_redcore {
+        rows.extend(glommio_floor_rows(server.port(), ops));
+    }
+    let depths = if only_redcore {
         vec![]
     } else {
         vec![1, 16, 64, 256]
