@@ -48,12 +48,14 @@
 //! `cargo test --benches` runs it), it runs a tiny load only, to check that
 //! it works.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, value32};
+
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -66,35 +68,6 @@ const TASKS: usize = 64;
 /// Tasks sending explicit pipelines, and their depth.
 const PIPELINE_TASKS: usize = 4;
 const DEPTH: usize = 64;
-/// Distinct keys.
-const KEYS: u32 = 100_000;
-
-struct Row {
-    client: String,
-    load: String,
-    ops_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us_per_op: f64,
-    /// Commands per write to a socket, over the master connections
-    /// (redcore only).
-    cmds_per_write: Option<f64>,
-}
-
-fn cpu_time(who: i32) -> Duration {
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(who, &mut u);
-        u
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn value32() -> String {
-    "v".repeat(32)
-}
 
 /// A hash tag for each master, in the order of `master_connections`.
 fn tag_per_master(cluster: &Cluster) -> Vec<String> {
@@ -304,75 +277,21 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let writes = (master_writes(&cluster) - writes0).max(1) as f64;
                 let done = hist.len() as f64;
-                rows.push(Row {
-                    client: "redcore".into(),
-                    load: name,
-                    ops_per_sec: done / elapsed.as_secs_f64(),
-                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / done,
-                    cmds_per_write: Some(done / writes),
-                });
+                rows.push(Row::measured(
+                    "redcore",
+                    name,
+                    done,
+                    elapsed,
+                    &hist,
+                    cpu,
+                    done / writes,
+                ));
             }
             rows
         })
         .expect("executor")
         .join()
         .expect("join")
-}
-
-/// One test's line of `redis-benchmark --csv`.
-struct CsvLine {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Parses the `SET` and `GET` lines of `redis-benchmark --csv` output.
-///
-/// redis-benchmark 7.0.15 honours `--csv` with `--cluster`, but prints a
-/// preamble on stdout first (`Cluster has 3 master nodes:`, a blank line,
-/// one `Master N: <id> <addr>` line per master, a blank line) and may warn
-/// on stderr (`WARNING: Master node ... has no slots, skipping...` while a
-/// replica is still being attached). So the columns are found by name in
-/// the header line (`"test","rps",...,"p50_latency_ms",...,"p99_latency_ms",...`)
-/// and every other line that is not a `"SET"`/`"GET"` row is ignored.
-fn parse_csv(text: &str) -> Result<[CsvLine; 2], String> {
-    let fields = |line: &str| -> Vec<String> {
-        line.split(',')
-            .map(|f| f.trim().trim_matches('"').to_owned())
-            .collect()
-    };
-    let header = text
-        .lines()
-        .map(fields)
-        .find(|f| f.first().is_some_and(|t| t == "test"))
-        .ok_or("no CSV header line")?;
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or(format!("no {name} column"))
-    };
-    let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
-    let line = |test: &str| -> Result<CsvLine, String> {
-        let f = text
-            .lines()
-            .map(fields)
-            .find(|f| f.first().is_some_and(|t| t == test))
-            .ok_or(format!("no {test} line"))?;
-        let num = |i: usize| -> Result<f64, String> {
-            f.get(i)
-                .and_then(|v| v.parse().ok())
-                .ok_or(format!("{test}: bad column {}", header[i]))
-        };
-        Ok(CsvLine {
-            rps: num(rps)?,
-            p50_ms: num(p50)?,
-            p99_ms: num(p99)?,
-        })
-    };
-    Ok([line("SET")?, line("GET")?])
 }
 
 /// redis-benchmark's clock: in `--cluster` mode it runs one thread per
@@ -383,35 +302,6 @@ fn parse_csv(text: &str) -> Result<[CsvLine; 2], String> {
 const RB_TICK_SECS: f64 = 0.25;
 /// Ticks each redis-benchmark test must last (error <= 1/20 = 5%).
 const RB_MIN_TICKS: f64 = 20.0;
-
-/// One run of `redis-benchmark --cluster`: its SET and GET lines and the
-/// CPU time it used.
-fn run_redis_benchmark(
-    port: u16,
-    clients: usize,
-    depth: usize,
-    requests: usize,
-) -> ([CsvLine; 2], Duration) {
-    let cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
-    let out = Command::new("redis-benchmark")
-        .args(["--cluster", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-c", &clients.to_string(), "-P", &depth.to_string()])
-        .args(["-d", "32", "-r", &KEYS.to_string()])
-        .args(["-t", "set,get", "-n", &requests.to_string(), "--csv"])
-        .output()
-        .expect("redis-benchmark runs (apt-get install redis-tools)");
-    let cpu = cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match parse_csv(&stdout) {
-        Ok(lines) if out.status.success() => (lines, cpu),
-        result => panic!(
-            "redis-benchmark ({}): {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-            out.status,
-            result.err(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
 
 /// Runs `redis-benchmark --cluster -c clients -P depth` for SET and GET; the
 /// row averages the two tests. Each test runs `ops / 2` requests or, when
@@ -427,8 +317,8 @@ fn redis_benchmark_row(
     quick: bool,
 ) -> (Row, usize, f64) {
     let mut requests = ops / 2;
-    let ([set, get], cpu, ticks) = loop {
-        let (lines, cpu) = run_redis_benchmark(port, clients, depth, requests);
+    let (lines, cpu, ticks) = loop {
+        let (lines, cpu) = run_redis_benchmark(port, true, clients, depth, requests);
         let ticks = lines
             .iter()
             .map(|l| (requests as f64 / l.rps / RB_TICK_SECS).round())
@@ -440,18 +330,12 @@ fn redis_benchmark_row(
         let scale = (RB_MIN_TICKS / ticks.max(1.0) * 1.5).max(2.0);
         requests = (requests as f64 * scale) as usize;
     };
-    // Time-weighted rate: all requests over the time both tests took.
-    let n = requests as f64;
-    let rate = 2.0 * n / (n / set.rps + n / get.rps);
-    let row = Row {
-        client: "redis-benchmark".into(),
-        load: format!("--cluster -c {clients} -P {depth}"),
-        ops_per_sec: rate,
-        p50_us: (set.p50_ms + get.p50_ms) / 2.0 * 1000.0,
-        p99_us: (set.p99_ms + get.p99_ms) / 2.0 * 1000.0,
-        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / (2.0 * n),
-        cmds_per_write: None,
-    };
+    let row = Row::redis_benchmark(
+        format!("--cluster -c {clients} -P {depth}"),
+        &lines,
+        requests,
+        cpu,
+    );
     (row, requests, ticks)
 }
 
@@ -475,7 +359,7 @@ fn main() {
     let mut rb_requests = Vec::new();
     if only.is_none() {
         // Warm up the servers for redis-benchmark's keys (not measured).
-        run_redis_benchmark(port, TASKS, 1, ops / 8);
+        run_redis_benchmark(port, true, TASKS, 1, ops / 8);
         for (clients, depth) in [(TASKS, 1), (PIPELINE_TASKS, DEPTH)] {
             let (row, requests, ticks) = redis_benchmark_row(port, clients, depth, ops, quick);
             let bound = if ticks > 1.0 {
@@ -494,17 +378,7 @@ fn main() {
         "\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, \
          one core, cluster of 3 masters + 3 replicas\n"
     );
-    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op | commands/write |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let per_write = r
-            .cmds_per_write
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
-        println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} |",
-            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, per_write
-        );
-    }
+    print_table(&rows);
     if !rb_requests.is_empty() {
         println!(
             "\nredis-benchmark --cluster times each test in 250 ms ticks: {}.",

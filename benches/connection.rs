@@ -17,42 +17,18 @@
 //! With `--test` (as `cargo bench -- --test` passes), it runs a tiny load
 //! only, to check that it works.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, value32};
+
 use std::cell::RefCell;
-use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use redcore::{Connection, Value, cmd};
-
-struct Row {
-    client: String,
-    load: String,
-    ops_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us_per_op: f64,
-    /// Commands per write to the socket (redcore only).
-    cmds_per_write: Option<f64>,
-}
-
-fn cpu_time(who: i32) -> Duration {
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(who, &mut u);
-        u
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn value32() -> String {
-    "v".repeat(32)
-}
 
 /// `tasks` tasks each send single commands, SET and GET alternating,
 /// until `ops` operations are done in all.
@@ -79,7 +55,7 @@ async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u6
                 }
                 key.clear();
                 key.push_str("key:");
-                key.push_str(itoa::Buffer::new().format(fastrand::u32(0..100_000)));
+                key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
                 let sent = Instant::now();
                 let reply: Value = if n % 2 == 0 {
                     conn.command(["SET", key.as_str(), value.as_str()]).await
@@ -113,7 +89,7 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
     while done < ops {
         batch.clear();
         for i in 0..depth {
-            let key = format!("key:{}", fastrand::u32(0..100_000));
+            let key = format!("key:{}", fastrand::u32(0..KEYS));
             batch.push(if i % 2 == 0 {
                 cmd("SET").arg(key).arg(value.as_str())
             } else {
@@ -151,7 +127,7 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
             for depth in [1usize, 64] {
                 let mut batch = bytes::BytesMut::new();
                 for i in 0..depth {
-                    let key = format!("key:{}", fastrand::u32(0..100_000));
+                    let key = format!("key:{}", fastrand::u32(0..KEYS));
                     if i % 2 == 0 {
                         redcore::Args::encode(&["SET", key.as_str(), value.as_str()], &mut batch);
                     } else {
@@ -186,15 +162,15 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
                 let elapsed = start.elapsed();
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let done = (rounds * depth) as f64;
-                rows.push(Row {
-                    client: "glommio floor".into(),
-                    load: format!("1 task, bare TcpStream, prepared batches of {depth}"),
-                    ops_per_sec: done / elapsed.as_secs_f64(),
-                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / done,
-                    cmds_per_write: Some(depth as f64),
-                });
+                rows.push(Row::measured(
+                    "glommio floor",
+                    format!("1 task, bare TcpStream, prepared batches of {depth}"),
+                    done,
+                    elapsed,
+                    &hist,
+                    cpu,
+                    depth as f64,
+                ));
             }
             rows
         })
@@ -244,15 +220,15 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let stats = conn.stats();
                 let writes = (stats.writes - stats0.writes).max(1) as f64;
-                rows.push(Row {
-                    client: "redcore".into(),
-                    load: name,
-                    ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
-                    p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-                    cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
-                    cmds_per_write: Some(ops as f64 / writes),
-                });
+                rows.push(Row::measured(
+                    "redcore",
+                    name,
+                    ops as f64,
+                    elapsed,
+                    &hist,
+                    cpu,
+                    ops as f64 / writes,
+                ));
             }
             rows
         })
@@ -264,51 +240,8 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
 /// Runs `redis-benchmark -c 1 -P depth` for SET and GET; the row averages
 /// the two tests (each runs `ops / 2` requests).
 fn redis_benchmark_row(port: u16, depth: usize, ops: usize) -> Row {
-    let cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
-    let start = Instant::now();
-    let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-c",
-            "1",
-            "-P",
-            &depth.to_string(),
-            "-d",
-            "32",
-            "-r",
-            "100000",
-        ])
-        .args(["-t", "set,get", "-n", &(ops / 2).to_string(), "--csv"])
-        .output()
-        .expect("redis-benchmark runs (apt-get install redis-tools)");
-    let elapsed = start.elapsed();
-    let cpu = cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let rows: Vec<Vec<f64>> = text
-        .lines()
-        .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
-        .map(|l| {
-            l.split(',')
-                .skip(1)
-                .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
-                .collect()
-        })
-        .collect();
-    assert_eq!(rows.len(), 2, "redis-benchmark output: {text}");
-    let mean = |i: usize| (rows[0][i] + rows[1][i]) / 2.0;
-    // Time-weighted rate: all requests over the time both tests took.
-    let rate = ops as f64 / (ops as f64 / 2.0 / rows[0][0] + ops as f64 / 2.0 / rows[1][0]);
-    let _ = elapsed;
-    Row {
-        client: "redis-benchmark".into(),
-        load: format!("-c 1 -P {depth}"),
-        ops_per_sec: rate,
-        p50_us: mean(3) * 1000.0,
-        p99_us: mean(5) * 1000.0,
-        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
-        cmds_per_write: None,
-    }
+    let (lines, cpu) = run_redis_benchmark(port, false, 1, depth, ops / 2);
+    Row::redis_benchmark(format!("-c 1 -P {depth}"), &lines, ops / 2, cpu)
 }
 
 fn main() {
@@ -335,15 +268,5 @@ fn main() {
     println!(
         "\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, one connection\n"
     );
-    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op | commands/write |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let per_write = r
-            .cmds_per_write
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
-        println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} |",
-            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, per_write
-        );
-    }
+    print_table(&rows);
 }

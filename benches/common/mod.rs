@@ -1,0 +1,191 @@
+//! What the connection and cluster benches share: a table row and how to
+//! print the table, process CPU time, and running `redis-benchmark` and
+//! reading its CSV output.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Distinct keys every load spreads over (`-r` of redis-benchmark).
+pub const KEYS: u32 = 100_000;
+
+/// One line of a bench's table.
+pub struct Row {
+    pub client: String,
+    pub load: String,
+    pub ops_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_us_per_op: f64,
+    /// Commands per write to a socket (redcore and the bare loop only).
+    pub cmds_per_write: Option<f64>,
+}
+
+impl Row {
+    /// A row for `ops` operations done in `elapsed` with `cpu` of client
+    /// CPU, their latencies in `hist` (nanoseconds).
+    pub fn measured(
+        client: &str,
+        load: String,
+        ops: f64,
+        elapsed: Duration,
+        hist: &Histogram<u64>,
+        cpu: Duration,
+        cmds_per_write: f64,
+    ) -> Row {
+        Row {
+            client: client.into(),
+            load,
+            ops_per_sec: ops / elapsed.as_secs_f64(),
+            p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops,
+            cmds_per_write: Some(cmds_per_write),
+        }
+    }
+
+    /// The row of a redis-benchmark run whose SET and GET tests each ran
+    /// `requests` requests: the time-weighted rate of both (all requests
+    /// over the time both tests took) and their mean latencies.
+    pub fn redis_benchmark(
+        load: String,
+        [set, get]: &[CsvLine; 2],
+        requests: usize,
+        cpu: Duration,
+    ) -> Row {
+        let n = requests as f64;
+        Row {
+            client: "redis-benchmark".into(),
+            load,
+            ops_per_sec: 2.0 * n / (n / set.rps + n / get.rps),
+            p50_us: (set.p50_ms + get.p50_ms) / 2.0 * 1000.0,
+            p99_us: (set.p99_ms + get.p99_ms) / 2.0 * 1000.0,
+            cpu_us_per_op: cpu.as_secs_f64() * 1e6 / (2.0 * n),
+            cmds_per_write: None,
+        }
+    }
+}
+
+/// Prints the rows as a markdown table.
+pub fn print_table(rows: &[Row]) {
+    println!("| client | load | ops/s | p50 µs | p99 µs | client CPU µs/op | commands/write |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let per_write = r
+            .cmds_per_write
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} |",
+            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, per_write
+        );
+    }
+}
+
+/// User plus system CPU time of `who` (`RUSAGE_SELF`, `RUSAGE_CHILDREN`).
+pub fn cpu_time(who: i32) -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The 32-byte value every load writes.
+pub fn value32() -> String {
+    "v".repeat(32)
+}
+
+/// One test's line of `redis-benchmark --csv`.
+pub struct CsvLine {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Parses the `SET` and `GET` lines of `redis-benchmark --csv` output.
+///
+/// redis-benchmark 7.0.15 honours `--csv` with `--cluster`, but prints a
+/// preamble on stdout first (`Cluster has 3 master nodes:`, a blank line,
+/// one `Master N: <id> <addr>` line per master, a blank line) and may warn
+/// on stderr (`WARNING: Master node ... has no slots, skipping...` while a
+/// replica is still being attached). So the columns are found by name in
+/// the header line (`"test","rps",...,"p50_latency_ms",...,"p99_latency_ms",...`)
+/// and every other line that is not a `"SET"`/`"GET"` row is ignored.
+pub fn parse_csv(text: &str) -> Result<[CsvLine; 2], String> {
+    let fields = |line: &str| -> Vec<String> {
+        line.split(',')
+            .map(|f| f.trim().trim_matches('"').to_owned())
+            .collect()
+    };
+    let header = text
+        .lines()
+        .map(fields)
+        .find(|f| f.first().is_some_and(|t| t == "test"))
+        .ok_or("no CSV header line")?;
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or(format!("no {name} column"))
+    };
+    let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
+    let line = |test: &str| -> Result<CsvLine, String> {
+        let f = text
+            .lines()
+            .map(fields)
+            .find(|f| f.first().is_some_and(|t| t == test))
+            .ok_or(format!("no {test} line"))?;
+        let num = |i: usize| -> Result<f64, String> {
+            f.get(i)
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{test}: bad column {}", header[i]))
+        };
+        Ok(CsvLine {
+            rps: num(rps)?,
+            p50_ms: num(p50)?,
+            p99_ms: num(p99)?,
+        })
+    };
+    Ok([line("SET")?, line("GET")?])
+}
+
+/// Runs `redis-benchmark [--cluster] -c clients -P depth` for SET and GET
+/// (32-byte values, 100,000 random keys, `requests` requests per test)
+/// against the node at `port`: its SET and GET lines and the CPU time it
+/// used.
+pub fn run_redis_benchmark(
+    port: u16,
+    cluster: bool,
+    clients: usize,
+    depth: usize,
+    requests: usize,
+) -> ([CsvLine; 2], Duration) {
+    let cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
+    let mut command = Command::new("redis-benchmark");
+    if cluster {
+        command.arg("--cluster");
+    }
+    let out = command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &clients.to_string(), "-P", &depth.to_string()])
+        .args(["-d", "32", "-r", &KEYS.to_string()])
+        .args(["-t", "set,get", "-n", &requests.to_string(), "--csv"])
+        .output()
+        .expect("redis-benchmark runs (apt-get install redis-tools)");
+    let cpu = cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match parse_csv(&stdout) {
+        Ok(lines) if out.status.success() => (lines, cpu),
+        result => panic!(
+            "redis-benchmark ({}): {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+            out.status,
+            result.err(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
