@@ -11,6 +11,7 @@ use super::router::{Attempt, Node, Router, Step, join_all};
 use super::{Health, NodeAddr, Role};
 use crate::cmd::{Args, Cmd, Route, cmd};
 use crate::config::{ClusterConfig, IntoClusterConfig};
+use crate::error::{RedirectKind, RetryAction};
 use crate::resp::Arg;
 use crate::slot::key_slot;
 use crate::{Connection, Error, FromValue, Value, Watch};
@@ -242,9 +243,7 @@ impl Cluster {
                 Ok(values) => {
                     for (&i, v) in idx.iter().zip(values) {
                         match v {
-                            Value::Error(e)
-                                if Step::of(&Error::Server(e.clone())) != Step::Fail =>
-                            {
+                            Value::Error(e) if e.retry_action() != RetryAction::None => {
                                 again.push((i, Some((node.clone(), Error::Server(e)))));
                             }
                             v => results[i] = Some(v),
@@ -340,7 +339,8 @@ impl Cluster {
         K: Arg,
         F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
     {
-        self.watch_transaction_with_retries(keys, 3, f).await
+        self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
+            .await
     }
 
     /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
@@ -374,7 +374,7 @@ impl Cluster {
                 Some(node) => node.clone(),
                 None => {
                     self.router
-                        .wait_for_refresh(&attempt)
+                        .refresh_until(attempt.deadline)
                         .await
                         .map_err(|_| Error::SlotUnserved { slot })?;
                     continue;
@@ -404,14 +404,16 @@ impl Cluster {
             match Step::of(&err) {
                 // A redirect for another slot comes from a read `f` made
                 // outside the watched slot: retrying cannot help.
-                Step::Moved(r) | Step::Ask(r) if r.slot != slot => {
+                Step::Redirect(r) if r.slot != slot => {
                     return Err(Error::CrossSlot {
                         first: slot,
                         other: r.slot,
                     });
                 }
                 // WATCH cannot follow an ASK: wait for the migration to end.
-                Step::Ask(_) => self.router.backoff(&mut attempt, err).await?,
+                Step::Redirect(r) if r.kind == RedirectKind::Ask => {
+                    self.router.backoff(&mut attempt, err).await?
+                }
                 _ => {
                     self.router.after_error(&node, err, &mut attempt).await?;
                     attempt.ask = None;

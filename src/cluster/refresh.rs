@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
 
-use super::router::{Attempt, Router};
+use super::router::{Router, join_until};
 use super::{Health, NodeAddr, SlotMap, Topology};
 use crate::slot::SLOT_COUNT;
 use crate::{Error, Value};
@@ -58,13 +58,8 @@ impl Router {
         }
     }
 
-    /// Waits, within the call's deadline, for a refresh that starts after
-    /// now; its error if it failed.
-    pub async fn wait_for_refresh(&self, attempt: &Attempt) -> Result<(), Error> {
-        self.refresh_until(attempt.deadline).await
-    }
-
-    /// Asks for a refresh and waits for it until `deadline`.
+    /// Asks for a refresh and waits, until `deadline`, for one that starts
+    /// after now; its error if it failed.
     pub async fn refresh_until(&self, deadline: Instant) -> Result<(), Error> {
         let ticket = {
             let st = self.refresh.borrow();
@@ -152,7 +147,14 @@ impl Router {
             if Instant::now() >= deadline {
                 break;
             }
-            let answers = self.ask_group(group, deadline).await;
+            // A silent node must not hold up an answer with a healthy
+            // master for every slot: that one is taken at once.
+            let answers = join_until(group.iter().map(|a| self.fetch(a, deadline)), |answers| {
+                answers
+                    .iter()
+                    .any(|a| matches!(a, Some(Ok(t)) if score(t).0 == usize::from(SLOT_COUNT)))
+            })
+            .await;
             let mut best: Option<Topology> = None;
             for (addr, answer) in group.iter().zip(answers) {
                 let Some(answer) = answer else {
@@ -183,44 +185,6 @@ impl Router {
         Err(Error::NoTopology {
             tried: tried.join("; "),
         })
-    }
-
-    /// Asks every node of `group` at once; stops waiting for the others
-    /// as soon as one answer has a healthy master for every slot (a silent
-    /// node must not hold up a good answer). `None` for a node whose answer
-    /// was not waited for.
-    async fn ask_group(
-        &self,
-        group: &[NodeAddr],
-        deadline: Instant,
-    ) -> Vec<Option<Result<Topology, Error>>> {
-        let mut asks: Vec<_> = group
-            .iter()
-            .map(|a| Box::pin(self.fetch(a, deadline)))
-            .collect();
-        let mut answers: Vec<Option<Result<Topology, Error>>> =
-            group.iter().map(|_| None).collect();
-        poll_fn(|cx| {
-            let mut waiting = false;
-            for (ask, answer) in asks.iter_mut().zip(answers.iter_mut()) {
-                if answer.is_none() {
-                    match ask.as_mut().poll(cx) {
-                        Poll::Ready(r) => *answer = Some(r),
-                        Poll::Pending => waiting = true,
-                    }
-                }
-            }
-            let whole = answers
-                .iter()
-                .any(|a| matches!(a, Some(Ok(t)) if score(t).0 == usize::from(SLOT_COUNT)));
-            if whole || !waiting {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        answers
     }
 
     /// Asks one node for the topology.

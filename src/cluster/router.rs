@@ -18,7 +18,7 @@ use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
 use crate::config::ClusterConfig;
-use crate::error::{Redirect, RedirectKind, RetryAction, ServerError};
+use crate::error::{Redirect, RedirectKind, RetryAction};
 use crate::{Connection, Error, Value};
 
 /// One node and the connection to it.
@@ -56,10 +56,9 @@ impl Routes {
 /// What to do after an error, read from the error alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// The slot moved for good: correct the map and go there.
-    Moved(Redirect),
-    /// The slot is migrating: ask the target once, with `ASKING`.
-    Ask(Redirect),
+    /// MOVED (the slot moved for good: correct the map and go there) or
+    /// ASK (the slot is migrating: ask the target once, with `ASKING`).
+    Redirect(Redirect),
     /// Retry the same route after a delay (`TRYAGAIN`, `LOADING`, `BUSY`).
     Backoff,
     /// Refresh the topology, then retry: the node is unreachable (the
@@ -76,8 +75,7 @@ impl Step {
     /// reply, or a call that never reached the socket.
     pub fn of(err: &Error) -> Step {
         match err.retry_action() {
-            RetryAction::Redirect(r) if r.kind == RedirectKind::Moved => Step::Moved(r),
-            RetryAction::Redirect(r) => Step::Ask(r),
+            RetryAction::Redirect(r) => Step::Redirect(r),
             RetryAction::RetryAfterBackoff => Step::Backoff,
             RetryAction::RefreshThenRetry => Step::Refresh,
             _ => match err {
@@ -252,7 +250,9 @@ impl Router {
                         if attempt.left().is_zero() {
                             return Err(unserved);
                         }
-                        self.wait_for_refresh(attempt).await.map_err(|_| unserved)?;
+                        self.refresh_until(attempt.deadline)
+                            .await
+                            .map_err(|_| unserved)?;
                         continue;
                     }
                 },
@@ -287,13 +287,13 @@ impl Router {
     ) -> Result<(), Error> {
         attempt.fresh = false;
         match Step::of(&err) {
-            Step::Moved(r) | Step::Ask(r) => {
+            Step::Redirect(r) => {
                 node.redirects.set(node.redirects.get() + 1);
                 attempt.redirects += 1;
                 if attempt.redirects > self.config.max_redirects {
-                    let last = err.server_error().cloned().unwrap_or_else(|| {
-                        ServerError::new(bytes::Bytes::from_static(b"redirect"))
-                    });
+                    let Error::Server(last) = err else {
+                        unreachable!("only a server reply redirects")
+                    };
                     return Err(Error::TooManyRedirects {
                         redirects: attempt.redirects - 1,
                         last,
@@ -313,7 +313,7 @@ impl Router {
             Step::Backoff => self.backoff(attempt, err).await,
             Step::Refresh => {
                 tracing::debug!(node = %node.addr, error = %err, "refreshing the topology before retrying");
-                if self.wait_for_refresh(attempt).await.is_err() {
+                if self.refresh_until(attempt.deadline).await.is_err() {
                     return Err(err);
                 }
                 // Too little time left for another try to mean anything:
@@ -350,25 +350,39 @@ impl Router {
 
 /// Polls every future to completion, results in order.
 pub(crate) async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    join_until(futs, |_| false)
+        .await
+        .into_iter()
+        .map(|o| o.expect("every future is done"))
+        .collect()
+}
+
+/// Polls every future until all are done or `enough` says the results so
+/// far suffice; results in order, `None` for those not waited for.
+pub(crate) async fn join_until<F: Future>(
+    futs: impl IntoIterator<Item = F>,
+    mut enough: impl FnMut(&[Option<F::Output>]) -> bool,
+) -> Vec<Option<F::Output>> {
     let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    let mut left = futs.len();
     std::future::poll_fn(|cx| {
+        let mut waiting = false;
         for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
             if out.is_none() {
-                if let Poll::Ready(v) = f.as_mut().poll(cx) {
-                    *out = Some(v);
-                    left -= 1;
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => waiting = true,
                 }
             }
         }
-        if left == 0 {
-            Poll::Ready(outs.iter_mut().map(|o| o.take().expect("done")).collect())
+        if !waiting || enough(&outs) {
+            Poll::Ready(())
         } else {
             Poll::Pending
         }
     })
-    .await
+    .await;
+    outs
 }
 
 #[cfg(test)]
@@ -376,6 +390,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::error::ServerError;
 
     fn server(text: &'static str) -> Error {
         Error::Server(ServerError::new(Bytes::from_static(text.as_bytes())))
@@ -385,11 +400,12 @@ mod tests {
     fn steps_follow_the_error() {
         assert!(matches!(
             Step::of(&server("MOVED 3999 127.0.0.1:7001")),
-            Step::Moved(r) if r.slot == 3999 && r.port == 7001
+            Step::Redirect(r)
+                if r.kind == RedirectKind::Moved && r.slot == 3999 && r.port == 7001
         ));
         assert!(matches!(
             Step::of(&server("ASK 3999 :7002")),
-            Step::Ask(r) if r.host.is_empty() && r.port == 7002
+            Step::Redirect(r) if r.kind == RedirectKind::Ask && r.host.is_empty() && r.port == 7002
         ));
         assert_eq!(
             Step::of(&server(

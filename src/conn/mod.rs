@@ -89,6 +89,10 @@ impl IntoConnectionConfig for String {
     }
 }
 
+/// Tries after the first that `watch_transaction` makes when a watched key
+/// changed (the seeds' `max_retries` default).
+pub(crate) const WATCH_RETRIES: u32 = 3;
+
 /// Closes the connection when the last handle is dropped.
 struct CloseOnDrop(Rc<Shared>);
 
@@ -540,7 +544,8 @@ impl Connection {
         K: crate::resp::Arg,
         F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
     {
-        self.watch_transaction_with_retries(keys, 3, f).await
+        self.watch_transaction_with_retries(keys, WATCH_RETRIES, f)
+            .await
     }
 
     /// [`watch_transaction`](Self::watch_transaction) with `max_retries`

@@ -220,6 +220,12 @@ fn not_sent(config: &ConnectionConfig, reason: &str) -> Error {
     }
 }
 
+/// Why a fail-fast connection's calls are not sent after its socket died.
+const LOST: &str = "the connection was lost";
+
+/// Why a connection with `exit_on_disconnection` is closed.
+const EXITED: &str = "the connection dropped and exit_on_disconnection is set";
+
 /// How the reason of a not-sent error ends.
 pub(crate) const NOT_SENT: &str = "; the command was not sent";
 
@@ -612,29 +618,23 @@ impl State {
         }
         self.swept = self.swept.max(self.written);
         let old_generation = self.generation;
-        if self.fail_fast {
-            self.down = Some("the connection was lost".into());
+        let fail_fast = self.fail_fast;
+        if fail_fast {
+            self.down = Some(LOST.into());
         }
-        for i in 0..self.entries.len() {
-            let e = &self.entries[i];
-            if !e.withdrawn
-                && (exit || self.fail_fast || e.bound_generation == Some(old_generation))
-            {
-                let slot = e.slot;
-                let err = if exit {
-                    Error::Closed("the connection dropped and exit_on_disconnection is set")
-                } else if e.bound_generation == Some(old_generation) {
-                    Error::WatchLost
-                } else {
-                    not_sent(config, "the connection was lost")
-                };
-                self.deliver(slot, Err(err));
-                self.withdraw(i);
+        self.fail_unwritten(|e| {
+            if exit {
+                Some(Error::Closed(EXITED))
+            } else if e.bound_generation == Some(old_generation) {
+                Some(Error::WatchLost)
+            } else if fail_fast {
+                Some(not_sent(config, LOST))
+            } else {
+                None
             }
-        }
-        self.compact();
+        });
         self.link = if exit {
-            Link::Closed("the connection dropped and exit_on_disconnection is set")
+            Link::Closed(EXITED)
         } else {
             Link::Connecting
         };
@@ -690,6 +690,25 @@ impl State {
         true
     }
 
+    /// Fails each queued call, none of which is written, for which
+    /// `error` gives an error: the caller gets it and the call is
+    /// withdrawn, so it is never sent.
+    fn fail_unwritten(&mut self, mut error: impl FnMut(&Entry) -> Option<Error>) {
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            debug_assert!(e.start >= self.written, "a written call is not withdrawn");
+            if e.withdrawn {
+                continue;
+            }
+            if let Some(err) = error(e) {
+                let slot = e.slot;
+                self.deliver(slot, Err(err));
+                self.withdraw(i);
+            }
+        }
+        self.compact();
+    }
+
     /// A connect attempt failed. In fail-fast mode the calls waiting for a
     /// socket fail now (none was sent), and later calls fail at once until
     /// a socket is up again.
@@ -697,15 +716,7 @@ impl State {
         if !self.fail_fast || matches!(self.link, Link::Closed(_)) {
             return;
         }
-        for i in 0..self.entries.len() {
-            let e = &self.entries[i];
-            if !e.withdrawn {
-                let slot = e.slot;
-                self.deliver(slot, Err(not_sent(config, &reason)));
-                self.withdraw(i);
-            }
-        }
-        self.compact();
+        self.fail_unwritten(|_| Some(not_sent(config, &reason)));
         self.down = Some(reason);
     }
 
