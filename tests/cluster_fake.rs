@@ -404,25 +404,43 @@ fn ask_sends_asking_then_the_command_to_the_target_and_keeps_the_map() {
     });
 }
 
+/// A node serving every slot that refuses the first `refusals` GETs with
+/// `error` (`usize::MAX`: every GET), then answers `value`.
+fn refusing_node(error: &'static str, refusals: usize, value: &'static str) -> FakeNode {
+    let tries = AtomicUsize::new(0);
+    FakeNode::start_with(move |call| {
+        if let Some(r) = slots_only(call, || whole(call.node)) {
+            r
+        } else if call.is("GET") {
+            if tries.fetch_add(1, Ordering::SeqCst) < refusals {
+                FakeReply::error(error)
+            } else {
+                FakeReply::bulk(value)
+            }
+        } else {
+            FakeReply::Default
+        }
+    })
+}
+
+/// GET through a client of `node`, which refuses it forever: the result
+/// and how long the call took (failing the test if it hangs).
+async fn get_refused_forever(node: &FakeNode, what: &str) -> (Result<Value, Error>, Duration) {
+    let cluster = connect(&[node.addr()]).await;
+    let started = Instant::now();
+    let result = within(what, HANG, async {
+        cluster.command::<Value>(["GET", KEY]).await
+    })
+    .await;
+    (result, started.elapsed())
+}
+
 // 4. TRYAGAIN.
 
 #[test]
 fn tryagain_twice_then_the_value() {
     run(|| async {
-        let tries = AtomicUsize::new(0);
-        let node = FakeNode::start_with(move |call| {
-            if let Some(r) = slots_only(call, || whole(call.node)) {
-                r
-            } else if call.is("GET") {
-                if tries.fetch_add(1, Ordering::SeqCst) < 2 {
-                    FakeReply::error(TRYAGAIN)
-                } else {
-                    FakeReply::bulk("finally")
-                }
-            } else {
-                FakeReply::Default
-            }
-        });
+        let node = refusing_node(TRYAGAIN, 2, "finally");
         let cluster = connect(&[node.addr()]).await;
         let started = Instant::now();
         let v: String = cluster.command(["GET", KEY]).await.expect("GET");
@@ -436,22 +454,8 @@ fn tryagain_twice_then_the_value() {
 #[test]
 fn tryagain_forever_returns_the_tryagain_error_by_the_deadline() {
     run(|| async {
-        let node = FakeNode::start_with(|call| {
-            if let Some(r) = slots_only(call, || whole(call.node)) {
-                r
-            } else if call.is("GET") {
-                FakeReply::error(TRYAGAIN)
-            } else {
-                FakeReply::Default
-            }
-        });
-        let cluster = connect(&[node.addr()]).await;
-        let started = Instant::now();
-        let result = within("GET under TRYAGAIN forever", HANG, async {
-            cluster.command::<Value>(["GET", KEY]).await
-        })
-        .await;
-        let took = started.elapsed();
+        let node = refusing_node(TRYAGAIN, usize::MAX, "never");
+        let (result, took) = get_refused_forever(&node, "GET under TRYAGAIN forever").await;
         match result {
             Err(Error::Server(e)) => {
                 assert_eq!(e.kind(), ServerErrorKind::TryAgain, "{e:?}");
@@ -469,20 +473,7 @@ fn tryagain_forever_returns_the_tryagain_error_by_the_deadline() {
 #[test]
 fn clusterdown_refreshes_then_succeeds() {
     run(|| async {
-        let tries = AtomicUsize::new(0);
-        let node = FakeNode::start_with(move |call| {
-            if let Some(r) = slots_only(call, || whole(call.node)) {
-                r
-            } else if call.is("GET") {
-                if tries.fetch_add(1, Ordering::SeqCst) < 3 {
-                    FakeReply::error(CLUSTERDOWN)
-                } else {
-                    FakeReply::bulk("up again")
-                }
-            } else {
-                FakeReply::Default
-            }
-        });
+        let node = refusing_node(CLUSTERDOWN, 3, "up again");
         let cluster = connect(&[node.addr()]).await;
         let queries = topology_queries(&node);
         let v: String = cluster.command(["GET", KEY]).await.expect("GET");
@@ -508,22 +499,8 @@ fn clusterdown_refreshes_then_succeeds() {
 #[test]
 fn clusterdown_forever_gives_up_at_the_deadline() {
     run(|| async {
-        let node = FakeNode::start_with(|call| {
-            if let Some(r) = slots_only(call, || whole(call.node)) {
-                r
-            } else if call.is("GET") {
-                FakeReply::error(CLUSTERDOWN)
-            } else {
-                FakeReply::Default
-            }
-        });
-        let cluster = connect(&[node.addr()]).await;
-        let started = Instant::now();
-        let result = within("GET under CLUSTERDOWN forever", HANG, async {
-            cluster.command::<Value>(["GET", KEY]).await
-        })
-        .await;
-        let took = started.elapsed();
+        let node = refusing_node(CLUSTERDOWN, usize::MAX, "never");
+        let (result, took) = get_refused_forever(&node, "GET under CLUSTERDOWN forever").await;
         // The refusal itself, not a timeout: a try is not started with
         // too little time left for it to mean anything.
         match &result {
