@@ -476,10 +476,12 @@ impl RedisCluster {
     }
 
     /// Writes one key (`warmup:<n>`) to every shard, then waits until every
-    /// node lists every node `online` in `CLUSTER SHARDS`. Redis 7.0 calls a
-    /// replica whose replication offset is still 0 `loading` there and
-    /// leaves it out of `CLUSTER SLOTS`, so topology tests that expect the
-    /// replicas call this first.
+    /// node lists every node `online`, with a replication offset above 0,
+    /// in `CLUSTER SHARDS`. Redis 7.0 calls a replica whose replication
+    /// offset is still 0 `loading` there and leaves it out of
+    /// `CLUSTER SLOTS`, and a node learns the others' offsets by gossip, a
+    /// little later than their health; topology tests that expect the
+    /// replicas and their offsets call this first.
     pub fn warm_up(&self) {
         for master in self.master_indices() {
             let view = self.cluster_nodes(master);
@@ -501,6 +503,7 @@ impl RedisCluster {
                 self.try_cmd(i, &["CLUSTER", "SHARDS"])
                     .map_or(true, |shards| {
                         shards.matches("online").count() != self.nodes.len()
+                            || has_zero_offset(&shards)
                     })
             });
             let Some(i) = lagging else { return };
@@ -530,4 +533,13 @@ impl RedisCluster {
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// True when flattened `CLUSTER SHARDS` text reports a replication offset
+/// of 0 for some node.
+fn has_zero_offset(shards: &str) -> bool {
+    let lines: Vec<&str> = shards.lines().collect();
+    lines
+        .windows(2)
+        .any(|w| w[0] == "replication-offset" && w[1] == "0")
 }
