@@ -127,6 +127,15 @@ pub enum Error {
         /// The last redirect reply.
         last: ServerError,
     },
+    /// On the per-core runtime, the core that owns the command's node
+    /// stopped (its thread ended) before it replied.
+    #[error("core {core} of the runtime, which owns the node, stopped{}", if *maybe_applied { " after the command was handed to it; it may have been applied" } else { "; the command was not sent" })]
+    CoreStopped {
+        /// The core (mesh peer) that stopped.
+        core: usize,
+        /// Whether the command had been handed over.
+        maybe_applied: bool,
+    },
     /// No master serves the slot, even after topology refreshes until the
     /// deadline (slot 0 for a keyless command when no master is known).
     #[error("no cluster node serves slot {slot}")]

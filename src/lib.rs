@@ -83,6 +83,7 @@ mod conn;
 mod error;
 pub mod hooks;
 pub mod resp;
+pub mod runtime;
 pub mod slot;
 
 pub use cluster::Cluster;
@@ -94,6 +95,7 @@ pub use error::{
     ServerError, ServerErrorKind,
 };
 pub use resp::{FromValue, Value};
+pub use runtime::{ClusterExecutor, CoreClient, ExecutorHandle, RemoteClient};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
-
-use bytes::BytesMut;
+use std::time::{Duration, Instant};
 
 use super::refresh;
 use super::router::{Attempt, Node, Router, Step, join_all};
@@ -64,8 +62,10 @@ impl Drop for CloseGuard {
 /// ```
 #[derive(Clone)]
 pub struct Cluster {
-    router: Rc<Router>,
+    pub(crate) router: Rc<Router>,
     _close: Rc<CloseGuard>,
+    /// Overrides the configured call deadline ([`Cluster::with_timeout`]).
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -115,6 +115,11 @@ pub struct ClusterNodeInfo {
     pub redirects: u64,
     /// Times the connection to it was made again.
     pub reconnects: u64,
+    /// On the per-core runtime, the core whose connection reaches this
+    /// node when it is not this core; `connected`, `commands` and
+    /// `reconnects` are then zero here (that core reports them). `None`
+    /// for a node this core connects to itself.
+    pub owner_core: Option<usize>,
 }
 
 impl Cluster {
@@ -128,20 +133,29 @@ impl Cluster {
     /// of them.
     pub async fn connect(config: impl IntoClusterConfig) -> Result<Cluster, Error> {
         let config = config.into_cluster_config()?;
-        let router = Rc::new(Router::new(config)?);
+        let router = Rc::new(Router::new(config, None)?);
         if let Err(e) = router.discover().await {
             router.close();
             return Err(e);
         }
+        Ok(Cluster::started(router))
+    }
+
+    /// The client over `router`, whose first topology is installed; runs
+    /// the refresh task when this core refreshes.
+    pub(crate) fn started(router: Rc<Router>) -> Cluster {
         let covered = router.routes().map.coverage();
         if covered < usize::from(crate::slot::SLOT_COUNT) {
             tracing::warn!(covered, "the cluster does not serve every slot");
         }
-        glommio::spawn_local(refresh::refresher(router.clone())).detach();
-        Ok(Cluster {
+        if router.mesh.as_ref().is_none_or(|m| m.is_leader()) {
+            glommio::spawn_local(refresh::refresher(router.clone())).detach();
+        }
+        Cluster {
             _close: Rc::new(CloseGuard(router.clone())),
             router,
-        })
+            timeout: None,
+        }
     }
 
     /// The configuration this client was made with.
@@ -149,8 +163,22 @@ impl Cluster {
         &self.router.config
     }
 
+    /// A handle on the same client whose calls have `timeout` as their
+    /// end-to-end deadline instead of the configured one.
+    pub fn with_timeout(&self, timeout: Duration) -> Cluster {
+        Cluster {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The end-to-end deadline of a call starting now.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout.unwrap_or(self.router.config.timeout())
+    }
+
     fn attempt(&self) -> Attempt {
-        Attempt::new(Instant::now() + self.router.config.timeout())
+        Attempt::new(self.deadline())
     }
 
     /// Sends one command to the master serving its slot and converts the
@@ -167,8 +195,8 @@ impl Cluster {
         let mut attempt = self.attempt();
         let value = self
             .router
-            .run(route, &mut attempt, async |conn, asking| {
-                send_one(conn, &args, asking).await
+            .run(route, &mut attempt, async |node, asking, timeout| {
+                node.command(&args, asking, timeout).await
             })
             .await?;
         T::from_value(value)
@@ -198,7 +226,7 @@ impl Cluster {
             .iter()
             .map(Args::route)
             .collect::<Result<Vec<Route>, Error>>()?;
-        let deadline = Instant::now() + self.router.config.timeout();
+        let deadline = self.deadline();
         let table = self.router.routes();
         // Group by master; keyless commands join the first group.
         let mut group_of = vec![usize::MAX; table.masters.len()];
@@ -233,7 +261,7 @@ impl Cluster {
         drop(table);
         let cmds = &cmds;
         let outcomes = join_all(groups.iter().map(|(node, idx)| async move {
-            node.conn.pipeline(idx.iter().map(|&i| &cmds[i])).await
+            node.pipeline(idx.iter().map(|&i| &cmds[i]), None).await
         }))
         .await;
         let mut results: Vec<Option<Value>> = (0..cmds.len()).map(|_| None).collect();
@@ -290,8 +318,8 @@ impl Cluster {
             self.router.after_error(&node, err, &mut attempt).await?;
         }
         self.router
-            .run(route, &mut attempt, async |conn, asking| {
-                send_one(conn, args, asking).await
+            .run(route, &mut attempt, async |node, asking, timeout| {
+                node.command(args, asking, timeout).await
             })
             .await
     }
@@ -310,13 +338,10 @@ impl Cluster {
         let mut attempt = self.attempt();
         let value = self
             .router
-            .run(route, &mut attempt, async |conn, asking| {
-                let replies = if asking {
-                    conn.transaction_asking(&cmds).await
-                } else {
-                    conn.transaction(&cmds).await
-                };
-                replies.map(Value::Array)
+            .run(route, &mut attempt, async |node, asking, timeout| {
+                node.transaction(&cmds, asking, timeout)
+                    .await
+                    .map(Value::Array)
             })
             .await?;
         match value {
@@ -355,19 +380,30 @@ impl Cluster {
         K: Arg,
         F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
     {
-        let Some(first) = keys.first() else {
-            return Err(Error::MalformedCommand {
-                command: "WATCH".into(),
-                reason: "a watch transaction needs at least one key",
-            });
-        };
-        let slot = first.with_bytes(key_slot);
-        for k in keys {
-            let other = k.with_bytes(key_slot);
-            if other != slot {
-                return Err(Error::CrossSlot { first: slot, other });
-            }
-        }
+        let slot = watch_slot(keys)?;
+        self.watch_loop(slot, async |node: &Node, left| {
+            let Some(conn) = node.link.local() else {
+                return Err(Error::Unsupported {
+                    command: "WATCH".into(),
+                    reason: "the node's connection is on another core: use CoreClient::watch_transaction",
+                });
+            };
+            let checked = async |c: &Connection| check_watch(slot, f(c).await?);
+            conn.with_timeout(left)
+                .watch_transaction_with_retries(keys, max_retries, checked)
+                .await
+        })
+        .await
+    }
+
+    /// Runs `try_on` (a whole watch transaction on a node's connection,
+    /// given the time left) on the master of `slot` until it succeeds or
+    /// fails for good: a `MOVED` starts it again on the new master, an
+    /// `ASK` waits for the migration to end.
+    pub(crate) async fn watch_loop<F>(&self, slot: u16, mut try_on: F) -> Result<Vec<Value>, Error>
+    where
+        F: AsyncFnMut(&Node, Duration) -> Result<Vec<Value>, Error>,
+    {
         let mut attempt = self.attempt();
         loop {
             let node = match self.router.routes().node(Route::Slot(slot)) {
@@ -380,24 +416,7 @@ impl Cluster {
                     continue;
                 }
             };
-            let conn = node.conn.with_timeout(attempt.left());
-            let checked = async |c: &Connection| match f(c).await? {
-                Watch::Exec(cmds) => {
-                    for c in &cmds {
-                        if let Route::Slot(other) = c.route()? {
-                            if other != slot {
-                                return Err(Error::CrossSlot { first: slot, other });
-                            }
-                        }
-                    }
-                    Ok(Watch::Exec(cmds))
-                }
-                abort => Ok(abort),
-            };
-            let err = match conn
-                .watch_transaction_with_retries(keys, max_retries, checked)
-                .await
-            {
+            let err = match try_on(&node, attempt.left()).await {
                 Ok(replies) => return Ok(replies),
                 Err(e) => e,
             };
@@ -515,13 +534,15 @@ impl Cluster {
         groups: &[(u16, Vec<usize>)],
         cmds: &[Cmd],
     ) -> Result<Vec<Value>, Error> {
-        let deadline = Instant::now() + self.router.config.timeout();
+        let deadline = self.deadline();
         let outs = join_all(groups.iter().zip(cmds).map(|((slot, _), c)| async move {
             let mut attempt = Attempt::new(deadline);
             self.router
-                .run(Route::Slot(*slot), &mut attempt, async |conn, asking| {
-                    send_one(conn, c, asking).await
-                })
+                .run(
+                    Route::Slot(*slot),
+                    &mut attempt,
+                    async |node, asking, timeout| node.command(c, asking, timeout).await,
+                )
                 .await
         }))
         .await;
@@ -543,17 +564,19 @@ impl Cluster {
             .collect();
         let describe = |addr: &NodeAddr, id: Option<String>, role: Role, health: Health| {
             let node = pool.get(addr);
-            let stats = node.map(|n| n.conn.stats()).unwrap_or_default();
+            let conn = node.and_then(|n| n.link.local());
+            let stats = conn.map(|c| c.stats()).unwrap_or_default();
             ClusterNodeInfo {
                 addr: addr.clone(),
                 id,
                 role,
                 health,
                 slots: slots.get(addr).cloned().unwrap_or_default(),
-                connected: node.is_some_and(|n| n.conn.is_connected()),
+                connected: conn.is_some_and(|c| c.is_connected()),
                 commands: stats.calls,
                 redirects: node.map_or(0, |n| n.redirects.get()),
                 reconnects: stats.reconnects,
+                owner_core: node.and_then(|n| n.link.remote_core()),
             }
         };
         let mut nodes = Vec::new();
@@ -587,12 +610,14 @@ impl Cluster {
 
     /// The connection to each master the slot map routes to, for commands
     /// meant for every node (`FLUSHALL`, `SCAN`, `SCRIPT LOAD`, ...).
+    /// On the per-core runtime, only the masters whose connection is on
+    /// this core.
     pub fn master_connections(&self) -> Vec<(NodeAddr, Connection)> {
         let routes = self.router.routes();
         routes
             .masters
             .iter()
-            .map(|n| (n.addr.clone(), n.conn.clone()))
+            .filter_map(|n| Some((n.addr.clone(), n.link.local()?.clone())))
             .collect()
     }
 
@@ -603,44 +628,38 @@ impl Cluster {
     }
 }
 
-/// A command, or the `ASKING` before it.
-enum Asked<'a, A> {
-    Asking,
-    Cmd(&'a A),
+/// The slot of a watch transaction's keys: one, else
+/// [`Error::CrossSlot`].
+pub(crate) fn watch_slot<K: Arg>(keys: &[K]) -> Result<u16, Error> {
+    let Some(first) = keys.first() else {
+        return Err(Error::MalformedCommand {
+            command: "WATCH".into(),
+            reason: "a watch transaction needs at least one key",
+        });
+    };
+    let slot = first.with_bytes(key_slot);
+    for k in keys {
+        let other = k.with_bytes(key_slot);
+        if other != slot {
+            return Err(Error::CrossSlot { first: slot, other });
+        }
+    }
+    Ok(slot)
 }
 
-impl<A: Args> Args for Asked<'_, A> {
-    fn arg_count(&self) -> usize {
-        match self {
-            Asked::Asking => 1,
-            Asked::Cmd(c) => c.arg_count(),
+/// What a watch transaction's function returned, refused with
+/// [`Error::CrossSlot`] when a command it wants to run is in another slot.
+pub(crate) fn check_watch(slot: u16, watch: Watch) -> Result<Watch, Error> {
+    if let Watch::Exec(cmds) = &watch {
+        for c in cmds {
+            if let Route::Slot(other) = c.route()? {
+                if other != slot {
+                    return Err(Error::CrossSlot { first: slot, other });
+                }
+            }
         }
     }
-
-    fn with_arg<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        match self {
-            Asked::Asking => (index == 0).then(|| f(b"ASKING")),
-            Asked::Cmd(c) => c.with_arg(index, f),
-        }
-    }
-
-    fn encode(&self, out: &mut BytesMut) {
-        match self {
-            Asked::Asking => ["ASKING"].encode(out),
-            Asked::Cmd(c) => c.encode(out),
-        }
-    }
-}
-
-/// Sends one command, after `ASKING` when `asking`.
-async fn send_one<A: Args>(conn: &Connection, args: &A, asking: bool) -> Result<Value, Error> {
-    if !asking {
-        return conn.command::<Value>(args).await;
-    }
-    let mut replies = conn.pipeline([Asked::Asking, Asked::Cmd(args)]).await?;
-    let reply = replies.pop().expect("two replies");
-    replies.pop().expect("two replies").into_result()?;
-    reply.into_result()
+    Ok(watch)
 }
 
 /// The one slot of commands that must share one (keyless ones aside).
@@ -695,21 +714,5 @@ mod tests {
     fn groups_keep_first_appearance_order() {
         let g = by_slot([5u16, 3, 5, 9, 3].into_iter());
         assert_eq!(g, [(5, vec![0, 2]), (3, vec![1, 4]), (9, vec![3])]);
-    }
-
-    #[test]
-    fn asking_pairs_encode_as_two_commands() {
-        let get = ["GET", "k"];
-        let mut out = BytesMut::new();
-        Asked::<[&str; 2]>::Asking.encode(&mut out);
-        Asked::Cmd(&get).encode(&mut out);
-        assert_eq!(
-            &out[..],
-            b"*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-        );
-        assert_eq!(
-            Asked::<[&str; 2]>::Asking.with_arg(0, |a| a.to_vec()),
-            Some(b"ASKING".to_vec())
-        );
     }
 }

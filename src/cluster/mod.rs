@@ -98,9 +98,10 @@
 //! # Ok::<(), redcore::Error>(())
 //! ```
 
-mod client;
+pub(crate) mod client;
+pub(crate) mod link;
 mod refresh;
-mod router;
+pub(crate) mod router;
 mod slot_map;
 mod topology;
 

@@ -19,8 +19,9 @@ use glommio::timer::Timer;
 
 use super::router::{Router, join_until};
 use super::{Health, NodeAddr, SlotMap, Topology};
+use crate::Error;
+use crate::runtime::mesh::Op;
 use crate::slot::SLOT_COUNT;
-use crate::{Error, Value};
 
 /// Where the refresh task is, and who waits for it.
 #[derive(Default)]
@@ -49,8 +50,13 @@ pub(crate) fn wake_all(router: &Router) {
 }
 
 impl Router {
-    /// Asks for a refresh soon, without waiting for it.
+    /// Asks for a refresh soon, without waiting for it. On the per-core
+    /// runtime, core 0 refreshes for every core.
     pub fn request_refresh(&self) {
+        if let Some(mesh) = self.mesh.as_ref().filter(|m| !m.is_leader()) {
+            mesh.ask_leader_to_refresh();
+            return;
+        }
         let mut st = self.refresh.borrow_mut();
         st.requested = true;
         if let Some(w) = st.task.take() {
@@ -61,6 +67,11 @@ impl Router {
     /// Asks for a refresh and waits, until `deadline`, for one that starts
     /// after now; its error if it failed.
     pub async fn refresh_until(&self, deadline: Instant) -> Result<(), Error> {
+        if let Some(mesh) = self.mesh.as_ref().filter(|m| !m.is_leader()) {
+            // Core 0 sends the new topology before its answer, on the
+            // same channel: it is installed here when the answer comes.
+            return mesh.call(0, None, deadline, Op::Refresh).await.map(|_| ());
+        }
         let ticket = {
             let st = self.refresh.borrow();
             st.started + 1
@@ -196,9 +207,11 @@ impl Router {
             });
         }
         let node = self.node(addr);
-        let conn = node.conn.with_timeout(left);
         if !self.shards_unsupported.get() {
-            match conn.command::<Value>(["CLUSTER", "SHARDS"]).await {
+            match node
+                .command(&["CLUSTER", "SHARDS"], false, Some(left))
+                .await
+            {
                 Ok(v) => return Topology::from_cluster_shards(v, addr),
                 Err(Error::Server(e)) if is_unknown_command(&e.message_lossy()) => {
                     tracing::debug!(node = %addr, "CLUSTER SHARDS unknown; using CLUSTER SLOTS");
@@ -207,11 +220,40 @@ impl Router {
                 Err(e) => return Err(e),
             }
         }
-        let v = conn.command::<Value>(["CLUSTER", "SLOTS"]).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = node
+            .command(&["CLUSTER", "SLOTS"], false, Some(left))
+            .await?;
         Topology::from_cluster_slots(v, addr)
     }
 
-    /// Installs `topology` unless it routes every slot as now.
+    /// Installs a topology core 0 found, with core 0's epoch when that is
+    /// ahead of this core's (MOVED corrections made here count too).
+    pub fn accept_published(&self, topology: Topology, epoch: u64) {
+        if self.epoch.get() < epoch {
+            self.epoch.set(epoch - 1);
+        }
+        self.accept(topology);
+        wake_all(self);
+    }
+
+    /// Waits until a first topology is installed.
+    pub async fn first_topology(&self) {
+        poll_fn(|cx| {
+            if self.topology.borrow().is_some() || self.closed.get() {
+                return Poll::Ready(());
+            }
+            let mut st = self.refresh.borrow_mut();
+            if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                st.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Installs `topology` unless it routes every slot as now; core 0 of
+    /// the per-core runtime passes it on to the other cores.
     fn accept(&self, mut topology: Topology) {
         if self.config.node.tls.is_some() {
             // Reach nodes on their TLS port when they report one.
@@ -249,6 +291,9 @@ impl Router {
             .map(|n| n.addr.clone())
             .collect();
         self.prune(&keep);
+        if let Some(mesh) = self.mesh.as_ref().filter(|m| m.is_leader()) {
+            mesh.publish(&topology, self.routes().map.epoch());
+        }
         *self.topology.borrow_mut() = Some(Rc::new(topology));
     }
 }

@@ -14,19 +14,54 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use super::link::Link;
 use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
 use crate::config::ClusterConfig;
 use crate::error::{Redirect, RedirectKind, RetryAction};
+use crate::runtime::mesh::{CoreMesh, Op, Reply};
 use crate::{Connection, Error, Value};
 
-/// One node and the connection to it.
+/// One node and the way to it.
 pub(crate) struct Node {
     pub addr: NodeAddr,
-    pub conn: Connection,
+    pub link: Link,
     /// MOVED and ASK replies this node sent.
     pub redirects: Cell<u64>,
+}
+
+impl Node {
+    /// Sends one command (after `ASKING` when `asking`).
+    pub async fn command<A: crate::Args>(
+        &self,
+        args: &A,
+        asking: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Value, Error> {
+        self.link.command(&self.addr, args, asking, timeout).await
+    }
+
+    /// Sends commands as one pipeline.
+    pub async fn pipeline<'a, A: crate::Args + 'a>(
+        &self,
+        cmds: impl Iterator<Item = &'a A>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Value>, Error> {
+        self.link.pipeline(&self.addr, cmds, timeout).await
+    }
+
+    /// Runs commands in `MULTI`/`EXEC` (after `ASKING` when `asking`).
+    pub async fn transaction<A: crate::Args>(
+        &self,
+        cmds: &[A],
+        asking: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Value>, Error> {
+        self.link
+            .transaction(&self.addr, cmds, asking, timeout)
+            .await
+    }
 }
 
 /// A slot map with the node of each of its masters, replaced whole.
@@ -125,16 +160,20 @@ pub(crate) struct Router {
     nodes: RefCell<HashMap<NodeAddr, Rc<Node>>>,
     /// The last topology a refresh accepted (for `info`).
     pub topology: RefCell<Option<Rc<Topology>>>,
-    epoch: Cell<u64>,
+    pub epoch: Cell<u64>,
     pub refresh: RefCell<RefreshState>,
     /// Set when the servers answered `CLUSTER SHARDS` with an unknown
     /// command error: ask `CLUSTER SLOTS` from then on.
     pub shards_unsupported: Cell<bool>,
     pub closed: Cell<bool>,
+    /// On the per-core runtime: this core's place in the mesh. Nodes
+    /// other cores own are reached through it; refreshes run on core 0
+    /// and their results, like `MOVED` corrections, reach every core.
+    pub mesh: Option<Rc<CoreMesh>>,
 }
 
 impl Router {
-    pub fn new(config: ClusterConfig) -> Result<Router, Error> {
+    pub fn new(config: ClusterConfig, mesh: Option<Rc<CoreMesh>>) -> Result<Router, Error> {
         let tls = config
             .node
             .tls
@@ -154,6 +193,7 @@ impl Router {
             refresh: RefCell::new(RefreshState::default()),
             shards_unsupported: Cell::new(false),
             closed: Cell::new(false),
+            mesh,
         })
     }
 
@@ -163,19 +203,76 @@ impl Router {
         self.routes.borrow().clone()
     }
 
-    /// The node at `addr`, opening a connection to it on first use.
+    /// The node at `addr`, opening a connection to it on first use (or,
+    /// on the per-core runtime, linking it to the core that owns it).
     pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let conn = Connection::open_node(self.config.node_config(addr), self.tls.clone());
+        let owner = self.mesh.as_ref().and_then(|m| {
+            let routes = self.routes.borrow();
+            m.remote_owner(addr, routes.map.masters())
+        });
+        self.add_node(addr, owner)
+    }
+
+    /// Adds `addr` to the pool, reached through core `owner`, or through a
+    /// connection of this core's own.
+    fn add_node(&self, addr: &NodeAddr, owner: Option<usize>) -> Rc<Node> {
+        let link = match (owner, &self.mesh) {
+            (Some(core), Some(mesh)) => Link::Remote {
+                core,
+                mesh: mesh.clone(),
+                timeout: self.config.node.timeout,
+            },
+            _ => Link::Local(Connection::open_node(
+                self.config.node_config(addr),
+                self.tls.clone(),
+            )),
+        };
         let node = Rc::new(Node {
             addr: addr.clone(),
-            conn,
+            link,
             redirects: Cell::new(0),
         });
         self.nodes.borrow_mut().insert(addr.clone(), node.clone());
         node
+    }
+
+    /// This core's own connection to `addr`, for a request another core
+    /// sent: a core serves what it is asked even while its view of who
+    /// owns what differs from the sender's.
+    pub fn local_connection(&self, addr: &NodeAddr) -> Result<Connection, Error> {
+        if self.closed.get() {
+            return Err(Error::Closed("the cluster client was closed"));
+        }
+        let node = self.node(addr);
+        if let Link::Local(c) = &node.link {
+            return Ok(c.clone());
+        }
+        let node = self.add_node(addr, None);
+        Ok(node.link.local().expect("a local link").clone())
+    }
+
+    /// Serves a request another core sent.
+    pub async fn serve(
+        &self,
+        node: Option<NodeAddr>,
+        deadline: Instant,
+        op: Op,
+    ) -> Result<Reply, Error> {
+        if let Op::Refresh = op {
+            return self.refresh_until(deadline).await.map(|()| Reply::Done);
+        }
+        let addr = node.expect("a node for every request but a refresh");
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                maybe_applied: false,
+            });
+        }
+        let conn = self.local_connection(&addr)?.with_timeout(left);
+        super::link::serve(&conn, op).await
     }
 
     /// Every node with a connection.
@@ -190,8 +287,29 @@ impl Router {
         e
     }
 
-    /// Makes `map` the current routes.
+    /// Makes `map` the current routes. On the per-core runtime, a node
+    /// whose owner changed with the new master list gets a new link; calls
+    /// in flight on the old one finish there.
     pub fn install(&self, map: SlotMap) {
+        if let Some(mesh) = &self.mesh {
+            let stale: Vec<NodeAddr> = self
+                .nodes
+                .borrow()
+                .values()
+                .filter(|n| n.link.remote_core() != mesh.remote_owner(&n.addr, map.masters()))
+                .map(|n| n.addr.clone())
+                .collect();
+            for addr in stale {
+                self.add_node(&addr, mesh.remote_owner(&addr, map.masters()));
+            }
+            let masters = map.masters().iter().map(|a| {
+                let known = self.nodes.borrow().get(a).cloned();
+                known.unwrap_or_else(|| self.add_node(a, mesh.remote_owner(a, map.masters())))
+            });
+            let masters = masters.collect();
+            *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
+            return;
+        }
         let masters = map.masters().iter().map(|a| self.node(a)).collect();
         *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
     }
@@ -220,18 +338,21 @@ impl Router {
     pub fn close(&self) {
         self.closed.set(true);
         for node in self.nodes.borrow_mut().drain() {
-            node.1.conn.close();
+            if let Link::Local(c) = &node.1.link {
+                c.close();
+            }
         }
         super::refresh::wake_all(self);
     }
 
     /// Runs `op` on the node serving `route`, following redirects and
     /// retrying what is safe to retry, all before `attempt.deadline`.
-    /// `op` gets the connection (with the time left as its timeout) and
-    /// whether to send `ASKING` first.
+    /// `op` gets the node, whether to send `ASKING` first, and the time
+    /// left (`None` on a first try: the connection's own timeout is the
+    /// call's deadline).
     pub async fn run<F>(&self, route: Route, attempt: &mut Attempt, op: F) -> Result<Value, Error>
     where
-        F: AsyncFn(&Connection, bool) -> Result<Value, Error>,
+        F: AsyncFn(&Node, bool, Option<Duration>) -> Result<Value, Error>,
     {
         loop {
             let (node, asking) = match attempt.ask.take() {
@@ -259,7 +380,7 @@ impl Router {
             };
             let result = if attempt.fresh && !asking {
                 // The connection's own timeout is the call's deadline.
-                op(&node.conn, false).await
+                op(&node, false, None).await
             } else {
                 let left = attempt.left();
                 if left.is_zero() {
@@ -267,7 +388,7 @@ impl Router {
                         maybe_applied: false,
                     });
                 }
-                op(&node.conn.with_timeout(left), asking).await
+                op(&node, asking, Some(left)).await
             };
             match result {
                 Ok(v) => return Ok(v),
@@ -302,7 +423,10 @@ impl Router {
                 let target = NodeAddr::from_redirect(&r, &node.addr);
                 if r.kind == RedirectKind::Moved {
                     tracing::debug!(slot = r.slot, to = %target, "MOVED");
-                    self.apply_moved(r.slot, target);
+                    self.apply_moved(r.slot, target.clone());
+                    if let Some(mesh) = &self.mesh {
+                        mesh.broadcast_moved(r.slot, &target);
+                    }
                     self.request_refresh();
                 } else {
                     tracing::trace!(slot = r.slot, to = %target, "ASK");

@@ -791,7 +791,7 @@ impl PushReceiver {
 }
 
 /// Copies any command into an owned [`Cmd`], for hooks.
-fn to_cmd(args: &impl Args) -> Cmd {
+pub(crate) fn to_cmd(args: &impl Args) -> Cmd {
     let mut c = Cmd::new();
     for i in 0..args.arg_count() {
         args.with_arg(i, |a| {

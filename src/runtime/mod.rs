@@ -1,0 +1,1019 @@
+//! The thread-per-core runtime: [`ClusterExecutor::spawn_per_core`].
+//!
+//! It starts one glommio executor per chosen CPU, pinned there, and runs
+//! your async function on each with a [`CoreClient`]: the
+//! [`Cluster`] API on that core. Every node is *owned* by one core, and
+//! only the owner holds connections to it: masters, sorted by address, go
+//! round the cores, other nodes go by a hash of their address. A command
+//! whose node this core owns runs on this core's connection; any other
+//! travels to the owner over glommio's shared channels and its reply comes
+//! back the same way. What one core has for another during one turn of
+//! its executor (requests, replies, topology news) leaves as one channel
+//! message, so a hop is paid per batch, not per command.
+//! [`Ownership::EveryCore`] lets every core connect to every node instead
+//! (no hops; cores × nodes connections).
+//!
+//! Core 0 of the mesh refreshes the topology for all (other cores ask it
+//! to, and wait for its answer when they must); each refresh that changes
+//! the map reaches every core with its epoch. A `MOVED` seen on any core
+//! corrects that slot on every core at once. When the master list changes,
+//! ownership follows: a core links to a node's new owner, and calls in
+//! flight on the old connection finish there.
+//!
+//! Code that is not on these executors (a plain thread, a tokio runtime)
+//! uses a [`RemoteClient`] ([`ExecutorHandle::remote`]): its calls enter
+//! a core through a channel of their own and run there like that core's
+//! calls, with the same deadlines.
+//!
+//! [`ExecutorHandle::join`] waits for every core's function and returns
+//! each result, or a [`CoreError`] (a panic in one core's function is
+//! reported there; the other cores go on). When every function has
+//! returned, or on [`ExecutorHandle::shutdown`], the runtime shuts down
+//! gracefully: new calls fail with [`Error::Closed`], calls in flight get
+//! their reply or error within the drain timeout, then connections close
+//! and the executors end.
+//!
+//! ```no_run
+//! use redcore::runtime::ClusterExecutor;
+//!
+//! let handle = ClusterExecutor::spawn_per_core("127.0.0.1:7000", |client| async move {
+//!     let key = format!("counter:{}", client.core());
+//!     client.command::<()>(["SET", key.as_str(), "0"]).await?;
+//!     client.command::<i64>(["INCR", key.as_str()]).await
+//! })?;
+//! for (core, result) in handle.join().into_iter().enumerate() {
+//!     println!("core {core}: {:?}", result?);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub(crate) mod mesh;
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use self::mesh::{Batch, CoreMesh, Job, Op};
+use crate::cluster::client::{check_watch, watch_slot};
+use crate::cluster::link::Link;
+use crate::cluster::router::Router;
+use crate::cluster::{ClusterInfo, NodeAddr};
+use crate::cmd::{Args, Cmd, Route};
+use crate::config::{ClusterConfig, IntoClusterConfig};
+use crate::resp::Arg;
+use crate::{Cluster, Connection, Error, FromValue, Value, Watch};
+
+/// Which core connects to which node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ownership {
+    /// Each node is owned by one core; other cores reach it through the
+    /// owner (the default).
+    #[default]
+    Sharded,
+    /// Every core connects to every node: no cross-core hops, cores ×
+    /// nodes connections.
+    EveryCore,
+}
+
+/// Cross-core traffic of one core, from [`CoreClient::hop_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HopStats {
+    /// Requests this core sent to the owners of their nodes.
+    pub requests_sent: u64,
+    /// Requests other cores sent here.
+    pub requests_served: u64,
+    /// Channel messages sent (each carries a batch).
+    pub messages_sent: u64,
+    /// Channel messages received.
+    pub messages_received: u64,
+}
+
+/// Why a core has no result.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The function panicked on this core.
+    #[error("core {core}: the function panicked: {message}")]
+    Panicked {
+        /// The core, in the order of [`ClusterExecutor::cpus`].
+        core: usize,
+        /// The panic message, when it was a string.
+        message: String,
+    },
+    /// The function was still running when the shutdown's drain timeout
+    /// passed, and was cancelled.
+    #[error("core {core}: the function was cancelled at shutdown")]
+    Cancelled {
+        /// The core.
+        core: usize,
+    },
+    /// The executor of this core failed (it could not start, or its
+    /// thread ended abnormally).
+    #[error("core {core}: the executor failed: {reason}")]
+    Executor {
+        /// The core.
+        core: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// What the spawning thread tells a core.
+enum Control {
+    /// Every core is ready: run the function.
+    Go,
+    /// Stop taking work and drain.
+    Shutdown,
+    /// Every core drained (or start-up failed): close and end.
+    Close,
+}
+
+/// A call from outside the executors.
+struct ExtCall {
+    kind: ExtKind,
+    deadline: Instant,
+    reply: async_channel::Sender<Result<Value, Error>>,
+}
+
+enum ExtKind {
+    Command(Cmd),
+    Pipeline(Vec<Cmd>),
+    Transaction(Vec<Cmd>),
+}
+
+/// State the cores and the handles share.
+struct Hub {
+    controls: Vec<async_channel::Sender<Control>>,
+    calls: Vec<async_channel::Sender<ExtCall>>,
+    /// The core (in `cpus` order) of each mesh peer.
+    core_of_peer: Vec<AtomicUsize>,
+    users_running: AtomicUsize,
+    drained: AtomicUsize,
+    shutdown_started: AtomicBool,
+    timeout: Duration,
+    next: AtomicUsize,
+}
+
+impl Hub {
+    fn send_all(&self, what: impl Fn() -> Control) {
+        for c in &self.controls {
+            let _ = c.try_send(what());
+        }
+    }
+
+    fn shutdown(&self) {
+        if !self.shutdown_started.swap(true, Ordering::AcqRel) {
+            self.send_all(|| Control::Shutdown);
+        }
+    }
+
+    fn user_finished(&self) {
+        if self.users_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shutdown();
+        }
+    }
+
+    fn core_drained(&self) {
+        if self.drained.fetch_add(1, Ordering::AcqRel) + 1 == self.controls.len() {
+            self.send_all(|| Control::Close);
+        }
+    }
+}
+
+/// Builds and starts the per-core runtime. [`spawn_per_core`]
+/// (Self::spawn_per_core) uses the defaults: every online CPU, sharded
+/// ownership.
+#[derive(Debug, Clone)]
+pub struct ClusterExecutor {
+    config: ClusterConfig,
+    cpus: Vec<usize>,
+    ownership: Ownership,
+    io_memory: usize,
+    drain_timeout: Duration,
+    channel_capacity: usize,
+}
+
+impl ClusterExecutor {
+    /// A runtime for the cluster `config` describes (a [`ClusterConfig`],
+    /// a URI, `"host:port"` or a list of seeds), on every online CPU.
+    pub fn new(config: impl IntoClusterConfig) -> Result<ClusterExecutor, Error> {
+        let config = config.into_cluster_config()?;
+        let cpus = online_cpus()?;
+        Ok(ClusterExecutor {
+            drain_timeout: config.timeout(),
+            config,
+            cpus,
+            ownership: Ownership::default(),
+            io_memory: 64 << 10,
+            channel_capacity: 1024,
+        })
+    }
+
+    /// Starts `f` on every online CPU with sharded ownership; see
+    /// [`spawn`](Self::spawn).
+    pub fn spawn_per_core<T, F, Fut>(
+        config: impl IntoClusterConfig,
+        f: F,
+    ) -> Result<ExecutorHandle<T>, Error>
+    where
+        T: Send + 'static,
+        F: Fn(CoreClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        ClusterExecutor::new(config)?.spawn(f)
+    }
+
+    /// Runs on the first `n` online CPUs (more than there are wraps
+    /// round, two executors sharing a CPU).
+    pub fn cores(mut self, n: usize) -> Result<ClusterExecutor, Error> {
+        if n == 0 {
+            return Err(invalid("cores", "at least one core is needed".into()));
+        }
+        let online = online_cpus()?;
+        self.cpus = (0..n).map(|i| online[i % online.len()]).collect();
+        Ok(self)
+    }
+
+    /// Runs one executor pinned to each of these CPUs, in this order.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Result<ClusterExecutor, Error> {
+        let cpus: Vec<usize> = cpus.into_iter().collect();
+        if cpus.is_empty() {
+            return Err(invalid("cpus", "the list is empty".into()));
+        }
+        let online = online_cpus()?;
+        if let Some(c) = cpus.iter().find(|c| !online.contains(c)) {
+            return Err(invalid("cpus", format!("CPU {c} is not online")));
+        }
+        self.cpus = cpus;
+        Ok(self)
+    }
+
+    /// Who connects to which node ([`Ownership::Sharded`] by default).
+    pub fn ownership(mut self, ownership: Ownership) -> ClusterExecutor {
+        self.ownership = ownership;
+        self
+    }
+
+    /// glommio's registered I/O memory per executor (64 KiB by default;
+    /// it counts against `RLIMIT_MEMLOCK`, and the sockets do not use it).
+    pub fn io_memory(mut self, bytes: usize) -> ClusterExecutor {
+        self.io_memory = bytes;
+        self
+    }
+
+    /// How long a shutdown waits for calls in flight and for the cores'
+    /// functions to return (the call timeout by default); a function
+    /// still running then is cancelled.
+    pub fn drain_timeout(mut self, timeout: Duration) -> ClusterExecutor {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The CPUs the executors run on, one per core, in core order.
+    pub fn cpus_in_use(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// Starts one executor per CPU; on each, builds the core's client,
+    /// waits until every core has the topology, then runs `f(client)`.
+    /// Returns once every core runs; an error if one could not start
+    /// (bad CPU, no topology: [`Error::NoTopology`] lists the seeds
+    /// tried), after stopping the others.
+    pub fn spawn<T, F, Fut>(self, f: F) -> Result<ExecutorHandle<T>, Error>
+    where
+        T: Send + 'static,
+        F: Fn(CoreClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.config.validate()?;
+        let n = self.cpus.len();
+        let (controls, control_rxs): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| async_channel::unbounded()).unzip();
+        let (calls, call_rxs): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| async_channel::bounded(self.channel_capacity))
+            .unzip();
+        let hub = Arc::new(Hub {
+            controls,
+            calls,
+            core_of_peer: (0..n).map(AtomicUsize::new).collect(),
+            users_running: AtomicUsize::new(n),
+            drained: AtomicUsize::new(0),
+            shutdown_started: AtomicBool::new(false),
+            timeout: self.config.timeout(),
+            next: AtomicUsize::new(0),
+        });
+        let mesh = (n > 1).then(|| MeshBuilder::<Batch, Full>::full(n, self.channel_capacity));
+        let f = Arc::new(f);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        let mut failed = None;
+        for (core, (control, calls)) in control_rxs.into_iter().zip(call_rxs).enumerate() {
+            let start = CoreStart {
+                core,
+                cpu: self.cpus[core],
+                config: self.config.clone(),
+                every_core: self.ownership == Ownership::EveryCore,
+                mesh: mesh.clone(),
+                hub: hub.clone(),
+                control,
+                calls,
+                ready: ready_tx.clone(),
+                drain: self.drain_timeout,
+                f: f.clone(),
+            };
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(self.cpus[core]))
+                .io_memory(self.io_memory)
+                .name(&format!("redcore-{core}"))
+                .spawn(move || run_core(start));
+            match spawned {
+                Ok(t) => threads.push(Some(t)),
+                Err(e) => {
+                    failed = Some(Error::Io(Arc::new(std::io::Error::other(format!(
+                        "starting the executor on CPU {}: {e}",
+                        self.cpus[core]
+                    )))));
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut handle = ExecutorHandle {
+            hub,
+            threads,
+            cpus: self.cpus.clone(),
+        };
+        if failed.is_none() {
+            // Discovery is bounded by the call timeout; the margin covers
+            // starting threads and joining the mesh.
+            let until = Instant::now() + self.config.timeout() + Duration::from_secs(5);
+            let mut ready = 0;
+            while ready < n {
+                let left = until.saturating_duration_since(Instant::now());
+                match ready_rx.recv_timeout(left) {
+                    Ok((_, Ok(()))) => ready += 1,
+                    Ok((core, Err(e))) => {
+                        // The first real cause wins over the followers'
+                        // "start-up aborted".
+                        if core == 0 || failed.is_none() || matches!(e, Error::NoTopology { .. }) {
+                            failed = Some(e);
+                        }
+                        ready += 1;
+                    }
+                    Err(_) => {
+                        failed.get_or_insert(Error::Closed(
+                            "a core of the executor did not start in time",
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        match failed {
+            None => {
+                handle.hub.send_all(|| Control::Go);
+                Ok(handle)
+            }
+            Some(e) => {
+                handle.hub.shutdown_started.store(true, Ordering::Release);
+                handle.hub.send_all(|| Control::Close);
+                drop(handle.join_all());
+                Err(e)
+            }
+        }
+    }
+}
+
+fn invalid(option: &'static str, reason: String) -> Error {
+    Error::InvalidConfig { option, reason }
+}
+
+fn online_cpus() -> Result<Vec<usize>, Error> {
+    let set = glommio::CpuSet::online().map_err(|e| {
+        Error::Io(Arc::new(std::io::Error::other(format!(
+            "reading the online CPUs: {e}"
+        ))))
+    })?;
+    let mut cpus: Vec<usize> = set.into_iter().map(|l| l.cpu).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// The running runtime: join it, shut it down, or reach it from outside.
+/// Dropping it without joining starts a shutdown.
+pub struct ExecutorHandle<T: Send + 'static> {
+    hub: Arc<Hub>,
+    threads: Vec<Option<ExecutorJoinHandle<Result<T, CoreError>>>>,
+    cpus: Vec<usize>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for ExecutorHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorHandle")
+            .field("cpus", &self.cpus)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> ExecutorHandle<T> {
+    /// The CPU of each core.
+    pub fn cpus(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// A client for code outside the executors.
+    pub fn remote(&self) -> RemoteClient {
+        RemoteClient {
+            hub: self.hub.clone(),
+            timeout: None,
+        }
+    }
+
+    /// Starts a graceful shutdown and returns at once: calls made from now
+    /// on fail with [`Error::Closed`], calls in flight finish within the
+    /// drain timeout, functions still running then are cancelled.
+    pub fn shutdown(&self) {
+        self.hub.shutdown();
+    }
+
+    /// Waits for every core to end (after its function returned and the
+    /// runtime shut down); each core's result, in core order.
+    pub fn join(mut self) -> Vec<Result<T, CoreError>> {
+        self.join_all()
+    }
+
+    /// [`shutdown`](Self::shutdown), then [`join`](Self::join).
+    pub fn shutdown_and_join(self) -> Vec<Result<T, CoreError>> {
+        self.shutdown();
+        self.join()
+    }
+
+    fn join_all(&mut self) -> Vec<Result<T, CoreError>> {
+        self.threads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(core, t)| Some((core, t.take()?)))
+            .map(|(core, t)| match t.join() {
+                Ok(result) => result,
+                Err(e) => Err(CoreError::Executor {
+                    core,
+                    reason: e.to_string(),
+                }),
+            })
+            .collect()
+    }
+}
+
+impl<T: Send + 'static> Drop for ExecutorHandle<T> {
+    fn drop(&mut self) {
+        if self.threads.iter().any(Option::is_some) {
+            self.hub.shutdown();
+        }
+    }
+}
+
+/// The client of one core: the [`Cluster`] API, routed to this core's
+/// connections or, for nodes other cores own, through them. Clone it
+/// freely on its core; it is `!Send`.
+#[derive(Clone)]
+pub struct CoreClient {
+    cluster: Cluster,
+    mesh: Rc<CoreMesh>,
+    hub: Arc<Hub>,
+    core: usize,
+    cpu: usize,
+}
+
+impl std::fmt::Debug for CoreClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreClient")
+            .field("core", &self.core)
+            .field("cpu", &self.cpu)
+            .finish()
+    }
+}
+
+/// Counts a call as work in flight, for the drain.
+struct Work<'a>(&'a CoreMesh);
+
+impl Drop for Work<'_> {
+    fn drop(&mut self) {
+        self.0.end_work();
+    }
+}
+
+impl CoreClient {
+    fn enter(&self) -> Result<Work<'_>, Error> {
+        if self.mesh.closing.get() {
+            return Err(Error::Closed("the executor is shutting down"));
+        }
+        self.mesh.begin_work();
+        Ok(Work(&self.mesh))
+    }
+
+    /// This core's number, from 0, in the order of the CPUs.
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// How many cores the runtime has.
+    pub fn cores(&self) -> usize {
+        self.hub.controls.len()
+    }
+
+    /// The CPU this core's executor is pinned to.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// True once a shutdown started: calls now fail with
+    /// [`Error::Closed`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.mesh.closing.get()
+    }
+
+    /// The core whose connection serves `key` now (this one, or the one
+    /// its calls travel to).
+    pub fn owner_of_key(&self, key: impl Arg) -> Option<usize> {
+        let slot = key.with_bytes(crate::slot::key_slot);
+        let routes = self.cluster.router.routes();
+        let node = routes.node(Route::Slot(slot))?;
+        Some(match node.link.remote_core() {
+            Some(peer) => self.core_of_peer(peer),
+            None => self.core,
+        })
+    }
+
+    fn core_of_peer(&self, peer: usize) -> usize {
+        self.hub.core_of_peer[peer].load(Ordering::Acquire)
+    }
+
+    /// The master this core routes `slot` to now.
+    pub fn master_of_slot(&self, slot: u16) -> Option<NodeAddr> {
+        let routes = self.cluster.router.routes();
+        routes.map.master_for_slot(slot).cloned()
+    }
+
+    /// This core's cross-core traffic so far.
+    pub fn hop_stats(&self) -> HopStats {
+        self.mesh.stats()
+    }
+
+    /// A handle whose calls have `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> CoreClient {
+        CoreClient {
+            cluster: self.cluster.with_timeout(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// [`Cluster::command`] from this core.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        let _work = self.enter()?;
+        self.cluster.command(args).await
+    }
+
+    /// [`Cluster::pipeline`] from this core: commands split by node, each
+    /// node's share sent by its owner core, replies in order.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let _work = self.enter()?;
+        self.cluster.pipeline(cmds).await
+    }
+
+    /// [`Cluster::transaction`] from this core, run by the core that owns
+    /// the slot's master.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let _work = self.enter()?;
+        self.cluster.transaction(cmds).await
+    }
+
+    /// [`Cluster::watch_transaction`] from this core. When another core
+    /// owns the slot's master, `f` travels there and runs on that core's
+    /// connection (so it must be `Send`; the future it returns need not
+    /// be).
+    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
+            .await
+    }
+
+    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
+    /// tries after the first when a watched key changes.
+    pub async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        let _work = self.enter()?;
+        let slot = watch_slot(keys)?;
+        let keys: Vec<Bytes> = keys
+            .iter()
+            .map(|k| k.with_bytes(Bytes::copy_from_slice))
+            .collect();
+        let mut f = Some(f);
+        self.cluster
+            .watch_loop(slot, async |node, left| {
+                let Some(mut g) = f.take() else {
+                    return Err(Error::Closed("the watch function was lost with its core"));
+                };
+                match &node.link {
+                    Link::Local(conn) => {
+                        let checked = async |c: &Connection| check_watch(slot, g(c).await?);
+                        let result = conn
+                            .with_timeout(left)
+                            .watch_transaction_with_retries(&keys, max_retries, checked)
+                            .await;
+                        f = Some(g);
+                        result
+                    }
+                    Link::Remote { core, mesh, .. } => {
+                        let keys = keys.clone();
+                        let job: Job = Box::new(move |conn: Connection| {
+                            Box::pin(async move {
+                                let result = {
+                                    let checked =
+                                        async |c: &Connection| check_watch(slot, g(c).await?);
+                                    conn.watch_transaction_with_retries(&keys, max_retries, checked)
+                                        .await
+                                };
+                                Box::new((result, g)) as Box<dyn Any + Send>
+                            })
+                        });
+                        let deadline = Instant::now() + left;
+                        let reply = mesh
+                            .call(*core, Some(node.addr.clone()), deadline, Op::Job(job))
+                            .await?;
+                        let (result, g) = *reply
+                            .into_any()
+                            .downcast::<(Result<Vec<Value>, Error>, F)>()
+                            .expect("a watch job returns its result and function");
+                        f = Some(g);
+                        result
+                    }
+                }
+            })
+            .await
+    }
+
+    /// [`Cluster::mget`] from this core.
+    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
+        let _work = self.enter()?;
+        self.cluster.mget(keys).await
+    }
+
+    /// [`Cluster::mset`] from this core.
+    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let _work = self.enter()?;
+        self.cluster.mset(pairs).await
+    }
+
+    /// [`Cluster::del`] from this core.
+    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.del(keys).await
+    }
+
+    /// [`Cluster::unlink`] from this core.
+    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.unlink(keys).await
+    }
+
+    /// [`Cluster::exists`] from this core.
+    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.exists(keys).await
+    }
+
+    /// [`Cluster::touch`] from this core.
+    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.touch(keys).await
+    }
+
+    /// [`Cluster::info`] as this core sees the cluster. Nodes another core
+    /// owns have `owner_core` set (a core number, as [`core`](Self::core))
+    /// and report their connection counters there.
+    pub fn info(&self) -> ClusterInfo {
+        let mut info = self.cluster.info();
+        for n in &mut info.nodes {
+            n.owner_core = n.owner_core.map(|p| self.core_of_peer(p));
+        }
+        info
+    }
+
+    /// [`Cluster::refresh`]: core 0 of the mesh refreshes, and every core
+    /// gets the result.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let _work = self.enter()?;
+        self.cluster.refresh().await
+    }
+
+    /// The connections this core holds to masters.
+    pub fn master_connections(&self) -> Vec<(NodeAddr, Connection)> {
+        self.cluster.master_connections()
+    }
+}
+
+/// A client for code outside the executors: a plain thread
+/// (`futures_lite::future::block_on(remote.command(..))`), a tokio task,
+/// anything that can await. `Send`, `Sync` and cheap to clone. Each call
+/// enters one core (taking turns) through a bounded channel and runs
+/// there as that core's call, with routing, redirects and the same
+/// end-to-end deadline (the call timeout, counted from the submission).
+#[derive(Clone)]
+pub struct RemoteClient {
+    hub: Arc<Hub>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for RemoteClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteClient")
+            .field("cores", &self.hub.calls.len())
+            .finish()
+    }
+}
+
+impl RemoteClient {
+    /// A handle whose calls have `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> RemoteClient {
+        RemoteClient {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    async fn submit(&self, kind: ExtKind) -> Result<Value, Error> {
+        let deadline = Instant::now() + self.timeout.unwrap_or(self.hub.timeout);
+        if self.hub.shutdown_started.load(Ordering::Acquire) {
+            return Err(Error::Closed("the executor is shutting down"));
+        }
+        let core = self.hub.next.fetch_add(1, Ordering::Relaxed) % self.hub.calls.len();
+        let (reply, answer) = async_channel::bounded(1);
+        let call = ExtCall {
+            kind,
+            deadline,
+            reply,
+        };
+        if self.hub.calls[core].send(call).await.is_err() {
+            return Err(Error::Closed("the executor has stopped"));
+        }
+        answer.recv().await.unwrap_or(Err(Error::CoreStopped {
+            core,
+            maybe_applied: true,
+        }))
+    }
+
+    /// [`Cluster::command`], run on one of the cores.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        let cmd = crate::conn::to_cmd(&args);
+        T::from_value(self.submit(ExtKind::Command(cmd)).await?)
+    }
+
+    /// [`Cluster::pipeline`], run on one of the cores.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
+        Vec::from_value(self.submit(ExtKind::Pipeline(cmds)).await?)
+    }
+
+    /// [`Cluster::transaction`], run on one of the cores.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
+        Vec::from_value(self.submit(ExtKind::Transaction(cmds)).await?)
+    }
+}
+
+/// Everything a core needs to start.
+struct CoreStart<F> {
+    core: usize,
+    cpu: usize,
+    config: ClusterConfig,
+    every_core: bool,
+    mesh: Option<MeshBuilder<Batch, Full>>,
+    hub: Arc<Hub>,
+    control: async_channel::Receiver<Control>,
+    calls: async_channel::Receiver<ExtCall>,
+    ready: std::sync::mpsc::Sender<(usize, Result<(), Error>)>,
+    drain: Duration,
+    f: Arc<F>,
+}
+
+/// The life of one core: join the mesh, get the topology, run the
+/// function, drain, close.
+async fn run_core<T, F, Fut>(s: CoreStart<F>) -> Result<T, CoreError>
+where
+    T: Send + 'static,
+    F: Fn(CoreClient) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let core = s.core;
+    let count = s.hub.controls.len();
+    let parts = match s.mesh {
+        Some(builder) => match builder.join().await {
+            Ok((tx, mut rx)) => {
+                let streams = rx.streams();
+                Some((tx, streams))
+            }
+            Err(e) => {
+                let e = Error::Io(Arc::new(std::io::Error::other(format!(
+                    "joining the channel mesh: {e}"
+                ))));
+                let _ = s.ready.send((core, Err(e.clone())));
+                return Err(CoreError::Executor {
+                    core,
+                    reason: e.to_string(),
+                });
+            }
+        },
+        None => None,
+    };
+    let peer = parts.as_ref().map_or(0, |(tx, _)| tx.peer_id());
+    s.hub.core_of_peer[peer].store(core, Ordering::Release);
+    let mesh = Rc::new(CoreMesh::new(peer, count, s.every_core));
+    let router = match Router::new(s.config, Some(mesh.clone())) {
+        Ok(r) => Rc::new(r),
+        Err(e) => {
+            let _ = s.ready.send((core, Err(e.clone())));
+            return Err(CoreError::Executor {
+                core,
+                reason: e.to_string(),
+            });
+        }
+    };
+    mesh.set_router(&router);
+    if let Some((tx, streams)) = parts {
+        mesh.start(tx, streams);
+    }
+
+    // The topology: core 0 asks the seeds, the others wait for its news
+    // (or for the start-up to be called off).
+    let started = if mesh.is_leader() {
+        router.discover().await
+    } else {
+        async {
+            router.first_topology().await;
+            Ok(())
+        }
+        .or(async {
+            let _ = s.control.recv().await;
+            Err(Error::Closed("the executor's start-up was called off"))
+        })
+        .await
+    };
+    let _ = s.ready.send((core, started.clone()));
+    let go = match started {
+        Ok(()) => matches!(s.control.recv().await, Ok(Control::Go)),
+        Err(_) => false,
+    };
+    if !go {
+        wait_for_close(&s.control, s.drain).await;
+        router.close();
+        mesh.stop();
+        return Err(CoreError::Executor {
+            core,
+            reason: "the runtime did not start".into(),
+        });
+    }
+
+    let client = CoreClient {
+        cluster: Cluster::started(router),
+        mesh: mesh.clone(),
+        hub: s.hub.clone(),
+        core,
+        cpu: s.cpu,
+    };
+    glommio::spawn_local(intake(client.clone(), s.calls)).detach();
+    let mut user = Some(glommio::spawn_local(
+        AssertUnwindSafe((s.f)(client.clone())).catch_unwind(),
+    ));
+    let mut result = None;
+
+    // Run until the function returns and a shutdown starts.
+    loop {
+        enum Event<O> {
+            User(O),
+            Control(Option<Control>),
+        }
+        let control = async { Event::Control(s.control.recv().await.ok()) };
+        let event = match user.as_mut() {
+            Some(task) => async { Event::User(task.await) }.or(control).await,
+            None => control.await,
+        };
+        match event {
+            Event::User(out) => {
+                user = None;
+                result = Some(user_result(core, out));
+                s.hub.user_finished();
+            }
+            Event::Control(Some(Control::Go)) => {}
+            Event::Control(_) => break,
+        }
+    }
+
+    // Drain: no new calls; calls in flight and the function get the drain
+    // timeout to finish.
+    mesh.closing.set(true);
+    let drained = async {
+        let out = match user.as_mut() {
+            Some(task) => Some(task.await),
+            None => None,
+        };
+        mesh.idle().await;
+        Some(out)
+    }
+    .or(async {
+        glommio::timer::Timer::new(s.drain).await;
+        None
+    })
+    .await;
+    if let Some(Some(out)) = drained {
+        user = None;
+        result = Some(user_result(core, out));
+        s.hub.user_finished();
+    }
+    if user.take().is_some() {
+        result = Some(Err(CoreError::Cancelled { core }));
+        s.hub.user_finished();
+    }
+    s.hub.core_drained();
+    // Other cores may still be draining through this core's connections.
+    wait_for_close(&s.control, s.drain).await;
+    client.cluster.close();
+    mesh.stop();
+    result.unwrap_or(Err(CoreError::Cancelled { core }))
+}
+
+/// Waits for the word that every core drained, at most `limit`.
+async fn wait_for_close(control: &async_channel::Receiver<Control>, limit: Duration) {
+    async {
+        while let Ok(c) = control.recv().await {
+            if matches!(c, Control::Close) {
+                break;
+            }
+        }
+    }
+    .or(async {
+        glommio::timer::Timer::new(limit).await;
+    })
+    .await
+}
+
+fn user_result<T>(core: usize, out: Result<T, Box<dyn Any + Send>>) -> Result<T, CoreError> {
+    out.map_err(|panic| CoreError::Panicked {
+        core,
+        message: panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+    })
+}
+
+/// Runs the calls that enter this core from outside the executors.
+async fn intake(client: CoreClient, calls: async_channel::Receiver<ExtCall>) {
+    while let Ok(call) = calls.recv().await {
+        let client = client.clone();
+        glommio::spawn_local(async move {
+            let left = call.deadline.saturating_duration_since(Instant::now());
+            let c = client.with_timeout(left);
+            let result = match call.kind {
+                ExtKind::Command(cmd) => c.command::<Value>(cmd).await,
+                ExtKind::Pipeline(cmds) => c.pipeline(cmds).await.map(Value::Array),
+                ExtKind::Transaction(cmds) => c.transaction(cmds).await.map(Value::Array),
+            };
+            let _ = call.reply.try_send(result);
+        })
+        .detach();
+    }
+}
