@@ -29,8 +29,13 @@
 //!   [`ClusterConfig`] holds its options; `examples/cluster.rs` with
 //!   `tools/cluster-example.sh` runs it against a throwaway cluster.
 //!
-//! The per-core runtime (`ClusterExecutor::spawn_per_core`) builds on
-//! these.
+//! - [`ClusterExecutor`] ([`runtime`]): the thread-per-core runtime. One
+//!   glommio executor per CPU, each with a [`CoreClient`] (the `Cluster`
+//!   API) and its own share of the node connections: every node is owned
+//!   by one core, and requests for nodes other cores own travel to them
+//!   over glommio's channel mesh, batched per turn. Core 0 refreshes the
+//!   topology for all; a `MOVED` seen anywhere corrects every core.
+//!   [`RemoteClient`] serves code off the executors.
 //!
 //! # Example
 //!

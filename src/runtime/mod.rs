@@ -105,7 +105,7 @@ pub enum CoreError {
     /// The function panicked on this core.
     #[error("core {core}: the function panicked: {message}")]
     Panicked {
-        /// The core, in the order of [`ClusterExecutor::cpus`].
+        /// The core, in the order of [`ClusterExecutor::cpus_in_use`].
         core: usize,
         /// The panic message, when it was a string.
         message: String,
@@ -190,9 +190,9 @@ impl Hub {
     }
 }
 
-/// Builds and starts the per-core runtime. [`spawn_per_core`]
-/// (Self::spawn_per_core) uses the defaults: every online CPU, sharded
-/// ownership.
+/// Builds and starts the per-core runtime.
+/// [`spawn_per_core`](Self::spawn_per_core) uses the defaults: every
+/// online CPU, sharded ownership.
 #[derive(Debug, Clone)]
 pub struct ClusterExecutor {
     config: ClusterConfig,
@@ -361,16 +361,14 @@ impl ClusterExecutor {
                 let left = until.saturating_duration_since(Instant::now());
                 match ready_rx.recv_timeout(left) {
                     Ok((_, Ok(()))) => ready += 1,
-                    Ok((core, Err(e))) => {
-                        // The first real cause wins over the followers'
-                        // "start-up aborted".
-                        if core == 0 || failed.is_none() || matches!(e, Error::NoTopology { .. }) {
-                            failed = Some(e);
-                        }
-                        ready += 1;
+                    // The first failure is the cause: the other cores
+                    // are still waiting and are called off below.
+                    Ok((_, Err(e))) => {
+                        failed = Some(e);
+                        break;
                     }
                     Err(_) => {
-                        failed.get_or_insert(Error::Closed(
+                        failed = Some(Error::Closed(
                             "a core of the executor did not start in time",
                         ));
                         break;
@@ -897,7 +895,7 @@ where
         Err(_) => false,
     };
     if !go {
-        wait_for_close(&s.control, s.drain).await;
+        // Nothing ran: no other core needs this one any more.
         router.close();
         mesh.stop();
         return Err(CoreError::Executor {
