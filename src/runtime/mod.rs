@@ -50,6 +50,7 @@
 pub(crate) mod mesh;
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -912,6 +913,17 @@ where
         cpu: s.cpu,
     };
     glommio::spawn_local(intake(client.clone(), s.calls)).detach();
+    // Tells the other cores this core's function ended and it drained,
+    // also when the core's thread dies (a panic in a task the function
+    // spawned): their shutdown must not wait for it. glommio does not drop
+    // the tasks of an executor whose thread panicked, so the guard lives
+    // in a thread-local, whose destructor runs as the thread ends.
+    let exit = Rc::new(Exit {
+        hub: s.hub.clone(),
+        user_running: Cell::new(true),
+        draining: Cell::new(true),
+    });
+    EXIT.with(|e| *e.borrow_mut() = Some(ExitOnThreadEnd(exit.clone())));
     let mut user = Some(glommio::spawn_local(
         AssertUnwindSafe((s.f)(client.clone())).catch_unwind(),
     ));
@@ -932,7 +944,7 @@ where
             Event::User(out) => {
                 user = None;
                 result = Some(user_result(core, out));
-                s.hub.user_finished();
+                exit.user_finished();
             }
             Event::Control(Some(Control::Go)) => {}
             Event::Control(_) => break,
@@ -958,18 +970,52 @@ where
     if let Some(Some(out)) = drained {
         user = None;
         result = Some(user_result(core, out));
-        s.hub.user_finished();
     }
     if user.take().is_some() {
         result = Some(Err(CoreError::Cancelled { core }));
-        s.hub.user_finished();
     }
-    s.hub.core_drained();
+    exit.user_finished();
+    exit.drained();
     // Other cores may still be draining through this core's connections.
     wait_for_close(&s.control, s.drain).await;
     client.cluster.close();
     mesh.stop();
     result.unwrap_or(Err(CoreError::Cancelled { core }))
+}
+
+/// A core's part in the shutdown, each reported once.
+struct Exit {
+    hub: Arc<Hub>,
+    user_running: Cell<bool>,
+    draining: Cell<bool>,
+}
+
+impl Exit {
+    fn user_finished(&self) {
+        if self.user_running.replace(false) {
+            self.hub.user_finished();
+        }
+    }
+
+    fn drained(&self) {
+        if self.draining.replace(false) {
+            self.hub.core_drained();
+        }
+    }
+}
+
+/// Reports what a core did not, when its thread ends.
+struct ExitOnThreadEnd(Rc<Exit>);
+
+impl Drop for ExitOnThreadEnd {
+    fn drop(&mut self) {
+        self.0.user_finished();
+        self.0.drained();
+    }
+}
+
+thread_local! {
+    static EXIT: RefCell<Option<ExitOnThreadEnd>> = const { RefCell::new(None) };
 }
 
 /// Waits for the word that every core drained, at most `limit`.
