@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Runs examples/cluster.rs against a throwaway local Redis Cluster:
+# Runs a cluster example against a throwaway local Redis Cluster:
 # installs redis-server/redis-tools with apt-get when missing (Debian/Ubuntu),
 # starts six nodes on free loopback ports in a temporary directory, joins them
 # into 3 masters with one replica each (redis-cli --cluster create), runs the
 # example, and stops every node (also on failure or Ctrl-C).
+#
+# Usage: tools/cluster-example.sh [EXAMPLE]
+#   EXAMPLE: cluster (examples/cluster.rs, the default) or per_core
+#   (examples/per_core.rs, the per-core runtime).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+example=${1:-cluster}
+case "$example" in
+    cluster | per_core) ;;
+    *)
+        echo "usage: tools/cluster-example.sh [cluster|per_core]" >&2
+        exit 2
+        ;;
+esac
 
 source tools/ensure-redis.sh
 ensure_redis
@@ -72,4 +85,4 @@ for port in "${ports[@]}"; do
     fi
 done
 
-cargo run --quiet --example cluster -- "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}"
+cargo run --quiet --example "$example" -- "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}"

@@ -1,0 +1,535 @@
+//! Command-line options and the parsers of their values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+
+/// Load generator for Redis and Redis Cluster on redcore's per-core runtime.
+///
+/// Runs one glommio executor per core, each with `--tasks` tasks sending
+/// commands (closed loop), or sending them on a fixed schedule (`--rate`,
+/// open loop, latency counted from the intended send time), and reports
+/// throughput, HDR latency percentiles and errors per command.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "redcore-load", version, about, long_about = None)]
+#[command(group(ArgGroup::new("target").required(true).args(["cluster", "server"])))]
+pub struct Cli {
+    /// A Redis Cluster: seeds as `host:port[,host:port...]`. The first may
+    /// be a URI (`redis://:password@host:port`, `rediss://...` for TLS).
+    #[arg(long, value_name = "SEEDS")]
+    pub cluster: Option<String>,
+
+    /// One server: any URI redcore accepts (`redis://`, `rediss://`,
+    /// `unix:///path`), with user, password, database.
+    #[arg(long, value_name = "URI")]
+    pub server: Option<String>,
+
+    /// Executors, one per core, pinned [default: every online CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub cores: Option<u32>,
+
+    /// Concurrent tasks per core.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub tasks: u32,
+
+    /// Commands per explicit pipeline, per task.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pipeline: u32,
+
+    /// SET:GET mix, as weights [default: 1:1].
+    #[arg(long, value_name = "SET:GET", value_parser = parse_ratio, conflicts_with = "commands")]
+    pub ratio: Option<Ratio>,
+
+    /// Value size in bytes, or a range `N-M` (uniformly random per write).
+    #[arg(long, value_name = "N|N-M", default_value = "32", value_parser = parse_data_size)]
+    pub data_size: DataSize,
+
+    /// Size of the key space: keys `PREFIX0` .. `PREFIX(N-1)`.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1u64 << 40))]
+    pub keys: u64,
+
+    /// How keys are picked: uniform, sequential, zipf or zipf:EXPONENT
+    /// (default exponent 0.99; key 0 is the hottest).
+    #[arg(long, value_name = "PATTERN", default_value = "uniform", value_parser = parse_key_pattern)]
+    pub key_pattern: KeyPattern,
+
+    /// Prefix of every key.
+    #[arg(long, value_name = "TEXT", default_value = "key:")]
+    pub key_prefix: String,
+
+    /// Stop after this many measured commands in all (split over cores).
+    #[arg(long, value_name = "N", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Measure for this long (`30s`, `1m30s`, `500ms`; a bare number is
+    /// seconds) [default: 10s, unless --requests is given].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration_nonzero)]
+    pub duration: Option<Duration>,
+
+    /// Run this long first without counting anything.
+    #[arg(long, value_name = "TIME", default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Open loop: send at this fixed total rate, commands per second over
+    /// all cores (`50000`, `50k`, `1.5M`); latency counts from the intended
+    /// send time, so a stall is not hidden (no coordinated omission).
+    /// Without it, the load is closed-loop: each task sends as soon as its
+    /// last reply came.
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// A command to send instead of the SET/GET mix, arguments separated
+    /// by spaces; `__key__` and `__data__` are replaced per request (also
+    /// inside an argument). Repeat to mix several commands, equally.
+    #[arg(long = "command", value_name = "CMD", value_parser = parse_command)]
+    pub commands: Vec<CommandTemplate>,
+
+    /// Remember every acknowledged SET and read every key back at the end
+    /// with a fresh connection; exit 1 if an acknowledged write was lost.
+    #[arg(long, conflicts_with = "commands")]
+    pub verify: bool,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the latency histograms (nanoseconds) to FILE as an
+    /// HdrHistogram interval log: one untagged histogram for all commands,
+    /// one tagged with each command's name.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_out: Option<PathBuf>,
+
+    /// Deadline of each call, connecting included.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration_nonzero)]
+    pub timeout: Duration,
+
+    /// Use TLS, trusting this CA certificate (PEM file) instead of the
+    /// system roots (for `rediss://` targets with a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The SET:GET ratio in force.
+    pub fn ratio(&self) -> Ratio {
+        self.ratio.unwrap_or(Ratio { set: 1, get: 1 })
+    }
+
+    /// The measured duration, when the run is bounded by time.
+    pub fn measure_duration(&self) -> Option<Duration> {
+        match (self.requests, self.duration) {
+            (Some(_), _) => None,
+            (None, Some(d)) => Some(d),
+            (None, None) => Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Weights of SET and GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ratio {
+    /// Weight of SET.
+    pub set: u32,
+    /// Weight of GET.
+    pub get: u32,
+}
+
+/// Parses `SET:GET`, two non-negative integers, not both zero.
+pub fn parse_ratio(s: &str) -> Result<Ratio, String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected SET:GET such as 1:10, got {s:?}"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{x:?} is not a non-negative integer (in ratio {s:?})"))
+    };
+    let ratio = Ratio {
+        set: num(a)?,
+        get: num(b)?,
+    };
+    if ratio.set == 0 && ratio.get == 0 {
+        return Err("the ratio 0:0 sends nothing".into());
+    }
+    if u64::from(ratio.set) + u64::from(ratio.get) > u64::from(u32::MAX) {
+        return Err("the ratio's weights are too large".into());
+    }
+    Ok(ratio)
+}
+
+/// The size of written values: fixed, or a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSize {
+    /// Smallest size, bytes.
+    pub min: usize,
+    /// Largest size, bytes (equal to `min` for a fixed size).
+    pub max: usize,
+}
+
+/// The largest value size accepted (Redis' default `proto-max-bulk-len`).
+pub const MAX_DATA_SIZE: usize = 512 << 20;
+
+/// Parses `N` or `N-M` (bytes, `N <= M`).
+pub fn parse_data_size(s: &str) -> Result<DataSize, String> {
+    let num = |x: &str| {
+        let n = x
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{x:?} is not a size in bytes"))?;
+        if n > MAX_DATA_SIZE {
+            return Err(format!(
+                "{n} bytes is more than the {MAX_DATA_SIZE} Redis accepts"
+            ));
+        }
+        Ok(n)
+    };
+    let size = match s.split_once('-') {
+        Some((a, b)) => DataSize {
+            min: num(a)?,
+            max: num(b)?,
+        },
+        None => {
+            let n = num(s)?;
+            DataSize { min: n, max: n }
+        }
+    };
+    if size.min > size.max {
+        return Err(format!(
+            "the range {s:?} is empty: its start is above its end"
+        ));
+    }
+    Ok(size)
+}
+
+/// How keys are drawn from the key space.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyPattern {
+    /// Every key equally likely.
+    Uniform,
+    /// Each core walks the key space in order from its own starting point.
+    Sequential,
+    /// Zipf's law with this exponent: key 0 is the hottest.
+    Zipf(f64),
+}
+
+/// The Zipf exponent used by a bare `zipf`.
+pub const DEFAULT_ZIPF_EXPONENT: f64 = 0.99;
+
+/// Parses `uniform`, `sequential`, `zipf` or `zipf:EXPONENT`.
+pub fn parse_key_pattern(s: &str) -> Result<KeyPattern, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "uniform" | "random" => return Ok(KeyPattern::Uniform),
+        "sequential" | "seq" => return Ok(KeyPattern::Sequential),
+        "zipf" => return Ok(KeyPattern::Zipf(DEFAULT_ZIPF_EXPONENT)),
+        _ => {}
+    }
+    if let Some(exp) = lower.strip_prefix("zipf:") {
+        let e: f64 = exp
+            .parse()
+            .map_err(|_| format!("{exp:?} is not a number (the Zipf exponent)"))?;
+        if !(e.is_finite() && e > 0.0 && e <= 100.0) {
+            return Err(format!(
+                "the Zipf exponent must be above 0 and at most 100, got {e}"
+            ));
+        }
+        return Ok(KeyPattern::Zipf(e));
+    }
+    Err(format!(
+        "unknown key pattern {s:?}: expected uniform, sequential, zipf or zipf:EXPONENT"
+    ))
+}
+
+/// Parses a duration: `30s`, `1m30s`, `250ms` (humantime), or a bare
+/// number of seconds (`2`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration (negative or too large)"));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 30s, 500ms or 1m"))
+}
+
+/// [`parse_duration`], refusing zero.
+pub fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses a positive rate: `50000`, `50k`, `1.5M`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let r: f64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (commands per second, such as 50000 or 50k)"))?;
+    let r = r * scale;
+    if !(r.is_finite() && r > 0.0) {
+        return Err(format!("the rate must be above zero, got {s:?}"));
+    }
+    Ok(r)
+}
+
+/// One piece of a command argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes sent as they are.
+    Lit(Vec<u8>),
+    /// The request's key (`__key__`).
+    Key,
+    /// The request's value (`__data__`).
+    Data,
+}
+
+/// A command with placeholders: each argument is a list of pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTemplate {
+    /// The command as given.
+    pub text: String,
+    /// Its arguments, name first.
+    pub args: Vec<Vec<Piece>>,
+}
+
+impl CommandTemplate {
+    /// The command name, upper case.
+    pub fn name(&self) -> String {
+        self.text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    }
+}
+
+/// Parses `HSET h __key__ f __data__`: arguments separated by whitespace,
+/// `__key__` and `__data__` replaced per request, also inside arguments.
+pub fn parse_command(s: &str) -> Result<CommandTemplate, String> {
+    let args: Vec<Vec<Piece>> = s.split_whitespace().map(split_placeholders).collect();
+    match args.first().map(Vec::as_slice) {
+        None => return Err("the command is empty".into()),
+        Some([Piece::Lit(_)]) => {}
+        Some(_) => return Err("the command name cannot be a placeholder".into()),
+    }
+    Ok(CommandTemplate {
+        text: s.split_whitespace().collect::<Vec<_>>().join(" "),
+        args,
+    })
+}
+
+fn split_placeholders(arg: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut rest = arg;
+    loop {
+        let key = rest.find("__key__").map(|i| (i, Piece::Key, 7));
+        let data = rest.find("__data__").map(|i| (i, Piece::Data, 8));
+        let next = match (key, data) {
+            (Some(k), Some(d)) => Some(if k.0 < d.0 { k } else { d }),
+            (k, d) => k.or(d),
+        };
+        match next {
+            Some((i, piece, len)) => {
+                if i > 0 {
+                    pieces.push(Piece::Lit(rest.as_bytes()[..i].to_vec()));
+                }
+                pieces.push(piece);
+                rest = &rest[i + len..];
+            }
+            None => {
+                if !rest.is_empty() || pieces.is_empty() {
+                    pieces.push(Piece::Lit(rest.as_bytes().to_vec()));
+                }
+                return pieces;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn ratio() {
+        assert_eq!(parse_ratio("1:1"), Ok(Ratio { set: 1, get: 1 }));
+        assert_eq!(parse_ratio("1:10"), Ok(Ratio { set: 1, get: 10 }));
+        assert_eq!(parse_ratio("0:1"), Ok(Ratio { set: 0, get: 1 }));
+        assert_eq!(parse_ratio(" 3 : 0 "), Ok(Ratio { set: 3, get: 0 }));
+        assert!(parse_ratio("0:0").is_err());
+        assert!(parse_ratio("1").is_err());
+        assert!(parse_ratio("1:x").is_err());
+        assert!(parse_ratio("-1:2").is_err());
+        assert!(parse_ratio("1:2:3").is_err());
+        assert!(parse_ratio("4294967295:1").is_err());
+    }
+
+    #[test]
+    fn data_size() {
+        assert_eq!(parse_data_size("32"), Ok(DataSize { min: 32, max: 32 }));
+        assert_eq!(parse_data_size("0"), Ok(DataSize { min: 0, max: 0 }));
+        assert_eq!(
+            parse_data_size("16-1024"),
+            Ok(DataSize { min: 16, max: 1024 })
+        );
+        assert_eq!(parse_data_size("8-8"), Ok(DataSize { min: 8, max: 8 }));
+        assert!(parse_data_size("1024-16").is_err());
+        assert!(parse_data_size("-5").is_err());
+        assert!(parse_data_size("1-").is_err());
+        assert!(parse_data_size("abc").is_err());
+        assert!(parse_data_size("1kb").is_err());
+        assert!(parse_data_size(&(MAX_DATA_SIZE + 1).to_string()).is_err());
+    }
+
+    #[test]
+    fn key_patterns() {
+        assert_eq!(parse_key_pattern("uniform"), Ok(KeyPattern::Uniform));
+        assert_eq!(parse_key_pattern("Sequential"), Ok(KeyPattern::Sequential));
+        assert_eq!(
+            parse_key_pattern("zipf"),
+            Ok(KeyPattern::Zipf(DEFAULT_ZIPF_EXPONENT))
+        );
+        assert_eq!(parse_key_pattern("zipf:1.2"), Ok(KeyPattern::Zipf(1.2)));
+        assert!(parse_key_pattern("zipf:0").is_err());
+        assert!(parse_key_pattern("zipf:-1").is_err());
+        assert!(parse_key_pattern("zipf:nan").is_err());
+        assert!(parse_key_pattern("zipf:").is_err());
+        assert!(parse_key_pattern("gauss").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration_nonzero("0s").is_err());
+        assert!(parse_duration_nonzero("1ms").is_ok());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("50000"), Ok(50000.0));
+        assert_eq!(parse_rate("50k"), Ok(50000.0));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500_000.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-3").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("k").is_err());
+    }
+
+    #[test]
+    fn commands() {
+        let c = parse_command("HSET h __key__ f __data__").unwrap();
+        assert_eq!(c.name(), "HSET");
+        assert_eq!(
+            c.args,
+            vec![
+                vec![Piece::Lit(b"HSET".to_vec())],
+                vec![Piece::Lit(b"h".to_vec())],
+                vec![Piece::Key],
+                vec![Piece::Lit(b"f".to_vec())],
+                vec![Piece::Data],
+            ]
+        );
+        let c = parse_command("  set  user:__key__:x  __data____key__ ").unwrap();
+        assert_eq!(c.text, "set user:__key__:x __data____key__");
+        assert_eq!(
+            c.args[1],
+            vec![
+                Piece::Lit(b"user:".to_vec()),
+                Piece::Key,
+                Piece::Lit(b":x".to_vec())
+            ]
+        );
+        assert_eq!(c.args[2], vec![Piece::Data, Piece::Key]);
+        assert!(parse_command("   ").is_err());
+        assert!(parse_command("__key__ a").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("redcore-load").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_line() {
+        Cli::command().debug_assert();
+        let cli = parse(&["--server", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(cli.tasks, 64);
+        assert_eq!(cli.pipeline, 1);
+        assert_eq!(cli.ratio(), Ratio { set: 1, get: 1 });
+        assert_eq!(cli.keys, 100_000);
+        assert_eq!(cli.key_prefix, "key:");
+        assert_eq!(cli.measure_duration(), Some(Duration::from_secs(10)));
+        assert_eq!(cli.warmup, Duration::ZERO);
+
+        let cli = parse(&[
+            "--cluster",
+            "127.0.0.1:7000,127.0.0.1:7001",
+            "--requests",
+            "1000",
+            "--warmup",
+            "2s",
+            "--key-pattern",
+            "zipf:1.1",
+            "--data-size",
+            "10-100",
+            "--rate",
+            "20k",
+        ])
+        .unwrap();
+        assert_eq!(cli.measure_duration(), None);
+        assert_eq!(cli.key_pattern, KeyPattern::Zipf(1.1));
+        assert_eq!(cli.data_size, DataSize { min: 10, max: 100 });
+        assert_eq!(cli.rate, Some(20_000.0));
+
+        let usage = |args: &[&str]| parse(args).unwrap_err().exit_code();
+        // No target, two targets, conflicting options, bad values: exit 2.
+        assert_eq!(usage(&[]), 2);
+        assert_eq!(usage(&["--server", "redis://a", "--cluster", "a:1"]), 2);
+        assert_eq!(
+            usage(&[
+                "--server",
+                "redis://a",
+                "--requests",
+                "5",
+                "--duration",
+                "1s"
+            ]),
+            2
+        );
+        assert_eq!(
+            usage(&["--server", "redis://a", "--verify", "--command", "PING"]),
+            2
+        );
+        assert_eq!(
+            usage(&[
+                "--server",
+                "redis://a",
+                "--ratio",
+                "1:1",
+                "--command",
+                "PING"
+            ]),
+            2
+        );
+        assert_eq!(usage(&["--server", "redis://a", "--tasks", "0"]), 2);
+        assert_eq!(usage(&["--server", "redis://a", "--ratio", "x"]), 2);
+        assert_eq!(usage(&["--server", "redis://a", "--duration", "0s"]), 2);
+    }
+}

@@ -1,0 +1,447 @@
+//! `redcore-load`: a load generator for Redis and Redis Cluster on
+//! redcore's per-core runtime. `redcore-load --help` lists the options.
+//!
+//! Exit status: 0 when the run completed, 1 when the target could not be
+//! reached, no command succeeded, or `--verify` found a lost or wrong
+//! write, 2 for bad arguments.
+
+mod args;
+mod plan;
+mod report;
+mod verify;
+mod worker;
+
+use std::io::{IsTerminal, Write as _};
+use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{CommandFactory, Parser};
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use redcore::cluster::NodeAddr;
+use redcore::config::{ConnectionConfigBuilder, ServerAddr};
+use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
+
+use crate::args::Cli;
+use crate::plan::Plan;
+use crate::report::Merged;
+use crate::worker::{Client, CoreResult, Event, Shared, new_histogram, run_core};
+
+/// What the load goes to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// One server.
+    Server(ConnectionConfig),
+    /// A cluster.
+    Cluster(ClusterConfig),
+}
+
+impl Target {
+    /// The target from the command line; `Err` is a usage error.
+    fn from_cli(cli: &Cli) -> Result<Target, String> {
+        if let Some(uri) = &cli.server {
+            let mut builder = ConnectionConfigBuilder::from_uri(uri)
+                .map_err(|e| format!("--server: {e}"))?
+                .timeout(cli.timeout);
+            if let Some(ca) = &cli.tls_ca {
+                builder = builder.tls_ca_file(ca);
+            }
+            let config = builder.build().map_err(|e| format!("--server: {e}"))?;
+            return Ok(Target::Server(config));
+        }
+        let seeds = cli.cluster.as_deref().unwrap_or_default();
+        let mut parts = seeds.split(',').map(str::trim).filter(|s| !s.is_empty());
+        let first = parts
+            .next()
+            .ok_or("--cluster: no seed given; expected host:port[,host:port...]")?;
+        let mut config = if first.contains("://") {
+            ClusterConfig::from_uri(first)
+        } else {
+            ClusterConfig::builder().seed(first).build()
+        }
+        .map_err(|e| format!("--cluster: {e}"))?;
+        for seed in parts {
+            let addr: NodeAddr = seed
+                .parse()
+                .map_err(|e| format!("--cluster: seed {seed:?}: {e}"))?;
+            config.seeds.push(addr);
+        }
+        let mut node = config.node.clone().into_builder().timeout(cli.timeout);
+        if let Some(ca) = &cli.tls_ca {
+            node = node.tls_ca_file(ca);
+        }
+        config.node = node.build().map_err(|e| format!("--cluster: {e}"))?;
+        config.validate().map_err(|e| format!("--cluster: {e}"))?;
+        Ok(Target::Cluster(config))
+    }
+
+    /// A description without secrets.
+    fn describe(&self) -> String {
+        let node = |c: &ConnectionConfig| match &c.addr {
+            ServerAddr::Tcp { host, port } => {
+                let scheme = if c.tls.is_some() { "rediss" } else { "redis" };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                let db = c.database.map(|d| format!("/{d}")).unwrap_or_default();
+                format!("{scheme}://{host}:{port}{db}")
+            }
+            ServerAddr::Unix(path) => format!("unix://{}", path.display()),
+            other => format!("{other:?}"),
+        };
+        match self {
+            Target::Server(c) => format!("server {}", node(c)),
+            Target::Cluster(c) => {
+                let seeds: Vec<String> = c.seeds.iter().map(ToString::to_string).collect();
+                let tls = if c.node.tls.is_some() { " (TLS)" } else { "" };
+                format!("cluster {}{tls}", seeds.join(","))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.verify && cli.keys > MAX_VERIFIED_KEYS {
+        usage_error(&format!(
+            "--verify keeps 8 bytes per key: at most {MAX_VERIFIED_KEYS} keys (--keys)"
+        ));
+    }
+    // Find out now, not after the run, that the log cannot be written.
+    if let Some(path) = &cli.hdr_out {
+        if let Err(e) = std::fs::File::create(path) {
+            usage_error(&format!("--hdr-out {}: {e}", path.display()));
+        }
+    }
+    let target = match Target::from_cli(&cli) {
+        Ok(t) => t,
+        Err(msg) => usage_error(&msg),
+    };
+    match run(&cli, &target) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("redcore-load: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The largest key space `--verify` tracks (800 MB of table).
+const MAX_VERIFIED_KEYS: u64 = 100_000_000;
+
+fn usage_error(msg: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, msg)
+        .exit()
+}
+
+/// The online CPUs, sorted.
+fn online_cpus() -> Result<Vec<usize>, String> {
+    let set = glommio::CpuSet::online().map_err(|e| format!("reading the online CPUs: {e}"))?;
+    let mut cpus: Vec<usize> = set.into_iter().map(|l| l.cpu).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err("no online CPU found".into());
+    }
+    Ok(cpus)
+}
+
+fn run(cli: &Cli, target: &Target) -> Result<ExitCode, String> {
+    let cpus = online_cpus()?;
+    let cores = cli.cores.map_or(cpus.len(), |n| n as usize);
+    let progress = std::io::stderr().is_terminal();
+    let shared = Arc::new(Shared::new(Plan::new(cli, cores, progress)));
+    let (events_tx, events) = mpsc::channel();
+
+    let joiner: Box<dyn FnOnce() -> Vec<Result<CoreResult, String>>> = match target {
+        Target::Server(config) => {
+            let handles = start_servers(config, &cpus, &shared, events_tx, cli.timeout)?;
+            Box::new(move || {
+                handles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(core, h)| match h.join() {
+                        Ok(Some(r)) => Ok(r),
+                        Ok(None) => Err(format!("core {core} did not run")),
+                        Err(e) => Err(format!("core {core}: {e}")),
+                    })
+                    .collect()
+            })
+        }
+        Target::Cluster(config) => {
+            let for_cores = shared.clone();
+            let handle = ClusterExecutor::new(config.clone())
+                .and_then(|e| e.cores(cores))
+                .map(|e| e.io_memory(64 << 10))
+                .and_then(|e| {
+                    e.spawn(move |client| {
+                        let shared = for_cores.clone();
+                        let events = events_tx.clone();
+                        async move {
+                            let core = client.core();
+                            run_core(core, Client::Cluster(client), shared, events).await
+                        }
+                    })
+                })
+                .map_err(|e| format!("cannot start on {}: {e}", target.describe()))?;
+            Box::new(move || {
+                handle
+                    .join()
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect()
+            })
+        }
+    };
+
+    wait_with_progress(&shared, &events, progress);
+    let mut results = Vec::new();
+    for r in joiner() {
+        results.push(r.map_err(|e| format!("a core failed: {e}"))?);
+    }
+
+    let plan = &shared.plan;
+    let merged = Merged::of(plan, results);
+    let measure_start = shared
+        .measure_start()
+        .expect("the start is set once the cores ran");
+    let elapsed = merged.last_done.map_or(Duration::ZERO, |d| {
+        d.saturating_duration_since(measure_start)
+    });
+
+    let verify = if plan.verify.is_some() {
+        let mut v = verify::verify(target, &shared)?;
+        v.tracked_writes = merged.tracked_writes;
+        v.set_fallbacks = merged.set_fallbacks;
+        Some(v)
+    } else {
+        None
+    };
+    let verify_failed = verify.as_ref().is_some_and(|v| !v.passed());
+    let report = report::build(plan, target.describe(), &merged, elapsed, verify);
+
+    let out = if cli.json {
+        let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        json.push('\n');
+        json
+    } else {
+        report::text(&report)
+    };
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    if let Some(path) = &cli.hdr_out {
+        let started = SystemTime::now() - measure_start.elapsed();
+        report::write_hdr_log(path, plan, &merged, started, elapsed)?;
+    }
+    if report.total.ops == 0 {
+        let why = report
+            .total
+            .errors_by_kind
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, n)| format!(" ({n} failed with {k})"))
+            .unwrap_or_default();
+        eprintln!("redcore-load: no command succeeded{why}");
+        return Ok(ExitCode::from(1));
+    }
+    if verify_failed {
+        let why = match report.verify.as_ref().and_then(|v| v.error.as_deref()) {
+            Some(e) => e.to_owned(),
+            None => "acknowledged writes were lost or wrong".to_owned(),
+        };
+        eprintln!("redcore-load: verification failed: {why}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+type CoreHandle = glommio::ExecutorJoinHandle<Option<CoreResult>>;
+
+/// Starts one executor per core, each with its own connection; returns
+/// once every core is connected, or the first connection error.
+fn start_servers(
+    config: &ConnectionConfig,
+    cpus: &[usize],
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    timeout: Duration,
+) -> Result<Vec<CoreHandle>, String> {
+    let cores = shared.plan.cores;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = async_channel::bounded::<bool>(cores);
+    let mut handles = Vec::with_capacity(cores);
+    let mut failed = None;
+    for core in 0..cores {
+        let cpu = cpus[core % cpus.len()];
+        let (config, shared, events, ready, go) = (
+            config.clone(),
+            shared.clone(),
+            events.clone(),
+            ready_tx.clone(),
+            go_rx.clone(),
+        );
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .io_memory(64 << 10)
+            .name(&format!("redcore-load-{core}"))
+            .spawn(move || async move {
+                let conn = match Connection::connect(config).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return None;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                if !matches!(go.recv().await, Ok(true)) {
+                    conn.close();
+                    return None;
+                }
+                let result = run_core(core, Client::Server(conn.clone()), shared, events).await;
+                conn.close();
+                Some(result)
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                failed = Some(format!("starting an executor on CPU {cpu}: {e}"));
+                break;
+            }
+        }
+    }
+    drop(ready_tx);
+    if failed.is_none() {
+        // Connecting is bounded by the call timeout; the margin covers
+        // starting the threads.
+        let until = Instant::now() + timeout + Duration::from_secs(5);
+        for _ in 0..handles.len() {
+            let left = until.saturating_duration_since(Instant::now());
+            match ready_rx.recv_timeout(left) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failed = Some(format!("cannot connect to {}: {e}", describe(config)));
+                    break;
+                }
+                Err(_) => {
+                    failed = Some(format!(
+                        "cannot connect to {}: no answer within {}",
+                        describe(config),
+                        humantime::format_duration(timeout)
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    let go = failed.is_none();
+    if go {
+        let _ = shared.start.set(Instant::now());
+    }
+    for _ in 0..cores {
+        let _ = go_tx.try_send(go);
+    }
+    match failed {
+        None => Ok(handles),
+        Some(msg) => {
+            for h in handles {
+                let _ = h.join();
+            }
+            Err(msg)
+        }
+    }
+}
+
+fn describe(config: &ConnectionConfig) -> String {
+    Target::Server(config.clone())
+        .describe()
+        .trim_start_matches("server ")
+        .to_owned()
+}
+
+/// Waits for every core to finish; on a terminal, shows a progress line
+/// once per second.
+fn wait_with_progress(shared: &Shared, events: &mpsc::Receiver<Event>, progress: bool) {
+    let cores = shared.plan.cores;
+    let mut done = 0;
+    let mut snapshots: Vec<Option<Histogram<u64>>> = vec![None; cores];
+    let mut next_line = Instant::now() + Duration::from_secs(1);
+    let mut last = (Instant::now(), 0u64);
+    while done < cores {
+        let left = next_line.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Done) => done += 1,
+            Ok(Event::Snapshot { core, histogram }) => snapshots[core] = Some(*histogram),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                next_line += Duration::from_secs(1);
+                if progress {
+                    let line = progress_line(shared, &snapshots, &mut last);
+                    eprint!("\r\x1b[2K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            // Every core's sender is gone: a core ended without saying.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+fn progress_line(
+    shared: &Shared,
+    snapshots: &[Option<Histogram<u64>>],
+    last: &mut (Instant, u64),
+) -> String {
+    let now = Instant::now();
+    let Some(start) = shared.start.get() else {
+        return "starting...".into();
+    };
+    let warmup = shared.plan.warmup;
+    let since = now.saturating_duration_since(*start);
+    // Right at the end of the warm-up there is nothing to show yet.
+    if since < warmup + Duration::from_millis(100) && !warmup.is_zero() {
+        return format!(
+            "warm-up {:.0}/{:.0} s",
+            since.as_secs_f64().min(warmup.as_secs_f64()),
+            warmup.as_secs_f64()
+        );
+    }
+    let ops: u64 = shared
+        .live
+        .iter()
+        .map(|l| l.ops.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let errors: u64 = shared
+        .live
+        .iter()
+        .map(|l| l.errors.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    // Count the rate from the end of the warm-up at the earliest.
+    last.0 = last.0.max(*start + warmup);
+    let dt = now.saturating_duration_since(last.0).as_secs_f64();
+    let rate = if dt > 0.0 {
+        (ops - last.1.min(ops)) as f64 / dt
+    } else {
+        0.0
+    };
+    *last = (now, ops);
+    let mut all = new_histogram();
+    for h in snapshots.iter().flatten() {
+        let _ = all.add(h);
+    }
+    let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "{:>6.1} s  {:>10.0} ops/s  {} ops  p50 {:.1} us  p99 {:.1} us  {} errors",
+        (since - warmup).as_secs_f64(),
+        rate,
+        ops,
+        us(0.5),
+        us(0.99),
+        errors
+    )
+}

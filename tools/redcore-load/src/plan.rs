@@ -1,0 +1,350 @@
+//! What every core sends: the commands and their weights, keys, values,
+//! and the table of acknowledged writes for `--verify`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::args::{Cli, CommandTemplate, DataSize, KeyPattern, Piece};
+
+/// One kind of command in the mix.
+#[derive(Debug, Clone)]
+pub struct OpSpec {
+    /// The name in the report (`SET`, `GET`, `HSET`, `HSET #2`, ...).
+    pub label: String,
+    /// Its arguments with placeholders.
+    pub args: Vec<Vec<Piece>>,
+    /// Relative weight in the mix (0: used only as a fallback).
+    pub weight: u32,
+    /// A SET whose writes `--verify` tracks.
+    pub verified_set: bool,
+}
+
+/// Everything the cores share about the load.
+#[derive(Debug)]
+pub struct Plan {
+    /// The commands.
+    pub ops: Vec<OpSpec>,
+    /// Cumulative weights, for picking an op.
+    pub cumulative: Vec<u32>,
+    /// The index of GET in `ops` (the fallback of a verified SET whose
+    /// keys are all being written).
+    pub get_op: Option<usize>,
+    /// Cores.
+    pub cores: usize,
+    /// Tasks per core.
+    pub tasks: usize,
+    /// Commands per pipeline.
+    pub pipeline: usize,
+    /// Key space size.
+    pub keys: u64,
+    /// Key pattern.
+    pub pattern: KeyPattern,
+    /// Key prefix.
+    pub prefix: Vec<u8>,
+    /// Value sizes.
+    pub data: DataSize,
+    /// Value bytes: `data.max` printable bytes, the same on every run.
+    pub filler: Vec<u8>,
+    /// Measured commands in all (`--requests`).
+    pub requests: Option<u64>,
+    /// Measured time (`--duration`).
+    pub duration: Option<Duration>,
+    /// Warm-up time.
+    pub warmup: Duration,
+    /// Open-loop rate, commands per second over all cores.
+    pub rate: Option<f64>,
+    /// The acknowledged writes, with `--verify`.
+    pub verify: Option<WriteTable>,
+    /// Whether cores send histogram snapshots for the progress line.
+    pub progress: bool,
+}
+
+impl Plan {
+    /// The plan of a command line, for `cores` cores.
+    pub fn new(cli: &Cli, cores: usize, progress: bool) -> Plan {
+        let mut ops = Vec::new();
+        let mut get_op = None;
+        if cli.commands.is_empty() {
+            let ratio = cli.ratio();
+            let set = |s: &str| vec![Piece::Lit(s.as_bytes().to_vec())];
+            ops.push(OpSpec {
+                label: "SET".into(),
+                args: vec![set("SET"), vec![Piece::Key], vec![Piece::Data]],
+                weight: ratio.set,
+                verified_set: cli.verify,
+            });
+            ops.push(OpSpec {
+                label: "GET".into(),
+                args: vec![set("GET"), vec![Piece::Key]],
+                weight: ratio.get,
+                verified_set: false,
+            });
+            get_op = Some(1);
+        } else {
+            ops.extend(custom_ops(&cli.commands));
+        }
+        let mut total = 0u32;
+        let cumulative = ops
+            .iter()
+            .map(|o| {
+                total += o.weight;
+                total
+            })
+            .collect();
+        let filler = (0..cli.data_size.max)
+            .map(|i| b'a' + (splitmix64(i as u64) % 26) as u8)
+            .collect();
+        Plan {
+            ops,
+            cumulative,
+            get_op,
+            cores,
+            tasks: cli.tasks as usize,
+            pipeline: cli.pipeline as usize,
+            keys: cli.keys,
+            pattern: cli.key_pattern,
+            prefix: cli.key_prefix.as_bytes().to_vec(),
+            data: cli.data_size,
+            filler,
+            requests: cli.requests,
+            duration: cli.measure_duration(),
+            warmup: cli.warmup,
+            rate: cli.rate,
+            verify: cli.verify.then(|| WriteTable::new(cli.keys)),
+            progress,
+        }
+    }
+
+    /// The op a uniform draw in `0..total_weight` picks.
+    pub fn pick_op(&self, draw: u32) -> usize {
+        self.cumulative.partition_point(|&c| c <= draw)
+    }
+
+    /// The sum of the weights.
+    pub fn total_weight(&self) -> u32 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// Writes the key of index `i` into `out`.
+    pub fn key(&self, i: u64, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+    }
+
+    /// The value a verified write `id` carries: its id in hex, `:`, then
+    /// filler, `size_of(id)` bytes in all. The same bytes every time, so
+    /// the check at the end can rebuild it.
+    pub fn verified_value(&self, id: u64, out: &mut Vec<u8>) {
+        let size = self.verified_size(id);
+        out.clear();
+        out.extend_from_slice(format!("{id:014x}:").as_bytes());
+        let rest = size - out.len();
+        out.extend(self.filler.iter().cycle().take(rest));
+    }
+
+    fn verified_size(&self, id: u64) -> usize {
+        let span = (self.data.max - self.data.min) as u64 + 1;
+        let size = self.data.min + (splitmix64(id) % span) as usize;
+        size.max(VERIFIED_MIN_SIZE)
+    }
+}
+
+/// The smallest value a verified write carries (its id needs 15 bytes).
+pub const VERIFIED_MIN_SIZE: usize = 15;
+
+fn custom_ops(commands: &[CommandTemplate]) -> Vec<OpSpec> {
+    let mut ops: Vec<OpSpec> = Vec::new();
+    for c in commands {
+        let name = c.name();
+        let same = ops
+            .iter()
+            .filter(|o| o.label.split(" #").next() == Some(name.as_str()))
+            .count();
+        let label = if same == 0 {
+            name
+        } else {
+            format!("{name} #{}", same + 1)
+        };
+        ops.push(OpSpec {
+            label,
+            args: c.args.clone(),
+            weight: 1,
+            verified_set: false,
+        });
+    }
+    ops
+}
+
+/// A fast, well-mixed hash of a 64-bit number (splitmix64's finaliser).
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The last acknowledged write of every key, shared by the cores.
+///
+/// One word per key: the id of the last acknowledged write (0: none yet),
+/// a lock bit held while a write to the key is in flight (so that writes
+/// to one key never overlap and "last acknowledged" is well defined), and
+/// an "unknown" bit set when a write's outcome is unknown (it timed out
+/// after being sent, or its connection died), cleared by the next
+/// acknowledged write.
+#[derive(Debug)]
+pub struct WriteTable {
+    words: Vec<AtomicU64>,
+}
+
+const LOCK: u64 = 1 << 63;
+const UNKNOWN: u64 = 1 << 62;
+const ID_MASK: u64 = (1 << 56) - 1;
+
+/// The write id of write `n` (from 1) of core `core`.
+pub fn write_id(core: usize, n: u64) -> u64 {
+    ((core as u64) << 40 | (n & ((1 << 40) - 1))) & ID_MASK
+}
+
+/// What the table knows about one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// No write was acknowledged, and none has an unknown outcome.
+    Unwritten,
+    /// The last acknowledged write, and nothing after it in doubt.
+    Written(u64),
+    /// A write's outcome is unknown (or still in flight): either value may
+    /// be there.
+    Unknown,
+}
+
+impl WriteTable {
+    /// A table for `keys` keys.
+    pub fn new(keys: u64) -> WriteTable {
+        WriteTable {
+            words: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Takes the key for a write; false when another write to it is in
+    /// flight.
+    pub fn try_lock(&self, key: u64) -> bool {
+        let w = &self.words[key as usize];
+        let cur = w.load(Ordering::Relaxed);
+        cur & LOCK == 0
+            && w.compare_exchange(cur, cur | LOCK, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The write `id` to `key` was acknowledged; releases the key.
+    pub fn acknowledged(&self, key: u64, id: u64) {
+        self.words[key as usize].store(id, Ordering::Release);
+    }
+
+    /// The write to `key` failed: `maybe_applied` when it may have reached
+    /// the server. Releases the key.
+    pub fn failed(&self, key: u64, maybe_applied: bool) {
+        let w = &self.words[key as usize];
+        let cur = w.load(Ordering::Relaxed);
+        let next = if maybe_applied {
+            cur & !LOCK | UNKNOWN
+        } else {
+            cur & !LOCK
+        };
+        w.store(next, Ordering::Release);
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> u64 {
+        self.words.len() as u64
+    }
+
+    /// What is known about `key`.
+    pub fn state(&self, key: u64) -> KeyState {
+        let w = self.words[key as usize].load(Ordering::Acquire);
+        if w & (LOCK | UNKNOWN) != 0 {
+            KeyState::Unknown
+        } else if w & ID_MASK == 0 {
+            KeyState::Unwritten
+        } else {
+            KeyState::Written(w & ID_MASK)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(
+            ["redcore-load", "--server", "redis://x"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .unwrap();
+        Plan::new(&cli, 2, false)
+    }
+
+    #[test]
+    fn ops_by_weight() {
+        let p = plan(&["--ratio", "1:3"]);
+        assert_eq!(p.total_weight(), 4);
+        let picks: Vec<usize> = (0..4).map(|d| p.pick_op(d)).collect();
+        assert_eq!(picks, [0, 1, 1, 1]);
+        let p = plan(&["--ratio", "0:1"]);
+        assert_eq!(p.total_weight(), 1);
+        assert_eq!(p.pick_op(0), 1);
+        let p = plan(&[
+            "--command",
+            "HSET h __key__ f __data__",
+            "--command",
+            "hset x __key__ y 1",
+            "--command",
+            "PING",
+        ]);
+        let labels: Vec<&str> = p.ops.iter().map(|o| o.label.as_str()).collect();
+        assert_eq!(labels, ["HSET", "HSET #2", "PING"]);
+        assert_eq!((0..3).map(|d| p.pick_op(d)).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn keys_and_values() {
+        let p = plan(&["--key-prefix", "k/", "--data-size", "20-40", "--verify"]);
+        let mut out = Vec::new();
+        p.key(1234, &mut out);
+        assert_eq!(out, b"k/1234");
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        p.verified_value(write_id(1, 7), &mut a);
+        p.verified_value(write_id(1, 7), &mut b);
+        assert_eq!(a, b);
+        assert!((20..=40).contains(&a.len()));
+        p.verified_value(write_id(1, 8), &mut b);
+        assert_ne!(a, b);
+        let small = plan(&["--data-size", "3", "--verify"]);
+        small.verified_value(write_id(0, 1), &mut a);
+        assert_eq!(a.len(), VERIFIED_MIN_SIZE);
+    }
+
+    #[test]
+    fn write_table() {
+        let t = WriteTable::new(4);
+        assert_eq!(t.state(0), KeyState::Unwritten);
+        assert!(t.try_lock(0));
+        assert!(!t.try_lock(0));
+        assert_eq!(t.state(0), KeyState::Unknown);
+        t.acknowledged(0, write_id(0, 1));
+        assert_eq!(t.state(0), KeyState::Written(write_id(0, 1)));
+        assert!(t.try_lock(0));
+        t.failed(0, false);
+        assert_eq!(t.state(0), KeyState::Written(write_id(0, 1)));
+        assert!(t.try_lock(0));
+        t.failed(0, true);
+        assert_eq!(t.state(0), KeyState::Unknown);
+        assert!(t.try_lock(0));
+        t.acknowledged(0, write_id(1, 2));
+        assert_eq!(t.state(0), KeyState::Written(write_id(1, 2)));
+    }
+}

@@ -1,0 +1,510 @@
+//! The final report: per-core results merged, printed as text or JSON,
+//! and the histograms written as an HdrHistogram interval log.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use serde::Serialize;
+
+use crate::args::KeyPattern;
+use crate::plan::Plan;
+use crate::worker::{CoreResult, new_histogram};
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// What was loaded (no password).
+    pub target: String,
+    /// `closed-loop` or `open-loop`.
+    pub mode: &'static str,
+    /// Cores (executors).
+    pub cores: usize,
+    /// Tasks per core.
+    pub tasks_per_core: usize,
+    /// Commands per pipeline.
+    pub pipeline: usize,
+    /// Open-loop rate, commands per second over all cores.
+    pub rate: Option<f64>,
+    /// Key space.
+    pub keys: u64,
+    /// Key pattern.
+    pub key_pattern: String,
+    /// Value sizes, bytes (`N` or `N-M`).
+    pub data_size: String,
+    /// Warm-up, seconds (not counted).
+    pub warmup_secs: f64,
+    /// Measured time, seconds: from the end of the warm-up to the last
+    /// measured reply.
+    pub elapsed_secs: f64,
+    /// Every command together.
+    pub total: OpReport,
+    /// Each kind of command.
+    pub commands: Vec<OpReport>,
+    /// Open loop: commands due before the end that were never sent
+    /// because every task was still waiting for replies.
+    pub unsent: u64,
+    /// Open loop: how late batches left after their intended send time,
+    /// microseconds (part of the latency above: timer wake-ups, all tasks
+    /// busy). `None` in a closed loop.
+    pub send_lag_us: Option<Latency>,
+    /// The check of acknowledged writes, with `--verify`.
+    pub verify: Option<VerifyReport>,
+}
+
+/// The figures of one kind of command.
+#[derive(Debug, Serialize)]
+pub struct OpReport {
+    /// The command (`SET`, `GET`, ...; `all` for the total).
+    pub name: String,
+    /// Measured commands that succeeded.
+    pub ops: u64,
+    /// `ops` per measured second.
+    pub ops_per_sec: f64,
+    /// Measured commands that failed.
+    pub errors: u64,
+    /// Failures by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Latency of the successful commands, microseconds.
+    pub latency_us: Latency,
+}
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// 99.99th percentile.
+    pub p99_99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// The percentiles of a nanosecond histogram, in microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency {
+                min: 0.0,
+                mean: 0.0,
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p99_9: 0.0,
+                p99_99: 0.0,
+                max: 0.0,
+            };
+        }
+        Latency {
+            min: us(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p99_9: us(h.value_at_quantile(0.999)),
+            p99_99: us(h.value_at_quantile(0.9999)),
+            max: us(h.max()),
+        }
+    }
+}
+
+/// What `--verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Writes tracked (acknowledged or not).
+    pub tracked_writes: u64,
+    /// Keys whose last write was acknowledged: the keys checked.
+    pub checked: u64,
+    /// Keys holding the last acknowledged value.
+    pub ok: u64,
+    /// Keys that were missing: an acknowledged write was lost.
+    pub lost: u64,
+    /// Keys holding another value than the last acknowledged one.
+    pub wrong: u64,
+    /// Keys not checked because a later write's outcome is unknown (it
+    /// timed out after being sent, or its connection died).
+    pub unknown: u64,
+    /// Keys whose read-back failed.
+    pub read_errors: u64,
+    /// SETs sent as GETs because every key drawn was being written.
+    pub set_fallbacks: u64,
+    /// Why the check could not run, if it could not.
+    pub error: Option<String>,
+    /// The first few problems, for the reader.
+    pub examples: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when every acknowledged write was found.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.lost == 0 && self.wrong == 0 && self.read_errors == 0
+    }
+}
+
+/// Merged results of every core.
+pub struct Merged {
+    /// Per op: latencies.
+    pub histograms: Vec<Histogram<u64>>,
+    /// Per op: errors by kind.
+    pub errors: Vec<BTreeMap<String, u64>>,
+    /// The last measured reply on any core.
+    pub last_done: Option<Instant>,
+    /// Unsent commands (open loop).
+    pub unsent: u64,
+    /// Send lag (open loop).
+    pub send_lag: Histogram<u64>,
+    /// Tracked writes.
+    pub tracked_writes: u64,
+    /// SETs that fell back to GET.
+    pub set_fallbacks: u64,
+}
+
+impl Merged {
+    /// Adds up the cores' results.
+    pub fn of(plan: &Plan, results: Vec<CoreResult>) -> Merged {
+        let mut m = Merged {
+            histograms: plan.ops.iter().map(|_| new_histogram()).collect(),
+            errors: plan.ops.iter().map(|_| BTreeMap::new()).collect(),
+            last_done: None,
+            unsent: 0,
+            send_lag: new_histogram(),
+            tracked_writes: 0,
+            set_fallbacks: 0,
+        };
+        for r in results {
+            m.send_lag
+                .add(&r.send_lag)
+                .expect("histograms of the same bounds add up");
+            for (all, h) in m.histograms.iter_mut().zip(&r.histograms) {
+                all.add(h).expect("histograms of the same bounds add up");
+            }
+            for (all, e) in m.errors.iter_mut().zip(r.errors) {
+                for (kind, n) in e {
+                    *all.entry(kind).or_default() += n;
+                }
+            }
+            m.last_done = match (m.last_done, r.last_done) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            m.unsent += r.unsent;
+            m.tracked_writes += r.tracked_writes;
+            m.set_fallbacks += r.set_fallbacks;
+        }
+        m
+    }
+
+    /// Every op's latencies together.
+    pub fn total(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for h in &self.histograms {
+            all.add(h).expect("histograms of the same bounds add up");
+        }
+        all
+    }
+}
+
+/// Builds the report.
+pub fn build(
+    plan: &Plan,
+    target: String,
+    merged: &Merged,
+    elapsed: Duration,
+    verify: Option<VerifyReport>,
+) -> Report {
+    let secs = elapsed.as_secs_f64();
+    let op_report = |name: &str, h: &Histogram<u64>, errors: &BTreeMap<String, u64>| OpReport {
+        name: name.to_owned(),
+        ops: h.len(),
+        ops_per_sec: if secs > 0.0 {
+            h.len() as f64 / secs
+        } else {
+            0.0
+        },
+        errors: errors.values().sum(),
+        errors_by_kind: errors.clone(),
+        latency_us: Latency::of(h),
+    };
+    let commands: Vec<OpReport> = plan
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            o.weight > 0 || !merged.histograms[*i].is_empty() || !merged.errors[*i].is_empty()
+        })
+        .map(|(i, o)| op_report(&o.label, &merged.histograms[i], &merged.errors[i]))
+        .collect();
+    let mut all_errors = BTreeMap::new();
+    for e in &merged.errors {
+        for (kind, n) in e {
+            *all_errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+    Report {
+        target,
+        mode: if plan.rate.is_some() {
+            "open-loop"
+        } else {
+            "closed-loop"
+        },
+        cores: plan.cores,
+        tasks_per_core: plan.tasks,
+        pipeline: plan.pipeline,
+        rate: plan.rate,
+        keys: plan.keys,
+        key_pattern: match plan.pattern {
+            KeyPattern::Uniform => "uniform".into(),
+            KeyPattern::Sequential => "sequential".into(),
+            KeyPattern::Zipf(s) => format!("zipf:{s}"),
+        },
+        data_size: if plan.data.min == plan.data.max {
+            plan.data.min.to_string()
+        } else {
+            format!("{}-{}", plan.data.min, plan.data.max)
+        },
+        warmup_secs: plan.warmup.as_secs_f64(),
+        elapsed_secs: secs,
+        total: op_report("all", &merged.total(), &all_errors),
+        commands,
+        unsent: merged.unsent,
+        send_lag_us: plan.rate.map(|_| Latency::of(&merged.send_lag)),
+        verify,
+    }
+}
+
+/// The report as text for a person.
+pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    let mode = match r.rate {
+        Some(rate) => format!("open loop at {} commands/s", fmt_num(rate)),
+        None => "closed loop".into(),
+    };
+    let _ = writeln!(
+        out,
+        "redcore-load: {} | {} cores x {} tasks | pipeline {} | {} | {} keys {} | {} B values",
+        r.target, r.cores, r.tasks_per_core, r.pipeline, mode, r.keys, r.key_pattern, r.data_size
+    );
+    let _ = write!(out, "measured {:.2} s", r.elapsed_secs);
+    if r.warmup_secs > 0.0 {
+        let _ = write!(out, " after {:.2} s of warm-up", r.warmup_secs);
+    }
+    out.push_str("; latency in microseconds\n\n");
+    let _ = writeln!(
+        out,
+        "{:<10} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "command", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "p99.99", "max", "errors"
+    );
+    let rows = r.commands.iter().chain(
+        // The total repeats a lone command: leave it out then.
+        (r.commands.len() != 1).then_some(&r.total),
+    );
+    for c in rows {
+        let l = &c.latency_us;
+        let _ = writeln!(
+            out,
+            "{:<10} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            c.name,
+            c.ops,
+            fmt_num(c.ops_per_sec),
+            fmt_us(l.p50),
+            fmt_us(l.p90),
+            fmt_us(l.p99),
+            fmt_us(l.p99_9),
+            fmt_us(l.p99_99),
+            fmt_us(l.max),
+            c.errors
+        );
+    }
+    for c in &r.commands {
+        if c.errors > 0 {
+            let kinds: Vec<String> = c
+                .errors_by_kind
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            let _ = writeln!(out, "errors, {}: {}", c.name, kinds.join(", "));
+        }
+    }
+    if let Some(lag) = &r.send_lag_us {
+        let _ = writeln!(
+            out,
+            "send lag behind the schedule (included above): p50 {} p99 {} max {} us",
+            fmt_us(lag.p50),
+            fmt_us(lag.p99),
+            fmt_us(lag.max)
+        );
+    }
+    if r.unsent > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} commands due before the end were never sent: every task was waiting for \
+             replies (raise --tasks, or lower --rate); their latency is not in the figures",
+            r.unsent
+        );
+    }
+    if let Some(v) = &r.verify {
+        let _ = writeln!(
+            out,
+            "\nverify: {} writes tracked; {} keys checked: {} ok, {} lost, {} wrong, {} read errors; \
+             {} keys with a write of unknown outcome not checked{}",
+            v.tracked_writes,
+            v.checked,
+            v.ok,
+            v.lost,
+            v.wrong,
+            v.read_errors,
+            v.unknown,
+            if v.passed() { " -> PASS" } else { " -> FAIL" }
+        );
+        if v.set_fallbacks > 0 {
+            let _ = writeln!(
+                out,
+                "  {} SETs went out as GETs: every key drawn for them was being written",
+                v.set_fallbacks
+            );
+        }
+        if let Some(e) = &v.error {
+            let _ = writeln!(out, "  {e}");
+        }
+        for e in &v.examples {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    out
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn fmt_us(x: f64) -> String {
+    if x >= 1000.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Writes the histograms as an HdrHistogram interval log: one untagged
+/// interval with every command, then one tagged with each command's name
+/// (spaces and commas become `_`). Values are nanoseconds; the log's max
+/// column is in milliseconds (divisor 10^6, as the Java tools expect).
+pub fn write_hdr_log(
+    path: &Path,
+    plan: &Plan,
+    merged: &Merged,
+    started: SystemTime,
+    elapsed: Duration,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("redcore-load latency histograms, values in nanoseconds")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1_000_000.0);
+    let mut writer = builder
+        .begin_log_with(&mut buf, &mut serializer)
+        .map_err(|e| e.to_string())?;
+    writer
+        .write_histogram(&merged.total(), Duration::ZERO, elapsed, None)
+        .map_err(|e| e.to_string())?;
+    for (op, h) in plan.ops.iter().zip(&merged.histograms) {
+        if h.is_empty() {
+            continue;
+        }
+        let name: String = op
+            .label
+            .chars()
+            .map(|c| {
+                if matches!(c, ' ' | ',' | '\r' | '\n') {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        writer
+            .write_histogram(h, Duration::ZERO, elapsed, Tag::new(&name))
+            .map_err(|e| e.to_string())?;
+    }
+    drop(writer);
+    std::fs::write(path, buf).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    #[test]
+    fn latency_in_microseconds() {
+        let mut h = new_histogram();
+        for ns in [1_000, 2_000, 3_000, 1_000_000] {
+            h.record(ns).unwrap();
+        }
+        let l = Latency::of(&h);
+        assert!((l.p50 - 2.0).abs() < 0.01, "{l:?}");
+        assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
+        assert_eq!(Latency::of(&new_histogram()).max, 0.0);
+    }
+
+    #[test]
+    fn hdr_log_round_trip() {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from(["x", "--server", "redis://a"]).unwrap();
+        let plan = Plan::new(&cli, 1, false);
+        let mut merged = Merged::of(&plan, Vec::new());
+        merged.histograms[0].record(5_000).unwrap();
+        merged.histograms[1].record(7_000).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.hlog");
+        write_hdr_log(
+            &path,
+            &plan,
+            &merged,
+            SystemTime::now(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut tags = Vec::new();
+        let mut total = 0;
+        for entry in IntervalLogIterator::new(&bytes) {
+            if let LogEntry::Interval(h) = entry.unwrap() {
+                tags.push(h.tag().map(|t| t.as_str().to_owned()));
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(h.encoded_histogram())
+                    .unwrap();
+                let hist: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut raw.as_slice())
+                    .unwrap();
+                total += hist.len();
+            }
+        }
+        assert_eq!(tags, [None, Some("SET".into()), Some("GET".into())]);
+        assert_eq!(total, 4);
+    }
+}

@@ -1,0 +1,605 @@
+//! The load of one core: `--tasks` tasks sending commands on the core's
+//! client, recording latencies into the core's histograms.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use redcore::{Connection, CoreClient, Error, Value};
+
+use crate::args::{KeyPattern, Piece};
+use crate::plan::{Plan, splitmix64, write_id};
+
+/// Latencies are recorded in nanoseconds, from 1 ns to this, with three
+/// significant digits; longer ones count as this.
+pub const MAX_LATENCY_NS: u64 = 3_600 * 1_000_000_000;
+
+/// A latency histogram as every core records it.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+/// Counters of one core that the progress line reads while it runs.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct LiveCounters {
+    /// Measured commands that succeeded.
+    pub ops: AtomicU64,
+    /// Measured commands that failed.
+    pub errors: AtomicU64,
+}
+
+/// What cores tell the main thread while they run.
+#[derive(Debug)]
+pub enum Event {
+    /// The latencies of a core so far (all commands), for the progress line.
+    Snapshot {
+        /// The core.
+        core: usize,
+        /// Its measured latencies so far.
+        histogram: Box<Histogram<u64>>,
+    },
+    /// A core finished its load.
+    Done,
+}
+
+/// State the cores and the main thread share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The load.
+    pub plan: Plan,
+    /// When the run started (the first core to start sets it).
+    pub start: OnceLock<Instant>,
+    /// Live counters, one per core.
+    pub live: Vec<LiveCounters>,
+}
+
+impl Shared {
+    /// Shared state for `plan`.
+    pub fn new(plan: Plan) -> Shared {
+        Shared {
+            live: (0..plan.cores).map(|_| LiveCounters::default()).collect(),
+            plan,
+            start: OnceLock::new(),
+        }
+    }
+
+    /// When measuring starts (after the warm-up).
+    pub fn measure_start(&self) -> Option<Instant> {
+        self.start.get().map(|s| *s + self.plan.warmup)
+    }
+}
+
+/// What one core measured.
+#[derive(Debug)]
+pub struct CoreResult {
+    /// Latencies of successful commands, one histogram per op.
+    pub histograms: Vec<Histogram<u64>>,
+    /// Failed commands per op, by kind.
+    pub errors: Vec<BTreeMap<String, u64>>,
+    /// When the last measured command completed.
+    pub last_done: Option<Instant>,
+    /// Open loop: how late measured batches were sent after their
+    /// intended time (the generator's own lag: timers, busy tasks).
+    pub send_lag: Histogram<u64>,
+    /// Open loop: commands due before the end that were never sent
+    /// (the schedule fell behind by more than the tasks could absorb).
+    pub unsent: u64,
+    /// Writes that `--verify` tracked.
+    pub tracked_writes: u64,
+    /// Verified SETs that fell back to GET because every key drawn was
+    /// being written.
+    pub set_fallbacks: u64,
+}
+
+/// The client a core sends on.
+#[derive(Clone)]
+pub enum Client {
+    /// A single server.
+    Server(Connection),
+    /// A cluster, through the per-core runtime.
+    Cluster(CoreClient),
+}
+
+impl Client {
+    async fn command(&self, args: &[&[u8]]) -> Result<Value, Error> {
+        match self {
+            Client::Server(c) => c.command::<Value>(args).await,
+            Client::Cluster(c) => c.command::<Value>(args).await,
+        }
+    }
+
+    async fn pipeline(&self, cmds: &[&[&[u8]]]) -> Result<Vec<Value>, Error> {
+        match self {
+            Client::Server(c) => c.pipeline(cmds.iter()).await,
+            Client::Cluster(c) => c.pipeline(cmds.iter()).await,
+        }
+    }
+}
+
+/// A short name for the kind of an error, for the report.
+pub fn error_kind(e: &Error) -> String {
+    let kind = match e {
+        Error::Server(s) => return format!("server {}", String::from_utf8_lossy(s.code())),
+        Error::Timeout {
+            maybe_applied: true,
+        } => "timeout after sending",
+        Error::Timeout {
+            maybe_applied: false,
+        } => "timeout before sending",
+        Error::ConnectionLost => "connection lost",
+        Error::Closed(_) => "closed",
+        Error::Connect { .. } => "cannot connect",
+        Error::Io(_) => "i/o",
+        Error::Protocol(_) => "protocol",
+        Error::Conversion(_) => "conversion",
+        Error::CrossSlot { .. } => "cross-slot",
+        Error::MalformedCommand { .. } => "malformed command",
+        Error::Tls(_) => "tls",
+        Error::Handshake(_) => "handshake",
+        Error::NoTopology { .. } => "no topology",
+        Error::TooManyRedirects { .. } => "too many redirects",
+        Error::CoreStopped { .. } => "core stopped",
+        Error::SlotUnserved { .. } => "slot unserved",
+        Error::Unsupported { .. } => "unsupported command",
+        _ => "other",
+    };
+    kind.to_owned()
+}
+
+/// Whether a command that failed with `e` may have been applied.
+pub fn maybe_applied(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Server(_)
+            | Error::Timeout {
+                maybe_applied: false,
+            }
+            | Error::Closed(_)
+            | Error::Connect { .. }
+            | Error::CrossSlot { .. }
+            | Error::MalformedCommand { .. }
+            | Error::Unsupported { .. }
+            | Error::NoTopology { .. }
+            | Error::SlotUnserved { .. }
+            | Error::TooManyRedirects { .. }
+            | Error::CoreStopped {
+                maybe_applied: false,
+                ..
+            }
+    )
+}
+
+/// The open-loop schedule of one core: batch `k` is due at
+/// `start + (k + phase) * interval`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    interval: f64,
+    phase: f64,
+}
+
+impl Schedule {
+    fn at(&self, k: u64) -> Instant {
+        self.start + Duration::from_secs_f64((k as f64 + self.phase) * self.interval)
+    }
+
+    /// How many batches are due strictly before `end`.
+    fn due_before(&self, end: Instant) -> u64 {
+        let t = end.saturating_duration_since(self.start).as_secs_f64() / self.interval;
+        (t - self.phase).ceil().max(0.0) as u64
+    }
+}
+
+/// One argument of an op, ready to fill.
+#[derive(Debug)]
+enum ArgKind {
+    Lit(Vec<u8>),
+    Key,
+    Data,
+    /// Pieces assembled per request into a buffer of the slot.
+    Mixed(Vec<Piece>),
+}
+
+/// One command being sent by a task.
+#[derive(Debug, Default)]
+struct Slot {
+    op: usize,
+    key_index: u64,
+    key: Vec<u8>,
+    /// The value of a verified write.
+    value: Vec<u8>,
+    /// The filler length of an unverified value.
+    size: usize,
+    /// The id of a verified write.
+    write: Option<u64>,
+    /// Arguments assembled from several pieces.
+    mixed: Vec<Vec<u8>>,
+}
+
+struct Stats {
+    histograms: Vec<Histogram<u64>>,
+    errors: Vec<BTreeMap<String, u64>>,
+    last_done: Option<Instant>,
+    send_lag: Histogram<u64>,
+}
+
+/// The state of one core, shared by its tasks.
+struct Core {
+    index: usize,
+    shared: Arc<Shared>,
+    client: Client,
+    ops: Vec<Vec<ArgKind>>,
+    measure_start: Instant,
+    end: Option<Instant>,
+    /// Measured commands left to send (`--requests`).
+    budget: Cell<Option<u64>>,
+    schedule: Option<Schedule>,
+    next_batch: Cell<u64>,
+    seq: Cell<u64>,
+    writes: Cell<u64>,
+    fallbacks: Cell<u64>,
+    zipf: Option<Zipf<f64>>,
+    stats: RefCell<Stats>,
+}
+
+/// Runs the load of core `index` on `client` and returns what it measured.
+pub async fn run_core(
+    index: usize,
+    client: Client,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+) -> CoreResult {
+    let plan = &shared.plan;
+    let start = *shared.start.get_or_init(Instant::now);
+    let measure_start = start + plan.warmup;
+    let end = plan.duration.map(|d| measure_start + d);
+    let schedule = plan.rate.map(|rate| {
+        let per_core = rate / plan.cores as f64;
+        Schedule {
+            start,
+            interval: plan.pipeline as f64 / per_core,
+            phase: index as f64 / plan.cores as f64,
+        }
+    });
+    let budget = plan.requests.map(|n| {
+        let cores = plan.cores as u64;
+        n / cores + u64::from((index as u64) < n % cores)
+    });
+    let ops = plan
+        .ops
+        .iter()
+        .map(|o| {
+            o.args
+                .iter()
+                .map(|pieces| match pieces.as_slice() {
+                    [Piece::Lit(b)] => ArgKind::Lit(b.clone()),
+                    [Piece::Key] => ArgKind::Key,
+                    [Piece::Data] => ArgKind::Data,
+                    _ => ArgKind::Mixed(pieces.clone()),
+                })
+                .collect()
+        })
+        .collect();
+    let core = Rc::new(Core {
+        index,
+        client,
+        ops,
+        measure_start,
+        end,
+        budget: Cell::new(budget),
+        schedule,
+        next_batch: Cell::new(0),
+        seq: Cell::new(index as u64 * plan.keys / plan.cores as u64),
+        writes: Cell::new(0),
+        fallbacks: Cell::new(0),
+        zipf: match plan.pattern {
+            KeyPattern::Zipf(s) => Some(Zipf::new(plan.keys as f64, s).expect("a valid Zipf law")),
+            _ => None,
+        },
+        stats: RefCell::new(Stats {
+            histograms: plan.ops.iter().map(|_| new_histogram()).collect(),
+            errors: plan.ops.iter().map(|_| BTreeMap::new()).collect(),
+            last_done: None,
+            send_lag: new_histogram(),
+        }),
+        shared: shared.clone(),
+    });
+
+    let tasks: Vec<_> = (0..plan.tasks)
+        .map(|t| glommio::spawn_local(task_loop(core.clone(), t)))
+        .collect();
+    let all_done = async {
+        for t in tasks {
+            t.await;
+        }
+    };
+    if plan.progress {
+        let snapshots = async {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let _ = events.send(Event::Snapshot {
+                    core: index,
+                    histogram: Box::new(core.combined()),
+                });
+            }
+        };
+        future::or(all_done, snapshots).await;
+    } else {
+        all_done.await;
+    }
+    let _ = events.send(Event::Done);
+
+    let unsent = match (core.schedule, core.end) {
+        (Some(s), Some(end)) => {
+            s.due_before(end)
+                .saturating_sub(core.next_batch.get().min(s.due_before(end)))
+                * plan.pipeline as u64
+        }
+        _ => 0,
+    };
+    let stats = core.stats.replace(Stats {
+        histograms: Vec::new(),
+        errors: Vec::new(),
+        last_done: None,
+        send_lag: new_histogram(),
+    });
+    CoreResult {
+        histograms: stats.histograms,
+        errors: stats.errors,
+        last_done: stats.last_done,
+        send_lag: stats.send_lag,
+        unsent,
+        tracked_writes: core.writes.get(),
+        set_fallbacks: core.fallbacks.get(),
+    }
+}
+
+impl Core {
+    fn plan(&self) -> &Plan {
+        &self.shared.plan
+    }
+
+    /// The latencies of every op so far, in one histogram.
+    fn combined(&self) -> Histogram<u64> {
+        let stats = self.stats.borrow();
+        let mut all = new_histogram();
+        for h in &stats.histograms {
+            let _ = all.add(h);
+        }
+        all
+    }
+
+    /// Waits for the next batch's turn: its intended send time (open
+    /// loop), whether it is measured, and how many commands it has.
+    /// `None` when the load is over.
+    async fn next_batch(&self) -> Option<(Option<Instant>, bool, usize)> {
+        let now = Instant::now();
+        if self.end.is_some_and(|e| now >= e) {
+            return None;
+        }
+        let intended = match &self.schedule {
+            Some(s) => {
+                let k = self.next_batch.get();
+                let at = s.at(k);
+                if self.end.is_some_and(|e| at >= e) {
+                    return None;
+                }
+                self.next_batch.set(k + 1);
+                Some(at)
+            }
+            None => None,
+        };
+        let counted = intended.unwrap_or(now) >= self.measure_start;
+        let mut n = self.plan().pipeline;
+        if let (true, Some(left)) = (counted, self.budget.get()) {
+            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            if n == 0 {
+                return None;
+            }
+            self.budget.set(Some(left - n as u64));
+        }
+        if let Some(at) = intended {
+            let now = Instant::now();
+            // Timers cost more than a few microseconds of earliness.
+            if at > now + Duration::from_micros(20) {
+                glommio::timer::sleep(at - now).await;
+            }
+        }
+        Some((intended, counted, n))
+    }
+
+    fn next_key(&self, rng: &mut SmallRng) -> u64 {
+        let keys = self.plan().keys;
+        match self.plan().pattern {
+            KeyPattern::Uniform => rng.random_range(0..keys),
+            KeyPattern::Sequential => {
+                let k = self.seq.get();
+                self.seq.set(if k + 1 >= keys { 0 } else { k + 1 });
+                k
+            }
+            KeyPattern::Zipf(_) => {
+                let z = self.zipf.as_ref().expect("a Zipf law for zipf keys");
+                (z.sample(rng) as u64).clamp(1, keys) - 1
+            }
+        }
+    }
+
+    /// Chooses the op, key and value of a command.
+    fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng) {
+        let plan = self.plan();
+        let mut op = plan.pick_op(rng.random_range(0..plan.total_weight()));
+        let mut key = self.next_key(rng);
+        slot.write = None;
+        if plan.ops[op].verified_set {
+            let table = plan.verify.as_ref().expect("a write table with --verify");
+            let mut locked = table.try_lock(key);
+            // Writes to one key must not overlap: draw another key while
+            // this one is being written.
+            for _ in 0..8 {
+                if locked {
+                    break;
+                }
+                key = self.next_key(rng);
+                locked = table.try_lock(key);
+            }
+            if locked {
+                let n = self.writes.get() + 1;
+                self.writes.set(n);
+                let id = write_id(self.index, n);
+                plan.verified_value(id, &mut slot.value);
+                slot.write = Some(id);
+            } else {
+                self.fallbacks.set(self.fallbacks.get() + 1);
+                op = plan.get_op.expect("GET is in the SET/GET mix");
+            }
+        }
+        if slot.write.is_none() && plan.data.max > plan.data.min {
+            slot.size = rng.random_range(plan.data.min..=plan.data.max);
+        } else {
+            slot.size = plan.data.min;
+        }
+        slot.op = op;
+        slot.key_index = key;
+        plan.key(key, &mut slot.key);
+        let mut m = 0;
+        for arg in &self.ops[op] {
+            if let ArgKind::Mixed(pieces) = arg {
+                if slot.mixed.len() <= m {
+                    slot.mixed.push(Vec::new());
+                }
+                let buf = &mut slot.mixed[m];
+                buf.clear();
+                for p in pieces {
+                    match p {
+                        Piece::Lit(b) => buf.extend_from_slice(b),
+                        Piece::Key => buf.extend_from_slice(&slot.key),
+                        Piece::Data => {
+                            buf.extend_from_slice(data_of(plan, slot.write, &slot.value, slot.size))
+                        }
+                    }
+                }
+                m += 1;
+            }
+        }
+    }
+
+    /// Records the outcome of a batch.
+    fn finish(
+        &self,
+        slots: &[Slot],
+        result: &Result<Vec<Value>, Error>,
+        latency: Duration,
+        counted: bool,
+        done: Instant,
+    ) {
+        let plan = self.plan();
+        let mut stats = self.stats.borrow_mut();
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        for (i, slot) in slots.iter().enumerate() {
+            let outcome: Result<(), (String, bool)> = match result {
+                Ok(values) => match values.get(i) {
+                    Some(Value::Error(e)) => Err((
+                        format!("server {}", String::from_utf8_lossy(e.code())),
+                        false,
+                    )),
+                    Some(_) => Ok(()),
+                    None => Err(("missing reply".into(), true)),
+                },
+                Err(e) => Err((error_kind(e), maybe_applied(e))),
+            };
+            if let (Some(id), Some(table)) = (slot.write, plan.verify.as_ref()) {
+                match &outcome {
+                    Ok(()) => table.acknowledged(slot.key_index, id),
+                    Err((_, maybe)) => table.failed(slot.key_index, *maybe),
+                }
+            }
+            if !counted {
+                continue;
+            }
+            match outcome {
+                Ok(()) => {
+                    stats.histograms[slot.op].saturating_record(nanos);
+                    ok += 1;
+                }
+                Err((kind, _)) => {
+                    *stats.errors[slot.op].entry(kind).or_default() += 1;
+                    failed += 1;
+                }
+            }
+        }
+        if counted {
+            stats.last_done = Some(stats.last_done.map_or(done, |d| d.max(done)));
+            let live = &self.shared.live[self.index];
+            live.ops.fetch_add(ok, Ordering::Relaxed);
+            live.errors.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+}
+
+fn data_of<'a>(plan: &'a Plan, write: Option<u64>, value: &'a [u8], size: usize) -> &'a [u8] {
+    match write {
+        Some(_) => value,
+        None => &plan.filler[..size],
+    }
+}
+
+async fn task_loop(core: Rc<Core>, task: usize) {
+    let plan = core.plan();
+    let seed = splitmix64(((core.index as u64) << 32) | task as u64) ^ 0x5eed_10ad;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut slots: Vec<Slot> = (0..plan.pipeline).map(|_| Slot::default()).collect();
+    let mut bounds: Vec<Range<usize>> = Vec::with_capacity(plan.pipeline);
+    while let Some((intended, counted, n)) = core.next_batch().await {
+        for slot in &mut slots[..n] {
+            core.prepare(slot, &mut rng);
+        }
+        let mut flat: Vec<&[u8]> = Vec::with_capacity(n * 4);
+        bounds.clear();
+        for slot in &slots[..n] {
+            let from = flat.len();
+            let mut m = 0;
+            for arg in &core.ops[slot.op] {
+                flat.push(match arg {
+                    ArgKind::Lit(b) => b,
+                    ArgKind::Key => &slot.key,
+                    ArgKind::Data => data_of(plan, slot.write, &slot.value, slot.size),
+                    ArgKind::Mixed(_) => {
+                        m += 1;
+                        &slot.mixed[m - 1]
+                    }
+                });
+            }
+            bounds.push(from..flat.len());
+        }
+        let sent = Instant::now();
+        let result = if n == 1 {
+            core.client.command(&flat).await.map(|v| vec![v])
+        } else {
+            let cmds: Vec<&[&[u8]]> = bounds.iter().map(|r| &flat[r.clone()]).collect();
+            core.client.pipeline(&cmds).await
+        };
+        let done = Instant::now();
+        // Open loop: from the intended time, so that waiting for a free
+        // task or a slow server counts (no coordinated omission).
+        let from = intended.map_or(sent, |at| at.min(sent));
+        if let (true, Some(at)) = (counted, intended) {
+            let lag = sent.saturating_duration_since(at).as_nanos();
+            let mut stats = core.stats.borrow_mut();
+            stats
+                .send_lag
+                .saturating_record(u64::try_from(lag).unwrap_or(u64::MAX).max(1));
+        }
+        core.finish(&slots[..n], &result, done - from, counted, done);
+    }
+}
