@@ -206,13 +206,19 @@ impl Router {
     /// The node at `addr`, opening a connection to it on first use (or,
     /// on the per-core runtime, linking it to the core that owns it).
     pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
+        let routes = self.routes();
+        self.node_among(addr, routes.map.masters())
+    }
+
+    /// [`node`](Self::node), with ownership decided by `masters`.
+    fn node_among(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Rc<Node> {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let owner = self.mesh.as_ref().and_then(|m| {
-            let routes = self.routes.borrow();
-            m.remote_owner(addr, routes.map.masters())
-        });
+        let owner = self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.remote_owner(addr, masters));
         self.add_node(addr, owner)
     }
 
@@ -246,11 +252,11 @@ impl Router {
         if self.closed.get() {
             return Err(Error::Closed("the cluster client was closed"));
         }
-        let node = self.node(addr);
-        if let Link::Local(c) = &node.link {
-            return Ok(c.clone());
-        }
-        let node = self.add_node(addr, None);
+        let known = self.nodes.borrow().get(addr).cloned();
+        let node = match known {
+            Some(n) if n.link.local().is_some() => n,
+            _ => self.add_node(addr, None),
+        };
         Ok(node.link.local().expect("a local link").clone())
     }
 
@@ -292,25 +298,24 @@ impl Router {
     /// in flight on the old one finish there.
     pub fn install(&self, map: SlotMap) {
         if let Some(mesh) = &self.mesh {
-            let stale: Vec<NodeAddr> = self
+            let relink: Vec<(NodeAddr, Option<usize>)> = self
                 .nodes
                 .borrow()
                 .values()
-                .filter(|n| n.link.remote_core() != mesh.remote_owner(&n.addr, map.masters()))
-                .map(|n| n.addr.clone())
+                .filter_map(|n| {
+                    let owner = mesh.remote_owner(&n.addr, map.masters());
+                    (n.link.remote_core() != owner).then(|| (n.addr.clone(), owner))
+                })
                 .collect();
-            for addr in stale {
-                self.add_node(&addr, mesh.remote_owner(&addr, map.masters()));
+            for (addr, owner) in relink {
+                self.add_node(&addr, owner);
             }
-            let masters = map.masters().iter().map(|a| {
-                let known = self.nodes.borrow().get(a).cloned();
-                known.unwrap_or_else(|| self.add_node(a, mesh.remote_owner(a, map.masters())))
-            });
-            let masters = masters.collect();
-            *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
-            return;
         }
-        let masters = map.masters().iter().map(|a| self.node(a)).collect();
+        let masters = map
+            .masters()
+            .iter()
+            .map(|a| self.node_among(a, map.masters()))
+            .collect();
         *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
     }
 
