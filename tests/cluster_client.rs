@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common_conn::{bulk, clients_named, free_port, run, wait_until, within};
+use common_conn::{
+    assert_closed_for, assert_cross_slot, bulk, clients_named, free_port, run, wait_until, within,
+};
 use glommio::spawn_local;
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr, Role};
 use redcore::{ClusterConfig, Cmd, Connection, Error, Value, Watch, cmd};
@@ -140,26 +142,6 @@ fn commands_by_node(info: &ClusterInfo) -> BTreeMap<NodeAddr, u64> {
 
 fn addr_of(cluster: &RedisCluster, node: usize) -> NodeAddr {
     NodeAddr::from(cluster.node(node).addr())
-}
-
-#[track_caller]
-fn assert_cross_slot<T: std::fmt::Debug>(result: Result<T, Error>, a: &str, b: &str) {
-    let (first, other) = (key_slot(a.as_bytes()), key_slot(b.as_bytes()));
-    assert_ne!(first, other, "{a} and {b} must be in different slots");
-    match result {
-        Err(Error::CrossSlot { first: f, other: o }) => {
-            assert_eq!((f, o), (first, other), "the slots of {a} and {b}")
-        }
-        got => panic!("expected CrossSlot ({a}: slot {first}, {b}: slot {other}), got {got:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_closed<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
-    match result {
-        Err(Error::Closed(_)) => {}
-        other => panic!("{what} after close(): expected Error::Closed, got {other:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -1203,25 +1185,25 @@ async fn close_fails_later_calls_and_drops_connections(cluster: &RedisCluster) {
     let conns = client.master_connections();
     client.close();
 
-    assert_closed("command", client.command::<()>(["SET", "k", "v"]).await);
-    assert_closed("PING", client.command::<String>(["PING"]).await);
-    assert_closed("a clone's command", other.command::<()>(["GET", "k"]).await);
-    assert_closed(
+    assert_closed_for("command", client.command::<()>(["SET", "k", "v"]).await);
+    assert_closed_for("PING", client.command::<String>(["PING"]).await);
+    assert_closed_for("a clone's command", other.command::<()>(["GET", "k"]).await);
+    assert_closed_for(
         "pipeline",
         client.pipeline([["GET", "k"], ["GET", "j"]]).await,
     );
-    assert_closed("transaction", client.transaction([["SET", "k", "v"]]).await);
-    assert_closed(
+    assert_closed_for("transaction", client.transaction([["SET", "k", "v"]]).await);
+    assert_closed_for(
         "watch_transaction",
         client
             .watch_transaction(&["k"], async |_c: &Connection| Ok(Watch::Exec(vec![])))
             .await,
     );
-    assert_closed("mget", client.mget::<Option<String>, _>(&["k", "j"]).await);
-    assert_closed("del", client.del(&["k"]).await);
-    assert_closed("refresh", client.refresh().await);
+    assert_closed_for("mget", client.mget::<Option<String>, _>(&["k", "j"]).await);
+    assert_closed_for("del", client.del(&["k"]).await);
+    assert_closed_for("refresh", client.refresh().await);
     for (addr, conn) in &conns {
-        assert_closed(
+        assert_closed_for(
             &format!("a master connection ({addr})"),
             conn.command::<String>(["PING"]).await,
         );

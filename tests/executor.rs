@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_conn::{bulk, free_port, wait_until};
+use common_conn::{assert_closed_for, assert_cross_slot, bulk, free_port, wait_until};
 use futures_lite::future::block_on;
 use glommio::spawn_local;
 use redcore::cluster::NodeAddr;
@@ -221,26 +221,6 @@ fn tag_owned_elsewhere(client: &CoreClient, prefix: &str) -> (String, usize) {
 /// executor: `redcore-<core>-<n>`.
 fn ran_on_core(thread_name: &str, core: usize) -> bool {
     thread_name.starts_with(&format!("redcore-{core}-"))
-}
-
-#[track_caller]
-fn assert_cross_slot<T: std::fmt::Debug>(result: Result<T, Error>, a: &str, b: &str) {
-    let (first, other) = (key_slot(a.as_bytes()), key_slot(b.as_bytes()));
-    assert_ne!(first, other, "{a} and {b} must be in different slots");
-    match result {
-        Err(Error::CrossSlot { first: f, other: o }) => {
-            assert_eq!((f, o), (first, other), "the slots of {a} and {b}")
-        }
-        got => panic!("expected CrossSlot ({a}: slot {first}, {b}: slot {other}), got {got:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_closed<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
-    match result {
-        Err(Error::Closed(_)) => {}
-        other => panic!("{what}: expected Error::Closed, got {other:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -1469,7 +1449,7 @@ fn cluster_executor_shutdown_drains_calls_in_flight() {
     );
     let asked = Instant::now();
     handle.shutdown();
-    assert_closed(
+    assert_closed_for(
         "a remote call after shutdown()",
         block_on(remote.command::<String>(["PING"])),
     );
@@ -1746,7 +1726,7 @@ fn cluster_executor_remote_client_serves_plain_threads() {
     remote_calls_from_a_plain_thread_are_answered(&cluster, &layout, &remote);
     remote_calls_from_several_threads_at_once_are_answered(&cluster, &remote);
     handle.shutdown();
-    assert_closed(
+    assert_closed_for(
         "a remote command after shutdown()",
         block_on(remote.command::<String>(["PING"])),
     );
@@ -1879,11 +1859,11 @@ fn remote_calls_from_several_threads_at_once_are_answered(
 }
 
 fn remote_calls_after_the_end_are_closed(remote: &RemoteClient) {
-    assert_closed(
+    assert_closed_for(
         "a remote command after the end",
         block_on(remote.command::<String>(["PING"])),
     );
-    assert_closed(
+    assert_closed_for(
         "a remote pipeline after the end",
         block_on(remote.pipeline([cmd("PING")])),
     );
@@ -1891,7 +1871,7 @@ fn remote_calls_after_the_end_are_closed(remote: &RemoteClient) {
     let r = thread::spawn(move || block_on(other.transaction([cmd("INCR").arg("remote:late")])))
         .join()
         .expect("a thread");
-    assert_closed("a remote transaction from another thread after the end", r);
+    assert_closed_for("a remote transaction from another thread after the end", r);
 }
 
 // ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
 use redcore::{Connection, Error, Value};
 
-use crate::support::RedisServer;
+use crate::support::{RedisServer, key_slot};
 
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(3);
@@ -146,8 +146,28 @@ pub fn clients_named(server: &RedisServer, name: &str) -> usize {
 /// Asserts that `result` is an [`Error::Closed`].
 #[track_caller]
 pub fn assert_closed<T: std::fmt::Debug>(result: Result<T, Error>) {
+    assert_closed_for("the call", result)
+}
+
+/// Asserts that `result` is [`Error::CrossSlot`] for the slots of `a`
+/// and `b` (which must differ).
+#[track_caller]
+pub fn assert_cross_slot<T: std::fmt::Debug>(result: Result<T, Error>, a: &str, b: &str) {
+    let (first, other) = (key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    assert_ne!(first, other, "{a} and {b} must be in different slots");
+    match result {
+        Err(Error::CrossSlot { first: f, other: o }) => {
+            assert_eq!((f, o), (first, other), "the slots of {a} and {b}")
+        }
+        got => panic!("expected CrossSlot ({a}: slot {first}, {b}: slot {other}), got {got:?}"),
+    }
+}
+
+/// Asserts that `result` is [`Error::Closed`]; `what` names the call.
+#[track_caller]
+pub fn assert_closed_for<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
     match result {
         Err(Error::Closed(_)) => {}
-        other => panic!("expected Error::Closed, got {other:?}"),
+        other => panic!("{what}: expected Error::Closed, got {other:?}"),
     }
 }
