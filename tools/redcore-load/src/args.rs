@@ -100,6 +100,15 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub hdr_out: Option<PathBuf>,
 
+    /// While measuring, append one JSON object per second to FILE (JSON
+    /// lines, flushed as they come): `unix_ms` (wall clock at the end of
+    /// the second), `t` (seconds since measuring began), `ops` and
+    /// `errors` (completed and failed in that second), `ops_per_sec`,
+    /// `errors_by_kind`, and `slowest_us` (the slowest successful command
+    /// in that second). For watching a run through failures.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+
     /// Deadline of each call, connecting included.
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration_nonzero)]
     pub timeout: Duration,

@@ -8,6 +8,7 @@
 mod args;
 mod plan;
 mod report;
+mod timeline;
 mod verify;
 mod worker;
 
@@ -26,6 +27,7 @@ use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
 use crate::args::Cli;
 use crate::plan::Plan;
 use crate::report::Merged;
+use crate::timeline::Timeline;
 use crate::worker::{Client, CoreResult, Event, Shared, new_histogram, run_core};
 
 /// What the load goes to.
@@ -116,11 +118,15 @@ fn main() -> ExitCode {
             usage_error(&format!("--hdr-out {}: {e}", path.display()));
         }
     }
+    let timeline = match cli.timeline.as_deref().map(Timeline::create).transpose() {
+        Ok(t) => t,
+        Err(msg) => usage_error(&msg),
+    };
     let target = match Target::from_cli(&cli) {
         Ok(t) => t,
         Err(msg) => usage_error(&msg),
     };
-    match run(&cli, &target) {
+    match run(&cli, &target, timeline) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("redcore-load: {msg}");
@@ -150,7 +156,7 @@ fn online_cpus() -> Result<Vec<usize>, String> {
     Ok(cpus)
 }
 
-fn run(cli: &Cli, target: &Target) -> Result<ExitCode, String> {
+fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<ExitCode, String> {
     let cpus = online_cpus()?;
     let cores = cli.cores.map_or(cpus.len(), |n| n as usize);
     let progress = std::io::stderr().is_terminal();
@@ -198,7 +204,7 @@ fn run(cli: &Cli, target: &Target) -> Result<ExitCode, String> {
         }
     };
 
-    wait_with_progress(&shared, &events, progress);
+    wait_with_progress(&shared, &events, progress, &mut timeline);
     let mut results = Vec::new();
     for r in joiner() {
         results.push(r.map_err(|e| format!("a core failed: {e}"))?);
@@ -362,8 +368,13 @@ fn describe(config: &ConnectionConfig) -> String {
 }
 
 /// Waits for every core to finish; on a terminal, shows a progress line
-/// once per second.
-fn wait_with_progress(shared: &Shared, events: &mpsc::Receiver<Event>, progress: bool) {
+/// once per second; with `--timeline`, writes a line per second.
+fn wait_with_progress(
+    shared: &Shared,
+    events: &mpsc::Receiver<Event>,
+    progress: bool,
+    timeline: &mut Option<Timeline>,
+) {
     let cores = shared.plan.cores;
     let mut done = 0;
     let mut snapshots: Vec<Option<Histogram<u64>>> = vec![None; cores];
@@ -376,6 +387,7 @@ fn wait_with_progress(shared: &Shared, events: &mpsc::Receiver<Event>, progress:
             Ok(Event::Snapshot { core, histogram }) => snapshots[core] = Some(*histogram),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 next_line += Duration::from_secs(1);
+                tick(shared, timeline);
                 if progress {
                     let line = progress_line(shared, &snapshots, &mut last);
                     eprint!("\r\x1b[2K{line}");
@@ -386,9 +398,21 @@ fn wait_with_progress(shared: &Shared, events: &mpsc::Receiver<Event>, progress:
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // The last, partial second.
+    tick(shared, timeline);
     if progress {
         eprint!("\r\x1b[2K");
         let _ = std::io::stderr().flush();
+    }
+}
+
+/// Writes a timeline line; a failed write ends the timeline, not the run.
+fn tick(shared: &Shared, timeline: &mut Option<Timeline>) {
+    if let Some(t) = timeline {
+        if let Err(e) = t.tick(shared) {
+            eprintln!("redcore-load: {e}; no more timeline lines");
+            *timeline = None;
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -28,7 +28,8 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
 }
 
-/// Counters of one core that the progress line reads while it runs.
+/// Counters of one core that the progress line and the timeline read
+/// while it runs.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct LiveCounters {
@@ -36,6 +37,12 @@ pub struct LiveCounters {
     pub ops: AtomicU64,
     /// Measured commands that failed.
     pub errors: AtomicU64,
+    /// The slowest successful measured command since the timeline last
+    /// took it (nanoseconds); the timeline swaps it to 0.
+    pub slowest_ns: AtomicU64,
+    /// Measured failures by kind, so far (locked only when a command
+    /// fails).
+    pub error_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
 /// What cores tell the main thread while they run.
@@ -505,6 +512,7 @@ impl Core {
         let plan = self.plan();
         let mut stats = self.stats.borrow_mut();
         let (mut ok, mut failed) = (0u64, 0u64);
+        let mut kinds: Vec<String> = Vec::new();
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
         for (i, slot) in slots.iter().enumerate() {
             let outcome: Result<(), (String, bool)> = match result {
@@ -533,7 +541,8 @@ impl Core {
                     ok += 1;
                 }
                 Err((kind, _)) => {
-                    *stats.errors[slot.op].entry(kind).or_default() += 1;
+                    *stats.errors[slot.op].entry(kind.clone()).or_default() += 1;
+                    kinds.push(kind);
                     failed += 1;
                 }
             }
@@ -542,7 +551,16 @@ impl Core {
             stats.last_done = Some(stats.last_done.map_or(done, |d| d.max(done)));
             let live = &self.shared.live[self.index];
             live.ops.fetch_add(ok, Ordering::Relaxed);
-            live.errors.fetch_add(failed, Ordering::Relaxed);
+            if ok > 0 {
+                live.slowest_ns.fetch_max(nanos, Ordering::Relaxed);
+            }
+            if failed > 0 {
+                let mut all = live.error_kinds.lock().unwrap_or_else(|e| e.into_inner());
+                for kind in kinds {
+                    *all.entry(kind).or_default() += 1;
+                }
+                live.errors.fetch_add(failed, Ordering::Relaxed);
+            }
         }
     }
 }

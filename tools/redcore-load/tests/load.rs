@@ -125,6 +125,7 @@ fn standalone_with_verify_json_and_hdr_log() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let hlog = dir.path().join("latency.hlog");
+    let tline = dir.path().join("timeline.jsonl");
     let run = load(&[
         "--server",
         &server.url(),
@@ -142,11 +143,32 @@ fn standalone_with_verify_json_and_hdr_log() {
         "--json",
         "--hdr-out",
         hlog.to_str().expect("utf-8 path"),
+        "--timeline",
+        tline.to_str().expect("utf-8 path"),
     ]);
     let report = run.ok();
     assert_verified(&report);
     assert_eq!(report["mode"], "closed-loop");
     assert_eq!(report["cores"], 2);
+    // One timeline line per second of measuring, and a last partial one,
+    // adding up to the report's totals.
+    let timeline = std::fs::read_to_string(&tline).expect("the timeline");
+    let lines: Vec<Value> = timeline
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!((1..=4).contains(&lines.len()), "{timeline}");
+    let ops: f64 = lines.iter().map(|l| num(l, "ops")).sum();
+    assert_eq!(ops, num(&report, "total.ops"), "{timeline}");
+    for pair in lines.windows(2) {
+        assert!(num(&pair[0], "t") < num(&pair[1], "t"), "{timeline}");
+        assert!(
+            num(&pair[0], "unix_ms") <= num(&pair[1], "unix_ms"),
+            "{timeline}"
+        );
+    }
+    assert!(lines.iter().all(|l| num(l, "errors") == 0.0), "{timeline}");
+    assert!(num(&lines[0], "slowest_us") > 0.0, "{timeline}");
     let elapsed = num(&report, "elapsed_secs");
     assert!((0.9..3.0).contains(&elapsed), "{report:#}");
     let log = std::fs::read_to_string(&hlog).expect("the histogram log");
@@ -341,6 +363,64 @@ fn lost_writes_are_detected() {
     assert!(run.stderr.contains("verification failed"), "{}", run.stderr);
 }
 
+/// A connection killed mid-run: the timeline shows the failures of that
+/// second by kind, and throughput after it.
+#[test]
+fn timeline_shows_errors_by_kind_and_the_recovery() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("timeline.jsonl");
+    let arg = path.to_str().expect("utf-8 path").to_owned();
+    let runner = thread::spawn(move || {
+        load(&[
+            "--server",
+            &url,
+            "--cores",
+            "1",
+            "--tasks",
+            "16",
+            "--duration",
+            "3s",
+            "--timeline",
+            &arg,
+            "--json",
+        ])
+    });
+    // Wait for the first line: the load is running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
+        assert!(Instant::now() < deadline, "no timeline line in 20 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut conn = server.connect().expect("connect");
+    let killed = conn
+        .call(&["CLIENT", "KILL", "TYPE", "normal"])
+        .expect("CLIENT KILL");
+    let report = runner.join().expect("the runner").json();
+    assert!(
+        matches!(killed, support::Reply::Integer(n) if n >= 1),
+        "{killed:?}"
+    );
+    let text = std::fs::read_to_string(&path).expect("the timeline");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let hit = lines
+        .iter()
+        .position(|l| num(l, "errors") > 0.0)
+        .unwrap_or_else(|| panic!("no errors in the timeline:\n{text}"));
+    let kinds = &lines[hit]["errors_by_kind"];
+    assert!(num(kinds, "connection lost") > 0.0, "{text}");
+    let errors: f64 = lines.iter().map(|l| num(l, "errors")).sum();
+    assert_eq!(errors, num(&report, "total.errors"), "{text}");
+    assert!(
+        lines[hit + 1..].iter().any(|l| num(l, "ops") > 0.0),
+        "no throughput after the kill:\n{text}"
+    );
+}
+
 #[test]
 fn unreachable_target_fails_fast_with_exit_1() {
     // A port nobody listens on: bind one, then close it.
@@ -377,6 +457,12 @@ fn bad_arguments_exit_2() {
             "redis://127.0.0.1:1",
             "--hdr-out",
             "/nonexistent-dir/latency.hlog",
+        ],
+        &[
+            "--server",
+            "redis://127.0.0.1:1",
+            "--timeline",
+            "/nonexistent-dir/timeline.jsonl",
         ],
         &[
             "--server",
