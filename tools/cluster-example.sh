@@ -22,6 +22,7 @@ esac
 
 source tools/ensure-redis.sh
 ensure_redis
+ensure_python3
 
 dir=$(mktemp -d)
 pids=()

@@ -82,6 +82,7 @@ fi
 case "$cmd" in
 demo)
     ensure_redis
+    ensure_python3
     cargo build --release -p redcore-load
 
     # Throwaway cluster: nodes are children of this shell, killed on exit.
@@ -121,6 +122,7 @@ demo)
     ;;
 start)
     ensure_redis
+    ensure_python3
     if [ -e "$dir" ]; then
         echo "$0: $dir exists (a cluster already started? see status, stop)" >&2
         exit 1

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Chaos check: redcore-load --verify against a local 3-master/3-replica
+# cluster while the cluster changes under it, then a report: ops/s over
+# time, errors by kind, recovery time after each change, and the lost
+# acknowledged writes (must be 0; the script exits 1 otherwise).
+#
+# Usage:
+#   tools/chaos.sh [--short] [--hard] [--release] [--duration SECS]
+#                  [--cores N] [--tasks N] [--keep DIR]
+#
+# What happens, in order, while the load runs (SET:GET 1:1, --verify,
+# --timeline, call deadline 10 s: longer than a failover takes, so calls
+# ride through it instead of timing out):
+#   1. a baseline of a few seconds;
+#   2. `redis-cli --cluster reshard` moves slots (1000, or 300 with --short)
+#      from one master to another, keys and all (MIGRATE; the client sees
+#      ASK and MOVED);
+#   3. the master that just received them is killed, and its replica takes
+#      over once the cluster marks it failed (cluster-node-timeout 2 s);
+#   4. the killed node is started again and rejoins as a replica;
+#   5. (not with --short) the new master gives slots back by another reshard.
+# Then the load ends, every acknowledged write is read back, and the
+# report is printed (tools/chaos_report.py).
+#
+# The kill is SIGTERM by default: since Redis 7 a master that gets it stops
+# taking writes and waits for its replicas to catch up before it exits, so
+# every write it acknowledged is on the replica that takes over. --hard
+# sends SIGKILL instead: Redis replicates asynchronously, so writes the
+# master acknowledged in its last moments may never reach the replica and
+# the verification may then report them lost. That loss is Redis's, not
+# the client's; --hard shows the client still recovers.
+#
+# --short: a 30 s load (under a minute in all with start-up and checks), as
+# CI runs it. --release: build redcore-load in release (default: debug,
+# which the test suite has already built). --keep DIR: keep the cluster's
+# files, the load's report and timeline in DIR. Servers are started on
+# free loopback ports and stopped (by pid) on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source tools/ensure-redis.sh
+source tools/cluster-lib.sh
+
+usage() {
+    sed -n '/^# Usage:/,/^# What happens/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+short="" hard="" profile=debug duration="" cores=2 tasks=16 keep=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --short) short=1 ;;
+        --hard) hard=1 ;;
+        --release) profile=release ;;
+        --duration) [ $# -ge 2 ] || usage; duration=$2; shift ;;
+        --cores) [ $# -ge 2 ] || usage; cores=$2; shift ;;
+        --tasks) [ $# -ge 2 ] || usage; tasks=$2; shift ;;
+        --keep) [ $# -ge 2 ] || usage; keep=$2; shift ;;
+        *) usage ;;
+    esac
+    shift
+done
+if [ -n "$short" ]; then
+    duration=${duration:-30} slots=300 give_back=""
+else
+    duration=${duration:-60} slots=1000 give_back=1
+fi
+case "$duration" in '' | *[!0-9]*) echo "$0: --duration takes whole seconds" >&2; exit 2 ;; esac
+if [ "$duration" -lt 25 ]; then echo "$0: --duration must be at least 25 s" >&2; exit 2; fi
+
+ensure_redis
+ensure_python3
+if [ "$profile" = release ]; then
+    cargo build --release -p redcore-load
+else
+    cargo build -p redcore-load
+fi
+bin=target/$profile/redcore-load
+
+if [ -n "$keep" ]; then
+    mkdir -p "$keep"
+    dir=$(cd "$keep" && pwd)
+else
+    dir=$(mktemp -d)
+fi
+pids=()
+load_pid=""
+cleanup() {
+    [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null
+    for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
+    [ -z "$keep" ] && rm -rf "$dir"
+    return 0
+}
+trap cleanup EXIT INT TERM
+
+now_ms() { date +%s%3N; }
+# event change|mark TEXT: notes the time of a change made to the cluster
+# (the report measures the recovery from it) or of a milestone.
+event() { echo "$(now_ms) $1 ${*:2}" >>"$dir/events"; echo "chaos: ${*:2}" >&2; }
+# What each node thinks, for a step that did not complete.
+diagnose() {
+    local port
+    for port in ${ports[@]+"${ports[@]}"}; do
+        echo "--- 127.0.0.1:$port: $(cli "$port" cluster info | grep '^cluster_state' || echo 'not answering')" >&2
+        cli "$port" cluster nodes | sed 's/^/    /' >&2
+    done
+}
+fail() {
+    echo "$0: $*" >&2
+    diagnose
+    exit 1
+}
+
+# wait_for SECS WHAT COMMAND...: runs COMMAND every 50 ms until it
+# succeeds; fails the script after SECS.
+wait_for() {
+    local secs=$1 what=$2 until
+    shift 2
+    until=$(($(now_ms) + secs * 1000))
+    until "$@"; do
+        [ "$(now_ms)" -lt "$until" ] || fail "$what: not within $secs s"
+        sleep 0.05
+    done
+}
+
+cli() { redis-cli -p "$1" "${@:2}" 2>/dev/null | tr -d '\r'; }
+my_id() { cli "$1" cluster myid; }
+# masters_with_slots PORT: "id port" of each master serving slots.
+masters_with_slots() {
+    cli "$1" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && NF >= 9 {split($2, a, "[:@]"); print $1, a[2]}'
+}
+replica_of() { # replica_of PORT MASTER_ID: port of a replica of that master
+    cli "$1" cluster nodes | awk -v m="$2" '$4 == m {split($2, a, "[:@]"); print a[2]; exit}'
+}
+is_master() { cli "$1" role | head -1 | grep -qx master; }
+cluster_ok() {
+    local port
+    for port in "$@"; do cli "$port" cluster info | grep -q '^cluster_state:ok' || return 1; done
+}
+# The cluster agrees on one slot map (no migration left half-done).
+slots_agree() {
+    local port first="" mine
+    for port in "$@"; do
+        mine=$(cli "$port" cluster slots | md5sum)
+        [ -z "$first" ] && first=$mine
+        [ "$mine" = "$first" ] || return 1
+    done
+}
+timeline_lines() { [ -f "$dir/timeline.jsonl" ] && wc -l <"$dir/timeline.jsonl" || echo 0; }
+has_lines() { [ "$(timeline_lines)" -ge "$1" ]; }
+
+# reshard FROM_ID TO_ID N: moves N slots, keys included.
+reshard() {
+    redis-cli --cluster reshard "127.0.0.1:${ports[0]}" --cluster-from "$1" --cluster-to "$2" \
+        --cluster-slots "$3" --cluster-yes >>"$dir/reshard.log" 2>&1 ||
+        { tail -20 "$dir/reshard.log" >&2; fail "redis-cli --cluster reshard failed"; }
+}
+
+cluster_ports
+cluster_start_nodes "$dir" child
+cluster_create "$dir"
+declare -A pid_of
+for i in "${!ports[@]}"; do pid_of[${ports[$i]}]=${pids[$i]}; done
+seeds=$(IFS=,; echo "${ports[*]/#/127.0.0.1:}")
+
+read -r -a first <<<"$(masters_with_slots "${ports[0]}" | sed -n 1p)"
+read -r -a second <<<"$(masters_with_slots "${ports[0]}" | sed -n 2p)"
+[ ${#first[@]} -eq 2 ] && [ ${#second[@]} -eq 2 ] || fail "could not find two masters"
+
+: >"$dir/events"
+"$bin" --cluster "$seeds" --cores "$cores" --tasks "$tasks" --duration "${duration}s" \
+    --keys 20000 --ratio 1:1 --timeout 10s --verify --json --timeline "$dir/timeline.jsonl" \
+    >"$dir/report.json" 2>"$dir/load.err" &
+load_pid=$!
+started=$(now_ms)
+
+# 1. Baseline.
+wait_for 30 "the load's first seconds" has_lines 3
+
+# 2. Move slots from the first master to the second.
+event change "reshard: $slots slots from 127.0.0.1:${first[1]} to 127.0.0.1:${second[1]}"
+reshard "${first[0]}" "${second[0]}" "$slots"
+wait_for 20 "the slot map after resharding" slots_agree "${ports[@]}"
+event mark "reshard done"
+seen=$(timeline_lines)
+wait_for 10 "load after resharding" has_lines $((seen + 2))
+
+# 3. Kill the second master (it just received the slots).
+victim=${second[1]}
+heir=$(replica_of "${ports[0]}" "${second[0]}")
+[ -n "$heir" ] || fail "no replica of 127.0.0.1:$victim"
+signal=TERM
+[ -n "$hard" ] && signal=KILL
+event change "kill -$signal master 127.0.0.1:$victim (its replica is 127.0.0.1:$heir)"
+kill "-$signal" "${pid_of[$victim]}"
+wait "${pid_of[$victim]}" 2>/dev/null || true
+live=()
+for p in "${ports[@]}"; do [ "$p" = "$victim" ] || live+=("$p"); done
+wait_for 30 "the replica's promotion" is_master "$heir"
+wait_for 30 "cluster_state:ok after the failover" cluster_ok "${live[@]}"
+# Every node has taken the slots off the old master before it comes back.
+victim_id=${second[0]}
+slotless() {
+    local port
+    for port in "$@"; do
+        cli "$port" cluster nodes | awk -v id="$victim_id" '$1 == id && NF >= 9 {found = 1} END {exit found}' || return 1
+    done
+}
+wait_for 30 "every node's view of the failover" slotless "${live[@]}"
+event mark "failover done: 127.0.0.1:$heir is master"
+
+# 4. Start the killed node again; it rejoins as a replica.
+saved=("${ports[@]}")
+ports=("$victim")
+cluster_start_nodes "$dir" child
+ports=("${saved[@]}")
+pid_of[$victim]=${pids[-1]}
+is_replica() { cli "$1" role | head -1 | grep -qx slave; }
+wait_for 30 "the old master's return as a replica" is_replica "$victim"
+event mark "127.0.0.1:$victim back, as a replica"
+# Redis sometimes keeps a node in cluster_state:fail for a while after such
+# a return; the load's errors then show what clients see of it.
+if ! (wait_for 10 "cluster_state:ok on every node" cluster_ok "${ports[@]}") 2>/dev/null; then
+    echo "chaos: not every node reports cluster_state:ok 10 s after the old master's return:" >&2
+    diagnose
+    event mark "not every node reports cluster_state:ok"
+fi
+
+# 5. The new master gives slots back.
+if [ -n "$give_back" ]; then
+    seen=$(timeline_lines)
+    wait_for 10 "load after the failover" has_lines $((seen + 3))
+    heir_id=$(my_id "$heir")
+    event change "reshard: $slots slots from 127.0.0.1:$heir to 127.0.0.1:${first[1]}"
+    reshard "$heir_id" "${first[0]}" "$slots"
+    wait_for 20 "the slot map after resharding" slots_agree "${ports[@]}"
+    event mark "reshard done"
+fi
+
+chaos_ended=$(now_ms)
+if [ $((chaos_ended - started)) -gt $((duration * 1000 - 5000)) ]; then
+    echo "$0: the changes took until the last 5 s of the load; a longer --duration would show the recovery better" >&2
+fi
+status=0
+wait "$load_pid" || status=$?
+load_pid=""
+if [ ! -s "$dir/report.json" ]; then
+    cat "$dir/load.err" >&2
+    fail "redcore-load gave no report (exit $status)"
+fi
+# redcore-load exits 1 when --verify found a lost write; the report says.
+python3 tools/chaos_report.py "$dir/report.json" "$dir/timeline.jsonl" "$dir/events"

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""The report of tools/chaos.sh, from redcore-load's JSON report, its
+--timeline (one JSON line per second) and the script's events file (lines
+"UNIX_MS change|mark TEXT").
+
+Prints the events, ops/s over time, errors by kind, the recovery after each
+change, and the verification; exits 1 when an acknowledged write was lost
+or wrong, the verification could not run, or the load did not recover by
+its end.
+
+Recovery from a change: the baseline is the median ops/s of the seconds
+before the first change. A second is disturbed when it had errors or less
+than half the baseline. The recovery time runs from the change to the
+start of the first undisturbed second after the first disturbed one (before
+the next change); resolution one second, the timeline's. Seconds disturbed
+later on are counted apart: on a busy machine throughput also dips for
+reasons of its own.
+"""
+
+import json
+import statistics
+import sys
+
+
+def load_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_events(path):
+    events = []
+    with open(path) as f:
+        for line in f:
+            ms, kind, text = line.rstrip("\n").split(" ", 2)
+            events.append((int(ms), kind, text))
+    return events
+
+
+def kinds_text(kinds):
+    if not kinds:
+        return "none"
+    return ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def add_kinds(into, kinds):
+    for k, n in kinds.items():
+        into[k] = into.get(k, 0) + n
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit("usage: chaos_report.py REPORT.json TIMELINE.jsonl EVENTS")
+    with open(sys.argv[1]) as f:
+        report = json.load(f)
+    lines = load_lines(sys.argv[2])
+    events = load_events(sys.argv[3])
+    if not lines:
+        sys.exit("chaos: the timeline is empty")
+
+    # Each line covers (start, end]; the first starts a second before it.
+    for i, line in enumerate(lines):
+        line["start_ms"] = lines[i - 1]["unix_ms"] if i else line["unix_ms"] - round(line["t"] * 1000)
+    t0 = lines[0]["start_ms"]
+
+    def rel(ms):
+        return (ms - t0) / 1000.0
+
+    changes = [e for e in events if e[1] == "change"]
+    first_change = changes[0][0] if changes else lines[-1]["unix_ms"] + 1
+    before = [l["ops_per_sec"] for l in lines if l["unix_ms"] <= first_change and l["t"] >= 0.5]
+    baseline = statistics.median(before) if before else max(l["ops_per_sec"] for l in lines)
+
+    def disturbed(line):
+        return line["errors"] > 0 or line["ops_per_sec"] < baseline / 2
+
+    print(f"chaos check: {report['target']}, {report['cores']} cores x "
+          f"{report['tasks_per_core']} tasks, {report['elapsed_secs']:.0f} s, "
+          f"baseline {baseline:,.0f} ops/s")
+    print()
+    print("events (seconds since measuring began):")
+    for ms, kind, text in events:
+        print(f"  {rel(ms):6.1f}  {text}")
+    print()
+
+    print("ops/s over time (1 s intervals; > marks a second with an event):")
+    print(f"  {'t (s)':>6}  {'ops/s':>10}  {'errors':>7}  {'slowest ms':>10}  errors by kind")
+    for line in lines:
+        mark = ">" if any(line["start_ms"] < ms <= line["unix_ms"] for ms, _, _ in events) else " "
+        kinds = kinds_text(line["errors_by_kind"]) if line["errors"] else ""
+        print(f"{mark} {line['t']:6.1f}  {line['ops_per_sec']:10,.0f}  {line['errors']:7}  "
+              f"{line['slowest_us'] / 1000:10.1f}  {kinds}")
+    print()
+
+    total = report["total"]
+    print(f"commands: {total['ops']:,} succeeded, {total['errors']:,} failed; "
+          f"errors by kind: {kinds_text(total['errors_by_kind'])}")
+    print()
+
+    ok = True
+    print("recovery after each change:")
+    for i, (ms, _, text) in enumerate(changes):
+        until = changes[i + 1][0] if i + 1 < len(changes) else None
+        # Seconds after the change and wholly before the next one.
+        window = [l for l in lines if l["unix_ms"] > ms and (until is None or l["unix_ms"] <= until)]
+        kinds = {}
+        for l in window:
+            add_kinds(kinds, l["errors_by_kind"])
+        bad = [j for j, l in enumerate(window) if disturbed(l)]
+        if not bad:
+            print(f"  {text}: no disturbance (every second >= half the baseline, no errors)")
+            continue
+        good = [j for j in range(bad[0] + 1, len(window)) if not disturbed(window[j])]
+        if good:
+            back = window[good[0]]["start_ms"]
+            low = min(l["ops_per_sec"] for l in window[: good[0]])
+            later = sum(1 for j in bad if j > good[0])
+            also = f"; {later} later seconds disturbed too" if later else ""
+            print(f"  {text}: recovered in {max(0, back - ms) / 1000:.1f} s "
+                  f"(lowest {low:,.0f} ops/s; errors: {kinds_text(kinds)}{also})")
+        elif until is not None:
+            low = min(l["ops_per_sec"] for l in window)
+            print(f"  {text}: still disturbed when the next change began "
+                  f"(lowest {low:,.0f} ops/s; errors: {kinds_text(kinds)})")
+        else:
+            low = min(l["ops_per_sec"] for l in window)
+            print(f"  {text}: NOT recovered by the end of the load "
+                  f"(lowest {low:,.0f} ops/s; errors: {kinds_text(kinds)})")
+            ok = False
+    # Server side: how long the cluster itself took.
+    kill = next((ms for ms, kind, text in events if text.startswith("kill")), None)
+    promoted = next((ms for ms, kind, text in events if text.startswith("failover done")), None)
+    if kill and promoted:
+        print(f"  (the cluster promoted the replica {(promoted - kill) / 1000:.1f} s after the kill)")
+    print()
+
+    verify = report.get("verify")
+    if not verify:
+        print("verification: missing from the report")
+        return 1
+    print(f"verification: {verify['checked']:,} keys checked, {verify['ok']:,} ok, "
+          f"{verify['lost']} lost, {verify['wrong']} wrong, {verify['read_errors']} read errors; "
+          f"{verify['unknown']:,} keys skipped because their last write failed "
+          f"and may or may not have been applied")
+    for example in verify.get("examples", []):
+        print(f"  e.g. {example}")
+    if verify.get("error"):
+        print(f"  verification error: {verify['error']}")
+        ok = False
+    if verify["lost"] or verify["wrong"] or verify["read_errors"] or not verify["checked"]:
+        ok = False
+    print()
+    print("RESULT: " + ("PASS: no acknowledged write lost" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
