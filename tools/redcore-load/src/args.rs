@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, ValueEnum};
 
 /// Load generator for Redis and Redis Cluster on redcore's per-core runtime.
 ///
@@ -24,6 +24,13 @@ pub struct Cli {
     /// `unix:///path`), with user, password, database.
     #[arg(long, value_name = "URI")]
     pub server: Option<String>,
+
+    /// With `--cluster`: `sharded` (each node's connection lives on one
+    /// core; other cores hand their commands for it across) or
+    /// `every-core` (every core connects to every node; no hand-over,
+    /// cores × nodes connections) [default: sharded].
+    #[arg(long, value_name = "MODE")]
+    pub ownership: Option<OwnershipArg>,
 
     /// Executors, one per core, pinned [default: every online CPU].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -363,6 +370,15 @@ fn split_placeholders(arg: &str) -> Vec<Piece> {
     }
 }
 
+/// `--ownership`: which cores connect to which cluster nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OwnershipArg {
+    /// One owner core per node.
+    Sharded,
+    /// Every core connects to every node.
+    EveryCore,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +502,9 @@ mod tests {
         assert_eq!(cli.key_prefix, "key:");
         assert_eq!(cli.measure_duration(), Some(Duration::from_secs(10)));
         assert_eq!(cli.warmup, Duration::ZERO);
+        assert_eq!(cli.ownership, None);
+        let cli = parse(&["--cluster", "h:1", "--ownership", "every-core"]).unwrap();
+        assert_eq!(cli.ownership, Some(OwnershipArg::EveryCore));
 
         let cli = parse(&[
             "--cluster",

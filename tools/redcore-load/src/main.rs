@@ -22,9 +22,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use redcore::cluster::NodeAddr;
 use redcore::config::{ConnectionConfigBuilder, ServerAddr};
+use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
 
-use crate::args::Cli;
+use crate::args::{Cli, OwnershipArg};
 use crate::plan::Plan;
 use crate::report::Merged;
 use crate::timeline::Timeline;
@@ -112,6 +113,9 @@ fn main() -> ExitCode {
             "--verify keeps 8 bytes per key: at most {MAX_VERIFIED_KEYS} keys (--keys)"
         ));
     }
+    if cli.ownership.is_some() && cli.server.is_some() {
+        usage_error("--ownership is for --cluster: a --server core has its own connection");
+    }
     // Find out now, not after the run, that the log cannot be written.
     if let Some(path) = &cli.hdr_out {
         if let Err(e) = std::fs::File::create(path) {
@@ -182,7 +186,12 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
             let for_cores = shared.clone();
             let handle = ClusterExecutor::new(config.clone())
                 .and_then(|e| e.cores(cores))
-                .map(|e| e.io_memory(64 << 10))
+                .map(|e| {
+                    e.io_memory(64 << 10).ownership(match cli.ownership {
+                        None | Some(OwnershipArg::Sharded) => Ownership::Sharded,
+                        Some(OwnershipArg::EveryCore) => Ownership::EveryCore,
+                    })
+                })
                 .and_then(|e| {
                     e.spawn(move |client| {
                         let shared = for_cores.clone();
@@ -228,7 +237,11 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
         None
     };
     let verify_failed = verify.as_ref().is_some_and(|v| !v.passed());
-    let report = report::build(plan, target.describe(), &merged, elapsed, verify);
+    let mut name = target.describe();
+    if cli.ownership == Some(OwnershipArg::EveryCore) {
+        name.push_str(", every-core ownership");
+    }
+    let report = report::build(plan, name, &merged, elapsed, verify);
 
     let out = if cli.json {
         let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

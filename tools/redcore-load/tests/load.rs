@@ -194,9 +194,10 @@ fn cluster_with_verify_json() {
         .take(2)
         .map(ToString::to_string)
         .collect();
-    let run = load(&[
+    let seeds = seeds.join(",");
+    let mut args = vec![
         "--cluster",
-        &seeds.join(","),
+        &seeds,
         "--tasks",
         "16",
         "--duration",
@@ -207,13 +208,26 @@ fn cluster_with_verify_json() {
         "zipf",
         "--verify",
         "--json",
-    ]);
+    ];
+    // Every core connected to every node: the same result.
+    let mut every = args.clone();
+    every.extend(["--ownership", "every-core", "--cores", "2"]);
+    let report = load(&every).ok();
+    assert_verified(&report);
+    assert!(
+        report["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(", every-core ownership")),
+        "{report:#}"
+    );
+    args.extend(["--cores", "2"]);
+    let run = load(&args);
     let report = run.ok();
     assert_verified(&report);
     assert!(
         report["target"]
             .as_str()
-            .is_some_and(|t| t.starts_with("cluster ")),
+            .is_some_and(|t| t.starts_with("cluster ") && !t.contains("every-core")),
         "{report:#}"
     );
     // The keys really are spread over the masters.
@@ -457,6 +471,12 @@ fn bad_arguments_exit_2() {
             "redis://127.0.0.1:1",
             "--hdr-out",
             "/nonexistent-dir/latency.hlog",
+        ],
+        &[
+            "--server",
+            "redis://127.0.0.1:1",
+            "--ownership",
+            "every-core",
         ],
         &[
             "--server",
