@@ -87,8 +87,9 @@ pub struct Cli {
     pub rate: Option<f64>,
 
     /// A command to send instead of the SET/GET mix, arguments separated
-    /// by spaces; `__key__` and `__data__` are replaced per request (also
-    /// inside an argument). Repeat to mix several commands, equally.
+    /// by spaces, quoted as in a shell when they hold spaces (`'a b'`,
+    /// `"a b"`, `a\ b`); `__key__` and `__data__` are replaced per request
+    /// (also inside an argument). Repeat to mix several commands, equally.
     #[arg(long = "command", value_name = "CMD", value_parser = parse_command)]
     pub commands: Vec<CommandTemplate>,
 
@@ -330,14 +331,16 @@ impl CommandTemplate {
 /// Parses `HSET h __key__ f __data__`: arguments separated by whitespace,
 /// `__key__` and `__data__` replaced per request, also inside arguments.
 pub fn parse_command(s: &str) -> Result<CommandTemplate, String> {
-    let args: Vec<Vec<Piece>> = s.split_whitespace().map(split_placeholders).collect();
+    // Shell-like words: quotes keep spaces inside an argument.
+    let words = shlex::split(s).ok_or("unbalanced quotes or a trailing backslash")?;
+    let args: Vec<Vec<Piece>> = words.iter().map(|w| split_placeholders(w)).collect();
     match args.first().map(Vec::as_slice) {
         None => return Err("the command is empty".into()),
         Some([Piece::Lit(_)]) => {}
         Some(_) => return Err("the command name cannot be a placeholder".into()),
     }
     Ok(CommandTemplate {
-        text: s.split_whitespace().collect::<Vec<_>>().join(" "),
+        text: shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" ")),
         args,
     })
 }
@@ -483,6 +486,11 @@ mod tests {
             ]
         );
         assert_eq!(c.args[2], vec![Piece::Data, Piece::Key]);
+        let c = parse_command(r#"SET __key__ "a b" 'c "d"' e\ f"#).unwrap();
+        assert_eq!(c.args[2], vec![Piece::Lit(b"a b".to_vec())]);
+        assert_eq!(c.args[3], vec![Piece::Lit(b"c \"d\"".to_vec())]);
+        assert_eq!(c.args[4], vec![Piece::Lit(b"e f".to_vec())]);
+        assert!(parse_command("SET 'k").is_err());
         assert!(parse_command("   ").is_err());
         assert!(parse_command("__key__ a").is_err());
     }
