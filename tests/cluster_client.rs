@@ -443,7 +443,103 @@ fn cluster_pipelines_and_transactions() {
         transaction_on_one_slot_runs_atomically(&client, &owners, &mut direct).await;
         transaction_across_slots_sends_nothing(&cluster, &client, &owners, &mut direct).await;
         keyless_transaction_runs(&client).await;
+        a_read_lost_in_flight_is_sent_again_a_write_is_not(&cluster, &client).await;
     });
+}
+
+/// The id of the one client of `node` blocked in `command`, if any.
+fn blocked_client(node: &RedisServer, command: &str) -> Option<String> {
+    let Reply::Bulk(list) = node.call(&["CLIENT", "LIST"]) else {
+        return None;
+    };
+    let list = String::from_utf8_lossy(&list).into_owned();
+    let needle = format!(" cmd={command} ");
+    list.lines()
+        .find(|l| l.contains(&needle) && l.contains("flags=b"))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .map(str::to_owned)
+}
+
+/// Kills the connection of the client blocked in `command` on `node` once
+/// it is blocked; returns its id.
+async fn kill_blocked(node: &RedisServer, command: &str) -> String {
+    let mut id = None;
+    wait_until(
+        &format!("a client blocked in {command}"),
+        10 * SECOND,
+        || {
+            id = blocked_client(node, command);
+            id.is_some()
+        },
+    )
+    .await;
+    let id = id.expect("an id");
+    assert_eq!(
+        node.call(&["CLIENT", "KILL", "ID", &id]),
+        Reply::Integer(1),
+        "CLIENT KILL ID {id}"
+    );
+    id
+}
+
+/// `XREAD BLOCK` only reads: when its connection dies with it in flight,
+/// the client sends it again (on a new connection) and it answers once an
+/// entry comes, alone or in a pipeline. `BLPOP` writes (it pops): the same
+/// loss fails it with `ConnectionLost`.
+async fn a_read_lost_in_flight_is_sent_again_a_write_is_not(
+    cluster: &RedisCluster,
+    client: &Cluster,
+) {
+    let client = client.with_timeout(20 * SECOND);
+    let stream = "{lost}:stream";
+    let node = cluster.node_for_key(stream);
+    let xread = vec!["XREAD", "BLOCK", "15000", "STREAMS", stream, "$"];
+
+    for in_pipeline in [false, true] {
+        let reader = {
+            let (client, xread) = (client.clone(), xread.clone());
+            spawn_local(async move {
+                if in_pipeline {
+                    let get = vec!["GET", "{lost}:other"];
+                    client.pipeline([xread, get]).await.map(|mut v| v.remove(0))
+                } else {
+                    client.command::<Value>(xread).await
+                }
+            })
+        };
+        let first = kill_blocked(node, "xread").await;
+        // Blocked again, on a new connection.
+        let mut again = None;
+        wait_until("the XREAD sent again", 10 * SECOND, || {
+            again = blocked_client(node, "xread");
+            again.as_ref().is_some_and(|id| *id != first)
+        })
+        .await;
+        let id = format!("{}-1", 1 + usize::from(in_pipeline));
+        assert_eq!(
+            node.call(&["XADD", stream, &id, "f", "v"]),
+            Reply::Bulk(id.clone().into_bytes())
+        );
+        let answer = within("the XREAD", 10 * SECOND, reader)
+            .await
+            .unwrap_or_else(|e| panic!("XREAD (in a pipeline: {in_pipeline}) failed: {e}"));
+        assert!(
+            format!("{answer:?}").contains(&id),
+            "XREAD answered {answer:?}"
+        );
+    }
+
+    let list = "{lost}:list";
+    let popper = {
+        let client = client.clone();
+        spawn_local(async move { client.command::<Value>(["BLPOP", list, "15"]).await })
+    };
+    kill_blocked(node, "blpop").await;
+    match within("the BLPOP", 10 * SECOND, popper).await {
+        Err(Error::ConnectionLost) => {}
+        other => panic!("BLPOP lost in flight: expected ConnectionLost, got {other:?}"),
+    }
 }
 
 async fn pipeline_of_a_thousand_random_keys_keeps_order(

@@ -190,9 +190,18 @@ impl Cluster {
     /// every node (`FLUSHALL`, `KEYS`, `SCAN`, `DBSIZE`, `SCRIPT LOAD`)
     /// reach only that one here; run them on each of
     /// [`master_connections`](Self::master_connections) instead.
+    ///
+    /// Retries: a redirect, a refusal that proves the command was not
+    /// applied (`TRYAGAIN`, `CLUSTERDOWN`, ...) or an unreachable node is
+    /// retried until the deadline. A connection lost with the command in
+    /// flight is [`Error::ConnectionLost`] (it may have been applied),
+    /// except for commands that only read
+    /// ([`is_read_only`](crate::cmd::is_read_only): `GET`, `HGETALL`,
+    /// `XREAD`, ...), which are sent again after a topology refresh.
     pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         let route = args.route()?;
         let mut attempt = self.attempt();
+        attempt.read_only = crate::cmd::is_read_only(&args);
         let value = self
             .router
             .run(route, &mut attempt, async |node, asking, timeout| {
@@ -210,10 +219,13 @@ impl Cluster {
     /// redirect (or another reply proving it was not applied) is sent
     /// again on its own where the reply says, the others are not. Keyless
     /// commands go with any group. A command whose keys span slots fails
-    /// the whole call before anything is sent ([`Error::CrossSlot`]). The
-    /// call fails as a whole when a command's fate is unknown (its
-    /// connection died after writing it, or the deadline passed); other
-    /// commands may then have been applied.
+    /// the whole call before anything is sent ([`Error::CrossSlot`]). When
+    /// a node's connection dies with the pipeline in flight and every
+    /// command sent to that node only reads
+    /// ([`is_read_only`](crate::cmd::is_read_only)), those commands are
+    /// sent again. Otherwise the call fails as a whole when a command's
+    /// fate is unknown (its connection died after writing it, or the
+    /// deadline passed); other commands may then have been applied.
     pub async fn pipeline<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
@@ -278,7 +290,13 @@ impl Cluster {
                         }
                     }
                 }
-                Err(e) if Step::of(&e) == Step::Refresh => {
+                // Not sent, or lost in flight when every command of the
+                // group only reads: each goes again on its own.
+                Err(e)
+                    if Step::of(&e) == Step::Refresh
+                        || (matches!(e, Error::ConnectionLost)
+                            && idx.iter().all(|&i| crate::cmd::is_read_only(&cmds[i]))) =>
+                {
                     again.extend(idx.iter().map(|&i| (i, Some((node.clone(), e.clone())))));
                 }
                 Err(e) => return Err(e),
@@ -314,6 +332,7 @@ impl Cluster {
         first: FirstError,
     ) -> Result<Value, Error> {
         let mut attempt = Attempt::new(deadline);
+        attempt.read_only = crate::cmd::is_read_only(args);
         if let Some((node, err)) = first {
             self.router.after_error(&node, err, &mut attempt).await?;
         }

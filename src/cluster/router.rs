@@ -133,6 +133,10 @@ pub(crate) struct Attempt {
     /// No try has failed yet: the first uses the connection's own timeout,
     /// which is the call's.
     fresh: bool,
+    /// The command only reads ([`is_read_only`](crate::cmd::is_read_only)):
+    /// it is sent again after a connection lost in flight, which could not
+    /// have applied anything.
+    pub read_only: bool,
 }
 
 impl Attempt {
@@ -143,6 +147,7 @@ impl Attempt {
             backoffs: 0,
             ask: None,
             fresh: true,
+            read_only: false,
         }
     }
 
@@ -412,7 +417,15 @@ impl Router {
         attempt: &mut Attempt,
     ) -> Result<(), Error> {
         attempt.fresh = false;
-        match Step::of(&err) {
+        let step = match Step::of(&err) {
+            // A read lost in flight changed nothing: the node may be gone
+            // (a failover), so it goes again after a refresh.
+            Step::Fail if attempt.read_only && matches!(err, Error::ConnectionLost) => {
+                Step::Refresh
+            }
+            step => step,
+        };
+        match step {
             Step::Redirect(r) => {
                 node.redirects.set(node.redirects.get() + 1);
                 attempt.redirects += 1;

@@ -197,6 +197,44 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
     Ok(positions)
 }
 
+/// Whether the command only reads (Redis marks it `readonly`, or it is a
+/// keyless query such as `PING`): sending it twice cannot change anything,
+/// so a cluster client may send it again after its connection was lost in
+/// flight. Unknown commands (module commands included) are taken to write.
+pub fn is_read_only(args: &impl Args) -> bool {
+    let name = name_of(args, 0);
+    match trimmed(&name) {
+        // Strings and bits.
+        b"GET" | b"MGET" | b"GETRANGE" | b"SUBSTR" | b"STRLEN" | b"GETBIT" | b"BITCOUNT"
+        | b"BITPOS" | b"BITFIELD_RO" | b"LCS"
+        // Keys.
+        | b"EXISTS" | b"TYPE" | b"TTL" | b"PTTL" | b"EXPIRETIME" | b"PEXPIRETIME" | b"DUMP"
+        | b"TOUCH" | b"SORT_RO"
+        // Hashes.
+        | b"HGET" | b"HMGET" | b"HGETALL" | b"HKEYS" | b"HVALS" | b"HLEN" | b"HEXISTS"
+        | b"HSTRLEN" | b"HRANDFIELD" | b"HSCAN"
+        // Lists.
+        | b"LRANGE" | b"LINDEX" | b"LLEN" | b"LPOS"
+        // Sets.
+        | b"SMEMBERS" | b"SISMEMBER" | b"SMISMEMBER" | b"SCARD" | b"SRANDMEMBER" | b"SSCAN"
+        | b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERCARD"
+        // Sorted sets.
+        | b"ZRANGE" | b"ZRANGEBYSCORE" | b"ZREVRANGEBYSCORE" | b"ZRANGEBYLEX"
+        | b"ZREVRANGEBYLEX" | b"ZREVRANGE" | b"ZSCORE" | b"ZMSCORE" | b"ZCARD" | b"ZCOUNT"
+        | b"ZLEXCOUNT" | b"ZRANK" | b"ZREVRANK" | b"ZSCAN" | b"ZRANDMEMBER" | b"ZUNION"
+        | b"ZINTER" | b"ZDIFF" | b"ZINTERCARD"
+        // HyperLogLog, geo, streams.
+        | b"PFCOUNT" | b"GEOPOS" | b"GEODIST" | b"GEOHASH" | b"GEOSEARCH" | b"GEORADIUS_RO"
+        | b"GEORADIUSBYMEMBER_RO" | b"XRANGE" | b"XREVRANGE" | b"XLEN" | b"XREAD" | b"XPENDING"
+        // Read-only scripts and functions.
+        | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL_RO"
+        // Keyless queries.
+        | b"PING" | b"ECHO" | b"TIME" | b"DBSIZE" | b"RANDOMKEY" | b"KEYS" | b"SCAN"
+        | b"INFO" | b"LASTSAVE" | b"ROLE" => true,
+        _ => false,
+    }
+}
+
 /// The index of the first argument from `from` on that equals `word`,
 /// skipping the values of the options in `skip` (option, number of values).
 fn find_token(
@@ -287,6 +325,30 @@ pub(super) fn route(args: &impl Args) -> Result<Route, Error> {
 mod tests {
     use super::*;
     use crate::cmd::cmd;
+
+    #[test]
+    fn read_only_commands() {
+        for c in [
+            &["get", "k"][..],
+            &["MGET", "a", "b"],
+            &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+            &["ping"],
+            &["ZRANGE", "z", "0", "-1"],
+        ] {
+            assert!(is_read_only(&c), "{c:?}");
+        }
+        for c in [
+            &["SET", "k", "v"][..],
+            &["INCR", "k"],
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"],
+            &["EVAL", "return 1", "0"],
+            &["MODULE.CMD", "k"],
+            &["GETDEL", "k"],
+            &[],
+        ] {
+            assert!(!is_read_only(&c), "{c:?}");
+        }
+    }
 
     fn keys(args: &[&str]) -> Vec<usize> {
         key_positions(&args).unwrap().iter().collect()
