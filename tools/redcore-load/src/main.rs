@@ -2,8 +2,9 @@
 //! redcore's per-core runtime. `redcore-load --help` lists the options.
 //!
 //! Exit status: 0 when the run completed, 1 when the target could not be
-//! reached, no command succeeded, or `--verify` found a lost or wrong
-//! write, 2 for bad arguments.
+//! reached, no command succeeded, the run stopped early (commands failed
+//! and none succeeded for two call timeouts), or `--verify` found a lost
+//! or wrong write, 2 for bad arguments.
 
 mod args;
 mod plan;
@@ -14,6 +15,7 @@ mod worker;
 
 use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -213,7 +215,8 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
         }
     };
 
-    wait_with_progress(&shared, &events, progress, &mut timeline);
+    let stall_limit = (cli.timeout * 2).max(Duration::from_secs(2));
+    let stopped_early = wait_with_progress(&shared, &events, progress, &mut timeline, stall_limit);
     let mut results = Vec::new();
     for r in joiner() {
         results.push(r.map_err(|e| format!("a core failed: {e}"))?);
@@ -241,7 +244,8 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
     if cli.ownership == Some(OwnershipArg::EveryCore) {
         name.push_str(", every-core ownership");
     }
-    let report = report::build(plan, name, &merged, elapsed, verify);
+    let mut report = report::build(plan, name, &merged, elapsed, verify);
+    report.stopped_early = stopped_early.clone();
 
     let out = if cli.json {
         let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -265,6 +269,10 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
             .map(|(k, n)| format!(" ({n} failed with {k})"))
             .unwrap_or_default();
         eprintln!("redcore-load: no command succeeded{why}");
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(why) = stopped_early {
+        eprintln!("redcore-load: stopped early: {why}");
         return Ok(ExitCode::from(1));
     }
     if verify_failed {
@@ -381,13 +389,18 @@ fn describe(config: &ConnectionConfig) -> String {
 }
 
 /// Waits for every core to finish; on a terminal, shows a progress line
-/// once per second; with `--timeline`, writes a line per second.
+/// once per second; with `--timeline`, writes a line per second. When
+/// commands keep failing and none has succeeded for `stall_limit`, tells
+/// the cores to stop and returns why.
 fn wait_with_progress(
     shared: &Shared,
     events: &mpsc::Receiver<Event>,
     progress: bool,
     timeline: &mut Option<Timeline>,
-) {
+    stall_limit: Duration,
+) -> Option<String> {
+    let mut stall = Stall::new();
+    let mut stopped = None;
     let cores = shared.plan.cores;
     let mut done = 0;
     let mut snapshots: Vec<Option<Histogram<u64>>> = vec![None; cores];
@@ -401,6 +414,12 @@ fn wait_with_progress(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 next_line += Duration::from_secs(1);
                 tick(shared, timeline);
+                if stopped.is_none() {
+                    stopped = stall.check(shared, stall_limit);
+                    if stopped.is_some() {
+                        shared.abort.store(true, Ordering::Relaxed);
+                    }
+                }
                 if progress {
                     let line = progress_line(shared, &snapshots, &mut last);
                     eprint!("\r\x1b[2K{line}");
@@ -416,6 +435,50 @@ fn wait_with_progress(
     if progress {
         eprint!("\r\x1b[2K");
         let _ = std::io::stderr().flush();
+    }
+    stopped
+}
+
+/// Watches for a target that stopped answering: commands fail and none
+/// succeeds.
+struct Stall {
+    ops: u64,
+    errors: u64,
+    since: Instant,
+}
+
+impl Stall {
+    fn new() -> Stall {
+        Stall {
+            ops: 0,
+            errors: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Why to stop, when no command succeeded for `limit` and some failed
+    /// meanwhile.
+    fn check(&mut self, shared: &Shared, limit: Duration) -> Option<String> {
+        let sum = |f: fn(&worker::LiveCounters) -> u64| shared.live.iter().map(f).sum::<u64>();
+        let ops = sum(|l| l.ops.load(Ordering::Relaxed));
+        let errors = sum(|l| l.errors.load(Ordering::Relaxed));
+        let now = Instant::now();
+        if ops > self.ops || shared.start.get().is_none() {
+            *self = Stall {
+                ops,
+                errors,
+                since: now,
+            };
+            return None;
+        }
+        let stalled = now.saturating_duration_since(self.since);
+        (errors > self.errors && stalled >= limit).then(|| {
+            format!(
+                "no command succeeded for {} while {} failed; the target seems down",
+                humantime::format_duration(Duration::from_secs(stalled.as_secs())),
+                errors - self.errors
+            )
+        })
     }
 }
 

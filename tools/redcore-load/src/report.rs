@@ -54,6 +54,8 @@ pub struct Report {
     pub send_lag_us: Option<Latency>,
     /// The check of acknowledged writes, with `--verify`.
     pub verify: Option<VerifyReport>,
+    /// Why the run ended before its end, if it did.
+    pub stopped_early: Option<String>,
 }
 
 /// The figures of one kind of command.
@@ -284,6 +286,7 @@ pub fn build(
         unsent: merged.unsent,
         send_lag_us: plan.rate.map(|_| Latency::of(&merged.send_lag)),
         verify,
+        stopped_early: None,
     }
 }
 
@@ -339,6 +342,9 @@ pub fn text(r: &Report) -> String {
                 .collect();
             let _ = writeln!(out, "errors, {}: {}", c.name, kinds.join(", "));
         }
+    }
+    if let Some(why) = &r.stopped_early {
+        let _ = writeln!(out, "stopped early: {why}");
     }
     if let Some(lag) = &r.send_lag_us {
         let _ = writeln!(

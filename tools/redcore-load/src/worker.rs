@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,9 @@ pub struct Shared {
     pub start: OnceLock<Instant>,
     /// Live counters, one per core.
     pub live: Vec<LiveCounters>,
+    /// Set by the main thread to end the run early (the target stopped
+    /// answering); tasks send nothing more.
+    pub abort: AtomicBool,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             live: (0..plan.cores).map(|_| LiveCounters::default()).collect(),
             plan,
             start: OnceLock::new(),
+            abort: AtomicBool::new(false),
         }
     }
 
@@ -391,7 +395,7 @@ impl Core {
     /// `None` when the load is over.
     async fn next_batch(&self) -> Option<(Option<Instant>, bool, usize)> {
         let now = Instant::now();
-        if self.end.is_some_and(|e| now >= e) {
+        if self.end.is_some_and(|e| now >= e) || self.shared.abort.load(Ordering::Relaxed) {
             return None;
         }
         let intended = match &self.schedule {

@@ -435,6 +435,58 @@ fn timeline_shows_errors_by_kind_and_the_recovery() {
     );
 }
 
+/// A server that dies mid-run: the run stops once nothing has succeeded
+/// for two call timeouts, says why, and exits 1, instead of spending its
+/// requests on a dead target.
+#[test]
+fn a_target_that_dies_stops_the_run() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("timeline.jsonl");
+    let arg = path.to_str().expect("utf-8 path").to_owned();
+    let runner = thread::spawn(move || {
+        load(&[
+            "--server",
+            &url,
+            "--cores",
+            "1",
+            "--tasks",
+            "4",
+            "--requests",
+            "1000000000",
+            "--timeout",
+            "1s",
+            "--timeline",
+            &arg,
+            "--json",
+        ])
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
+        assert!(Instant::now() < deadline, "no timeline line in 20 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let killed = Instant::now();
+    let run = runner.join().expect("the runner");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("stopped early"), "{}", run.stderr);
+    let report = run.json();
+    assert!(
+        report["stopped_early"]
+            .as_str()
+            .is_some_and(|s| s.contains("no command succeeded")),
+        "{report:#}"
+    );
+    assert!(num(&report, "total.errors") > 0.0, "{report:#}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
 #[test]
 fn unreachable_target_fails_fast_with_exit_1() {
     // A port nobody listens on: bind one, then close it.
