@@ -377,36 +377,49 @@ fn lost_writes_are_detected() {
     assert!(run.stderr.contains("verification failed"), "{}", run.stderr);
 }
 
+/// A run in the background with `--timeline`, once its first timeline
+/// line is written (the load is running): the run's thread, the
+/// timeline's path, and the directory holding it.
+fn running_with_timeline(
+    args: &[&str],
+) -> (
+    thread::JoinHandle<Run>,
+    std::path::PathBuf,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("timeline.jsonl");
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend([
+        "--timeline".to_owned(),
+        path.to_str().expect("utf-8 path").to_owned(),
+    ]);
+    let runner = thread::spawn(move || load(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
+        assert!(Instant::now() < deadline, "no timeline line in 20 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+    (runner, path, dir)
+}
+
 /// A connection killed mid-run: the timeline shows the failures of that
 /// second by kind, and throughput after it.
 #[test]
 fn timeline_shows_errors_by_kind_and_the_recovery() {
     let server = RedisServer::start();
     let url = server.url();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("timeline.jsonl");
-    let arg = path.to_str().expect("utf-8 path").to_owned();
-    let runner = thread::spawn(move || {
-        load(&[
-            "--server",
-            &url,
-            "--cores",
-            "1",
-            "--tasks",
-            "16",
-            "--duration",
-            "3s",
-            "--timeline",
-            &arg,
-            "--json",
-        ])
-    });
-    // Wait for the first line: the load is running.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
-        assert!(Instant::now() < deadline, "no timeline line in 20 s");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let (runner, path, _dir) = running_with_timeline(&[
+        "--server",
+        &url,
+        "--cores",
+        "1",
+        "--tasks",
+        "16",
+        "--duration",
+        "3s",
+        "--json",
+    ]);
     let mut conn = server.connect().expect("connect");
     let killed = conn
         .call(&["CLIENT", "KILL", "TYPE", "normal"])
@@ -442,31 +455,19 @@ fn timeline_shows_errors_by_kind_and_the_recovery() {
 fn a_target_that_dies_stops_the_run() {
     let mut server = RedisServer::start();
     let url = server.url();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("timeline.jsonl");
-    let arg = path.to_str().expect("utf-8 path").to_owned();
-    let runner = thread::spawn(move || {
-        load(&[
-            "--server",
-            &url,
-            "--cores",
-            "1",
-            "--tasks",
-            "4",
-            "--requests",
-            "1000000000",
-            "--timeout",
-            "1s",
-            "--timeline",
-            &arg,
-            "--json",
-        ])
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
-        assert!(Instant::now() < deadline, "no timeline line in 20 s");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let (runner, _path, _dir) = running_with_timeline(&[
+        "--server",
+        &url,
+        "--cores",
+        "1",
+        "--tasks",
+        "4",
+        "--requests",
+        "1000000000",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
     server.kill();
     let killed = Instant::now();
     let run = runner.join().expect("the runner");
