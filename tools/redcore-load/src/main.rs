@@ -457,11 +457,26 @@ impl Stall {
     }
 
     /// Why to stop, when no command succeeded for `limit` and some failed
-    /// meanwhile.
+    /// meanwhile without a reply (a server's error reply shows it is up:
+    /// that is the command's problem, not a dead target).
     fn check(&mut self, shared: &Shared, limit: Duration) -> Option<String> {
-        let sum = |f: fn(&worker::LiveCounters) -> u64| shared.live.iter().map(f).sum::<u64>();
-        let ops = sum(|l| l.ops.load(Ordering::Relaxed));
-        let errors = sum(|l| l.errors.load(Ordering::Relaxed));
+        let ops: u64 = shared
+            .live
+            .iter()
+            .map(|l| l.ops.load(Ordering::Relaxed))
+            .sum();
+        let errors: u64 = shared
+            .live
+            .iter()
+            .map(|l| {
+                let kinds = l.error_kinds.lock().unwrap_or_else(|e| e.into_inner());
+                kinds
+                    .iter()
+                    .filter(|(kind, _)| !kind.starts_with("server "))
+                    .map(|(_, n)| n)
+                    .sum::<u64>()
+            })
+            .sum();
         let now = Instant::now();
         if ops > self.ops || shared.start.get().is_none() {
             *self = Stall {

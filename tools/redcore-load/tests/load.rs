@@ -488,6 +488,42 @@ fn a_target_that_dies_stops_the_run() {
     );
 }
 
+/// A command every reply refuses is the command's problem: the run goes
+/// to its end (the server answers), and exits 1 as nothing succeeded.
+#[test]
+fn refused_commands_do_not_stop_the_run_early() {
+    let server = RedisServer::start();
+    let run = load(&[
+        "--server",
+        &server.url(),
+        "--cores",
+        "1",
+        "--tasks",
+        "2",
+        "--duration",
+        "3s",
+        "--timeout",
+        "1s",
+        "--command",
+        "NOSUCHCOMMAND __key__",
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("stopped early"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no command succeeded"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
+    assert!(report["stopped_early"].is_null(), "{report:#}");
+    assert!(
+        num(&report, "total.errors_by_kind.server ERR") > 0.0,
+        "{report:#}"
+    );
+    assert!(num(&report, "elapsed_secs") >= 2.9, "{report:#}");
+}
+
 #[test]
 fn unreachable_target_fails_fast_with_exit_1() {
     // A port nobody listens on: bind one, then close it.
