@@ -74,7 +74,7 @@ if [ "$profile" = release ]; then
 else
     cargo build -p redcore-load
 fi
-bin=target/$profile/redcore-load
+bin=$(cargo_target_dir)/$profile/redcore-load
 
 if [ -n "$keep" ]; then
     mkdir -p "$keep"
@@ -147,7 +147,17 @@ slots_agree() {
     done
 }
 timeline_lines() { [ -f "$dir/timeline.jsonl" ] && wc -l <"$dir/timeline.jsonl" || echo 0; }
-has_lines() { [ "$(timeline_lines)" -ge "$1" ]; }
+# has_lines N: the timeline has N lines; the script fails at once if the
+# load ended before that.
+has_lines() {
+    [ "$(timeline_lines)" -ge "$1" ] && return 0
+    if ! kill -0 "$load_pid" 2>/dev/null; then
+        cat "$dir/load.err" >&2
+        load_pid=""
+        fail "redcore-load ended early"
+    fi
+    return 1
+}
 
 # reshard FROM_ID TO_ID N: moves N slots, keys included.
 reshard() {

@@ -74,3 +74,10 @@ cluster_create() {
         fi
     done
 }
+
+# cargo_target_dir: where cargo puts build output (honours CARGO_TARGET_DIR
+# and .cargo/config), so the scripts find the binaries they build.
+cargo_target_dir() {
+    cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}

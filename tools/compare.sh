@@ -98,7 +98,7 @@ done
 
 echo "compare: building redcore-load (release)" >&2
 cargo build --release -p redcore-load >&2 || die "cargo build --release -p redcore-load failed"
-load_bin=target/release/redcore-load
+load_bin=$(source tools/cluster-lib.sh && cargo_target_dir)/release/redcore-load
 [ -x "$load_bin" ] || die "$load_bin is missing after the build"
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then git_rev+="+uncommitted changes"; fi

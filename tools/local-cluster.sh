@@ -117,7 +117,7 @@ demo)
     given --verify --command || args+=(--verify)
 
     status=0
-    target/release/redcore-load "${args[@]}" "$@" || status=$?
+    "$(cargo_target_dir)/release/redcore-load" "${args[@]}" "$@" || status=$?
     exit "$status"
     ;;
 start)
