@@ -37,6 +37,7 @@ mod read_buf;
 mod shared;
 pub(crate) mod tls;
 mod transport;
+mod uring;
 
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -46,13 +47,15 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::cmd::{Args, Cmd, cmd};
-use crate::config::{ConnectionConfig, Protocol, ServerAddr};
+use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
 pub(crate) use shared::NOT_SENT;
 pub use shared::Stats;
 use shared::{Admit, Call, Link, Shared};
+#[doc(hidden)]
+pub use uring::{RingStats, stats as io_uring_stats};
 
 /// What the function of [`Connection::watch_transaction`] decides.
 #[derive(Debug)]
@@ -156,6 +159,7 @@ impl Connection {
         let config = config.into_config()?;
         let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
         let shared = Rc::new(Shared::new(config, tls));
+        shared.transport.set(uring::choose(&shared.config));
         let ready = if shared.config.sync_connect {
             match driver::connect_once(&shared).await {
                 Ok(up) => Some(up),
@@ -187,6 +191,7 @@ impl Connection {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Connection {
         let shared = Rc::new(Shared::new(config, tls));
+        shared.transport.set(uring::choose(&shared.config));
         shared.state.borrow_mut().fail_fast = true;
         glommio::spawn_local(driver::run(shared.clone(), None)).detach();
         glommio::spawn_local(driver::sweeper(shared.clone())).detach();
@@ -222,6 +227,16 @@ impl Connection {
     /// RESP2 was asked for or the server does not offer RESP3.
     pub fn protocol(&self) -> Protocol {
         self.shared.state.borrow().protocol
+    }
+
+    /// The transport carrying this connection's bytes:
+    /// [`TransportKind::IoUring`] or [`TransportKind::Glommio`] (never
+    /// `Auto`). It is the one chosen by the configuration unless io_uring
+    /// is unavailable on this machine or the connection uses TLS, in which
+    /// case it is glommio (see
+    /// [`ConnectionConfig::transport`](crate::ConnectionConfig::transport)).
+    pub fn transport(&self) -> TransportKind {
+        self.shared.transport.get()
     }
 
     /// Counters of this connection.
