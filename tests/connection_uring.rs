@@ -190,44 +190,23 @@ fn large_values_span_many_provided_buffers() {
     });
 }
 
-/// `CLIENT KILL` while batches are in flight: calls written to the dead
-/// socket fail as may-have-been-applied (never silently resent), the rest
-/// are answered, and the connection reconnects on the ring.
+/// `CLIENT KILL` while a batch is in flight: a `BLPOP` holds the server
+/// on this client, so it and every call written behind it are unanswered
+/// when the socket dies. They fail as may-have-been-applied (never silently
+/// resent); calls not yet written go out on the next socket, which the
+/// connection opens on the ring again.
 #[test]
 fn client_kill_mid_batch_fails_written_calls_and_reconnects() {
     let server = RedisServer::start();
     let config = fast(&server)
         .transport(TransportKind::IoUring)
-        .timeout(5 * SECOND)
+        .timeout(10 * SECOND)
         .build()
         .unwrap();
     let admin_port = server.port();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         assert_eq!(conn.transport(), TransportKind::IoUring);
-        let id: i64 = conn.command(["CLIENT", "ID"]).await.unwrap();
-        let stop = Rc::new(Cell::new(false));
-        let lost = Rc::new(Cell::new(0u64));
-        let mut tasks = Vec::new();
-        for t in 0..100 {
-            let (c, stop, lost) = (conn.clone(), stop.clone(), lost.clone());
-            tasks.push(spawn_local(async move {
-                let mut i = 0u64;
-                while !stop.get() {
-                    let token = format!("{t}:{i}");
-                    i += 1;
-                    match c.command::<String>(["ECHO", token.as_str()]).await {
-                        Ok(v) => assert_eq!(v, token),
-                        Err(Error::ConnectionLost) => lost.set(lost.get() + 1),
-                        Err(e) => panic!("task {t}: unexpected error {e:?}"),
-                    }
-                }
-            }));
-        }
-        wait_until("replies before the kill", 10 * SECOND, || {
-            conn.stats().replies >= 2000
-        })
-        .await;
         let admin = Connection::connect(
             base(admin_port)
                 .transport(TransportKind::Glommio)
@@ -236,22 +215,62 @@ fn client_kill_mid_batch_fails_written_calls_and_reconnects() {
         )
         .await
         .unwrap();
+        let id: i64 = conn.command(["CLIENT", "ID"]).await.unwrap();
+        let blocked = {
+            let c = conn.clone();
+            spawn_local(async move {
+                c.command::<Option<Vec<String>>>(["BLPOP", "never", "8"])
+                    .await
+            })
+        };
+        let stop = Rc::new(Cell::new(false));
+        let (lost, answered) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
+        let mut tasks = Vec::new();
+        for t in 0..50 {
+            let (c, stop, lost, answered) =
+                (conn.clone(), stop.clone(), lost.clone(), answered.clone());
+            tasks.push(spawn_local(async move {
+                let mut i = 0u64;
+                while !stop.get() {
+                    let token = format!("{t}:{i}");
+                    i += 1;
+                    match c.command::<String>(["ECHO", token.as_str()]).await {
+                        Ok(v) => {
+                            assert_eq!(v, token);
+                            answered.set(answered.get() + 1);
+                        }
+                        Err(Error::ConnectionLost) => lost.set(lost.get() + 1),
+                        Err(e) => panic!("task {t}: unexpected error {e:?}"),
+                    }
+                }
+            }));
+        }
+        wait_until_async(&admin, "the BLPOP to block on the server").await;
+        // Everything sent so far sits behind the BLPOP.
+        assert_eq!(answered.get(), 0);
         let killed: i64 = admin
             .command(["CLIENT", "KILL", "ID", &id.to_string()])
             .await
             .unwrap();
         assert_eq!(killed, 1);
+        match blocked.await {
+            Err(Error::ConnectionLost) => {}
+            other => panic!("the BLPOP should be lost with its socket, got {other:?}"),
+        }
         wait_until("a reconnect", 10 * SECOND, || conn.stats().reconnects >= 1).await;
-        let before = conn.stats().replies;
-        wait_until("replies after the reconnect", 10 * SECOND, || {
-            conn.stats().replies >= before + 2000
+        wait_until("replies on the new socket", 10 * SECOND, || {
+            answered.get() >= 2000
         })
         .await;
         stop.set(true);
         for t in tasks {
             t.await;
         }
-        assert!(lost.get() >= 1, "no call was in flight at the kill");
+        assert!(
+            lost.get() >= 50,
+            "every task had a call behind the BLPOP: {}",
+            lost.get()
+        );
         assert_eq!(conn.transport(), TransportKind::IoUring);
         let v: String = conn.command(["ECHO", "after"]).await.unwrap();
         assert_eq!(v, "after");
@@ -261,6 +280,22 @@ fn client_kill_mid_batch_fails_written_calls_and_reconnects() {
         })
         .await;
     });
+}
+
+/// Polls the server (through `admin`) until a client is blocked.
+async fn wait_until_async(admin: &Connection, what: &str) {
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    loop {
+        let info: String = admin.command(["INFO", "clients"]).await.unwrap();
+        if info.lines().any(|l| l.trim() == "blocked_clients:1") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        glommio::timer::sleep(Duration::from_millis(3)).await;
+    }
 }
 
 /// A cluster's node connections inherit the transport through

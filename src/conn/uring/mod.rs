@@ -146,7 +146,9 @@ fn setup() -> Result<(CoreRing, OwnedFd), String> {
         Ok("send_zc") => SendOp::SendZc,
         _ => SendOp::WriteFixed,
     };
-    ring::create(send_op)
+    // REDCORE_IO_URING_SETUP=plain: no cooperative task running (benches).
+    let lean = std::env::var("REDCORE_IO_URING_SETUP").as_deref() != Ok("plain");
+    ring::create(send_op, lean)
 }
 
 /// The transport a connection with `config` uses on this core (probing
@@ -185,6 +187,7 @@ impl Socket {
         let Some(ring) = core_ring() else {
             return Err((io, "io_uring is not available".into()));
         };
+        let tcp = matches!(io, Transport::Tcp(_));
         let fd = match &io {
             Transport::Tcp(s) => s.as_raw_fd(),
             Transport::Unix(_, Some(fd)) => *fd,
@@ -213,7 +216,7 @@ impl Socket {
         }
         // Dropping glommio's stream closes its descriptor, not the socket.
         drop(io);
-        let key = ring.add(fd);
+        let key = ring.add(fd, tcp);
         ring.with_sock(key, |s| s.rx = leftover.split());
         Ok(Socket { ring, key })
     }
