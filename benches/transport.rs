@@ -22,7 +22,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, value32};
+use common::{KEYS, Row, cpu_time, value32};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -32,6 +32,86 @@ use hdrhistogram::Histogram;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, Value, cmd};
+
+/// Counts the system calls this thread makes: a `perf_event_open` counter
+/// on the `raw_syscalls:sys_enter` tracepoint (needs root or a permissive
+/// `kernel.perf_event_paranoid`; `None` otherwise). The executor thread
+/// runs every load, so its count over the measured window is the client's.
+struct SyscallCounter(std::os::fd::OwnedFd);
+
+impl SyscallCounter {
+    fn open() -> Option<SyscallCounter> {
+        use std::os::fd::FromRawFd;
+        let id: u64 = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|root| {
+                std::fs::read_to_string(format!("{root}/events/raw_syscalls/sys_enter/id")).ok()
+            })?
+            .trim()
+            .parse()
+            .ok()?;
+        // struct perf_event_attr, first 128 bytes: type, size, config; all
+        // flags clear (enabled, counting kernel and user).
+        let mut attr = [0u64; 16];
+        attr[0] = 2 | (128u64 << 32); // PERF_TYPE_TRACEPOINT, size
+        attr[1] = id;
+        // SAFETY: the attribute buffer is 128 bytes as its size says; the
+        // descriptor returned is ours.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                0,
+                -1,
+                -1,
+                8, // PERF_FLAG_FD_CLOEXEC
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a new descriptor nobody else owns.
+        Some(SyscallCounter(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    fn read(&self) -> u64 {
+        use std::os::fd::AsRawFd;
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into `n`.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        n
+    }
+}
+
+/// A row of this bench's table: the common columns and system calls per
+/// 1,000 commands.
+struct TRow {
+    row: Row,
+    syscalls_per_1k: Option<f64>,
+}
+
+fn print_rows(rows: &[TRow]) {
+    println!(
+        "| transport | load | ops/s | p50 µs | p99 µs | client CPU µs/op | syscalls/1k cmds | commands/write |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for TRow {
+        row: r,
+        syscalls_per_1k,
+    } in rows
+    {
+        let per_write = r
+            .cmds_per_write
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        let sys = syscalls_per_1k.map_or_else(|| "-".to_owned(), |c| format!("{c:.0}"));
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {} | {} |",
+            r.client, r.load, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op, sys, per_write
+        );
+    }
+}
 
 /// What the loads run on: a connection or a per-core cluster client.
 #[derive(Clone)]
@@ -159,13 +239,16 @@ async fn measure(
     topology: &str,
     loads: &[(&str, usize, usize)],
     ops: usize,
-) -> Vec<Row> {
+) -> Vec<TRow> {
     let mut rows = Vec::new();
+    let counter = SyscallCounter::open();
     for &(_, tasks, depth) in loads {
         let w0 = client.writes();
+        let sys0 = counter.as_ref().map(SyscallCounter::read);
         let cpu0 = cpu_time(libc::RUSAGE_SELF);
         let (hist, elapsed) = run_load(client, tasks, depth, ops).await;
         let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+        let sys = counter.as_ref().map(SyscallCounter::read);
         let writes = (client.writes() - w0).max(1) as f64;
         let mut row = Row::measured(
             transport_name(transport),
@@ -179,7 +262,12 @@ async fn measure(
         if matches!(client, Client::Cluster(_)) {
             row.cmds_per_write = None;
         }
-        rows.push(row);
+        rows.push(TRow {
+            row,
+            syscalls_per_1k: sys0
+                .zip(sys)
+                .map(|(a, b)| (b - a) as f64 * 1000.0 / ops as f64),
+        });
     }
     rows
 }
@@ -190,7 +278,7 @@ fn conn_rows(
     loads: Vec<(&'static str, usize, usize)>,
     ops: usize,
     warmup: usize,
-) -> Vec<Row> {
+) -> Vec<TRow> {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(64 << 10)
         .spawn(move || async move {
@@ -216,7 +304,7 @@ fn cluster_rows(
     loads: Vec<(&'static str, usize, usize)>,
     ops: usize,
     warmup: usize,
-) -> Vec<Row> {
+) -> Vec<TRow> {
     let config = ClusterConfig::builder()
         .seeds(seeds)
         .connection(|c| c.transport(transport))
@@ -234,31 +322,37 @@ fn cluster_rows(
                 run_load(&client, 64, 0, warmup).await;
                 let rows = measure(&client, transport, "cluster 6 conns", &loads, ops).await;
                 rows.into_iter()
-                    .map(|r| {
-                        (
-                            r.client,
-                            r.load,
-                            r.ops_per_sec,
-                            r.p50_us,
-                            r.p99_us,
-                            r.cpu_us_per_op,
-                        )
-                    })
+                    .map(
+                        |TRow {
+                             row: r,
+                             syscalls_per_1k,
+                         }| {
+                            (
+                                (r.client, r.load, r.ops_per_sec),
+                                (r.p50_us, r.p99_us, r.cpu_us_per_op, syscalls_per_1k),
+                            )
+                        },
+                    )
                     .collect::<Vec<_>>()
             }
         })
         .expect("runtime");
     let mut out = Vec::new();
     for core in handle.join() {
-        for (client, load, ops_per_sec, p50_us, p99_us, cpu_us_per_op) in core.expect("core") {
-            out.push(Row {
-                client,
-                load,
-                ops_per_sec,
-                p50_us,
-                p99_us,
-                cpu_us_per_op,
-                cmds_per_write: None,
+        for ((client, load, ops_per_sec), (p50_us, p99_us, cpu_us_per_op, syscalls_per_1k)) in
+            core.expect("core")
+        {
+            out.push(TRow {
+                row: Row {
+                    client,
+                    load,
+                    ops_per_sec,
+                    p50_us,
+                    p99_us,
+                    cpu_us_per_op,
+                    cmds_per_write: None,
+                },
+                syscalls_per_1k,
             });
         }
     }
@@ -293,7 +387,7 @@ fn main() {
         } else {
             conn_rows(port, transport, vec![load], ops, 2_000)
         };
-        print_table(&rows);
+        print_rows(&rows);
         return;
     }
 
@@ -324,5 +418,5 @@ fn main() {
         }
     }
     println!("\nSET/GET 1:1, 32-byte values, 100,000 keys, {ops} operations per row, one core\n");
-    print_table(&rows);
+    print_rows(&rows);
 }
