@@ -333,3 +333,65 @@ fn cluster_node_connections_use_the_ring_on_every_core() {
         assert!(stats.fixed_sends >= 600, "{stats:?}");
     }
 }
+
+/// With SIGPIPE at its default (a host program that did not ignore it, as
+/// Rust programs do), sockets killed under load must not kill the process:
+/// the ring then avoids `WRITE_FIXED` (which has `write`'s semantics) for
+/// `SEND_ZC` or `SEND` with `MSG_NOSIGNAL`. (Whether a write lands after
+/// the close is a race here; the unit test in `src/conn/uring` sends to a
+/// closed peer for certain.)
+#[test]
+fn a_closed_socket_does_not_raise_sigpipe() {
+    // SAFETY: nextest runs each test in its own process; the ring reads
+    // the disposition when it is set up, after this.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let server = RedisServer::start();
+    let config = fast(&server)
+        .transport(TransportKind::IoUring)
+        .build()
+        .unwrap();
+    let admin_port = server.port();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        assert_eq!(conn.transport(), TransportKind::IoUring);
+        let admin = Connection::connect(
+            base(admin_port)
+                .transport(TransportKind::Glommio)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let stop = Rc::new(Cell::new(false));
+        let mut tasks = Vec::new();
+        for t in 0..20 {
+            let (c, stop) = (conn.clone(), stop.clone());
+            tasks.push(spawn_local(async move {
+                while !stop.get() {
+                    match c.command::<String>(["ECHO", "x"]).await {
+                        Ok(_) | Err(Error::ConnectionLost) => {}
+                        Err(e) => panic!("task {t}: unexpected error {e:?}"),
+                    }
+                }
+            }));
+        }
+        for _ in 0..5 {
+            let id: i64 = conn.command(["CLIENT", "ID"]).await.unwrap();
+            let before = conn.stats().reconnects;
+            let _: i64 = admin
+                .command(["CLIENT", "KILL", "ID", &id.to_string()])
+                .await
+                .unwrap();
+            wait_until("a reconnect", 10 * SECOND, || {
+                conn.stats().reconnects > before
+            })
+            .await;
+        }
+        stop.set(true);
+        for t in tasks {
+            t.await;
+        }
+        let stats = redcore::io_uring_stats().unwrap();
+        assert!(stats.fixed_sends > 0, "{stats:?}");
+    });
+}

@@ -34,8 +34,9 @@ use crate::Error;
 ///   `redis://user@host` has a user name and no password, which
 ///   [`ConnectionConfig::validate`] rejects unless a password is added (see
 ///   [`ConnectionConfigBuilder::from_uri`]).
-/// - Query options on TCP URIs: `protocol=resp2|resp3` (or `2|3`) and
-///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`).
+/// - Query options on TCP URIs: `protocol=resp2|resp3` (or `2|3`),
+///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`) and
+///   `transport=auto|glommio|io_uring` ([`TransportKind`]).
 ///   Unix URIs also take `db=`, `password=` (alias `pass=`) and `username=`
 ///   (alias `user=`). Unknown options are errors.
 ///

@@ -13,11 +13,27 @@
 //! only, so RESP3 push frames are routed to a separate receiver and never
 //! shift that order.
 //!
-//! glommio 0.9 sockets move bytes with plain `send`/`recv` (non-blocking)
-//! and use io_uring for readiness, `connect` and timers; its registered
-//! buffers serve files only. So there is one copy into the batch buffer on
-//! the way out, none on the way in beyond the kernel's, and one system call
-//! per batch in each direction when the socket is ready.
+//! Two transports carry the bytes, chosen by
+//! [`ConnectionConfig::transport`] (or `REDCORE_TRANSPORT`); both keep every
+//! guarantee below.
+//!
+//! - **glommio's sockets** (the default): glommio 0.9 sockets move bytes
+//!   with plain `send`/`recv` (non-blocking) and use io_uring for
+//!   readiness, `connect` and timers; its registered buffers serve files
+//!   only. So there is one copy into the batch buffer on the way out, none
+//!   on the way in beyond the kernel's, and one system call per batch in
+//!   each direction when the socket is ready.
+//! - **redcore's own ring** ([`TransportKind::IoUring`], opt-in): the
+//!   batch buffer is a registered buffer, sent with `IORING_OP_WRITE_FIXED`
+//!   (no system call of its own: one `io_uring_enter` per core submits the
+//!   sends of every connection); replies arrive through a multishot
+//!   receive into a per-core provided-buffer ring and are copied into the
+//!   connection's receive buffer before being decoded in place. TLS stays
+//!   on glommio's sockets; when io_uring is unavailable, connections fall
+//!   back to them with one warning. It is opt-in because it did not beat
+//!   glommio's sockets on client CPU per command in `benches/transport.rs`
+//!   (see the README). [`Connection::transport`] says which one a
+//!   connection uses.
 //!
 //! # Failure
 //!

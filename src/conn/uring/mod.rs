@@ -481,3 +481,58 @@ pub(crate) async fn io_loop(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch from registered memory sent to a socket whose peer is gone,
+    /// with SIGPIPE at its default disposition: the send fails with EPIPE
+    /// and the process lives (no `WRITE_FIXED`, which would raise SIGPIPE,
+    /// is used then).
+    #[test]
+    fn a_send_to_a_closed_peer_fails_without_sigpipe() {
+        // SAFETY: the ring below reads the disposition when it is set up;
+        // this test binary ignores SIGPIPE otherwise, and no other test
+        // depends on it.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .spawn(|| async {
+                let Some(ring) = core_ring() else {
+                    eprintln!("io_uring is not available here; nothing to check");
+                    return;
+                };
+                let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                drop(b);
+                let key = ring.add(OwnedFd::from(a), false);
+                let mut bufs = SendBufs::new(ring.clone());
+                let mut view = bufs.regenerate(0).expect("a registered buffer");
+                view.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                let out = Outgoing {
+                    index: bufs.regs[0].as_ref().map(|r| r.index),
+                    reg: Some(0),
+                    buf: view,
+                    sent: 0,
+                    sending: false,
+                    notifs: 0,
+                };
+                ring.send(key, out);
+                let error = poll_fn(|cx| {
+                    ring.with_sock(key, |s| match s.send_error.take() {
+                        Some(e) => Poll::Ready(e),
+                        None => {
+                            s.waker = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                })
+                .await;
+                assert_eq!(error.raw_os_error(), Some(libc::EPIPE), "{error}");
+                ring.release(key);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}

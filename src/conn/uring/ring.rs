@@ -127,6 +127,11 @@ pub(crate) struct CoreRing {
     queued: Cell<u32>,
     submit_waker: RefCell<Option<Waker>>,
     pub(super) send_op: SendOp,
+    /// SIGPIPE is ignored or handled: a `WRITE_FIXED` (which has `write`'s
+    /// semantics, without `MSG_NOSIGNAL`) to a socket the peer closed
+    /// cannot kill the process. Rust programs ignore it unless told not to.
+    write_fixed_safe: bool,
+    zc_supported: bool,
     /// Free registered-buffer slots, and the bytes registered.
     free_slots: RefCell<Vec<u16>>,
     pub(super) registered_bytes: Cell<usize>,
@@ -279,15 +284,19 @@ pub(super) fn create(send_op: SendOp, lean: bool) -> Result<(CoreRing, OwnedFd),
         (opcode::Send::CODE, "SEND"),
         (opcode::RecvMulti::CODE, "RECV"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-        (opcode::SendZc::CODE, "SEND_ZC"),
     ] {
-        if code == opcode::SendZc::CODE && send_op != SendOp::SendZc {
-            continue;
-        }
         if !probe.is_supported(code) {
             return Err(format!("the kernel lacks IORING_OP_{name}"));
         }
     }
+    // SEND_ZC (6.0+) is optional: without it, sends that cannot be
+    // WRITE_FIXED go out unfixed.
+    let zc_supported = probe.is_supported(opcode::SendZc::CODE);
+    let send_op = if zc_supported {
+        send_op
+    } else {
+        SendOp::WriteFixed
+    };
     ring.submitter()
         .register_buffers_sparse(REG_SLOTS)
         .map_err(|e| format!("registering a sparse buffer table failed: {e}"))?;
@@ -320,6 +329,8 @@ pub(super) fn create(send_op: SendOp, lean: bool) -> Result<(CoreRing, OwnedFd),
             queued: Cell::new(0),
             submit_waker: RefCell::new(None),
             send_op,
+            write_fixed_safe: sigpipe_is_not_default(),
+            zc_supported,
             free_slots: RefCell::new((0..REG_SLOTS as u16).rev().collect()),
             registered_bytes: Cell::new(0),
             stats: Cell::new(RingStats::default()),
@@ -430,11 +441,12 @@ impl CoreRing {
 
     /// Starts sending `out` on socket `key` (nothing else in flight).
     pub(super) fn send(&self, key: usize, out: Outgoing) {
-        let fixed = out.index.is_some();
+        let fixed;
         let fd = {
             let mut socks = self.socks.borrow_mut();
             let s = &mut socks[key];
             debug_assert!(s.out.is_none());
+            fixed = out.index.is_some() && self.fixed_op(s.zc_ok).is_some();
             s.out = Some(out);
             s.fd.as_raw_fd()
         };
@@ -448,6 +460,18 @@ impl CoreRing {
         self.push_send(key, fd);
     }
 
+    /// How a batch in registered memory goes out on a socket: SEND_ZC needs
+    /// TCP and kernel support; WRITE_FIXED needs SIGPIPE out of the way.
+    /// `None`: unfixed `SEND` (with `MSG_NOSIGNAL`).
+    fn fixed_op(&self, tcp: bool) -> Option<SendOp> {
+        let zc = tcp && self.zc_supported;
+        match (self.send_op, zc, self.write_fixed_safe) {
+            (SendOp::SendZc, true, _) | (SendOp::WriteFixed, true, false) => Some(SendOp::SendZc),
+            (_, _, true) => Some(SendOp::WriteFixed),
+            (_, _, false) => None,
+        }
+    }
+
     /// Queues the send of what remains of socket `key`'s batch.
     fn push_send(&self, key: usize, fd: RawFd) {
         let entry = {
@@ -458,12 +482,11 @@ impl CoreRing {
             s.ops += 1;
             let rest = &o.buf[o.sent..];
             let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
-            let op = if s.zc_ok {
-                self.send_op
-            } else {
-                SendOp::WriteFixed
-            };
-            match (o.index, op) {
+            let op = self.fixed_op(s.zc_ok);
+            match (
+                o.index.filter(|_| op.is_some()),
+                op.unwrap_or(SendOp::WriteFixed),
+            ) {
                 (Some(index), SendOp::WriteFixed) => {
                     opcode::WriteFixed::new(Fd(fd), ptr, len, index).build()
                 }
@@ -771,6 +794,16 @@ impl Drop for CoreRing {
             std::mem::forget(std::mem::take(self.socks.get_mut()));
             self.pbuf.leak.set(true);
         }
+    }
+}
+
+/// True when SIGPIPE is ignored or has a handler.
+fn sigpipe_is_not_default() -> bool {
+    // SAFETY: reads the current disposition into a zeroed struct.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction != libc::SIG_DFL
     }
 }
 
