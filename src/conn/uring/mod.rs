@@ -68,7 +68,36 @@
 //! stream socket are the same operations.
 //!
 //! The handshake runs on glommio's socket; the ring takes over a
-//! duplicate of its descriptor for the I/O loop.
+//! duplicate of its descriptor (made blocking: the ring's operations wait
+//! for readiness themselves) for the I/O loop. A Unix socket is connected
+//! by redcore itself, without waiting, so that its descriptor is known
+//! (glommio's `UnixStream` does not expose it); if that would wait, glommio
+//! connects it and it stays on glommio's socket.
+//!
+//! # SIGPIPE
+//!
+//! `WRITE_FIXED` has `write()`'s semantics: no `MSG_NOSIGNAL`, so a write
+//! to a socket the peer closed raises SIGPIPE. Rust programs ignore it by
+//! default; when the ring is set up with SIGPIPE at its default
+//! disposition, batches in registered memory go out with `SEND_ZC` (TCP,
+//! `MSG_NOSIGNAL`) or unfixed `SEND` (Unix sockets) instead.
+//!
+//! # Limits
+//!
+//! - Registered memory stays registered while its connection lives, also
+//!   while it hibernates (two buffers of 64–256 KiB per connection, at
+//!   most 2 MiB per core; connections past the budget send from ordinary
+//!   memory).
+//! - Received bytes are copied into the connection's receive buffer as
+//!   they arrive; the buffer holds what arrives between two runs of the
+//!   connection's task, plus what the decoder needs for one frame. There
+//!   is no high-water mark that pauses receiving, as glommio's path gets
+//!   from reading only when the task runs.
+//! - Hidden switches, for tests and benches: `REDCORE_IO_URING_UNAVAILABLE`
+//!   (probing fails), `REDCORE_IO_URING_SEND=send_zc` (send with
+//!   `SEND_ZC`), `REDCORE_IO_URING_SETUP=plain` (no cooperative task
+//!   running). `redcore::io_uring_stats()` (hidden) reads the core's
+//!   counters.
 
 mod ring;
 
