@@ -93,8 +93,10 @@ pub mod slot;
 
 pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
-pub use config::{ClusterConfig, ConnectionConfig, Protocol};
+pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
 pub use conn::{Connection, IntoConnectionConfig, PushReceiver, Stats, Watch};
+#[doc(hidden)]
+pub use conn::{RingStats, io_uring_stats};
 pub use error::{
     ConversionError, Error, HandshakeError, Redirect, RedirectKind, Result, RetryAction,
     ServerError, ServerErrorKind,

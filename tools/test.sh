@@ -8,6 +8,10 @@
 # cargo-nextest (falls back to cargo test) and the doctests, which nextest
 # does not run. REDCORE_REDIS_SERVER / REDCORE_REDIS_CLI may point at other
 # binaries.
+#
+# The connection, cluster and executor tests run twice: once on the default
+# transport (glommio's sockets) and once more with REDCORE_TRANSPORT=io_uring,
+# so both transports keep every guarantee those tests check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -72,9 +76,16 @@ if cargo nextest --version >/dev/null 2>&1; then
         profile=ci
     fi
     cargo nextest run --workspace --no-fail-fast --profile "$profile" "$@" || status=$?
+    echo "tools/test.sh: connection, cluster and executor tests again on the io_uring transport" >&2
+    REDCORE_TRANSPORT=io_uring cargo nextest run -p redcore --no-fail-fast --profile "$profile" \
+        -E 'binary(/^connection_/) | binary(/^cluster_/) | binary(=executor)' "$@" || status=$?
 else
     echo "tools/test.sh: cargo-nextest not found, using cargo test (cargo install cargo-nextest --locked)" >&2
     cargo test --workspace --no-fail-fast "$@" || status=$?
+    for t in tests/connection_*.rs tests/cluster_*.rs tests/executor.rs; do
+        t="$(basename "$t" .rs)"
+        REDCORE_TRANSPORT=io_uring cargo test -p redcore --no-fail-fast --test "$t" "$@" || status=$?
+    done
 fi
 # nextest does not run doctests.
 cargo test --workspace --doc || status=$?

@@ -69,6 +69,87 @@ use crate::resp::DecoderLimits;
 pub use cluster::{ClusterConfig, ClusterConfigBuilder, IntoClusterConfig, IntoNodeAddr};
 pub use uri::parse_uri;
 
+/// How a connection moves bytes to and from its socket.
+///
+/// Both transports encode commands in place into the connection's batch
+/// buffer and keep every guarantee of [`Connection`](crate::Connection)
+/// (reply order, deadlines, may-have-been-applied errors); they differ in
+/// the system calls that carry the bytes. See the
+/// [`conn` module docs](crate::Connection#how-bytes-reach-the-socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// The default: the `REDCORE_TRANSPORT` environment variable
+    /// (`glommio` or `io_uring`) when it is set, otherwise
+    /// [`Glommio`](Self::Glommio).
+    #[default]
+    Auto,
+    /// glommio's sockets: one non-blocking `send` per batch and `recv`
+    /// calls, with io_uring used for readiness only.
+    Glommio,
+    /// A ring of redcore's own on each core: batches are sent from
+    /// registered buffers (`WRITE_FIXED`), one `io_uring_enter` per core
+    /// for every connection with something to send, and replies arrive
+    /// through multishot receives into a provided-buffer ring. When the
+    /// kernel refuses any piece of it, connections use
+    /// [`Glommio`](Self::Glommio) instead and one warning is logged. TLS
+    /// connections always use [`Glommio`](Self::Glommio): rustls needs a
+    /// byte stream with its own buffering.
+    IoUring,
+}
+
+impl TransportKind {
+    /// The name used in `REDCORE_TRANSPORT` and the `transport` URI option.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Auto => "auto",
+            TransportKind::Glommio => "glommio",
+            TransportKind::IoUring => "io_uring",
+        }
+    }
+
+    /// Parses `auto`, `glommio` or `io_uring` (also `iouring`, `uring`).
+    pub fn parse(text: &str) -> Option<TransportKind> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(TransportKind::Auto),
+            "glommio" => Some(TransportKind::Glommio),
+            "io_uring" | "iouring" | "uring" | "io-uring" => Some(TransportKind::IoUring),
+            _ => None,
+        }
+    }
+
+    /// Resolves [`Auto`](Self::Auto): the `REDCORE_TRANSPORT` environment
+    /// variable when set to a known name, otherwise the built-in default
+    /// ([`Glommio`](Self::Glommio)). Other kinds resolve to themselves.
+    pub fn resolve(self) -> TransportKind {
+        if self != TransportKind::Auto {
+            return self;
+        }
+        static FROM_ENV: std::sync::OnceLock<TransportKind> = std::sync::OnceLock::new();
+        *FROM_ENV.get_or_init(|| match std::env::var("REDCORE_TRANSPORT") {
+            Ok(v) => match TransportKind::parse(&v) {
+                Some(TransportKind::Auto) | None => {
+                    if TransportKind::parse(&v).is_none() {
+                        tracing::warn!(value = %v, "REDCORE_TRANSPORT is not glommio, io_uring or auto; ignored");
+                    }
+                    DEFAULT_TRANSPORT
+                }
+                Some(kind) => kind,
+            },
+            Err(_) => DEFAULT_TRANSPORT,
+        })
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`TransportKind::Auto`] means when `REDCORE_TRANSPORT` is unset.
+const DEFAULT_TRANSPORT: TransportKind = TransportKind::Glommio;
+
 /// Which RESP version the connection asks for in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -238,6 +319,9 @@ pub struct ConnectionConfig {
     /// Push frames (RESP3 `>`) kept for the push receiver before the
     /// newest are dropped (default 1024).
     pub push_capacity: usize,
+    /// How bytes move to and from the socket (default
+    /// [`TransportKind::Auto`]).
+    pub transport: TransportKind,
 }
 
 impl Default for ConnectionConfig {
@@ -265,6 +349,7 @@ impl Default for ConnectionConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             decoder_limits: DecoderLimits::default(),
             push_capacity: 1024,
+            transport: TransportKind::Auto,
         }
     }
 }
@@ -294,6 +379,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("decoder_limits", &self.decoder_limits)
             .field("push_capacity", &self.push_capacity)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -732,6 +818,13 @@ impl ConnectionConfigBuilder {
     /// Push frames kept for the push receiver (default 1024).
     pub fn push_capacity(mut self, capacity: usize) -> Self {
         self.config.push_capacity = capacity;
+        self
+    }
+
+    /// How bytes move to and from the socket (default
+    /// [`TransportKind::Auto`]: `REDCORE_TRANSPORT`, else glommio).
+    pub fn transport(mut self, transport: TransportKind) -> Self {
+        self.config.transport = transport;
         self
     }
 

@@ -6,7 +6,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::{ConnectionConfig, ConnectionConfigBuilder, Password, Protocol, TlsOptions};
+use super::{
+    ConnectionConfig, ConnectionConfigBuilder, Password, Protocol, TlsOptions, TransportKind,
+};
 use crate::Error;
 
 /// Parses a Redis URI into a configuration checked by
@@ -32,8 +34,9 @@ use crate::Error;
 ///   `redis://user@host` has a user name and no password, which
 ///   [`ConnectionConfig::validate`] rejects unless a password is added (see
 ///   [`ConnectionConfigBuilder::from_uri`]).
-/// - Query options on TCP URIs: `protocol=resp2|resp3` (or `2|3`) and
-///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`).
+/// - Query options on TCP URIs: `protocol=resp2|resp3` (or `2|3`),
+///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`) and
+///   `transport=auto|glommio|io_uring` ([`TransportKind`]).
 ///   Unix URIs also take `db=`, `password=` (alias `pass=`) and `username=`
 ///   (alias `user=`). Unknown options are errors.
 ///
@@ -272,6 +275,13 @@ fn parse(uri: &str) -> Result<ConnectionConfigBuilder, Error> {
                 }
             }
             "client_name" => b.config.client_name = Some(value),
+            "transport" => {
+                b.config.transport = TransportKind::parse(&value).ok_or_else(|| {
+                    bad(format!(
+                        "invalid transport {shown}: expected auto, glommio or io_uring"
+                    ))
+                })?
+            }
             "db" => b.config.database = Some(parse_db(&value, "query", &shown)?),
             "password" if password.is_some() => {
                 return Err(bad("the password is given twice (user info and query)"));
@@ -367,6 +377,7 @@ fn parse_query(query: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, E
         let canonical = match key.as_str() {
             "protocol" => "protocol",
             "client_name" | "name" => "client_name",
+            "transport" => "transport",
             "db" | "password" | "pass" | "username" | "user"
                 if matches!(kind, Kind::Tcp { .. }) =>
             {
@@ -384,8 +395,10 @@ fn parse_query(query: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, E
             }
             _ => {
                 let known = match kind {
-                    Kind::Tcp { .. } => "protocol, client_name, name",
-                    Kind::Unix => "db, password, pass, username, user, protocol, client_name, name",
+                    Kind::Tcp { .. } => "protocol, client_name, name, transport",
+                    Kind::Unix => {
+                        "db, password, pass, username, user, protocol, client_name, name, transport"
+                    }
                 };
                 return Err(bad(format!(
                     "unknown query option {key:?} (known: {known})"

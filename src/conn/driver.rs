@@ -16,7 +16,9 @@ use super::handshake::{self, Negotiated};
 use super::read_buf::ReadBuf;
 use super::shared::{Link, Shared};
 use super::transport::{self, Transport};
+use super::uring;
 use crate::Error;
+use crate::config::TransportKind;
 use crate::resp::Decoder;
 
 /// Reads per wake-up before the driver yields, so callers woken by the
@@ -54,6 +56,7 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut decoder = Decoder::with_limits(config.decoder_limits);
     let mut rbuf = ReadBuf::new();
+    let mut ring_state = uring::Uring::new();
     loop {
         if shared.is_closed() {
             break;
@@ -106,9 +109,30 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
             let _ = io.close().await;
             break;
         }
-        let err = io_loop(&shared, &mut io, &mut decoder, &mut rbuf).await;
+        // The transport is chosen per socket: a ring that stopped working
+        // sends the next socket to glommio.
+        let mut io = match uring::choose(config) {
+            TransportKind::IoUring => match uring::Socket::adopt(io, &mut rbuf.buf) {
+                Ok(sock) => Active::Uring(sock),
+                Err((io, e)) => {
+                    tracing::debug!(error = %e, "the io_uring transport cannot take this socket");
+                    Active::Glommio(io)
+                }
+            },
+            _ => Active::Glommio(io),
+        };
+        shared.transport.set(match io {
+            Active::Uring(_) => TransportKind::IoUring,
+            Active::Glommio(_) => TransportKind::Glommio,
+        });
+        let err = match &mut io {
+            Active::Glommio(io) => io_loop(&shared, io, &mut decoder, &mut rbuf).await,
+            Active::Uring(sock) => {
+                uring::io_loop(&shared, sock, &mut ring_state, &mut decoder).await
+            }
+        };
         if shared.is_closed() {
-            let _ = io.close().await;
+            io.close().await;
             break;
         }
         let exit = config.exit_on_disconnection;
@@ -119,6 +143,25 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         }
     }
     tracing::debug!(addr = %shared.addr_text(), "connection task ends");
+}
+
+/// The socket of the I/O loop, on either transport.
+enum Active {
+    Glommio(Transport),
+    Uring(uring::Socket),
+}
+
+impl Active {
+    async fn close(self) {
+        match self {
+            Active::Glommio(mut io) => {
+                let _ = io.close().await;
+            }
+            // Dropping it shuts the socket down; the ring closes it once
+            // the kernel is done with it.
+            Active::Uring(sock) => drop(sock),
+        }
+    }
 }
 
 /// Delivers push frames read along with the handshake; any other frame is

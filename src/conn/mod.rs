@@ -13,11 +13,27 @@
 //! only, so RESP3 push frames are routed to a separate receiver and never
 //! shift that order.
 //!
-//! glommio 0.9 sockets move bytes with plain `send`/`recv` (non-blocking)
-//! and use io_uring for readiness, `connect` and timers; its registered
-//! buffers serve files only. So there is one copy into the batch buffer on
-//! the way out, none on the way in beyond the kernel's, and one system call
-//! per batch in each direction when the socket is ready.
+//! Two transports carry the bytes, chosen by
+//! [`ConnectionConfig::transport`] (or `REDCORE_TRANSPORT`); both keep every
+//! guarantee below.
+//!
+//! - **glommio's sockets** (the default): glommio 0.9 sockets move bytes
+//!   with plain `send`/`recv` (non-blocking) and use io_uring for
+//!   readiness, `connect` and timers; its registered buffers serve files
+//!   only. So there is one copy into the batch buffer on the way out, none
+//!   on the way in beyond the kernel's, and one system call per batch in
+//!   each direction when the socket is ready.
+//! - **redcore's own ring** ([`TransportKind::IoUring`], opt-in): the
+//!   batch buffer is a registered buffer, sent with `IORING_OP_WRITE_FIXED`
+//!   (no system call of its own: one `io_uring_enter` per core submits the
+//!   sends of every connection); replies arrive through a multishot
+//!   receive into a per-core provided-buffer ring and are copied into the
+//!   connection's receive buffer before being decoded in place. TLS stays
+//!   on glommio's sockets; when io_uring is unavailable, connections fall
+//!   back to them with one warning. It is opt-in because it did not beat
+//!   glommio's sockets on client CPU per command in `benches/transport.rs`
+//!   (see the README). [`Connection::transport`] says which one a
+//!   connection uses.
 //!
 //! # Failure
 //!
@@ -37,6 +53,7 @@ mod read_buf;
 mod shared;
 pub(crate) mod tls;
 mod transport;
+mod uring;
 
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -46,13 +63,15 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::cmd::{Args, Cmd, cmd};
-use crate::config::{ConnectionConfig, Protocol, ServerAddr};
+use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
 pub(crate) use shared::NOT_SENT;
 pub use shared::Stats;
 use shared::{Admit, Call, Link, Shared};
+#[doc(hidden)]
+pub use uring::{RingStats, stats as io_uring_stats};
 
 /// What the function of [`Connection::watch_transaction`] decides.
 #[derive(Debug)]
@@ -156,6 +175,7 @@ impl Connection {
         let config = config.into_config()?;
         let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
         let shared = Rc::new(Shared::new(config, tls));
+        shared.transport.set(uring::choose(&shared.config));
         let ready = if shared.config.sync_connect {
             match driver::connect_once(&shared).await {
                 Ok(up) => Some(up),
@@ -187,6 +207,7 @@ impl Connection {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Connection {
         let shared = Rc::new(Shared::new(config, tls));
+        shared.transport.set(uring::choose(&shared.config));
         shared.state.borrow_mut().fail_fast = true;
         glommio::spawn_local(driver::run(shared.clone(), None)).detach();
         glommio::spawn_local(driver::sweeper(shared.clone())).detach();
@@ -222,6 +243,16 @@ impl Connection {
     /// RESP2 was asked for or the server does not offer RESP3.
     pub fn protocol(&self) -> Protocol {
         self.shared.state.borrow().protocol
+    }
+
+    /// The transport carrying this connection's bytes:
+    /// [`TransportKind::IoUring`] or [`TransportKind::Glommio`] (never
+    /// `Auto`). It is the one chosen by the configuration unless io_uring
+    /// is unavailable on this machine or the connection uses TLS, in which
+    /// case it is glommio (see
+    /// [`ConnectionConfig::transport`](crate::ConnectionConfig::transport)).
+    pub fn transport(&self) -> TransportKind {
+        self.shared.transport.get()
     }
 
     /// Counters of this connection.

@@ -156,6 +156,8 @@ pub struct Stats {
 
 pub(crate) struct Shared {
     pub config: ConnectionConfig,
+    /// The transport of the current socket (or of the next one).
+    pub transport: std::cell::Cell<crate::config::TransportKind>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub state: RefCell<State>,
 }
@@ -163,6 +165,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(config: ConnectionConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Shared {
         Shared {
+            transport: std::cell::Cell::new(crate::config::TransportKind::Glommio),
             tls,
             state: RefCell::new(State {
                 out: BytesMut::with_capacity(16 * 1024),
@@ -466,6 +469,18 @@ impl State {
             s.result = Some(result);
             wake(&mut s.waker);
         }
+    }
+
+    /// Hands the whole batch buffer to a transport that sends it
+    /// asynchronously, putting `fresh` (empty) in its place. Its calls
+    /// count as written from now on: if the socket dies before the send
+    /// completes, they may have been applied.
+    pub fn take_out(&mut self, fresh: BytesMut) -> BytesMut {
+        debug_assert!(fresh.is_empty());
+        let batch = std::mem::replace(&mut self.out, fresh);
+        self.written += batch.len() as u64;
+        self.stats.writes += 1;
+        batch
     }
 
     /// Notes that the first `n` bytes of the batch buffer were written.

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,12 +18,15 @@ use glommio::net::{TcpStream, UnixStream};
 
 use super::tls;
 use crate::Error;
-use crate::config::{ConnectionConfig, ServerAddr};
+use crate::config::{ConnectionConfig, ServerAddr, TransportKind};
 
 /// One connected socket.
 pub(crate) enum Transport {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    /// A Unix socket, and its descriptor when redcore connected it itself
+    /// (glommio's `UnixStream` does not expose it; the io_uring transport
+    /// needs it).
+    Unix(UnixStream, Option<RawFd>),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -33,7 +37,7 @@ macro_rules! dispatch {
                 let $s = Pin::new($s);
                 $e
             }
-            Transport::Unix($s) => {
+            Transport::Unix($s, _) => {
                 let $s = Pin::new($s);
                 $e
             }
@@ -82,8 +86,13 @@ pub(crate) async fn connect(
     match &config.addr {
         ServerAddr::Unix(path) => {
             let what = path.display().to_string();
+            if config.transport.resolve() == TransportKind::IoUring {
+                if let Some((stream, fd)) = connect_unix_now(path) {
+                    return Ok(Transport::Unix(stream, Some(fd)));
+                }
+            }
             let stream = within(deadline, &what, UnixStream::connect(path)).await?;
-            Ok(Transport::Unix(stream))
+            Ok(Transport::Unix(stream, None))
         }
         ServerAddr::Tcp { host, port } => {
             let addrs = resolve(host, *port, deadline).await?;
@@ -113,6 +122,41 @@ pub(crate) async fn connect(
                 reason: io::Error::from(e).to_string(),
             })
         }
+    }
+}
+
+/// Connects a Unix socket without waiting, keeping its descriptor; `None`
+/// when that is not possible at once (then glommio connects, and the
+/// connection uses glommio's socket).
+fn connect_unix_now(path: &std::path::Path) -> Option<(UnixStream, RawFd)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return None;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain system calls; the descriptor is closed on failure and
+    // otherwise owned by the returned stream.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
+            libc::close(fd);
+            return None;
+        }
+        Some((UnixStream::from_raw_fd(fd), fd))
     }
 }
 
