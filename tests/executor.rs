@@ -1628,11 +1628,13 @@ fn cluster_executor_with_every_core_ownership_never_hops() {
     let executor = on_cores(config(&cluster), 2).ownership(Ownership::EveryCore);
     let (reports, cpus) = run_routing(&cluster, executor, "every", false);
     every_core_runs_pinned_to_its_cpu(&reports, &cpus);
-    // Transactions too run on the calling core's own connections.
+    // Transactions too run on the calling core's own connections (here on
+    // executors that spin before they park: the same behaviour).
     let layout = Arc::new(Layout::of(&cluster));
     let shared = layout.clone();
     let handle = on_cores(config(&cluster), 2)
         .ownership(Ownership::EveryCore)
+        .spin_before_park(Duration::from_micros(50))
         .spawn(move |client| {
             let layout = shared.clone();
             async move {

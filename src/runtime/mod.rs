@@ -202,6 +202,7 @@ pub struct ClusterExecutor {
     io_memory: usize,
     drain_timeout: Duration,
     channel_capacity: usize,
+    spin_before_park: Option<Duration>,
 }
 
 impl ClusterExecutor {
@@ -217,6 +218,7 @@ impl ClusterExecutor {
             ownership: Ownership::default(),
             io_memory: 64 << 10,
             channel_capacity: 1024,
+            spin_before_park: None,
         })
     }
 
@@ -269,6 +271,18 @@ impl ClusterExecutor {
     /// it counts against `RLIMIT_MEMLOCK`, and the sockets do not use it).
     pub fn io_memory(mut self, bytes: usize) -> ClusterExecutor {
         self.io_memory = bytes;
+        self
+    }
+
+    /// Lets each executor spin this long for new work before it sleeps in
+    /// the kernel (glommio's `spin_before_park`; off by default). A reply
+    /// that comes back within the spin wakes its caller without a context
+    /// switch, which lowers the latency of lone requests (a round trip on
+    /// loopback measured 28 µs p50 without, 24.5 µs with 50 µs of spin) at
+    /// the price of CPU burnt while idle: for latency-critical services
+    /// with a core to spare, not for machines shared with the servers.
+    pub fn spin_before_park(mut self, spin: Duration) -> ClusterExecutor {
+        self.spin_before_park = (!spin.is_zero()).then_some(spin);
         self
     }
 
@@ -332,8 +346,12 @@ impl ClusterExecutor {
                 drain: self.drain_timeout,
                 f: f.clone(),
             };
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(self.cpus[core]))
-                .io_memory(self.io_memory)
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(self.cpus[core]))
+                .io_memory(self.io_memory);
+            if let Some(spin) = self.spin_before_park {
+                builder = builder.spin_before_park(spin);
+            }
+            let spawned = builder
                 .name(&format!("redcore-{core}"))
                 .spawn(move || run_core(start));
             match spawned {

@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub ownership: Option<OwnershipArg>,
 
+    /// Let each executor spin this long for new work before sleeping in
+    /// the kernel (`50us`): lower latency for lone requests, CPU burnt
+    /// while idle [default: no spinning].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub spin: Option<Duration>,
+
     /// Executors, one per core, pinned [default: every online CPU].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub cores: Option<u32>,
@@ -511,6 +517,9 @@ mod tests {
         assert_eq!(cli.measure_duration(), Some(Duration::from_secs(10)));
         assert_eq!(cli.warmup, Duration::ZERO);
         assert_eq!(cli.ownership, None);
+        assert_eq!(cli.spin, None);
+        let cli = parse(&["--server", "redis://h", "--spin", "50us"]).unwrap();
+        assert_eq!(cli.spin, Some(Duration::from_micros(50)));
         let cli = parse(&["--cluster", "h:1", "--ownership", "every-core"]).unwrap();
         assert_eq!(cli.ownership, Some(OwnershipArg::EveryCore));
 

@@ -171,7 +171,7 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
 
     let joiner: Box<dyn FnOnce() -> Vec<Result<CoreResult, String>>> = match target {
         Target::Server(config) => {
-            let handles = start_servers(config, &cpus, &shared, events_tx, cli.timeout)?;
+            let handles = start_servers(config, &cpus, &shared, events_tx, cli)?;
             Box::new(move || {
                 handles
                     .into_iter()
@@ -189,6 +189,10 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
             let handle = ClusterExecutor::new(config.clone())
                 .and_then(|e| e.cores(cores))
                 .map(|e| {
+                    let e = match cli.spin {
+                        Some(spin) => e.spin_before_park(spin),
+                        None => e,
+                    };
                     e.io_memory(64 << 10).ownership(match cli.ownership {
                         None | Some(OwnershipArg::Sharded) => Ownership::Sharded,
                         Some(OwnershipArg::EveryCore) => Ownership::EveryCore,
@@ -295,8 +299,9 @@ fn start_servers(
     cpus: &[usize],
     shared: &Arc<Shared>,
     events: mpsc::Sender<Event>,
-    timeout: Duration,
+    cli: &Cli,
 ) -> Result<Vec<CoreHandle>, String> {
+    let (timeout, spin) = (cli.timeout, cli.spin);
     let cores = shared.plan.cores;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = async_channel::bounded::<bool>(cores);
@@ -311,8 +316,11 @@ fn start_servers(
             ready_tx.clone(),
             go_rx.clone(),
         );
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .io_memory(64 << 10)
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu)).io_memory(64 << 10);
+        if let Some(spin) = spin.filter(|s| !s.is_zero()) {
+            builder = builder.spin_before_park(spin);
+        }
+        let spawned = builder
             .name(&format!("redcore-load-{core}"))
             .spawn(move || async move {
                 let conn = match Connection::connect(config).await {

@@ -141,6 +141,8 @@ fn standalone_with_verify_json_and_hdr_log() {
         "5000",
         "--verify",
         "--json",
+        "--spin",
+        "50us",
         "--hdr-out",
         hlog.to_str().expect("utf-8 path"),
         "--timeline",
