@@ -93,6 +93,13 @@
 //!   connection's task, plus what the decoder needs for one frame. There
 //!   is no high-water mark that pauses receiving, as glommio's path gets
 //!   from reading only when the task runs.
+//! - A batch counts as written once it is handed to the ring, before the
+//!   kernel has sent it. When the socket dies with a batch partly or not at
+//!   all sent, its calls fail as possibly applied (`ConnectionLost`)
+//!   instead of moving to the next socket as glommio's path does for bytes
+//!   it never wrote: cautious, never a silent loss or a repeat, but a call
+//!   that could have been carried over is not. Likewise a call that times
+//!   out while its batch waits for the submitter reports `maybe_applied`.
 //! - Hidden switches, for tests and benches: `REDCORE_IO_URING_UNAVAILABLE`
 //!   (probing fails), `REDCORE_IO_URING_SEND=send_zc` (send with
 //!   `SEND_ZC`), `REDCORE_IO_URING_SETUP=plain` (no cooperative task
@@ -332,6 +339,20 @@ impl SendBufs {
         }
     }
 
+    /// A new socket: a batch still in flight on the old one never comes
+    /// back here (the old socket's record keeps it until the kernel is
+    /// done), so its registered buffer is free to be replaced.
+    fn new_socket(&mut self) {
+        let spare = self.spare.as_ref().and_then(|(_, reg)| *reg);
+        for i in 0..2 {
+            if Some(i) != self.out_reg && Some(i) != spare {
+                if let Some(r) = self.regs[i].as_mut() {
+                    r.live = false;
+                }
+            }
+        }
+    }
+
     /// The next batch buffer.
     fn next_out(&mut self) -> (BytesMut, Option<usize>) {
         if let Some(spare) = self.spare.take() {
@@ -434,6 +455,7 @@ pub(crate) async fn io_loop(
     let bufs = uring
         .bufs
         .get_or_insert_with(|| SendBufs::new(ring.clone()));
+    bufs.new_socket();
     let push_capacity = shared.config.push_capacity;
     poll_fn(|cx| {
         let mut st = shared.state.borrow_mut();

@@ -239,13 +239,17 @@ impl PbufRing {
 
 impl Drop for PbufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring memory is
-        // pinned by the kernel, which keeps its own reference to the pages.
+        // When the kernel may still be receiving (`leak`), both stay: it
+        // reads buffer addresses from the descriptor ring and writes into
+        // the buffers.
+        if self.leak.get() {
+            return;
+        }
+        // SAFETY: allocated in `new` with these layouts, and the kernel is
+        // done with both (the ring quiesced, or never armed a receive).
         unsafe {
             std::alloc::dealloc(self.ring as *mut u8, self.ring_layout);
-            if !self.leak.get() {
-                std::alloc::dealloc(self.mem, self.mem_layout);
-            }
+            std::alloc::dealloc(self.mem, self.mem_layout);
         }
     }
 }
@@ -359,9 +363,19 @@ impl CoreRing {
         // SAFETY: every entry's buffers are owned by `CoreRing` (the
         // socket's `Outgoing`, the provided buffers) until its completion.
         while unsafe { ring.submission().push(&entry) }.is_err() {
-            // Full: submit now and try again.
-            let _ = ring.submit();
+            // Full: submit now and try again. A kernel that refuses the
+            // submission (it cannot on the kernels glommio runs on: a plain
+            // submit asks for no completions, so no EBUSY) would make this
+            // loop forever: the ring is given up instead, and its sockets
+            // fail (their calls as possibly applied).
             self.bump(|s| s.submits += 1);
+            if let Err(e) = ring.submit() {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    drop(ring);
+                    self.give_up(&e);
+                    return;
+                }
+            }
         }
         drop(ring);
         let queued = self.queued.get();
@@ -371,6 +385,20 @@ impl CoreRing {
                 w.wake();
             }
         }
+    }
+
+    /// Marks the ring broken after `e` and wakes every socket's loop, which
+    /// then fails; later connections use glommio's sockets.
+    fn give_up(&self, e: &std::io::Error) {
+        tracing::error!(error = %e, "the io_uring transport failed; its sockets fail");
+        self.broken.set(true);
+        let wakers: Vec<Waker> = self
+            .socks
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, s)| s.waker.take())
+            .collect();
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Enters the kernel for everything queued.
@@ -821,15 +849,7 @@ pub(super) async fn reactor(ring: Rc<CoreRing>, efd: OwnedFd) {
     loop {
         ring.drain();
         if let Err(e) = file.read_at(0, 8).await {
-            tracing::error!(error = %e, "waiting on the io_uring transport's eventfd failed; its sockets fail");
-            ring.broken.set(true);
-            let wakers: Vec<Waker> = ring
-                .socks
-                .borrow_mut()
-                .iter_mut()
-                .filter_map(|(_, s)| s.waker.take())
-                .collect();
-            wakers.into_iter().for_each(Waker::wake);
+            ring.give_up(&e.into());
             return;
         }
     }
@@ -848,5 +868,10 @@ pub(super) async fn submitter(ring: Rc<CoreRing>) {
         })
         .await;
         ring.submit();
+        if ring.queued.get() > 0 && !ring.is_broken() {
+            // The kernel refused the submission until completions are
+            // drained: let the reactor run (a loop here would starve it).
+            glommio::timer::sleep(Duration::from_micros(100)).await;
+        }
     }
 }
