@@ -212,15 +212,8 @@ async fn io_loop(
     let push_capacity = shared.config.push_capacity;
     poll_fn(|cx| {
         let mut st = shared.state.borrow_mut();
-        st.batch_clock = None;
-        if let Link::Closed(why) = st.link {
-            return Poll::Ready(Error::Closed(why));
-        }
-        if st.stalled {
-            return Poll::Ready(Error::from(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the oldest reply is overdue by a whole timeout; the socket is taken for dead",
-            )));
+        if let Some(e) = st.io_loop_turn() {
+            return Poll::Ready(e);
         }
         // Write: the whole batch, in as few writes as the socket takes.
         if st.needs_compaction() {

@@ -746,6 +746,22 @@ impl State {
         }
     }
 
+    /// Why the I/O loop must give up its socket now, on either transport:
+    /// the connection was closed, or the sweeper took the socket for dead.
+    /// Also starts a new batch clock (every driver wake-up does).
+    pub fn io_loop_turn(&mut self) -> Option<Error> {
+        self.batch_clock = None;
+        if let Link::Closed(why) = self.link {
+            return Some(Error::Closed(why));
+        }
+        self.stalled.then(|| {
+            Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the oldest reply is overdue by a whole timeout; the socket is taken for dead",
+            ))
+        })
+    }
+
     /// Lets go of the batch buffer's memory while idle; the driver drops
     /// its read buffer when it sees `hibernating`.
     pub fn hibernate(&mut self) {

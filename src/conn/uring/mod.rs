@@ -121,7 +121,7 @@ use bytes::BytesMut;
 pub use ring::RingStats;
 use ring::{CoreRing, Outgoing, SendOp};
 
-use super::shared::{Link, Shared, State};
+use super::shared::{Shared, State};
 use super::transport::Transport;
 use crate::Error;
 use crate::config::{ConnectionConfig, TransportKind};
@@ -459,15 +459,8 @@ pub(crate) async fn io_loop(
     let push_capacity = shared.config.push_capacity;
     poll_fn(|cx| {
         let mut st = shared.state.borrow_mut();
-        st.batch_clock = None;
-        if let Link::Closed(why) = st.link {
-            return Poll::Ready(Error::Closed(why));
-        }
-        if st.stalled {
-            return Poll::Ready(Error::from(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the oldest reply is overdue by a whole timeout; the socket is taken for dead",
-            )));
+        if let Some(e) = st.io_loop_turn() {
+            return Poll::Ready(e);
         }
         if ring.is_broken() {
             return Poll::Ready(io::Error::other("the io_uring transport stopped").into());
