@@ -23,6 +23,23 @@ use support::{RedisCluster, RedisServer};
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// Connects with `config` and checks that the ring carries the connection.
+async fn on_ring(config: ConnectionConfig) -> Connection {
+    let conn = Connection::connect(config).await.unwrap();
+    assert_eq!(conn.transport(), TransportKind::IoUring);
+    conn
+}
+
+/// A connection on glommio's sockets for the test's own commands to the
+/// server (`CLIENT KILL`, ...).
+async fn admin(port: u16) -> Connection {
+    let config = base(port)
+        .transport(TransportKind::Glommio)
+        .build()
+        .unwrap();
+    Connection::connect(config).await.unwrap()
+}
+
 #[test]
 fn io_uring_is_used_when_asked_for_and_observable() {
     let server = RedisServer::start();
@@ -32,8 +49,7 @@ fn io_uring_is_used_when_asked_for_and_observable() {
             .transport(TransportKind::IoUring)
             .build()
             .unwrap();
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.transport(), TransportKind::IoUring);
+        let conn = on_ring(config).await;
         let mut tasks = Vec::new();
         for t in 0..50 {
             let c = conn.clone();
@@ -130,8 +146,7 @@ fn unix_sockets_use_the_ring() {
             .transport(TransportKind::IoUring)
             .build()
             .unwrap();
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.transport(), TransportKind::IoUring);
+        let conn = on_ring(config).await;
         let n: i64 = conn.command(["INCR", "n"]).await.unwrap();
         assert_eq!(n, 1);
         let big = "u".repeat(3 << 20);
@@ -156,8 +171,7 @@ fn large_values_span_many_provided_buffers() {
             .timeout(30 * SECOND)
             .build()
             .unwrap();
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.transport(), TransportKind::IoUring);
+        let conn = on_ring(config).await;
         let mut tasks = Vec::new();
         for t in 0..8u8 {
             let c = conn.clone();
@@ -205,16 +219,8 @@ fn client_kill_mid_batch_fails_written_calls_and_reconnects() {
         .unwrap();
     let admin_port = server.port();
     run(move || async move {
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.transport(), TransportKind::IoUring);
-        let admin = Connection::connect(
-            base(admin_port)
-                .transport(TransportKind::Glommio)
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let conn = on_ring(config).await;
+        let admin = admin(admin_port).await;
         let id: i64 = conn.command(["CLIENT", "ID"]).await.unwrap();
         let blocked = {
             let c = conn.clone();
@@ -352,16 +358,8 @@ fn a_closed_socket_does_not_raise_sigpipe() {
         .unwrap();
     let admin_port = server.port();
     run(move || async move {
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.transport(), TransportKind::IoUring);
-        let admin = Connection::connect(
-            base(admin_port)
-                .transport(TransportKind::Glommio)
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let conn = on_ring(config).await;
+        let admin = admin(admin_port).await;
         let stop = Rc::new(Cell::new(false));
         let mut tasks = Vec::new();
         for t in 0..20 {
