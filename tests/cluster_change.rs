@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common_conn::{bulk, run, wait_until};
+use common_conn::{bulk, error_kind, run, wait_until};
 use glommio::{Task, spawn_local};
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr};
 use redcore::{ClusterConfig, Cmd, Error, Value, cmd};
@@ -828,17 +828,6 @@ fn fate(e: &Error) -> Fate {
         | Error::TooManyRedirects { .. }
         | Error::Server(_) => Fate::NotSent,
         _ => Fate::MaybeApplied,
-    }
-}
-
-fn error_kind(e: &Error) -> String {
-    match e {
-        Error::ConnectionLost => "ConnectionLost".into(),
-        Error::Timeout { maybe_applied } => format!("Timeout(maybe_applied: {maybe_applied})"),
-        Error::Connect { .. } => "Connect".into(),
-        Error::SlotUnserved { .. } => "SlotUnserved".into(),
-        Error::Server(s) => format!("Server({})", s.message_lossy()),
-        other => format!("{other:?}"),
     }
 }
 

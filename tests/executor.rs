@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_conn::{assert_closed_for, assert_cross_slot, bulk, free_port, wait_until};
+use common_conn::{assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until};
 use futures_lite::future::block_on;
 use glommio::spawn_local;
 use redcore::cluster::NodeAddr;
@@ -709,6 +709,32 @@ async fn transaction_on_another_cores_key_runs_there(
     checks.push((vec!["LLEN".into(), log], Reply::Integer(1)));
 }
 
+/// Replaces the integer at `key` with `f` of it in a watch transaction;
+/// its result, and the names of the threads the watch function ran on.
+async fn watched_update(
+    client: &CoreClient,
+    key: &str,
+    f: fn(i64) -> i64,
+) -> (Result<Vec<Value>, Error>, Vec<String>) {
+    let threads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (k, seen) = (key.to_owned(), threads.clone());
+    let got = client
+        .watch_transaction(&[key], async move |c: &Connection| {
+            let name = thread::current().name().unwrap_or_default().to_owned();
+            seen.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(name);
+            let n: i64 = c.command(["GET", k.as_str()]).await?;
+            Ok(Watch::Exec(vec![cmd("SET").arg(&k).arg(f(n))]))
+        })
+        .await;
+    let ran = threads
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    (got, ran)
+}
+
 async fn watch_transaction_on_another_cores_key_runs_there(
     client: &CoreClient,
     checks: &mut Vec<NodeCheck>,
@@ -720,32 +746,17 @@ async fn watch_transaction_on_another_cores_key_runs_there(
         .command::<()>(["SET", key.as_str(), "100"])
         .await
         .unwrap();
-    let threads = Arc::new(Mutex::new(Vec::<String>::new()));
     let before = client.hop_stats();
-    let (k, seen) = (key.clone(), threads.clone());
-    let got = client
-        .watch_transaction(&[key.as_str()], async move |c: &Connection| {
-            let name = thread::current().name().unwrap_or_default().to_owned();
-            seen.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(name);
-            let n: i64 = c.command(["GET", k.as_str()]).await?;
-            Ok(Watch::Exec(vec![cmd("SET").arg(&k).arg(n + 1)]))
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!("core {core}: a watch transaction on core {owner}'s {key}: {e}")
-        });
+    let (got, ran) = watched_update(client, &key, |n| n + 1).await;
+    let got = got.unwrap_or_else(|e| {
+        panic!("core {core}: a watch transaction on core {owner}'s {key}: {e}")
+    });
     assert_eq!(got, [ok()], "core {core}: watch transaction on {key}");
     let after = client.hop_stats();
     assert!(
         after.requests_sent > before.requests_sent,
         "core {core}: the watch transaction on core {owner}'s key did not travel there: {before:?} then {after:?}"
     );
-    let ran = threads
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
     assert_eq!(
         ran.len(),
         1,
@@ -1086,17 +1097,6 @@ struct LoadReport {
     /// The master the core routes the shard's first slot to at the end.
     shard_master: Option<NodeAddr>,
     hops: HopStats,
-}
-
-fn error_kind(e: &Error) -> String {
-    match e {
-        Error::ConnectionLost => "ConnectionLost".into(),
-        Error::Timeout { maybe_applied } => format!("Timeout(maybe_applied: {maybe_applied})"),
-        Error::Connect { .. } => "Connect".into(),
-        Error::SlotUnserved { .. } => "SlotUnserved".into(),
-        Error::Server(s) => format!("Server({})", s.message_lossy()),
-        other => format!("{other:?}"),
-    }
 }
 
 async fn load_task(client: CoreClient, ctx: Arc<Load>, task: usize) -> (Vec<LoadOp>, Vec<String>) {
@@ -1677,24 +1677,10 @@ async fn transactions_run_on_the_calling_core(client: &CoreClient, layout: &Layo
             .await
             .unwrap_or_else(|e| panic!("core {core}: a transaction on node {m}: {e}"));
         assert_eq!(got, [ok(), Value::Integer(2)]);
-        let threads = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (k, seen) = (key.clone(), threads.clone());
-        let got = client
-            .watch_transaction(&[key.as_str()], async move |c: &Connection| {
-                let name = thread::current().name().unwrap_or_default().to_owned();
-                seen.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(name);
-                let n: i64 = c.command(["GET", k.as_str()]).await?;
-                Ok(Watch::Exec(vec![cmd("SET").arg(&k).arg(n * 10)]))
-            })
-            .await
-            .unwrap_or_else(|e| panic!("core {core}: a watch transaction on node {m}: {e}"));
+        let (got, ran) = watched_update(client, &key, |n| n * 10).await;
+        let got =
+            got.unwrap_or_else(|e| panic!("core {core}: a watch transaction on node {m}: {e}"));
         assert_eq!(got, [ok()]);
-        let ran = threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         assert!(
             ran.len() == 1 && ran_on_core(&ran[0], core),
             "core {core}: the watch function ran on {ran:?}"

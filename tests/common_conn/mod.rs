@@ -171,3 +171,16 @@ pub fn assert_closed_for<T: std::fmt::Debug>(what: &str, result: Result<T, Error
         other => panic!("{what}: expected Error::Closed, got {other:?}"),
     }
 }
+
+/// A short name for the kind of an error, for tallies of what a load met
+/// while a cluster changed (the server's message is kept in full).
+pub fn error_kind(e: &Error) -> String {
+    match e {
+        Error::ConnectionLost => "ConnectionLost".into(),
+        Error::Timeout { maybe_applied } => format!("Timeout(maybe_applied: {maybe_applied})"),
+        Error::Connect { .. } => "Connect".into(),
+        Error::SlotUnserved { .. } => "SlotUnserved".into(),
+        Error::Server(s) => format!("Server({})", s.message_lossy()),
+        other => format!("{other:?}"),
+    }
+}
