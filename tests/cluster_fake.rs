@@ -238,23 +238,32 @@ fn shards_reply_is_used_when_the_server_has_it() {
 
 // 2. MOVED loop.
 
+/// Node A: serves the whole slot range in its topology, and answers every
+/// `GET` with `redirect(slot of KEY, B)`, B being the address set in the
+/// returned cell once B is up.
+fn sending_gets_away(
+    redirect: fn(u16, SocketAddr) -> FakeReply,
+) -> (FakeNode, Arc<OnceLock<SocketAddr>>) {
+    let slot = key_slot_of(KEY);
+    let b_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
+    let b = b_addr.clone();
+    let a = FakeNode::start_with(move |call| {
+        if let Some(r) = slots_only(call, || whole(call.node)) {
+            r
+        } else if call.is("GET") {
+            redirect(slot, *b.get().expect("B is up"))
+        } else {
+            FakeReply::Default
+        }
+    });
+    (a, b_addr)
+}
+
 /// Two nodes bouncing `GET k` to each other with `MOVED`, forever; the
 /// call with `max_redirects` (`None`: the default, 5).
 async fn moved_loop(max_redirects: Option<u32>) {
     let slot = key_slot_of(KEY);
-    let b_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
-    let a = {
-        let b_addr = b_addr.clone();
-        FakeNode::start_with(move |call| {
-            if let Some(r) = slots_only(call, || whole(call.node)) {
-                r
-            } else if call.is("GET") {
-                FakeReply::moved(slot, *b_addr.get().expect("B is up"))
-            } else {
-                FakeReply::Default
-            }
-        })
-    };
+    let (a, b_addr) = sending_gets_away(FakeReply::moved);
     let a_addr = a.addr();
     let b = FakeNode::start_with(move |call| {
         if let Some(r) = slots_only(call, || whole(a_addr)) {
@@ -327,19 +336,7 @@ fn moved_loop_with_zero_redirects_sends_once() {
 fn ask_sends_asking_then_the_command_to_the_target_and_keeps_the_map() {
     run(|| async {
         let slot = key_slot_of(KEY);
-        let b_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
-        let a = {
-            let b_addr = b_addr.clone();
-            FakeNode::start_with(move |call| {
-                if let Some(r) = slots_only(call, || whole(call.node)) {
-                    r
-                } else if call.is("GET") {
-                    FakeReply::ask(slot, *b_addr.get().expect("B is up"))
-                } else {
-                    FakeReply::Default
-                }
-            })
-        };
+        let (a, b_addr) = sending_gets_away(FakeReply::ask);
         let a_addr = a.addr();
         // Per connection: did the previous command say ASKING?
         let asking: Mutex<HashMap<usize, bool>> = Mutex::default();
