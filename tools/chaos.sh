@@ -85,13 +85,13 @@ fi
 pids=()
 load_pid=""
 cleanup() {
-    [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null
+    if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
     for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
     for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
     [ -z "$keep" ] && rm -rf "$dir"
     return 0
 }
-trap cleanup EXIT INT TERM
+cleanup_on_exit cleanup
 
 now_ms() { date +%s%3N; }
 # event change|mark TEXT: notes the time of a change made to the cluster

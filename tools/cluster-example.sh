@@ -31,7 +31,7 @@ cleanup() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$dir"
 }
-trap cleanup EXIT INT TERM
+cleanup_on_exit cleanup
 
 source tools/cluster-lib.sh
 cluster_ports

@@ -113,9 +113,7 @@ cleanup() {
     pids=()
     rm -rf "$dir"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_on_exit cleanup
 
 # CPUs: clients on the first online CPU (where redcore-load --cores 1 pins
 # itself), servers on the others.

@@ -1,6 +1,6 @@
 # Sourced by the example scripts: installs what they need with apt-get
 # (Debian/Ubuntu; with sudo when not root) when it is missing; elsewhere
-# says what to install and exits.
+# says what to install and exits. Also cleanup_on_exit, their exit trap.
 
 # apt_install WHAT PACKAGE...: installs the packages, or says to install WHAT.
 apt_install() {
@@ -28,4 +28,12 @@ ensure_redis() {
 # python3: the cluster scripts pick free ports and write reports with it.
 ensure_python3() {
     command -v python3 >/dev/null 2>&1 || apt_install python3 python3
+}
+
+# cleanup_on_exit FUNC: runs FUNC when the script exits, and makes Ctrl-C
+# and TERM end the script (through that exit) instead of resuming it.
+cleanup_on_exit() {
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
 }

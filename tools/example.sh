@@ -15,7 +15,7 @@ cleanup() {
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     rm -rf "$dir"
 }
-trap cleanup EXIT INT TERM
+cleanup_on_exit cleanup
 
 # A free port: ask the kernel for one, then hand it to redis-server.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

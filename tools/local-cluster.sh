@@ -93,7 +93,7 @@ demo)
         for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
         rm -rf "$dir"
     }
-    trap cleanup EXIT INT TERM
+    cleanup_on_exit cleanup
     cluster_ports
     cluster_start_nodes "$dir" child
     cluster_create "$dir"
