@@ -336,7 +336,11 @@ fn cluster_node_connections_use_the_ring_on_every_core() {
     for stats in handle.join() {
         let stats = stats.unwrap();
         assert!(stats.sockets >= 3, "{stats:?}");
-        assert!(stats.fixed_sends >= 600, "{stats:?}");
+        // Each socket's first batch (the handshake, and the node's first
+        // command when it was queued behind the handshake) goes out of
+        // ordinary memory; every later batch out of registered memory.
+        assert!(stats.unfixed_sends <= stats.sockets, "{stats:?}");
+        assert!(stats.fixed_sends >= 600 - stats.sockets, "{stats:?}");
     }
 }
 
