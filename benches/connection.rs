@@ -124,7 +124,7 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
             stream.set_nodelay(true).expect("nodelay");
             let value = value32();
             let mut rows = Vec::new();
-            for depth in [1usize, 64] {
+            for depth in [1usize, 16, 64, 256] {
                 let mut batch = bytes::BytesMut::new();
                 for i in 0..depth {
                     let key = format!("key:{}", fastrand::u32(0..KEYS));
