@@ -410,3 +410,157 @@ fn blocking_command_with_a_longer_timeout() {
         assert_eq!(conn.stats().reconnects, 0);
     });
 }
+
+/// A server that stops reading (SIGSTOP) with a 48 MiB batch on its way,
+/// then dies: the calls whose bytes the kernel took may have been applied
+/// and fail with `ConnectionLost`; the calls whose bytes never left the
+/// client go out on the next socket and succeed, exactly once. On the
+/// io_uring transport the whole batch is handed to the ring at once, so
+/// this checks that its unsent tail is taken back, not failed with it.
+#[test]
+fn bytes_never_sent_go_out_on_the_next_socket() {
+    const CALLS: usize = 48;
+    let mut server = RedisServer::start();
+    let config = fast(&server)
+        .timeout(30 * SECOND)
+        // One batch for all 48 calls: far more than the socket buffers
+        // take while the server does not read.
+        .max_batch_bytes(64 << 20)
+        .build()
+        .unwrap();
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 1 << 20];
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        server.pause(true);
+        let before = conn.stats();
+        let mut tasks = Vec::new();
+        for i in 0..CALLS {
+            let c = conn.clone();
+            tasks.push(spawn_local(async move {
+                let key = format!("big:{i}");
+                c.command::<()>(["SET".as_bytes(), key.as_bytes(), &value(i)])
+                    .await
+            }));
+        }
+        wait_until("every call queued and a write made", 10 * SECOND, || {
+            let now = conn.stats();
+            now.calls - before.calls == CALLS as u64 && now.writes > before.writes
+        })
+        .await;
+        server.restart();
+        // The server died with what it had received.
+        let (carried, _) = carried_over("a SET", tasks).await;
+        let carried: Vec<usize> = carried.into_iter().map(|(i, ())| i).collect();
+        let check = Connection::connect(fast(&server).build().unwrap())
+            .await
+            .unwrap();
+        for i in 0..CALLS {
+            let key = format!("big:{i}");
+            let got: Option<Vec<u8>> = check.command(["GET", key.as_str()]).await.unwrap();
+            if carried.contains(&i) {
+                assert!(got == Some(value(i)), "big:{i} is missing or wrong");
+            } else {
+                assert!(got.is_none(), "big:{i} failed but was applied");
+            }
+        }
+    });
+}
+
+/// A server that stops answering (SIGSTOP) while a 48 MiB batch waits for
+/// room in the socket: the socket is taken for dead once the oldest reply
+/// is overdue by a whole timeout, and the calls whose bytes never left the
+/// client go out on the next socket once the server is back. `APPEND`
+/// shows each carried call applied exactly once; the calls that fail as
+/// possibly applied are applied at most once (the old socket's bytes still
+/// reach the server when it resumes).
+#[test]
+fn a_stalled_socket_gives_its_unsent_bytes_to_the_next() {
+    const CALLS: usize = 48;
+    const MIB: usize = 1 << 20;
+    let server = RedisServer::start();
+    let config = fast(&server)
+        .timeout(Duration::from_millis(300))
+        .max_batch_bytes(64 << 20)
+        .build()
+        .unwrap();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        server.pause(true);
+        // The oldest call, with the short timeout: its reply overdue by
+        // another 300 ms marks the socket dead.
+        let c = conn.clone();
+        let ping = spawn_local(async move { c.command::<String>(["PING"]).await });
+        let patient = conn.with_timeout(30 * SECOND);
+        let mut tasks = Vec::new();
+        for i in 0..CALLS {
+            let c = patient.clone();
+            tasks.push(spawn_local(async move {
+                let key = format!("log:{i}");
+                c.command::<i64>(["APPEND".as_bytes(), key.as_bytes(), &vec![b'x'; MIB]])
+                    .await
+            }));
+        }
+        assert!(matches!(
+            ping.await,
+            Err(Error::Timeout {
+                maybe_applied: true
+            })
+        ));
+        wait_until("the stalled socket to be dropped", 10 * SECOND, || {
+            !conn.is_connected()
+        })
+        .await;
+        server.pause(false);
+        let (carried, lost) = carried_over("an APPEND", tasks).await;
+        for (i, len) in carried {
+            assert_eq!(len, MIB as i64, "log:{i} was applied more than once");
+        }
+        let check = Connection::connect(fast(&server).build().unwrap())
+            .await
+            .unwrap();
+        for i in lost {
+            let len: i64 = check
+                .command(["STRLEN", format!("log:{i}").as_str()])
+                .await
+                .unwrap();
+            assert!(len == 0 || len == MIB as i64, "log:{i} has {len} bytes");
+        }
+    });
+}
+
+/// Waits for the calls of a carry-over test, in stream order: returns the
+/// results of those that succeeded (with their index) and the indexes of
+/// those that failed as possibly applied. Checks that the failed ones are
+/// a prefix of the stream (the bytes the old socket took), that there are
+/// some, and that at least half of the calls were carried over.
+async fn carried_over<T>(
+    what: &str,
+    tasks: Vec<glommio::Task<Result<T, Error>>>,
+) -> (Vec<(usize, T)>, Vec<usize>) {
+    let calls = tasks.len();
+    let mut carried = Vec::new();
+    let mut lost = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match within(&format!("{what} to finish"), 30 * SECOND, task).await {
+            Ok(v) => carried.push((i, v)),
+            Err(Error::ConnectionLost) => lost.push(i),
+            Err(e) => panic!("{what} ({i}): unexpected error {e:?}"),
+        }
+    }
+    eprintln!(
+        "{} calls failed as possibly applied, {} carried over",
+        lost.len(),
+        carried.len()
+    );
+    assert!(
+        !lost.is_empty(),
+        "no call was in flight when the socket died"
+    );
+    assert_eq!(lost, (0..lost.len()).collect::<Vec<_>>());
+    assert!(
+        carried.len() >= calls / 2,
+        "only {} of {calls} calls were carried over",
+        carried.len()
+    );
+    (carried, lost)
+}

@@ -483,6 +483,39 @@ impl State {
         batch
     }
 
+    /// A transport that took a batch with [`take_out`](Self::take_out)
+    /// gives back its last `tail.len()` bytes, which never reached the
+    /// socket (it died first). They go back in front of the batch buffer,
+    /// so the calls wholly inside them count as unwritten again: on the
+    /// next socket they are sent, unless their callers already stopped
+    /// waiting (a timeout said "may have been applied", or the future was
+    /// dropped), in which case they are withdrawn, never to be sent. A
+    /// call cut by the boundary stays written and fails as possibly
+    /// applied.
+    pub fn unwrite(&mut self, tail: &[u8]) {
+        if tail.is_empty() || matches!(self.link, Link::Closed(_)) {
+            return;
+        }
+        debug_assert!(tail.len() as u64 <= self.written);
+        let mut out = BytesMut::with_capacity(tail.len() + self.out.len());
+        out.extend_from_slice(tail);
+        out.extend_from_slice(&self.out);
+        self.out = out;
+        let taken_until = self.written;
+        self.written -= tail.len() as u64;
+        let from = self.entries.partition_point(|e| e.start < self.written);
+        for i in from..self.entries.len() {
+            let e = &self.entries[i];
+            if e.start >= taken_until {
+                break;
+            }
+            let s = &self.slots[e.slot];
+            if !e.withdrawn && (s.caller_gone || s.result.is_some()) {
+                self.withdraw(i);
+            }
+        }
+    }
+
     /// Notes that the first `n` bytes of the batch buffer were written.
     pub fn wrote(&mut self, n: usize) {
         self.out.advance(n);
@@ -773,5 +806,76 @@ impl State {
     /// True when nothing is queued or in flight.
     pub fn is_idle(&self) -> bool {
         self.entries.is_empty() && self.out.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(timeout: Duration) -> Call {
+        Call {
+            watch: None,
+            timeout,
+            replies: 1,
+            gather: false,
+            detached: false,
+        }
+    }
+
+    fn queue(st: &mut State, config: &ConnectionConfig, timeout: Duration, bytes: &[u8]) -> usize {
+        match st.admit(config, &call(timeout), &mut |out| {
+            out.extend_from_slice(bytes)
+        }) {
+            Ok(Admit::Queued(slot)) => slot,
+            _ => panic!("not queued"),
+        }
+    }
+
+    /// Bytes a transport gives back go in front of the batch buffer; a
+    /// call cut by the boundary stays written, a call wholly in them whose
+    /// caller was told "timed out, may have been applied" is withdrawn,
+    /// and the others are sent on the next socket.
+    #[test]
+    fn unwritten_bytes_come_back_in_front() {
+        let config = ConnectionConfig::default();
+        let shared = Shared::new(config.clone(), None);
+        let mut st = shared.state.borrow_mut();
+        st.link = Link::Up;
+        let long = Duration::from_secs(60);
+        let a = queue(&mut st, &config, long, b"AAAA");
+        let b = queue(&mut st, &config, long, b"BBBB");
+        let c = queue(&mut st, &config, Duration::from_millis(1), b"CCCC");
+        let d = queue(&mut st, &config, long, b"DDDD");
+        let batch = st.take_out(BytesMut::new());
+        assert_eq!(&batch[..], b"AAAABBBBCCCCDDDD");
+        let e = queue(&mut st, &config, long, b"EEEE");
+        // C times out while its batch is with the transport.
+        st.expire(Instant::now() + Duration::from_millis(5), config.timeout);
+        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(cx.waker().clone())
+        }));
+        assert!(matches!(
+            st.poll_slot(c, &waker),
+            Some(Err(Error::Timeout {
+                maybe_applied: true
+            }))
+        ));
+        // The socket took "AAAAB" only.
+        st.unwrite(&batch[5..]);
+        assert_eq!(&st.out[..], b"BBBCCCCDDDDEEEE");
+        st.on_disconnect(&config, false);
+        assert!(matches!(
+            st.poll_slot(a, &waker),
+            Some(Err(Error::ConnectionLost))
+        ));
+        assert!(matches!(
+            st.poll_slot(b, &waker),
+            Some(Err(Error::ConnectionLost))
+        ));
+        // C is gone from the stream; D and E wait for the next socket.
+        assert_eq!(&st.out[..], b"DDDDEEEE");
+        assert!(st.poll_slot(d, &waker).is_none());
+        assert!(st.poll_slot(e, &waker).is_none());
     }
 }
