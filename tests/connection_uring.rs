@@ -71,11 +71,7 @@ fn io_uring_is_used_when_asked_for_and_observable() {
         assert!(conn.stats().writes < 5000, "{:?}", conn.stats());
 
         // Explicitly glommio, on the same core.
-        let config = base(port)
-            .transport(TransportKind::Glommio)
-            .build()
-            .unwrap();
-        let plain = Connection::connect(config).await.unwrap();
+        let plain = admin(port).await;
         assert_eq!(plain.transport(), TransportKind::Glommio);
         let v: String = plain.command(["ECHO", "x"]).await.unwrap();
         assert_eq!(v, "x");
