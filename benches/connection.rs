@@ -1,6 +1,7 @@
-//! One core, one connection: redcore, a bare glommio loop (the floor of any
-//! client on glommio sockets) and `redis-benchmark`, in the
-//! same run, on the same freshly started `redis-server`.
+//! One core, one connection: redcore, two bare glommio loops (the floor of
+//! any client on glommio sockets, with prepared batches and with one task
+//! per command) and `redis-benchmark`, in the same run, on the same freshly
+//! started `redis-server`.
 //!
 //! `cargo bench --bench connection` prints a table: ops/s, p50/p99 latency,
 //! client CPU per operation (getrusage: this process for redcore, the
@@ -9,7 +10,10 @@
 //! values over 100,000 random keys. redcore runs N tasks each sending
 //! single commands (auto-pipelined), and one task sending explicit
 //! pipelines of 64; redis-benchmark runs `-c 1 -P N`, whose pipeline depth
-//! is the same number of requests outstanding.
+//! is the same number of requests outstanding. Tasks time one command in 8
+//! (a SET/GET pair in 16), so that the benchmark's own clock reads do not
+//! weigh on every command's CPU; redis-benchmark reads the clock once per
+//! pipeline.
 //!
 //! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
 //! `REDCORE_BENCH_TASKS` (run that one redcore load alone, for profiling),
@@ -30,8 +34,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redcore::{Connection, Value, cmd};
 
+/// Whether a task times its `n`th command: one SET/GET pair in 8, so the
+/// latency histogram samples both commands while the benchmark's own clock
+/// reads (two per timed command, some 25 ns each on this VM) stay out of
+/// most commands' CPU, as `redis-benchmark` reads the clock per pipeline,
+/// not per command.
+fn timed(n: usize) -> bool {
+    (n / 2) % 8 == 0
+}
+
 /// `tasks` tasks each send single commands, SET and GET alternating,
-/// until `ops` operations are done in all.
+/// until `ops` operations are done in all; one command in 8 is timed.
 async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u64>, Duration) {
     let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
     let left = Rc::new(RefCell::new(ops));
@@ -56,7 +69,7 @@ async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u6
                 key.clear();
                 key.push_str("key:");
                 key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
-                let sent = Instant::now();
+                let sent = timed(n).then(Instant::now);
                 let reply: Value = if n % 2 == 0 {
                     conn.command(["SET", key.as_str(), value.as_str()]).await
                 } else {
@@ -64,9 +77,11 @@ async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u6
                 }
                 .expect("command");
                 drop(reply);
-                hist.borrow_mut()
-                    .record(sent.elapsed().as_nanos() as u64)
-                    .unwrap();
+                if let Some(sent) = sent {
+                    hist.borrow_mut()
+                        .record(sent.elapsed().as_nanos() as u64)
+                        .unwrap();
+                }
                 n += 1;
             }
         }));
@@ -86,14 +101,17 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
     let start = Instant::now();
     let mut done = 0;
     let mut batch = Vec::with_capacity(depth);
+    let mut key = String::with_capacity(16);
     while done < ops {
         batch.clear();
         for i in 0..depth {
-            let key = format!("key:{}", fastrand::u32(0..KEYS));
+            key.clear();
+            key.push_str("key:");
+            key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
             batch.push(if i % 2 == 0 {
-                cmd("SET").arg(key).arg(value.as_str())
+                cmd("SET").arg(key.as_str()).arg(value.as_str())
             } else {
-                cmd("GET").arg(key)
+                cmd("GET").arg(key.as_str())
             });
         }
         let sent = Instant::now();
@@ -179,6 +197,166 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
         .expect("join")
 }
 
+/// What the task floor's tasks and its driver share.
+#[derive(Default)]
+struct Hub {
+    /// Commands not yet written, back to back, and how many.
+    out: Vec<u8>,
+    queued: usize,
+    /// The task waiting for each command written or queued, in order.
+    fifo: std::collections::VecDeque<usize>,
+    /// Per task: its reply is in.
+    done: Vec<bool>,
+    wakers: Vec<Option<std::task::Waker>>,
+    driver: Option<std::task::Waker>,
+    /// Commands still to start.
+    left: usize,
+}
+
+/// The floor of any auto-pipelining client on glommio that gives each
+/// command its own task, as redcore's single-command loads do: `tasks`
+/// tasks each append a prepared SET or GET to a shared buffer and wait for
+/// their reply; one driver task writes whatever is queued with one
+/// `write`, reads and counts the replies with redcore's decoder and wakes
+/// the tasks in order. The same timing as [`run_tasks`]; no command
+/// building, no reply values handed over, no deadlines.
+fn task_floor_rows(port: u16, ops: usize) -> Vec<Row> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::task::Poll;
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(64 << 10)
+        .spawn(move || async move {
+            let mut rows = Vec::new();
+            for tasks in [16usize, 64, 256] {
+                let mut stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let hub = Rc::new(RefCell::new(Hub {
+                    done: vec![false; tasks],
+                    wakers: vec![None; tasks],
+                    left: ops,
+                    ..Hub::default()
+                }));
+                let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
+                let cpu0 = cpu_time(libc::RUSAGE_SELF);
+                let start = Instant::now();
+                let mut handles = Vec::new();
+                for id in 0..tasks {
+                    let (hub, hist) = (hub.clone(), hist.clone());
+                    handles.push(glommio::spawn_local(async move {
+                        let key = format!("key:{}", fastrand::u32(0..KEYS));
+                        let mut set = bytes::BytesMut::new();
+                        redcore::Args::encode(&["SET", key.as_str(), &value32()], &mut set);
+                        let mut get = bytes::BytesMut::new();
+                        redcore::Args::encode(&["GET", key.as_str()], &mut get);
+                        let mut n = id;
+                        loop {
+                            {
+                                let mut h = hub.borrow_mut();
+                                if h.left == 0 {
+                                    break;
+                                }
+                                h.left -= 1;
+                                if h.out.is_empty() {
+                                    if let Some(w) = h.driver.take() {
+                                        w.wake();
+                                    }
+                                }
+                                h.out
+                                    .extend_from_slice(if n % 2 == 0 { &set } else { &get });
+                                h.queued += 1;
+                                h.fifo.push_back(id);
+                                h.done[id] = false;
+                            }
+                            let sent = timed(n).then(Instant::now);
+                            futures_lite::future::poll_fn(|cx| {
+                                let mut h = hub.borrow_mut();
+                                if h.done[id] {
+                                    return Poll::Ready(());
+                                }
+                                let w = &mut h.wakers[id];
+                                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                                    *w = Some(cx.waker().clone());
+                                }
+                                Poll::Pending
+                            })
+                            .await;
+                            if let Some(sent) = sent {
+                                hist.borrow_mut()
+                                    .record(sent.elapsed().as_nanos() as u64)
+                                    .unwrap();
+                            }
+                            n += 1;
+                        }
+                    }));
+                }
+                let mut decoder = redcore::resp::Decoder::new();
+                let mut input = bytes::BytesMut::with_capacity(64 << 10);
+                let mut chunk = vec![0u8; 64 << 10];
+                let (mut writes, mut written, mut done) = (0usize, 0usize, 0usize);
+                let mut batch = Vec::new();
+                loop {
+                    let more = futures_lite::future::poll_fn(|cx| {
+                        let mut h = hub.borrow_mut();
+                        if !h.out.is_empty() {
+                            std::mem::swap(&mut h.out, &mut batch);
+                            written += std::mem::take(&mut h.queued);
+                            return Poll::Ready(true);
+                        }
+                        if h.left == 0 {
+                            return Poll::Ready(false);
+                        }
+                        h.driver = Some(cx.waker().clone());
+                        Poll::Pending
+                    })
+                    .await;
+                    if !more {
+                        break;
+                    }
+                    stream.write_all(&batch).await.expect("write");
+                    batch.clear();
+                    writes += 1;
+                    // Every command written so far is answered before the
+                    // next write, as redcore's batches of one round are.
+                    while done < written {
+                        let n = stream.read(&mut chunk).await.expect("read");
+                        assert!(n > 0, "server closed");
+                        input.extend_from_slice(&chunk[..n]);
+                        while let Some(v) = decoder.decode(&mut input).expect("decode") {
+                            drop(v);
+                            done += 1;
+                            let mut h = hub.borrow_mut();
+                            let id = h.fifo.pop_front().expect("a waiting task");
+                            h.done[id] = true;
+                            if let Some(w) = h.wakers[id].take() {
+                                w.wake();
+                            }
+                        }
+                    }
+                }
+                for h in handles {
+                    h.await;
+                }
+                let elapsed = start.elapsed();
+                let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
+                rows.push(Row::measured(
+                    "glommio task floor",
+                    format!("{tasks} tasks, prepared single commands"),
+                    done as f64,
+                    elapsed,
+                    &hist.borrow(),
+                    cpu,
+                    done as f64 / writes as f64,
+                ));
+            }
+            rows
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
 fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
     let mut builder =
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
@@ -196,16 +374,22 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
             let mut rows = Vec::new();
             // Warm up the server, the connection and the allocator.
             run_tasks(&conn, 64, ops / 4).await;
-            // REDCORE_BENCH_TASKS=64 runs that load alone (for profiling).
+            // REDCORE_BENCH_TASKS=64 runs that load alone (for profiling);
+            // REDCORE_BENCH_TASKS=0 runs the pipelines of 64 alone.
             let only: Option<usize> = std::env::var("REDCORE_BENCH_TASKS")
                 .ok()
                 .and_then(|v| v.parse().ok());
             let loads: Vec<(String, usize)> = [1, 16, 64, 256]
                 .into_iter()
                 .filter(|t| only.is_none_or(|o| o == *t))
-                .map(|t| (format!("{t} tasks, single commands"), t))
+                .map(|t| {
+                    (
+                        format!("{t} task{}, single commands", if t == 1 { "" } else { "s" }),
+                        t,
+                    )
+                })
                 .chain(
-                    only.is_none()
+                    only.is_none_or(|o| o == 0)
                         .then(|| ("1 task, pipelines of 64".to_owned(), 0)),
                 )
                 .collect();
@@ -256,6 +440,7 @@ fn main() {
     let only_redcore = std::env::var("REDCORE_BENCH_TASKS").is_ok();
     if !only_redcore {
         rows.extend(glommio_floor_rows(server.port(), ops));
+        rows.extend(task_floor_rows(server.port(), ops));
     }
     let depths = if only_redcore {
         vec![]
