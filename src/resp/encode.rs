@@ -76,14 +76,27 @@ macro_rules! float_arg {
 }
 float_arg!(f32, f64);
 
+/// Writes `n` in decimal. Lengths under 100 (most arguments, and every
+/// argument count in practice) are written digit by digit, without the
+/// call to `memcpy` a slice copy costs; `out` must have room for them.
+#[inline]
+fn put_len(out: &mut BytesMut, n: usize) {
+    if n < 10 {
+        out.put_u8(b'0' + n as u8);
+    } else if n < 100 {
+        out.put_u8(b'0' + (n / 10) as u8);
+        out.put_u8(b'0' + (n % 10) as u8);
+    } else {
+        out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+}
+
 /// Writes the `*n\r\n` header of a command of `n` arguments.
 #[inline]
 pub fn write_array_header(out: &mut BytesMut, n: usize) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(n).as_bytes();
-    out.reserve(digits.len() + 3);
+    out.reserve(23);
     out.put_u8(b'*');
-    out.put_slice(digits);
+    put_len(out, n);
     out.put_slice(b"\r\n");
 }
 
@@ -95,11 +108,9 @@ pub fn write_arg(out: &mut BytesMut, arg: &(impl Arg + ?Sized)) {
 
 #[inline]
 pub(crate) fn write_bulk(out: &mut BytesMut, bytes: &[u8]) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(bytes.len()).as_bytes();
-    out.reserve(digits.len() + bytes.len() + 5);
+    out.reserve(bytes.len() + 25);
     out.put_u8(b'$');
-    out.put_slice(digits);
+    put_len(out, bytes.len());
     out.put_slice(b"\r\n");
     out.put_slice(bytes);
     out.put_slice(b"\r\n");
@@ -204,6 +215,21 @@ mod tests {
             encoded(|o| encode_command(o, &[b"a\r\n".as_slice(), b""])),
             b"*2\r\n$3\r\na\r\n\r\n$0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn lengths_and_counts_around_each_digit_boundary() {
+        for n in [0usize, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65_536] {
+            let arg = vec![b'x'; n];
+            let args = vec![arg.as_slice(); n.min(150)];
+            let mut expected = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                expected.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                expected.extend_from_slice(a);
+                expected.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(encoded(|o| encode_command(o, &args)), expected, "n = {n}");
+        }
     }
 
     #[test]
