@@ -200,6 +200,11 @@ impl Decoder {
                 buf.advance(header);
                 return Some(n.map(Value::Integer));
             }
+            // The reply of SET and most writes: no share of the buffer.
+            b'+' if &buf[1..cr] == b"OK" => {
+                buf.advance(header);
+                Value::SimpleString(Bytes::from_static(b"OK"))
+            }
             b'+' | b'-' => {
                 let mut line = buf.split_to(header);
                 line.truncate(cr);

@@ -73,11 +73,12 @@ impl Value {
     }
 
     /// The value without attributes attached to it.
-    pub fn without_attributes(self) -> Value {
-        match self {
-            Value::Attributed { value, .. } => value.without_attributes(),
-            v => v,
+    #[inline]
+    pub fn without_attributes(mut self) -> Value {
+        while let Value::Attributed { value, .. } = self {
+            self = *value;
         }
+        self
     }
 
     /// True for a push frame (attributes looked through).
