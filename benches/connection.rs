@@ -25,7 +25,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, value32};
+use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, timed, value32};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,15 +33,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use redcore::{Connection, Value, cmd};
-
-/// Whether a task times its `n`th command: one SET/GET pair in 8, so the
-/// latency histogram samples both commands while the benchmark's own clock
-/// reads (two per timed command, some 25 ns each on this VM) stay out of
-/// most commands' CPU, as `redis-benchmark` reads the clock per pipeline,
-/// not per command.
-fn timed(n: usize) -> bool {
-    (n / 2) % 8 == 0
-}
 
 /// `tasks` tasks each send single commands, SET and GET alternating,
 /// until `ops` operations are done in all; one command in 8 is timed.
