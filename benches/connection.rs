@@ -16,7 +16,8 @@
 //! pipeline.
 //!
 //! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
-//! `REDCORE_BENCH_TASKS` (run that one redcore load alone, for profiling),
+//! `REDCORE_BENCH_TASKS` (run that one redcore load alone, for profiling:
+//! a number of tasks, `0` for the pipelines, `floor` for the floor rows),
 //! `REDCORE_BENCH_SPIN_US` (executor spins that long before parking).
 //! With `--test` (as `cargo bench -- --test` passes), it runs a tiny load
 //! only, to check that it works.
@@ -427,13 +428,20 @@ fn main() {
         .unwrap_or(if quick { 2_000 } else { 400_000 });
     let server = support::RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", server.port());
-    let mut rows = redcore_rows(url, ops);
-    let only_redcore = std::env::var("REDCORE_BENCH_TASKS").is_ok();
+    // REDCORE_BENCH_TASKS=floor runs the two floors alone.
+    let only = std::env::var("REDCORE_BENCH_TASKS").ok();
+    let only_floor = only.as_deref() == Some("floor");
+    let only_redcore = only.is_some() && !only_floor;
+    let mut rows = if only_floor {
+        Vec::new()
+    } else {
+        redcore_rows(url, ops)
+    };
     if !only_redcore {
         rows.extend(glommio_floor_rows(server.port(), ops));
         rows.extend(task_floor_rows(server.port(), ops));
     }
-    let depths = if only_redcore {
+    let depths = if only.is_some() {
         vec![]
     } else {
         vec![1, 16, 64, 256]
