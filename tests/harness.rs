@@ -309,6 +309,19 @@ fn cluster_node_kill_failover_and_restart() {
     assert_eq!(cluster.node(from).cmd(&["SET", &key, "v"]), "OK");
     cluster.move_slot(last, from, victim);
     assert_eq!(cluster.node(victim).cmd(&["GET", &key]), "v");
+    // Replication is asynchronous: the heir must hold the moved key before
+    // its master dies, or it rightly takes over without it.
+    let mut on_heir = cluster
+        .node(heir)
+        .connect()
+        .expect("connect to the replica");
+    assert_eq!(on_heir.call(&["READONLY"]).unwrap(), status("OK"));
+    wait_until(
+        "the replica to hold the moved key",
+        Duration::from_secs(10),
+        || on_heir.call(&["GET", &key]).unwrap().text() == "v",
+    );
+    drop(on_heir);
 
     let pid = cluster.node(victim).pid();
     cluster.kill_node(victim);
