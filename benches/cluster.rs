@@ -53,7 +53,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, timed, value32};
+use common::{KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, timed, value32};
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -91,13 +91,6 @@ fn tag_per_master(cluster: &Cluster) -> Vec<String> {
                 .expect("a tag")
         })
         .collect()
-}
-
-/// Writes `key:{n}` for a random `n` into `key`, reusing its buffer.
-fn random_key(key: &mut String) {
-    key.clear();
-    key.push_str("key:");
-    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
 }
 
 fn new_hist() -> Histogram<u64> {

@@ -11,7 +11,7 @@
 //! single commands (auto-pipelined), and one task sending explicit
 //! pipelines of 64; redis-benchmark runs `-c 1 -P N`, whose pipeline depth
 //! is the same number of requests outstanding. Tasks time one command in 8
-//! (a SET/GET pair in 16), so that the benchmark's own clock reads do not
+//! (one SET/GET pair in every 8 pairs), so that the benchmark's own clock reads do not
 //! weigh on every command's CPU; redis-benchmark reads the clock once per
 //! pipeline.
 //!
@@ -26,7 +26,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, run_redis_benchmark, timed, value32};
+use common::{KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, timed, value32};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -58,9 +58,7 @@ async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u6
                     }
                     *l -= 1;
                 }
-                key.clear();
-                key.push_str("key:");
-                key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+                random_key(&mut key);
                 let sent = timed(n).then(Instant::now);
                 let reply: Value = if n % 2 == 0 {
                     conn.command(["SET", key.as_str(), value.as_str()]).await
@@ -97,9 +95,7 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
     while done < ops {
         batch.clear();
         for i in 0..depth {
-            key.clear();
-            key.push_str("key:");
-            key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+            random_key(&mut key);
             batch.push(if i % 2 == 0 {
                 cmd("SET").arg(key.as_str()).arg(value.as_str())
             } else {
@@ -349,7 +345,9 @@ fn task_floor_rows(port: u16, ops: usize) -> Vec<Row> {
         .expect("join")
 }
 
-fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
+/// The redcore rows; `only` runs one load alone: that many tasks, or `0`
+/// for the pipelines.
+fn redcore_rows(url: String, ops: usize, only: Option<usize>) -> Vec<Row> {
     let mut builder =
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
     // REDCORE_BENCH_SPIN_US=N: let the executor spin N µs before parking
@@ -366,11 +364,6 @@ fn redcore_rows(url: String, ops: usize) -> Vec<Row> {
             let mut rows = Vec::new();
             // Warm up the server, the connection and the allocator.
             run_tasks(&conn, 64, ops / 4).await;
-            // REDCORE_BENCH_TASKS=64 runs that load alone (for profiling);
-            // REDCORE_BENCH_TASKS=0 runs the pipelines of 64 alone.
-            let only: Option<usize> = std::env::var("REDCORE_BENCH_TASKS")
-                .ok()
-                .and_then(|v| v.parse().ok());
             let loads: Vec<(String, usize)> = [1, 16, 64, 256]
                 .into_iter()
                 .filter(|t| only.is_none_or(|o| o == *t))
@@ -428,14 +421,15 @@ fn main() {
         .unwrap_or(if quick { 2_000 } else { 400_000 });
     let server = support::RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", server.port());
-    // REDCORE_BENCH_TASKS=floor runs the two floors alone.
+    // REDCORE_BENCH_TASKS=64 runs that redcore load alone (for profiling),
+    // 0 the pipelines of 64, and floor the two floors.
     let only = std::env::var("REDCORE_BENCH_TASKS").ok();
     let only_floor = only.as_deref() == Some("floor");
     let only_redcore = only.is_some() && !only_floor;
     let mut rows = if only_floor {
         Vec::new()
     } else {
-        redcore_rows(url, ops)
+        redcore_rows(url, ops, only.as_deref().and_then(|v| v.parse().ok()))
     };
     if !only_redcore {
         rows.extend(glommio_floor_rows(server.port(), ops));

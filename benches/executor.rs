@@ -43,7 +43,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, cpu_time, value32};
+use common::{KEYS, cpu_time, random_key, value32};
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -82,13 +82,6 @@ impl Window {
 
 fn new_hist() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("histogram")
-}
-
-/// Writes `key:{n}` for a random `n` into `key`, reusing its buffer.
-fn random_key(key: &mut String) {
-    key.clear();
-    key.push_str("key:");
-    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
 }
 
 /// Socket writes so far on this core's own master connections.

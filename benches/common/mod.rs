@@ -100,11 +100,19 @@ pub fn value32() -> String {
     "v".repeat(32)
 }
 
-/// Whether a task times its `n`th command: one SET/GET pair in 8, so the
-/// latency histogram samples both commands while the benchmark's own clock
-/// reads (two per timed command, some 25 ns each on this VM) stay out of
-/// most commands' CPU, as `redis-benchmark` reads the clock per pipeline,
-/// not per command.
+/// Writes `key:{n}` for a random `n` below [`KEYS`] into `key`, reusing
+/// its buffer.
+pub fn random_key(key: &mut String) {
+    key.clear();
+    key.push_str("key:");
+    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+}
+
+/// Whether a task times its `n`th command: one SET/GET pair in every 8
+/// pairs (one command in 8), so the latency histogram samples both
+/// commands while the benchmark's own clock reads (two per timed command,
+/// some 25 ns each on this VM) stay out of most commands' CPU, as
+/// `redis-benchmark` reads the clock per pipeline, not per command.
 pub fn timed(n: usize) -> bool {
     (n / 2) % 8 == 0
 }
