@@ -387,6 +387,12 @@ fn slot(c: &mut Criterion) {
     g.bench_function("route_MGET_3_same_tag", |b| {
         b.iter(|| black_box(&mget).route().unwrap())
     });
+    // A pipeline's typical command: name, one short key, a value.
+    let set = cmd("SET").arg("key:12345").arg([b'x'; 32].as_slice());
+    assert_eq!(set.route().unwrap(), Route::Slot(key_slot(b"key:12345")));
+    g.bench_function("route_SET_cmd", |b| {
+        b.iter(|| black_box(&set).route().unwrap())
+    });
     g.finish();
 }
 

@@ -44,9 +44,16 @@ impl KeyPositions {
 
     /// The argument indices that are keys, in order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.runs
-            .iter()
-            .flat_map(|&(start, end, step)| (start..end).step_by(step))
+        // Not `step_by`: it divides to know its length, which costs more
+        // than routing the usual one-key command does otherwise.
+        self.runs.iter().flat_map(|&(start, end, step)| {
+            let mut next = start;
+            std::iter::from_fn(move || {
+                let index = next;
+                next += step;
+                (index < end).then_some(index)
+            })
+        })
     }
 
     /// True when the command has no key.
@@ -58,26 +65,28 @@ impl KeyPositions {
 /// The longest command name the table knows (`GEORADIUSBYMEMBER_RO`).
 const MAX_NAME: usize = 24;
 
-fn upper<const N: usize>(arg: &[u8]) -> Option<[u8; N]> {
-    if arg.len() > N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (o, a) in out.iter_mut().zip(arg) {
-        *o = a.to_ascii_uppercase();
-    }
-    Some(out)
+/// Calls `f` with argument `index` in upper case: the argument itself when
+/// it has no lower-case letter (the usual spelling, and no copy), else an
+/// upper-cased copy on the stack. An argument longer than any name the
+/// tables know is given as it is, and so matches none. `None` when the
+/// argument is missing.
+fn with_name<R>(args: &impl Args, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    args.with_arg(index, |arg| {
+        let mut upper = [0u8; MAX_NAME];
+        match upper.get_mut(..arg.len()) {
+            Some(upper) if arg.iter().any(u8::is_ascii_lowercase) => {
+                upper.copy_from_slice(arg);
+                upper.make_ascii_uppercase();
+                f(upper)
+            }
+            _ => f(arg),
+        }
+    })
 }
 
-fn name_of(args: &impl Args, index: usize) -> [u8; MAX_NAME] {
-    args.with_arg(index, upper::<MAX_NAME>)
-        .flatten()
-        .unwrap_or([0; MAX_NAME])
-}
-
-fn trimmed(name: &[u8; MAX_NAME]) -> &[u8] {
-    let len = name.iter().position(|&b| b == 0).unwrap_or(MAX_NAME);
-    &name[..len]
+/// Whether argument `index` is `word` (upper case), in any case.
+fn arg_is(args: &impl Args, index: usize, word: &[u8]) -> bool {
+    args.with_arg(index, |a| a.eq_ignore_ascii_case(word)) == Some(true)
 }
 
 fn malformed(args: &impl Args, reason: &'static str) -> Error {
@@ -112,8 +121,12 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
     if argc == 0 {
         return Ok(KeyPositions::NONE);
     }
-    let name = name_of(args, 0);
-    let positions = match trimmed(&name) {
+    with_name(args, 0, |name| positions_of(name, args, argc)).unwrap_or(Ok(KeyPositions::NONE))
+}
+
+/// [`key_positions`] of a command named `name` (upper case).
+fn positions_of(name: &[u8], args: &impl Args, argc: usize) -> Result<KeyPositions, Error> {
+    let positions = match name {
         // Keyless: server, connection, cluster, scripting admin, pub/sub.
         b"PING" | b"ECHO" | b"INFO" | b"AUTH" | b"HELLO" | b"SELECT" | b"QUIT" | b"RESET"
         | b"CLIENT" | b"CLUSTER" | b"CONFIG" | b"COMMAND" | b"DBSIZE" | b"FLUSHALL"
@@ -161,14 +174,14 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
         b"XREAD" | b"XREADGROUP" => streams_keys(args)?,
         // Subcommands with a key as their second argument.
         b"OBJECT" | b"XINFO" | b"XGROUP" => {
-            if argc > 2 && trimmed(&name_of(args, 1)) != b"HELP" {
+            if argc > 2 && !arg_is(args, 1, b"HELP") {
                 KeyPositions::single(2)
             } else {
                 KeyPositions::NONE
             }
         }
         b"MEMORY" => {
-            if argc > 2 && trimmed(&name_of(args, 1)) == b"USAGE" {
+            if argc > 2 && arg_is(args, 1, b"USAGE") {
                 KeyPositions::single(2)
             } else {
                 KeyPositions::NONE
@@ -202,8 +215,12 @@ pub fn key_positions(args: &impl Args) -> Result<KeyPositions, Error> {
 /// so a cluster client may send it again after its connection was lost in
 /// flight. Unknown commands (module commands included) are taken to write.
 pub fn is_read_only(args: &impl Args) -> bool {
-    let name = name_of(args, 0);
-    match trimmed(&name) {
+    with_name(args, 0, read_only_name).unwrap_or(false)
+}
+
+/// [`is_read_only`] of a command named `name` (upper case).
+fn read_only_name(name: &[u8]) -> bool {
+    match name {
         // Strings and bits.
         b"GET" | b"MGET" | b"GETRANGE" | b"SUBSTR" | b"STRLEN" | b"GETBIT" | b"BITCOUNT"
         | b"BITPOS" | b"BITFIELD_RO" | b"LCS"
@@ -393,6 +410,13 @@ mod tests {
             (&["OBJECT", "ENCODING", "k"], &[2]),
             (&["MEMORY", "USAGE", "k"], &[2]),
             (&["MEMORY", "STATS"], &[]),
+            // Names and subcommands in any case; a name longer than any
+            // known one is an unknown command (key first).
+            (&["mGet", "a", "b"], &[1, 2]),
+            (&["memory", "usage", "k"], &[2]),
+            (&["xinfo", "help", "x"], &[]),
+            (&["GEORADIUSBYMEMBER_RO_AND_MORE", "k"], &[1]),
+            (&["georadiusbymember_ro_and_more", "k"], &[1]),
             (&["LMOVE", "a", "b", "LEFT", "RIGHT"], &[1, 2]),
             (&["COPY", "a", "b", "REPLACE"], &[1, 2]),
             (&["MIGRATE", "h", "1", "k", "0", "5"], &[3]),
