@@ -53,7 +53,10 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, timed, value32};
+use common::{
+    KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, set_get_batch, timed,
+    value32,
+};
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -61,8 +64,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use redcore::Value;
 use redcore::cluster::Cluster;
-use redcore::{Value, cmd};
 
 /// Tasks sending single commands.
 const TASKS: usize = 64;
@@ -171,17 +174,11 @@ async fn run_pipelines(
             let mut batch = Vec::with_capacity(depth);
             while left.get() > 0 {
                 left.set(left.get() - 1);
-                batch.clear();
-                for i in 0..depth {
+                set_get_batch(&mut batch, depth, &value, &mut key, |key| {
                     key.clear();
                     key.push_str(&prefix);
                     key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
-                    batch.push(if i % 2 == 0 {
-                        cmd("SET").arg(key.as_str()).arg(value.as_str())
-                    } else {
-                        cmd("GET").arg(key.as_str())
-                    });
-                }
+                });
                 let sent = Instant::now();
                 let replies = cluster.pipeline(batch.iter()).await.expect("pipeline");
                 assert_eq!(replies.len(), depth);

@@ -26,14 +26,17 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, timed, value32};
+use common::{
+    KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, set_get_batch, timed,
+    value32,
+};
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use redcore::{Connection, Value, cmd};
+use redcore::{Connection, Value};
 
 /// `tasks` tasks each send single commands, SET and GET alternating,
 /// until `ops` operations are done in all; one command in 8 is timed.
@@ -93,15 +96,7 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
     let mut batch = Vec::with_capacity(depth);
     let mut key = String::with_capacity(16);
     while done < ops {
-        batch.clear();
-        for i in 0..depth {
-            random_key(&mut key);
-            batch.push(if i % 2 == 0 {
-                cmd("SET").arg(key.as_str()).arg(value.as_str())
-            } else {
-                cmd("GET").arg(key.as_str())
-            });
-        }
+        set_get_batch(&mut batch, depth, &value, &mut key, random_key);
         let sent = Instant::now();
         let replies = conn.pipeline(batch.iter()).await.expect("pipeline");
         assert_eq!(replies.len(), depth);

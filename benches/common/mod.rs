@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use redcore::Cmd;
 
 /// Distinct keys every load spreads over (`-r` of redis-benchmark).
 pub const KEYS: u32 = 100_000;
@@ -106,6 +107,30 @@ pub fn random_key(key: &mut String) {
     key.clear();
     key.push_str("key:");
     key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+}
+
+/// Rebuilds `batch` as `depth` commands, SET and GET alternating (SET
+/// first, with `value`), each on the key `next_key` writes into `key`. The
+/// `Cmd`s are built again in their own memory ([`Cmd::clear`]), so after
+/// the first pipeline a command costs no allocation, as in a client that
+/// keeps its commands.
+pub fn set_get_batch(
+    batch: &mut Vec<Cmd>,
+    depth: usize,
+    value: &str,
+    key: &mut String,
+    mut next_key: impl FnMut(&mut String),
+) {
+    batch.resize_with(depth, Cmd::new);
+    for (i, c) in batch.iter_mut().enumerate() {
+        next_key(key);
+        c.clear();
+        if i % 2 == 0 {
+            c.push_arg("SET").push_arg(key.as_str()).push_arg(value);
+        } else {
+            c.push_arg("GET").push_arg(key.as_str());
+        }
+    }
 }
 
 /// Whether a task times its `n`th command: one SET/GET pair in every 8

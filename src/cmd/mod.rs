@@ -142,6 +142,14 @@ impl Cmd {
         self
     }
 
+    /// Removes every argument and keeps the memory, so one `Cmd` can be
+    /// built again and again without allocating:
+    /// `c.clear(); c.push_arg("GET").push_arg(key);`.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
     /// Appends every item as an argument.
     pub fn args<A: Arg>(mut self, args: impl IntoIterator<Item = A>) -> Cmd {
         for a in args {
@@ -232,5 +240,17 @@ mod tests {
         assert_eq!(c.with_arg(3, |a| a.to_vec()), Some(b"b".to_vec()));
         assert_eq!(cmd("").arg("").get(1), Some(&b""[..]));
         assert_eq!(Cmd::new().encoded_len(), 4);
+    }
+
+    #[test]
+    fn a_cleared_command_is_built_again_in_its_memory() {
+        let mut c = cmd("SET").arg("key").arg("value");
+        let capacity = c.data.capacity();
+        c.clear();
+        assert_eq!(c.arg_count(), 0);
+        assert_eq!(c, Cmd::new());
+        c.push_arg("GET").push_arg("k");
+        assert_eq!(encoded(&c), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(c.data.capacity(), capacity);
     }
 }
