@@ -445,6 +445,8 @@ async fn pipelines_across_a_moving_slot_answer_in_order(h: &Harness, client: &Cl
     // A second client that hears of nothing until its pipeline meets the
     // finished move.
     let late = connect(h).await;
+    // And one whose pipeline holds only commands of the moving slot.
+    let late_one_slot = connect(h).await;
     let (from, to) = h
         .run(move |c| {
             let from = c.slot_owner_index(slot);
@@ -523,6 +525,22 @@ async fn pipelines_across_a_moving_slot_answer_in_order(h: &Harness, client: &Cl
         .shuffled(2)
         .check(client, "reading back what the pipeline wrote")
         .await;
+    // A pipeline of the migrating slot alone (one node, some answers by
+    // ASK) is in order too.
+    let mut one_slot = Batch::default();
+    for k in strings.iter().chain(&news) {
+        one_slot.push(get(k), bulk(&value(k)));
+    }
+    let before = client.info();
+    one_slot
+        .shuffled(4)
+        .check(client, "a pipeline of the MIGRATING slot alone")
+        .await;
+    assert_eq!(
+        redirects(&client.info(), &src) - redirects(&before, &src),
+        (20 + news.len()) as u64,
+        "the moved keys and the new keys met one ASK each"
+    );
 
     // The other keys move one MIGRATE at a time and the migration ends,
     // while pipelines keep running.
@@ -587,6 +605,17 @@ async fn pipelines_across_a_moving_slot_answer_in_order(h: &Harness, client: &Cl
         p2.push(set(k, &value(k)), ok());
     }
     let p2 = p2.shuffled(3);
+    // All of a pipeline in the moved slot: every command meets MOVED, and
+    // the replies still come back in order.
+    let mut moved_slot = Batch::default();
+    for k in strings.iter().chain(&news) {
+        moved_slot.push(get(k), bulk(&value(k)));
+    }
+    moved_slot
+        .shuffled(5)
+        .check(&late_one_slot, "a pipeline of the moved slot alone")
+        .await;
+    assert_eq!(routed_to(&late_one_slot.info(), slot), [&dst]);
     let in_slot = p2
         .cmds
         .iter()

@@ -9,7 +9,7 @@ use super::router::{Attempt, Node, Router, Step, join_all};
 use super::{Health, NodeAddr, Role};
 use crate::cmd::{Args, Cmd, Route, cmd};
 use crate::config::{ClusterConfig, IntoClusterConfig};
-use crate::error::{RedirectKind, RetryAction};
+use crate::error::{RedirectKind, RetryAction, ServerError};
 use crate::resp::Arg;
 use crate::slot::key_slot;
 use crate::{Connection, Error, FromValue, Value, Watch};
@@ -272,10 +272,23 @@ impl Cluster {
         }
         drop(table);
         let cmds = &cmds;
-        let outcomes = join_all(groups.iter().map(|(node, idx)| async move {
+        let mut outcomes = join_all(groups.iter().map(|(node, idx)| async move {
             node.pipeline(idx.iter().map(|&i| &cmds[i]), None).await
         }))
         .await;
+        // Every command went to one node (say, all keys under one hash
+        // tag): its replies are the answer, in order, unless one must go
+        // again.
+        if groups.len() == 1 && groups[0].1.len() == cmds.len() {
+            if let Some(Ok(values)) = outcomes.first() {
+                if !values
+                    .iter()
+                    .any(|v| matches!(v, Value::Error(e) if must_go_again(e)))
+                {
+                    return outcomes.pop().expect("one outcome");
+                }
+            }
+        }
         let mut results: Vec<Option<Value>> = (0..cmds.len()).map(|_| None).collect();
         let mut again: Vec<(usize, FirstError)> = unrouted.into_iter().map(|i| (i, None)).collect();
         for ((node, idx), outcome) in groups.iter().zip(outcomes) {
@@ -283,7 +296,7 @@ impl Cluster {
                 Ok(values) => {
                     for (&i, v) in idx.iter().zip(values) {
                         match v {
-                            Value::Error(e) if e.retry_action() != RetryAction::None => {
+                            Value::Error(e) if must_go_again(&e) => {
                                 again.push((i, Some((node.clone(), Error::Server(e)))));
                             }
                             v => results[i] = Some(v),
@@ -679,6 +692,12 @@ pub(crate) fn check_watch(slot: u16, watch: Watch) -> Result<Watch, Error> {
         }
     }
     Ok(watch)
+}
+
+/// Whether a pipelined command refused with `e` is sent again (the reply
+/// proves it was not applied: a redirect, `TRYAGAIN`, `CLUSTERDOWN`, ...).
+fn must_go_again(e: &ServerError) -> bool {
+    e.retry_action() != RetryAction::None
 }
 
 /// The one slot of commands that must share one (keyless ones aside).
