@@ -16,11 +16,19 @@
 //!   `redis-benchmark --cluster -c 4 -P 64`: once with random keys (each
 //!   pipeline is split over the three masters, and returns when the
 //!   slowest has answered), and once with each task's keys in one master's
-//!   slot (a hash tag per task), as redis-benchmark's clients do.
+//!   slot (a hash tag per task), as redis-benchmark's clients do;
+//! - the glommio floor: 64 requests outstanding from a client that costs
+//!   only its socket calls — one bare glommio `TcpStream` per master, each
+//!   writing a prepared batch of its share (22+21+21) of SET/GET on its own
+//!   master's keys and reading the replies, in a loop. It shows what these
+//!   servers, on this machine, give 64 outstanding requests at best
+//!   (lockstep batches are the cheapest shape for a server: one read and
+//!   one write per 21 commands).
 //!
 //! The last lines check the targets: 64 tasks reach at least 4x the ops/s
-//! of `-c 64 -P 1`; pipelines of 64 reach at least 0.9x the ops/s of
-//! `-c 4 -P 64` with no more client CPU per operation.
+//! of `-c 64 -P 1` (and say how far the floor gets); pipelines of 64 reach
+//! at least 0.9x the ops/s of `-c 4 -P 64` with no more client CPU per
+//! operation.
 //!
 //! redis-benchmark (7.0.15) in cluster mode differs from the redcore loads
 //! in ways worth knowing when reading the table:
@@ -42,8 +50,8 @@
 //!   whole pipeline, as the redcore pipeline rows do.
 //!
 //! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
-//! `REDCORE_BENCH_LOAD=tasks|pipelines|per-master` (run that one redcore load alone,
-//! without redis-benchmark, for profiling), `REDCORE_BENCH_SPIN_US` (the
+//! `REDCORE_BENCH_LOAD=tasks|pipelines|per-master|floor` (run that one
+//! load alone, without redis-benchmark, for profiling), `REDCORE_BENCH_SPIN_US` (the
 //! executor spins that long before parking). With `--test` (as
 //! `cargo bench -- --test` passes), or when run without `--bench` (as
 //! `cargo test --benches` runs it), it runs a tiny load only, to check that
@@ -54,8 +62,8 @@ mod common;
 mod support;
 
 use common::{
-    KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, set_get_batch, timed,
-    value32,
+    KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
+    run_redis_benchmark, set_get_batch, timed, value32,
 };
 
 use std::cell::{Cell, RefCell};
@@ -65,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use redcore::Value;
-use redcore::cluster::Cluster;
+use redcore::cluster::{Cluster, NodeAddr};
 
 /// Tasks sending single commands.
 const TASKS: usize = 64;
@@ -215,6 +223,42 @@ enum Load {
     Tasks,
     Pipelines,
     PipelinesPerMaster,
+    Floor,
+}
+
+/// What a client that costs nothing but its socket calls gets from these
+/// servers with [`TASKS`] requests outstanding: one bare glommio
+/// `TcpStream` per master, each writing a prepared batch of its share of
+/// the requests (SET/GET on keys in that master's slots, as
+/// `key:{tag}:n`) and reading the replies, in a loop, the masters side by
+/// side. No routing, no task per command, no reply values: the bound the
+/// 64-task load is compared with.
+async fn run_floor(masters: &[(NodeAddr, String)], ops: usize) -> (Histogram<u64>, Duration) {
+    let rounds = ops / TASKS;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (m, (addr, tag)) in masters.iter().enumerate() {
+        // The share of master m: 22 + 21 + 21 = 64 for three masters.
+        let depth = TASKS / masters.len() + usize::from(m < TASKS % masters.len());
+        let (host, port, tag) = (addr.host.clone(), addr.port, tag.clone());
+        handles.push(glommio::spawn_local(async move {
+            let mut stream = glommio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let batch = prepared_batch(depth, || {
+                format!("key:{{{tag}}}:{}", fastrand::u32(0..KEYS))
+            });
+            let mut hist = new_hist();
+            prepared_rounds(&mut stream, &batch, depth, rounds, &mut hist).await;
+            hist
+        }));
+    }
+    let mut hist = new_hist();
+    for h in handles {
+        hist.add(h.await).expect("merge");
+    }
+    (hist, start.elapsed())
 }
 
 fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<Row> {
@@ -236,7 +280,13 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
             let tags = tag_per_master(&cluster);
             let info = cluster.info();
             assert_eq!(info.slots_covered, 16384, "cluster not whole: {info:?}");
-            let masters = cluster.master_connections().len();
+            let floor_masters: Vec<(NodeAddr, String)> = cluster
+                .master_connections()
+                .into_iter()
+                .map(|(addr, _)| addr)
+                .zip(tags.iter().cloned())
+                .collect();
+            let masters = floor_masters.len();
             assert_eq!(masters, 3, "master connections");
             let loads = [
                 (Load::Tasks, format!("{TASKS} tasks, single commands")),
@@ -248,6 +298,14 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                     Load::PipelinesPerMaster,
                     format!(
                         "{PIPELINE_TASKS} tasks, pipelines of {DEPTH}, one master's keys per task"
+                    ),
+                ),
+                (
+                    Load::Floor,
+                    format!(
+                        "{TASKS} outstanding: a bare connection per master, \
+                         prepared batches of {}",
+                        shares(masters)
                     ),
                 ),
             ];
@@ -266,23 +324,23 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                     Load::PipelinesPerMaster => {
                         run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &tags).await
                     }
+                    Load::Floor => run_floor(&floor_masters, ops).await,
                 };
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let writes = (master_writes(&cluster) - writes0).max(1) as f64;
                 // Single-command tasks time one command in 8; pipelines
-                // record every command.
+                // and the floor record every command.
                 let done = match load {
                     Load::Tasks => ops,
                     _ => hist.len() as usize,
                 } as f64;
+                let (client, per_write) = match load {
+                    // The floor's writes are its batches, on its own sockets.
+                    Load::Floor => ("glommio floor", TASKS as f64 / masters as f64),
+                    _ => ("redcore", done / writes),
+                };
                 rows.push(Row::measured(
-                    "redcore",
-                    name,
-                    done,
-                    elapsed,
-                    &hist,
-                    cpu,
-                    done / writes,
+                    client, name, done, elapsed, &hist, cpu, per_write,
                 ));
             }
             rows
@@ -290,6 +348,15 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
         .expect("executor")
         .join()
         .expect("join")
+}
+
+/// How [`run_floor`] shares [`TASKS`] requests over `masters` masters:
+/// "22+21+21".
+fn shares(masters: usize) -> String {
+    (0..masters)
+        .map(|m| (TASKS / masters + usize::from(m < TASKS % masters)).to_string())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// redis-benchmark's clock: in `--cluster` mode it runs one thread per
@@ -349,7 +416,10 @@ fn main() {
         Some("tasks") => Some(Load::Tasks),
         Some("pipelines") => Some(Load::Pipelines),
         Some("per-master") => Some(Load::PipelinesPerMaster),
-        Some(other) => panic!("REDCORE_BENCH_LOAD={other}: want tasks, pipelines or per-master"),
+        Some("floor") => Some(Load::Floor),
+        Some(other) => {
+            panic!("REDCORE_BENCH_LOAD={other}: want tasks, pipelines, per-master or floor")
+        }
     };
     let cluster = support::RedisCluster::start();
     let port = cluster.masters()[0].port();
@@ -385,12 +455,14 @@ fn main() {
     }
     if quick {
         println!("Quick mode: loads too small for the targets to mean anything.");
-    } else if let [tasks, pipelines, per_master, rb_single, rb_pipelined] = &rows[..] {
+    } else if let [tasks, pipelines, per_master, floor, rb_single, rb_pipelined] = &rows[..] {
         let single = tasks.ops_per_sec / rb_single.ops_per_sec;
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         println!(
-            "\nTargets: {TASKS} tasks = {single:.2}x `-c {TASKS} -P 1` ops/s (want >= 4x: {})",
+            "\nTargets: {TASKS} tasks = {single:.2}x `-c {TASKS} -P 1` ops/s (want >= 4x: {}); \
+             the floor, a client costing only its socket calls, reaches {:.2}x",
             verdict(single >= 4.0),
+            floor.ops_per_sec / rb_single.ops_per_sec,
         );
         for row in [pipelines, per_master] {
             let piped = row.ops_per_sec / rb_pipelined.ops_per_sec;

@@ -27,8 +27,8 @@ mod common;
 mod support;
 
 use common::{
-    KEYS, Row, cpu_time, print_table, random_key, run_redis_benchmark, set_get_batch, timed,
-    value32,
+    KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
+    run_redis_benchmark, set_get_batch, timed, value32,
 };
 
 use std::cell::RefCell;
@@ -115,7 +115,6 @@ async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogra
 /// redcore's decoder), and starts again, as `redis-benchmark -P depth` does.
 /// No auto-pipelining, no reply slots, no command building.
 fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(64 << 10)
         .spawn(move || async move {
@@ -123,43 +122,14 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
                 .await
                 .expect("connect");
             stream.set_nodelay(true).expect("nodelay");
-            let value = value32();
             let mut rows = Vec::new();
             for depth in [1usize, 16, 64, 256] {
-                let mut batch = bytes::BytesMut::new();
-                for i in 0..depth {
-                    let key = format!("key:{}", fastrand::u32(0..KEYS));
-                    if i % 2 == 0 {
-                        redcore::Args::encode(&["SET", key.as_str(), value.as_str()], &mut batch);
-                    } else {
-                        redcore::Args::encode(&["GET", key.as_str()], &mut batch);
-                    }
-                }
-                let mut decoder = redcore::resp::Decoder::new();
-                let mut input = bytes::BytesMut::with_capacity(64 << 10);
-                let mut chunk = vec![0u8; 64 << 10];
+                let batch = prepared_batch(depth, || format!("key:{}", fastrand::u32(0..KEYS)));
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let rounds = ops / depth;
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
                 let start = Instant::now();
-                for _ in 0..rounds {
-                    let sent = Instant::now();
-                    stream.write_all(&batch).await.expect("write");
-                    let mut got = 0;
-                    while got < depth {
-                        while let Some(v) = decoder.decode(&mut input).expect("decode") {
-                            drop(v);
-                            got += 1;
-                        }
-                        if got < depth {
-                            let n = stream.read(&mut chunk).await.expect("read");
-                            assert!(n > 0, "server closed");
-                            input.extend_from_slice(&chunk[..n]);
-                        }
-                    }
-                    hist.record_n(sent.elapsed().as_nanos() as u64, depth as u64)
-                        .unwrap();
-                }
+                prepared_rounds(&mut stream, &batch, depth, rounds, &mut hist).await;
                 let elapsed = start.elapsed();
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let done = (rounds * depth) as f64;

@@ -133,6 +133,58 @@ pub fn set_get_batch(
     }
 }
 
+/// `depth` SET/GET commands (SET first, 32-byte values) on the keys
+/// `next_key` gives, encoded back to back, ready to be written as they
+/// are.
+pub fn prepared_batch(depth: usize, mut next_key: impl FnMut() -> String) -> bytes::BytesMut {
+    let value = value32();
+    let mut batch = bytes::BytesMut::new();
+    for i in 0..depth {
+        let key = next_key();
+        if i % 2 == 0 {
+            redcore::Args::encode(&["SET", key.as_str(), value.as_str()], &mut batch);
+        } else {
+            redcore::Args::encode(&["GET", key.as_str()], &mut batch);
+        }
+    }
+    batch
+}
+
+/// The loop of a client that costs nothing but its socket calls: `rounds`
+/// times, writes `batch` (`depth` prepared commands) to `stream` and reads
+/// until their `depth` replies are in (counted with redcore's decoder),
+/// recording each round's time once per command in `hist`.
+pub async fn prepared_rounds(
+    stream: &mut glommio::net::TcpStream,
+    batch: &[u8],
+    depth: usize,
+    rounds: usize,
+    hist: &mut Histogram<u64>,
+) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut decoder = redcore::resp::Decoder::new();
+    let mut input = bytes::BytesMut::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    for _ in 0..rounds {
+        let sent = std::time::Instant::now();
+        stream.write_all(batch).await.expect("write");
+        let mut got = 0;
+        while got < depth {
+            while let Some(v) = decoder.decode(&mut input).expect("decode") {
+                drop(v);
+                got += 1;
+            }
+            if got < depth {
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "server closed");
+                input.extend_from_slice(&chunk[..n]);
+            }
+        }
+        hist.record_n(sent.elapsed().as_nanos() as u64, depth as u64)
+            .expect("record");
+    }
+}
+
 /// Whether a task times its `n`th command: one SET/GET pair in every 8
 /// pairs (one command in 8), so the latency histogram samples both
 /// commands while the benchmark's own clock reads (two per timed command,
