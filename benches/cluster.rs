@@ -17,6 +17,12 @@
 //!   pipeline is split over the three masters, and returns when the
 //!   slowest has answered), and once with each task's keys in one master's
 //!   slot (a hash tag per task), as redis-benchmark's clients do;
+//! - the glommio task floor: 64 tasks, one per command as in the 64-task
+//!   load, each appending a prepared SET or GET for a master chosen at
+//!   random to that master's bare glommio `TcpStream`, one driver task per
+//!   connection writing, reading and waking the tasks (`task_floor` in
+//!   `benches/common`): what giving each command a glommio task costs,
+//!   without redcore;
 //! - the glommio floor: 64 requests outstanding from a client that costs
 //!   only its socket calls — one bare glommio `TcpStream` per master, each
 //!   writing a prepared batch of its share (22+21+21) of SET/GET on its own
@@ -26,7 +32,7 @@
 //!   one write per 21 commands).
 //!
 //! The last lines check the targets: 64 tasks reach at least 4x the ops/s
-//! of `-c 64 -P 1` (and say how far the floor gets); pipelines of 64 reach
+//! of `-c 64 -P 1` (and say how far the floors get); pipelines of 64 reach
 //! at least 0.9x the ops/s of `-c 4 -P 64` with no more client CPU per
 //! operation.
 //!
@@ -50,7 +56,7 @@
 //!   whole pipeline, as the redcore pipeline rows do.
 //!
 //! Environment: `REDCORE_BENCH_OPS` (operations per row, default 400000),
-//! `REDCORE_BENCH_LOAD=tasks|pipelines|per-master|floor` (run that one
+//! `REDCORE_BENCH_LOAD=tasks|pipelines|per-master|task-floor|floor` (run that one
 //! load alone, without redis-benchmark, for profiling), `REDCORE_BENCH_SPIN_US` (the
 //! executor spins that long before parking). With `--test` (as
 //! `cargo bench -- --test` passes), or when run without `--bench` (as
@@ -63,7 +69,7 @@ mod support;
 
 use common::{
     KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
-    run_redis_benchmark, set_get_batch, timed, value32,
+    run_redis_benchmark, set_get_batch, task_floor, timed, value32,
 };
 
 use std::cell::{Cell, RefCell};
@@ -224,6 +230,7 @@ enum Load {
     Pipelines,
     PipelinesPerMaster,
     Floor,
+    TaskFloor,
 }
 
 /// What a client that costs nothing but its socket calls gets from these
@@ -259,6 +266,27 @@ async fn run_floor(masters: &[(NodeAddr, String)], ops: usize) -> (Histogram<u64
         hist.add(h.await).expect("merge");
     }
     (hist, start.elapsed())
+}
+
+/// The glommio task floor ([`task_floor`]) over a bare connection per
+/// master: [`TASKS`] tasks, one per command, each command on a key of a
+/// master chosen at random (the shape of the 64-task load, without
+/// redcore). Returns the floor and its commands per write.
+async fn run_task_floor(
+    masters: &[(NodeAddr, String)],
+    ops: usize,
+) -> (Histogram<u64>, Duration, f64) {
+    let mut conns = Vec::new();
+    for (addr, tag) in masters {
+        let stream = glommio::net::TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        conns.push((stream, format!("key:{{{tag}}}:")));
+    }
+    let floor = task_floor(conns, TASKS, ops).await;
+    let per_write = floor.done as f64 / floor.writes.max(1) as f64;
+    (floor.hist, floor.elapsed, per_write)
 }
 
 fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<Row> {
@@ -301,6 +329,12 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                     ),
                 ),
                 (
+                    Load::TaskFloor,
+                    format!(
+                        "{TASKS} tasks, prepared single commands, a bare connection per master"
+                    ),
+                ),
+                (
                     Load::Floor,
                     format!(
                         "{TASKS} outstanding: a bare connection per master, \
@@ -314,6 +348,7 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                 if only.is_some_and(|o| o != load) {
                     continue;
                 }
+                let mut floor_per_write = 0.0;
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
                 let writes0 = master_writes(&cluster);
                 let (hist, elapsed) = match load {
@@ -325,18 +360,25 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                         run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &tags).await
                     }
                     Load::Floor => run_floor(&floor_masters, ops).await,
+                    Load::TaskFloor => {
+                        let (hist, elapsed, per_write) = run_task_floor(&floor_masters, ops).await;
+                        floor_per_write = per_write;
+                        (hist, elapsed)
+                    }
                 };
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let writes = (master_writes(&cluster) - writes0).max(1) as f64;
-                // Single-command tasks time one command in 8; pipelines
-                // and the floor record every command.
+                // Single-command tasks (redcore's and the task floor's)
+                // time one command in 8; pipelines and the floor record
+                // every command.
                 let done = match load {
-                    Load::Tasks => ops,
+                    Load::Tasks | Load::TaskFloor => ops,
                     _ => hist.len() as usize,
                 } as f64;
                 let (client, per_write) = match load {
-                    // The floor's writes are its batches, on its own sockets.
+                    // The floors write on their own sockets.
                     Load::Floor => ("glommio floor", TASKS as f64 / masters as f64),
+                    Load::TaskFloor => ("glommio task floor", floor_per_write),
                     _ => ("redcore", done / writes),
                 };
                 rows.push(Row::measured(
@@ -417,9 +459,10 @@ fn main() {
         Some("pipelines") => Some(Load::Pipelines),
         Some("per-master") => Some(Load::PipelinesPerMaster),
         Some("floor") => Some(Load::Floor),
-        Some(other) => {
-            panic!("REDCORE_BENCH_LOAD={other}: want tasks, pipelines, per-master or floor")
-        }
+        Some("task-floor") => Some(Load::TaskFloor),
+        Some(other) => panic!(
+            "REDCORE_BENCH_LOAD={other}: want tasks, pipelines, per-master, task-floor or floor"
+        ),
     };
     let cluster = support::RedisCluster::start();
     let port = cluster.masters()[0].port();
@@ -455,13 +498,23 @@ fn main() {
     }
     if quick {
         println!("Quick mode: loads too small for the targets to mean anything.");
-    } else if let [tasks, pipelines, per_master, floor, rb_single, rb_pipelined] = &rows[..] {
+    } else if let [
+        tasks,
+        pipelines,
+        per_master,
+        task_floor,
+        floor,
+        rb_single,
+        rb_pipelined,
+    ] = &rows[..]
+    {
         let single = tasks.ops_per_sec / rb_single.ops_per_sec;
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         println!(
             "\nTargets: {TASKS} tasks = {single:.2}x `-c {TASKS} -P 1` ops/s (want >= 4x: {}); \
-             the floor, a client costing only its socket calls, reaches {:.2}x",
+             the glommio task floor reaches {:.2}x, the glommio floor {:.2}x",
             verdict(single >= 4.0),
+            task_floor.ops_per_sec / rb_single.ops_per_sec,
             floor.ops_per_sec / rb_single.ops_per_sec,
         );
         for row in [pipelines, per_master] {

@@ -28,7 +28,7 @@ mod support;
 
 use common::{
     KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
-    run_redis_benchmark, set_get_batch, timed, value32,
+    run_redis_benchmark, set_get_batch, task_floor, timed, value32,
 };
 
 use std::cell::RefCell;
@@ -150,157 +150,29 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
         .expect("join")
 }
 
-/// What the task floor's tasks and its driver share.
-#[derive(Default)]
-struct Hub {
-    /// Commands not yet written, back to back, and how many.
-    out: Vec<u8>,
-    queued: usize,
-    /// The task waiting for each command written or queued, in order.
-    fifo: std::collections::VecDeque<usize>,
-    /// Per task: its reply is in.
-    done: Vec<bool>,
-    wakers: Vec<Option<std::task::Waker>>,
-    driver: Option<std::task::Waker>,
-    /// Commands still to start.
-    left: usize,
-}
-
-/// The floor of any auto-pipelining client on glommio that gives each
-/// command its own task, as redcore's single-command loads do: `tasks`
-/// tasks each append a prepared SET or GET to a shared buffer and wait for
-/// their reply; one driver task writes whatever is queued with one
-/// `write`, reads and counts the replies with redcore's decoder and wakes
-/// the tasks in order. The same timing as [`run_tasks`]; no command
-/// building, no reply values handed over, no deadlines.
+/// The glommio task floor ([`task_floor`]) on one connection, for 16, 64
+/// and 256 tasks.
 fn task_floor_rows(port: u16, ops: usize) -> Vec<Row> {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    use std::task::Poll;
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(64 << 10)
         .spawn(move || async move {
             let mut rows = Vec::new();
             for tasks in [16usize, 64, 256] {
-                let mut stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
+                let stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
-                let hub = Rc::new(RefCell::new(Hub {
-                    done: vec![false; tasks],
-                    wakers: vec![None; tasks],
-                    left: ops,
-                    ..Hub::default()
-                }));
-                let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
-                let start = Instant::now();
-                let mut handles = Vec::new();
-                for id in 0..tasks {
-                    let (hub, hist) = (hub.clone(), hist.clone());
-                    handles.push(glommio::spawn_local(async move {
-                        let key = format!("key:{}", fastrand::u32(0..KEYS));
-                        let mut set = bytes::BytesMut::new();
-                        redcore::Args::encode(&["SET", key.as_str(), &value32()], &mut set);
-                        let mut get = bytes::BytesMut::new();
-                        redcore::Args::encode(&["GET", key.as_str()], &mut get);
-                        let mut n = id;
-                        loop {
-                            {
-                                let mut h = hub.borrow_mut();
-                                if h.left == 0 {
-                                    break;
-                                }
-                                h.left -= 1;
-                                if h.out.is_empty() {
-                                    if let Some(w) = h.driver.take() {
-                                        w.wake();
-                                    }
-                                }
-                                h.out
-                                    .extend_from_slice(if n % 2 == 0 { &set } else { &get });
-                                h.queued += 1;
-                                h.fifo.push_back(id);
-                                h.done[id] = false;
-                            }
-                            let sent = timed(n).then(Instant::now);
-                            futures_lite::future::poll_fn(|cx| {
-                                let mut h = hub.borrow_mut();
-                                if h.done[id] {
-                                    return Poll::Ready(());
-                                }
-                                let w = &mut h.wakers[id];
-                                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                                    *w = Some(cx.waker().clone());
-                                }
-                                Poll::Pending
-                            })
-                            .await;
-                            if let Some(sent) = sent {
-                                hist.borrow_mut()
-                                    .record(sent.elapsed().as_nanos() as u64)
-                                    .unwrap();
-                            }
-                            n += 1;
-                        }
-                    }));
-                }
-                let mut decoder = redcore::resp::Decoder::new();
-                let mut input = bytes::BytesMut::with_capacity(64 << 10);
-                let mut chunk = vec![0u8; 64 << 10];
-                let (mut writes, mut written, mut done) = (0usize, 0usize, 0usize);
-                let mut batch = Vec::new();
-                loop {
-                    let more = futures_lite::future::poll_fn(|cx| {
-                        let mut h = hub.borrow_mut();
-                        if !h.out.is_empty() {
-                            std::mem::swap(&mut h.out, &mut batch);
-                            written += std::mem::take(&mut h.queued);
-                            return Poll::Ready(true);
-                        }
-                        if h.left == 0 {
-                            return Poll::Ready(false);
-                        }
-                        h.driver = Some(cx.waker().clone());
-                        Poll::Pending
-                    })
-                    .await;
-                    if !more {
-                        break;
-                    }
-                    stream.write_all(&batch).await.expect("write");
-                    batch.clear();
-                    writes += 1;
-                    // Every command written so far is answered before the
-                    // next write, as redcore's batches of one round are.
-                    while done < written {
-                        let n = stream.read(&mut chunk).await.expect("read");
-                        assert!(n > 0, "server closed");
-                        input.extend_from_slice(&chunk[..n]);
-                        while let Some(v) = decoder.decode(&mut input).expect("decode") {
-                            drop(v);
-                            done += 1;
-                            let mut h = hub.borrow_mut();
-                            let id = h.fifo.pop_front().expect("a waiting task");
-                            h.done[id] = true;
-                            if let Some(w) = h.wakers[id].take() {
-                                w.wake();
-                            }
-                        }
-                    }
-                }
-                for h in handles {
-                    h.await;
-                }
-                let elapsed = start.elapsed();
+                let floor = task_floor(vec![(stream, "key:".to_owned())], tasks, ops).await;
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 rows.push(Row::measured(
                     "glommio task floor",
                     format!("{tasks} tasks, prepared single commands"),
-                    done as f64,
-                    elapsed,
-                    &hist.borrow(),
+                    floor.done as f64,
+                    floor.elapsed,
+                    &floor.hist,
                     cpu,
-                    done as f64 / writes as f64,
+                    floor.done as f64 / floor.writes.max(1) as f64,
                 ));
             }
             rows

@@ -283,3 +283,194 @@ pub fn run_redis_benchmark(
         ),
     }
 }
+
+/// What the tasks of [`task_floor`] and the driver of one connection
+/// share.
+struct Hub {
+    /// Commands not yet written, back to back, and how many.
+    out: Vec<u8>,
+    queued: usize,
+    /// The task waiting for each command written or queued, in order.
+    fifo: std::collections::VecDeque<usize>,
+    /// Per task: its reply is in.
+    done: Vec<bool>,
+    wakers: Vec<Option<std::task::Waker>>,
+    driver: Option<std::task::Waker>,
+}
+
+impl Hub {
+    fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+}
+
+/// What [`task_floor`] measured.
+pub struct TaskFloor {
+    pub hist: Histogram<u64>,
+    pub elapsed: Duration,
+    /// Commands answered, and writes to the sockets.
+    pub done: usize,
+    pub writes: usize,
+}
+
+/// The floor of any auto-pipelining client on glommio that gives each
+/// command its own task, as redcore's single-command loads do: `tasks`
+/// tasks each append a prepared SET or GET (alternating; one key per task
+/// and connection, `prefix` and a random number) to the buffer of one of
+/// `conns` (chosen at random for each command) and wait for their reply;
+/// one driver task per connection writes whatever is queued with one
+/// `write`, reads and counts the replies with redcore's decoder and wakes
+/// the tasks in order, and writes again once all it wrote is answered (as
+/// redcore's batches of one round are). `ops` commands in all; one in 8 is
+/// timed, as in the redcore loads ([`timed`]). No command building, no
+/// routing, no reply values handed over, no deadlines.
+pub async fn task_floor(
+    conns: Vec<(glommio::net::TcpStream, String)>,
+    tasks: usize,
+    ops: usize,
+) -> TaskFloor {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::task::Poll;
+    let left = Rc::new(Cell::new(ops));
+    let hubs: Vec<Rc<RefCell<Hub>>> = conns
+        .iter()
+        .map(|_| {
+            Rc::new(RefCell::new(Hub {
+                out: Vec::new(),
+                queued: 0,
+                fifo: Default::default(),
+                done: vec![false; tasks],
+                wakers: vec![None; tasks],
+                driver: None,
+            }))
+        })
+        .collect();
+    let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+    let start = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for id in 0..tasks {
+        let (hubs, hist, left) = (hubs.clone(), hist.clone(), left.clone());
+        let commands: Vec<[bytes::BytesMut; 2]> = conns
+            .iter()
+            .map(|(_, prefix)| {
+                let key = format!("{prefix}{}", fastrand::u32(0..KEYS));
+                let mut set = bytes::BytesMut::new();
+                redcore::Args::encode(&["SET", key.as_str(), &value32()], &mut set);
+                let mut get = bytes::BytesMut::new();
+                redcore::Args::encode(&["GET", key.as_str()], &mut get);
+                [set, get]
+            })
+            .collect();
+        handles.push(glommio::spawn_local(async move {
+            let mut n = id;
+            while left.get() > 0 {
+                left.set(left.get() - 1);
+                let c = fastrand::usize(..hubs.len());
+                {
+                    let mut h = hubs[c].borrow_mut();
+                    if h.out.is_empty() {
+                        h.wake_driver();
+                    }
+                    h.out.extend_from_slice(&commands[c][n % 2]);
+                    h.queued += 1;
+                    h.fifo.push_back(id);
+                    h.done[id] = false;
+                }
+                if left.get() == 0 {
+                    // The last command: drivers with nothing to do may stop.
+                    for h in &hubs {
+                        h.borrow_mut().wake_driver();
+                    }
+                }
+                let sent = timed(n).then(std::time::Instant::now);
+                futures_lite::future::poll_fn(|cx| {
+                    let mut h = hubs[c].borrow_mut();
+                    if h.done[id] {
+                        return Poll::Ready(());
+                    }
+                    let w = &mut h.wakers[id];
+                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *w = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if let Some(sent) = sent {
+                    hist.borrow_mut()
+                        .record(sent.elapsed().as_nanos() as u64)
+                        .expect("record");
+                }
+                n += 1;
+            }
+        }));
+    }
+    let mut drivers = Vec::new();
+    for ((mut stream, _), hub) in conns.into_iter().zip(&hubs) {
+        let (hub, left) = (hub.clone(), left.clone());
+        drivers.push(glommio::spawn_local(async move {
+            let mut decoder = redcore::resp::Decoder::new();
+            let mut input = bytes::BytesMut::with_capacity(64 << 10);
+            let mut chunk = vec![0u8; 64 << 10];
+            let (mut writes, mut written, mut done) = (0usize, 0usize, 0usize);
+            let mut batch = Vec::new();
+            loop {
+                let more = futures_lite::future::poll_fn(|cx| {
+                    let mut h = hub.borrow_mut();
+                    if !h.out.is_empty() {
+                        std::mem::swap(&mut h.out, &mut batch);
+                        written += std::mem::take(&mut h.queued);
+                        return Poll::Ready(true);
+                    }
+                    if left.get() == 0 {
+                        return Poll::Ready(false);
+                    }
+                    h.driver = Some(cx.waker().clone());
+                    Poll::Pending
+                })
+                .await;
+                if !more {
+                    break (done, writes);
+                }
+                stream.write_all(&batch).await.expect("write");
+                batch.clear();
+                writes += 1;
+                while done < written {
+                    let n = stream.read(&mut chunk).await.expect("read");
+                    assert!(n > 0, "server closed");
+                    input.extend_from_slice(&chunk[..n]);
+                    while let Some(v) = decoder.decode(&mut input).expect("decode") {
+                        drop(v);
+                        done += 1;
+                        let mut h = hub.borrow_mut();
+                        let id = h.fifo.pop_front().expect("a waiting task");
+                        h.done[id] = true;
+                        if let Some(w) = h.wakers[id].take() {
+                            w.wake();
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await;
+    }
+    let (mut done, mut writes) = (0, 0);
+    for d in drivers {
+        let (d, w) = d.await;
+        done += d;
+        writes += w;
+    }
+    let elapsed = start.elapsed();
+    let hist = hist.borrow().clone();
+    TaskFloor {
+        hist,
+        elapsed,
+        done,
+        writes,
+    }
+}
