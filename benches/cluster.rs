@@ -68,7 +68,7 @@ mod common;
 mod support;
 
 use common::{
-    KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
+    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
     run_redis_benchmark, set_get_batch, task_floor, timed, value32,
 };
 
@@ -245,14 +245,10 @@ async fn run_floor(masters: &[(NodeAddr, String)], ops: usize) -> (Histogram<u64
     let start = Instant::now();
     let mut handles = Vec::new();
     for (m, (addr, tag)) in masters.iter().enumerate() {
-        // The share of master m: 22 + 21 + 21 = 64 for three masters.
-        let depth = TASKS / masters.len() + usize::from(m < TASKS % masters.len());
-        let (host, port, tag) = (addr.host.clone(), addr.port, tag.clone());
+        let depth = share(m, masters.len());
+        let (addr, tag) = (addr.clone(), tag.clone());
         handles.push(glommio::spawn_local(async move {
-            let mut stream = glommio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
+            let mut stream = bare_stream(&addr.host, addr.port).await;
             let batch = prepared_batch(depth, || {
                 format!("key:{{{tag}}}:{}", fastrand::u32(0..KEYS))
             });
@@ -278,10 +274,7 @@ async fn run_task_floor(
 ) -> (Histogram<u64>, Duration, f64) {
     let mut conns = Vec::new();
     for (addr, tag) in masters {
-        let stream = glommio::net::TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+        let stream = bare_stream(&addr.host, addr.port).await;
         conns.push((stream, format!("key:{{{tag}}}:")));
     }
     let floor = task_floor(conns, TASKS, ops).await;
@@ -348,22 +341,27 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                 if only.is_some_and(|o| o != load) {
                     continue;
                 }
-                let mut floor_per_write = 0.0;
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
                 let writes0 = master_writes(&cluster);
-                let (hist, elapsed) = match load {
-                    Load::Tasks => run_tasks(&cluster, TASKS, ops).await,
-                    Load::Pipelines => {
-                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &[]).await
-                    }
-                    Load::PipelinesPerMaster => {
-                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &tags).await
-                    }
-                    Load::Floor => run_floor(&floor_masters, ops).await,
+                // The floors write on their own sockets, so they say how
+                // many commands went per write.
+                let ((hist, elapsed), floor_per_write) = match load {
+                    Load::Tasks => (run_tasks(&cluster, TASKS, ops).await, None),
+                    Load::Pipelines => (
+                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &[]).await,
+                        None,
+                    ),
+                    Load::PipelinesPerMaster => (
+                        run_pipelines(&cluster, PIPELINE_TASKS, DEPTH, ops, &tags).await,
+                        None,
+                    ),
+                    Load::Floor => (
+                        run_floor(&floor_masters, ops).await,
+                        Some(TASKS as f64 / masters as f64),
+                    ),
                     Load::TaskFloor => {
                         let (hist, elapsed, per_write) = run_task_floor(&floor_masters, ops).await;
-                        floor_per_write = per_write;
-                        (hist, elapsed)
+                        ((hist, elapsed), Some(per_write))
                     }
                 };
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
@@ -375,12 +373,12 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
                     Load::Tasks | Load::TaskFloor => ops,
                     _ => hist.len() as usize,
                 } as f64;
-                let (client, per_write) = match load {
-                    // The floors write on their own sockets.
-                    Load::Floor => ("glommio floor", TASKS as f64 / masters as f64),
-                    Load::TaskFloor => ("glommio task floor", floor_per_write),
-                    _ => ("redcore", done / writes),
+                let client = match load {
+                    Load::Floor => "glommio floor",
+                    Load::TaskFloor => "glommio task floor",
+                    _ => "redcore",
                 };
+                let per_write = floor_per_write.unwrap_or(done / writes);
                 rows.push(Row::measured(
                     client, name, done, elapsed, &hist, cpu, per_write,
                 ));
@@ -392,11 +390,16 @@ fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<R
         .expect("join")
 }
 
-/// How [`run_floor`] shares [`TASKS`] requests over `masters` masters:
-/// "22+21+21".
+/// How many of the [`TASKS`] requests [`run_floor`] gives master `m` of
+/// `masters`: 22, 21, 21 for three.
+fn share(m: usize, masters: usize) -> usize {
+    TASKS / masters + usize::from(m < TASKS % masters)
+}
+
+/// The shares of all masters: "22+21+21".
 fn shares(masters: usize) -> String {
     (0..masters)
-        .map(|m| (TASKS / masters + usize::from(m < TASKS % masters)).to_string())
+        .map(|m| share(m, masters).to_string())
         .collect::<Vec<_>>()
         .join("+")
 }

@@ -27,7 +27,7 @@ mod common;
 mod support;
 
 use common::{
-    KEYS, Row, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
+    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
     run_redis_benchmark, set_get_batch, task_floor, timed, value32,
 };
 
@@ -118,10 +118,7 @@ fn glommio_floor_rows(port: u16, ops: usize) -> Vec<Row> {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(64 << 10)
         .spawn(move || async move {
-            let mut stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
+            let mut stream = bare_stream("127.0.0.1", port).await;
             let mut rows = Vec::new();
             for depth in [1usize, 16, 64, 256] {
                 let batch = prepared_batch(depth, || format!("key:{}", fastrand::u32(0..KEYS)));
@@ -158,10 +155,7 @@ fn task_floor_rows(port: u16, ops: usize) -> Vec<Row> {
         .spawn(move || async move {
             let mut rows = Vec::new();
             for tasks in [16usize, 64, 256] {
-                let stream = glommio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .expect("connect");
-                stream.set_nodelay(true).expect("nodelay");
+                let stream = bare_stream("127.0.0.1", port).await;
                 let cpu0 = cpu_time(libc::RUSAGE_SELF);
                 let floor = task_floor(vec![(stream, "key:".to_owned())], tasks, ops).await;
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;

@@ -133,6 +133,16 @@ pub fn set_get_batch(
     }
 }
 
+/// Appends the `i`th command of a SET/GET load on `key` to `out`, encoded:
+/// SET with `value` when `i` is even, else GET.
+fn encode_set_get(out: &mut bytes::BytesMut, i: usize, key: &str, value: &str) {
+    if i % 2 == 0 {
+        redcore::Args::encode(&["SET", key, value], out);
+    } else {
+        redcore::Args::encode(&["GET", key], out);
+    }
+}
+
 /// `depth` SET/GET commands (SET first, 32-byte values) on the keys
 /// `next_key` gives, encoded back to back, ready to be written as they
 /// are.
@@ -140,14 +150,19 @@ pub fn prepared_batch(depth: usize, mut next_key: impl FnMut() -> String) -> byt
     let value = value32();
     let mut batch = bytes::BytesMut::new();
     for i in 0..depth {
-        let key = next_key();
-        if i % 2 == 0 {
-            redcore::Args::encode(&["SET", key.as_str(), value.as_str()], &mut batch);
-        } else {
-            redcore::Args::encode(&["GET", key.as_str()], &mut batch);
-        }
+        encode_set_get(&mut batch, i, &next_key(), &value);
     }
     batch
+}
+
+/// A bare glommio `TcpStream` to `host:port` with `TCP_NODELAY`, for the
+/// floor loops.
+pub async fn bare_stream(host: &str, port: u16) -> glommio::net::TcpStream {
+    let stream = glommio::net::TcpStream::connect((host, port))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
 }
 
 /// The loop of a client that costs nothing but its socket calls: `rounds`
@@ -358,11 +373,11 @@ pub async fn task_floor(
             .iter()
             .map(|(_, prefix)| {
                 let key = format!("{prefix}{}", fastrand::u32(0..KEYS));
-                let mut set = bytes::BytesMut::new();
-                redcore::Args::encode(&["SET", key.as_str(), &value32()], &mut set);
-                let mut get = bytes::BytesMut::new();
-                redcore::Args::encode(&["GET", key.as_str()], &mut get);
-                [set, get]
+                [0, 1].map(|i| {
+                    let mut command = bytes::BytesMut::new();
+                    encode_set_get(&mut command, i, &key, &value32());
+                    command
+                })
             })
             .collect();
         handles.push(glommio::spawn_local(async move {
