@@ -178,7 +178,21 @@ impl Cluster {
     }
 
     fn attempt(&self) -> Attempt {
-        Attempt::new(self.deadline())
+        self.attempt_until(self.deadline())
+    }
+
+    /// The state of a call (or of one part of a split call) ending at
+    /// `deadline`, one of this handle's deadlines.
+    fn attempt_until(&self, deadline: Instant) -> Attempt {
+        Attempt::new(deadline, self.timeout.is_none())
+    }
+
+    /// The deadline to give a node connection for the first try of a call
+    /// ending at `deadline`: `None` when it is the configured timeout,
+    /// which the connection applies by itself.
+    fn first_try_timeout(&self, deadline: Instant) -> Option<Duration> {
+        self.timeout
+            .map(|_| deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Sends one command to the master serving its slot and converts the
@@ -272,8 +286,9 @@ impl Cluster {
         }
         drop(table);
         let cmds = &cmds;
+        let timeout = self.first_try_timeout(deadline);
         let mut outcomes = join_all(groups.iter().map(|(node, idx)| async move {
-            node.pipeline(idx.iter().map(|&i| &cmds[i]), None).await
+            node.pipeline(idx.iter().map(|&i| &cmds[i]), timeout).await
         }))
         .await;
         // Every command went to one node (say, all keys under one hash
@@ -344,7 +359,7 @@ impl Cluster {
         deadline: Instant,
         first: FirstError,
     ) -> Result<Value, Error> {
-        let mut attempt = Attempt::new(deadline);
+        let mut attempt = self.attempt_until(deadline);
         attempt.read_only = crate::cmd::is_read_only(args);
         if let Some((node, err)) = first {
             self.router.after_error(&node, err, &mut attempt).await?;
@@ -568,7 +583,7 @@ impl Cluster {
     ) -> Result<Vec<Value>, Error> {
         let deadline = self.deadline();
         let outs = join_all(groups.iter().zip(cmds).map(|((slot, _), c)| async move {
-            let mut attempt = Attempt::new(deadline);
+            let mut attempt = self.attempt_until(deadline);
             self.router
                 .run(
                     Route::Slot(*slot),

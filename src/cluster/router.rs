@@ -130,9 +130,10 @@ pub(crate) struct Attempt {
     backoffs: u32,
     /// Set after an ASK: the node to ask, with `ASKING`, on the next try.
     pub ask: Option<Rc<Node>>,
-    /// No try has failed yet: the first uses the connection's own timeout,
-    /// which is the call's.
-    fresh: bool,
+    /// The node connection's own timeout is this call's deadline: the
+    /// call has the configured timeout and no try has failed yet, so the
+    /// first try needs no deadline of its own (the hot path).
+    own_timeout: bool,
     /// The command only reads ([`is_read_only`](crate::cmd::is_read_only)):
     /// it is sent again after a connection lost in flight, which could not
     /// have applied anything.
@@ -140,13 +141,16 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    pub fn new(deadline: Instant) -> Attempt {
+    /// A call ending at `deadline`; `own_timeout` when that is the
+    /// configured timeout from now, which the node connections apply by
+    /// themselves.
+    pub fn new(deadline: Instant, own_timeout: bool) -> Attempt {
         Attempt {
             deadline,
             redirects: 0,
             backoffs: 0,
             ask: None,
-            fresh: true,
+            own_timeout,
             read_only: false,
         }
     }
@@ -358,8 +362,8 @@ impl Router {
     /// Runs `op` on the node serving `route`, following redirects and
     /// retrying what is safe to retry, all before `attempt.deadline`.
     /// `op` gets the node, whether to send `ASKING` first, and the time
-    /// left (`None` on a first try: the connection's own timeout is the
-    /// call's deadline).
+    /// left (`None` when the connection's own timeout is the call's
+    /// deadline: a first try with the configured timeout).
     pub async fn run<F>(&self, route: Route, attempt: &mut Attempt, op: F) -> Result<Value, Error>
     where
         F: AsyncFn(&Node, bool, Option<Duration>) -> Result<Value, Error>,
@@ -388,7 +392,7 @@ impl Router {
                     }
                 },
             };
-            let result = if attempt.fresh && !asking {
+            let result = if attempt.own_timeout && !asking {
                 // The connection's own timeout is the call's deadline.
                 op(&node, false, None).await
             } else {
@@ -416,7 +420,7 @@ impl Router {
         err: Error,
         attempt: &mut Attempt,
     ) -> Result<(), Error> {
-        attempt.fresh = false;
+        attempt.own_timeout = false;
         let step = match Step::of(&err) {
             // A read lost in flight changed nothing: the node may be gone
             // (a failover), so it goes again after a refresh.
@@ -475,7 +479,7 @@ impl Router {
     /// with each retry of the call. `err` when the deadline would pass
     /// first.
     pub async fn backoff(&self, attempt: &mut Attempt, err: Error) -> Result<(), Error> {
-        attempt.fresh = false;
+        attempt.own_timeout = false;
         let delay = self
             .config
             .retry_backoff_initial
