@@ -7,7 +7,8 @@
 //!   `MOVED`, and one such reply teaches the client the new owner;
 //! - pipelines over many slots, the moving one among them, before, while
 //!   and right after its keys move;
-//! - a manual failover (`CLUSTER FAILOVER`) and a killed master, each
+//! - a manual failover (`CLUSTER FAILOVER`), a killed master and a frozen
+//!   one (`SIGSTOP`: its sockets stay open and nothing answers), each
 //!   under load, with the recovery time measured and printed as a
 //!   `RECOVERY <case>: ..` line (see them with `--no-capture`).
 //!
@@ -21,8 +22,8 @@
 //! calls `refresh()`.
 //!
 //! A cluster takes seconds to start: one `#[test]` runs the migration and
-//! manual failover checks in order on one cluster, the killed master gets
-//! a fresh one.
+//! manual failover checks in order on one cluster, the killed and the
+//! frozen master each get a fresh one.
 
 mod common_conn;
 mod support;
@@ -803,6 +804,137 @@ async fn killed_master_fails_its_shard_until_a_replica_takes_over(h: &Harness, c
         [&h.addr(promoted)],
         "the promoted replica serves the shard: {info:#?}"
     );
+}
+
+// ---------------------------------------------------------------------
+// A frozen master (SIGSTOP), on a cluster of its own.
+// ---------------------------------------------------------------------
+
+/// The call deadline of the frozen-master test: the default.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How late past its deadline a call may end in that test (the target is
+/// 100 ms; a loaded 2-core CI machine gets more room).
+const LATE: Duration = Duration::from_millis(250);
+
+#[test]
+fn cluster_routes_around_a_frozen_master_once_its_replica_is_promoted() {
+    // The issue's setting: cluster-node-timeout 2 s.
+    let cluster = RedisCluster::builder().node_timeout_ms(2000).start();
+    cluster.warm_up();
+    run(move || async move {
+        let h = Harness::new(cluster);
+        let client = connect(&h).await;
+        frozen_master_is_left_when_the_cluster_promotes_its_replica(&h, &client).await;
+    });
+}
+
+async fn frozen_master_is_left_when_the_cluster_promotes_its_replica(
+    h: &Harness,
+    client: &Cluster,
+) {
+    let (master, owners) = h
+        .run(|c| {
+            let master = c.master_indices()[0];
+            (master, slot_owners(c))
+        })
+        .await;
+    let shard: Vec<bool> = owners.iter().map(|&o| o == master).collect();
+    let slot = shard.iter().position(|&s| s).expect("a slot") as u16;
+    let load = Load::start(client, "freeze", shard.clone());
+    load.wait_clean_rounds(Instant::now(), 1, "before the freeze")
+        .await;
+
+    let frozen = h
+        .run(move |c| {
+            c.node(master).pause(true);
+            Instant::now()
+        })
+        .await;
+    // Thawed whatever happens below: a stopped process outlives a panic.
+    let thaw = Thaw(h.clone(), master);
+    let promoted = h
+        .run(move |c| c.wait_for_new_master_of(slot, master, 30 * SECOND))
+        .await;
+    let agreed = Instant::now();
+    load.wait_clean_rounds(agreed, 2, "after the promotion")
+        .await;
+    let report = load.stop().await;
+    drop(thaw);
+
+    // A stopped master writes nothing more; what it acknowledged before
+    // may not all have reached its replica (asynchronous replication).
+    let lossy_from = frozen.checked_sub(REPLICATION_LAG).unwrap_or(frozen);
+    report.assert_consistent(|slot, at| {
+        !(shard[usize::from(slot)] && lossy_from <= at && at <= frozen)
+    });
+    let on = report.shard(true);
+    let off = report.shard(false);
+    let back = on
+        .back_after(agreed)
+        .expect("a success on the shard after the promotion");
+    let first = on
+        .successes
+        .iter()
+        .copied()
+        .find(|&s| s > agreed)
+        .expect("a success after the promotion");
+    println!(
+        "RECOVERY freeze-master: the cluster agreed on node {promoted} as master {:.3} s after the \
+         freeze; first success on the shard {:.3} s after that, none failed after {:.3} s; \
+         shard errors: {:?}; slowest shard command: {:.3} s; {} shard commands, {} others",
+        secs(agreed - frozen),
+        secs(first.saturating_duration_since(agreed)),
+        secs(back.saturating_duration_since(agreed)),
+        on.errors,
+        secs(on.slowest),
+        on.ops,
+        off.ops,
+    );
+    // Paced by the promotion, not by the call deadline: calls written to
+    // the frozen master fail once the new master is known, calls made
+    // since went nowhere near it.
+    assert!(
+        back.saturating_duration_since(agreed) < 4 * SECOND,
+        "the shard of the frozen master was back {:.3} s after the promotion",
+        secs(back.saturating_duration_since(agreed))
+    );
+    let slowest = on.slowest.max(off.slowest);
+    assert!(
+        slowest < CALL_TIMEOUT + LATE,
+        "a call took {:.3} s, past its deadline",
+        secs(slowest)
+    );
+    let unexpected: Vec<&String> = on
+        .errors
+        .keys()
+        .filter(|kind| !SHARD_DOWN_ERRORS.iter().any(|ok| kind.starts_with(ok)))
+        .collect();
+    assert!(unexpected.is_empty(), "unexpected errors: {:?}", on.errors);
+    assert!(
+        off.errors.is_empty(),
+        "the other shards saw errors while one master was frozen: {:?}",
+        off.errors
+    );
+    let info = client.info();
+    assert_eq!(
+        routed_to(&info, slot),
+        [&h.addr(promoted)],
+        "the promoted replica serves the shard: {info:#?}"
+    );
+}
+
+/// Sends `SIGCONT` to a node when dropped.
+struct Thaw(Harness, usize);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let node = self.1;
+        // SIGCONT from this thread: the harness lock may be poisoned or
+        // held by a step that panicked.
+        if let Ok(c) = self.0.cluster.try_lock() {
+            c.node(node).pause(false);
+        }
+    }
 }
 
 /// The errors a command may meet while its shard has no master: lost in

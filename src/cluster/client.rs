@@ -151,6 +151,7 @@ impl Cluster {
         if router.mesh.as_ref().is_none_or(|m| m.is_leader()) {
             glommio::spawn_local(refresh::refresher(router.clone())).detach();
         }
+        glommio::spawn_local(super::health::watch_silent_nodes(router.clone())).detach();
         Cluster {
             _close: Rc::new(CloseGuard(router.clone())),
             router,

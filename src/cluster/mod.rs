@@ -99,6 +99,7 @@
 //! ```
 
 pub(crate) mod client;
+mod health;
 pub(crate) mod link;
 mod refresh;
 pub(crate) mod router;

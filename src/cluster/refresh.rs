@@ -125,7 +125,8 @@ impl Router {
 
     /// The nodes a refresh asks, in order: the masters routed to now,
     /// then every other healthy node the last topology listed, then the
-    /// seeds; each group shuffled so that load spreads.
+    /// seeds; each group shuffled so that load spreads; nodes whose
+    /// connection on this core is silent go last.
     fn refresh_candidates(&self) -> Vec<NodeAddr> {
         let mut out: Vec<NodeAddr> = Vec::new();
         let push_group = |mut group: Vec<NodeAddr>, out: &mut Vec<NodeAddr>| {
@@ -146,6 +147,10 @@ impl Router {
             push_group(others, &mut out);
         }
         push_group(self.config.seeds.clone(), &mut out);
+        // Silent nodes last: their connections refuse the query at once,
+        // but a group waits for all its answers.
+        let silent = self.silent_nodes();
+        out.sort_by_key(|a| silent.contains(a));
         out
     }
 

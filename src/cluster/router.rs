@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use super::health::SilenceSignal;
 use super::link::Link;
 use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
@@ -175,6 +176,8 @@ pub(crate) struct Router {
     /// command error: ask `CLUSTER SLOTS` from then on.
     pub shards_unsupported: Cell<bool>,
     pub closed: Cell<bool>,
+    /// Raised by a node connection of this core whose socket went silent.
+    pub silence: Rc<SilenceSignal>,
     /// On the per-core runtime: this core's place in the mesh. Nodes
     /// other cores own are reached through it; refreshes run on core 0
     /// and their results, like `MOVED` corrections, reach every core.
@@ -202,6 +205,7 @@ impl Router {
             refresh: RefCell::new(RefreshState::default()),
             shards_unsupported: Cell::new(false),
             closed: Cell::new(false),
+            silence: Rc::default(),
             mesh,
         })
     }
@@ -240,10 +244,14 @@ impl Router {
                 mesh: mesh.clone(),
                 timeout: self.config.node.timeout,
             },
-            _ => Link::Local(Connection::open_node(
-                self.config.node_config(addr),
-                self.tls.clone(),
-            )),
+            _ => {
+                let silence = self.silence.clone();
+                Link::Local(Connection::open_node(
+                    self.config.node_config(addr),
+                    self.tls.clone(),
+                    Box::new(move || silence.raise()),
+                ))
+            }
         };
         let node = Rc::new(Node {
             addr: addr.clone(),
@@ -306,6 +314,7 @@ impl Router {
     /// whose owner changed with the new master list gets a new link; calls
     /// in flight on the old one finish there.
     pub fn install(&self, map: SlotMap) {
+        self.give_up_demoted(map.masters());
         if let Some(mesh) = &self.mesh {
             let relink: Vec<(NodeAddr, Option<usize>)> = self
                 .nodes
@@ -357,6 +366,7 @@ impl Router {
             }
         }
         super::refresh::wake_all(self);
+        self.silence.raise();
     }
 
     /// Runs `op` on the node serving `route`, following redirects and
@@ -426,6 +436,19 @@ impl Router {
             // (a failover), so it goes again after a refresh.
             Step::Fail if attempt.read_only && matches!(err, Error::ConnectionLost) => {
                 Step::Refresh
+            }
+            // Written, then no reply in time: the node may have gone
+            // silent. The caller gets the timeout; the topology is checked.
+            step @ Step::Fail
+                if matches!(
+                    err,
+                    Error::Timeout {
+                        maybe_applied: true
+                    }
+                ) =>
+            {
+                self.request_refresh();
+                step
             }
             step => step,
         };

@@ -218,6 +218,31 @@ pub fn is_read_only(args: &impl Args) -> bool {
     with_name(args, 0, read_only_name).unwrap_or(false)
 }
 
+/// Whether the server holds the command's reply back on purpose until
+/// something happens or a timeout of the command's own passes: `BLPOP`,
+/// `BRPOP`, `BLMOVE`, `BLMPOP`, `BRPOPLPUSH`, `BZPOPMIN`, `BZPOPMAX`,
+/// `BZMPOP`, `WAIT`, `WAITAOF`, and `XREAD`/`XREADGROUP` with `BLOCK`. A
+/// connection's health check never takes the wait for such a reply (nor
+/// for the replies queued behind it) for a silent server. Cheap for other
+/// commands: most are told apart by their first letter.
+pub fn is_blocking(args: &impl Args) -> bool {
+    let maybe = args.with_arg(0, |a| {
+        matches!(a.first(), Some(b'B' | b'b' | b'W' | b'w' | b'X' | b'x'))
+    });
+    if maybe != Some(true) {
+        return false;
+    }
+    with_name(args, 0, |name| match name {
+        b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP" | b"BZPOPMIN" | b"BZPOPMAX"
+        | b"BZMPOP" | b"WAIT" | b"WAITAOF" => true,
+        b"XREAD" | b"XREADGROUP" => (1..args.arg_count())
+            .take_while(|&i| !arg_is(args, i, b"STREAMS"))
+            .any(|i| arg_is(args, i, b"BLOCK")),
+        _ => false,
+    })
+    .unwrap_or(false)
+}
+
 /// [`is_read_only`] of a command named `name` (upper case).
 fn read_only_name(name: &[u8]) -> bool {
     match name {

@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 
 use crate::resp::{Arg, write_array_header, write_bulk};
 
-pub use keys::{KeyPositions, Route, is_read_only, key_positions};
+pub use keys::{KeyPositions, Route, is_blocking, is_read_only, key_positions};
 
 /// A command's arguments, name first. Implemented by [`Cmd`] and by slices,
 /// arrays and vectors of anything that is an [`Arg`].

@@ -306,6 +306,17 @@ pub struct ConnectionConfig {
     /// Release idle buffers after the connection has been idle this long
     /// (default: never).
     pub hibernate_after: Option<Duration>,
+    /// The health check's interval (default 1 s; `None` turns it off): a
+    /// socket on which a reply has been due this long without a byte
+    /// arriving is *silent*. Nothing more is written to it (a cluster node
+    /// connection fails new calls as not sent, so the cluster client goes
+    /// where its topology now says), and the server is probed once per
+    /// interval with a `PING` on a new socket; a refused probe gives the
+    /// socket up. Replies that commands such as `BLPOP` or `XREAD BLOCK`
+    /// hold back on purpose are never taken for silence. Independent of
+    /// the call deadline; see the
+    /// [`Connection` docs](crate::Connection#failure).
+    pub health_interval: Option<Duration>,
     /// Middleware run around every command and pipeline, in order.
     pub hooks: Vec<Arc<dyn Hook>>,
     /// Most commands written and awaiting replies at once; callers beyond
@@ -344,6 +355,7 @@ impl Default for ConnectionConfig {
             credential_provider: None,
             exit_on_disconnection: false,
             hibernate_after: None,
+            health_interval: Some(Duration::from_secs(1)),
             hooks: Vec::new(),
             max_in_flight: 16384,
             max_batch_bytes: 4 * 1024 * 1024,
@@ -374,6 +386,7 @@ impl fmt::Debug for ConnectionConfig {
             )
             .field("exit_on_disconnection", &self.exit_on_disconnection)
             .field("hibernate_after", &self.hibernate_after)
+            .field("health_interval", &self.health_interval)
             .field("hooks", &self.hooks.len())
             .field("max_in_flight", &self.max_in_flight)
             .field("max_batch_bytes", &self.max_batch_bytes)
@@ -497,6 +510,12 @@ impl ConnectionConfig {
         }
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be greater than zero"));
+        }
+        if self.health_interval.is_some_and(|h| h.is_zero()) {
+            return Err(invalid(
+                "health_interval",
+                "must be greater than zero (None turns the health check off)",
+            ));
         }
         if self.backoff_initial.is_zero() {
             return Err(invalid("backoff_initial", "must be greater than zero"));
@@ -783,6 +802,13 @@ impl ConnectionConfigBuilder {
     /// Release idle buffers after the connection has been idle this long.
     pub fn hibernate_after(mut self, idle: Duration) -> Self {
         self.config.hibernate_after = Some(idle);
+        self
+    }
+
+    /// The health check's interval (default 1 s); `None` turns the check
+    /// off. See [`ConnectionConfig::health_interval`].
+    pub fn health_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.health_interval = interval;
         self
     }
 

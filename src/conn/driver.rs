@@ -13,6 +13,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::timer::Timer;
 
 use super::handshake::{self, Negotiated};
+use super::health::{self, Finding, ProbeOutcome};
 use super::read_buf::ReadBuf;
 use super::shared::{Link, Shared};
 use super::transport::{self, Transport};
@@ -25,10 +26,17 @@ use crate::resp::Decoder;
 /// replies get to run and fill the next batch.
 const READS_PER_POLL: usize = 16;
 
-/// Connects and runs the handshake, all before one deadline.
+/// Connects and runs the handshake, all within the call timeout.
 pub(crate) async fn connect_once(shared: &Shared) -> Result<(Transport, Negotiated), Error> {
+    connect_until(shared, Instant::now() + shared.config.timeout).await
+}
+
+/// Connects and runs the handshake, all before `deadline`.
+pub(crate) async fn connect_until(
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<(Transport, Negotiated), Error> {
     let config = &shared.config;
-    let deadline = Instant::now() + config.timeout;
     let span = tracing::debug_span!("connect", addr = %shared.addr_text());
     let _enter = span.enter();
     let mut io = transport::connect(config, shared.tls.as_ref(), deadline).await?;
@@ -220,7 +228,7 @@ async fn io_loop(
             st.compact();
         }
         let mut wrote = false;
-        while !st.out.is_empty() {
+        while !st.out.is_empty() && !st.holds_writes() {
             match Pin::new(&mut *io).poll_write(cx, &st.out) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(io::Error::from(io::ErrorKind::WriteZero).into());
@@ -254,6 +262,10 @@ async fn io_loop(
                 }
                 Poll::Ready(Ok(n)) => {
                     rbuf.filled(offered, n);
+                    if st.note_bytes_in(n) && !st.out.is_empty() {
+                        // A silence ended: what was held back goes out.
+                        cx.waker().wake_by_ref();
+                    }
                     loop {
                         match decoder.decode(&mut rbuf.buf) {
                             Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),
@@ -294,12 +306,13 @@ async fn io_loop(
     .await
 }
 
-/// The sweeper: expires calls at their deadline, takes a socket whose
-/// oldest reply is long overdue for dead, and lets idle buffers go.
+/// The sweeper: expires calls at their deadline, runs the health check
+/// (see [`super::health`]), takes a socket whose oldest reply is long
+/// overdue for dead, and lets idle buffers go.
 pub(crate) async fn sweeper(shared: Rc<Shared>) {
     let config = &shared.config;
     loop {
-        let wake_at = {
+        let (wake_at, finding) = {
             let mut st = shared.state.borrow_mut();
             if matches!(st.link, Link::Closed(_)) {
                 return;
@@ -310,6 +323,10 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
             // with the default timeout expires no earlier than that.
             let mut at = now + config.timeout;
             if let Some(next) = st.expire(now, config.timeout) {
+                at = at.min(next);
+            }
+            let (finding, next) = st.check_health(config, now);
+            if let Some(next) = next {
                 at = at.min(next);
             }
             if let Some(idle) = config.hibernate_after {
@@ -323,8 +340,17 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
                 }
             }
             st.sweep_at = Some(at);
-            at
+            (at, finding)
         };
+        if finding == Finding::Silent {
+            if let Some(tell) = &shared.on_silent {
+                tell();
+            }
+        }
+        if finding != Finding::Fine {
+            let interval = config.health_interval.unwrap_or(config.timeout);
+            glommio::spawn_local(probe_and_act(shared.clone(), interval)).detach();
+        }
         let mut timer = Timer::new(wake_at.saturating_duration_since(Instant::now()));
         poll_fn(|cx| {
             if Pin::new(&mut timer).poll(cx).is_ready() {
@@ -339,6 +365,26 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
             Poll::Pending
         })
         .await;
+    }
+}
+
+/// Probes a silent socket's server (see [`health::probe`]) and acts on
+/// the outcome: a refused probe gives the socket up.
+async fn probe_and_act(shared: Rc<Shared>, interval: Duration) {
+    let outcome = health::probe(&shared, interval).await;
+    let mut st = shared.state.borrow_mut();
+    match outcome {
+        ProbeOutcome::Answered => {
+            tracing::info!(addr = %shared.addr_text(), "the server answers a probe; its reply on this socket is still due");
+        }
+        ProbeOutcome::Unanswered => {
+            st.stats.probes_unanswered += 1;
+            tracing::warn!(addr = %shared.addr_text(), "the server does not answer a probe either");
+        }
+        ProbeOutcome::Refused(e) => {
+            tracing::warn!(addr = %shared.addr_text(), error = %e, "the server refuses new connections; giving the silent socket up");
+            st.give_up_socket("the socket is silent and the server refuses new connections");
+        }
     }
 }
 
@@ -407,7 +453,7 @@ mod tests {
                     .timeout(Duration::from_secs(30))
                     .build()
                     .unwrap();
-                let conn = crate::Connection::open_node(config, None);
+                let conn = crate::Connection::open_node(config, None, Box::new(|| {}));
                 let started = Instant::now();
                 // Waits for the first attempt, which is refused.
                 let first = conn.command::<()>(["PING"]).await.unwrap_err();

@@ -170,6 +170,12 @@ fn auth_error(e: ServerError, step: &'static str) -> Error {
     .into()
 }
 
+/// Sends `PING` on a socket whose handshake is done and waits for its
+/// answer (the health check's probe): any reply shows the server alive.
+pub(crate) async fn ping(io: &mut Transport, config: &ConnectionConfig) -> Result<(), Error> {
+    Wire::new(config).call(io, &[cmd("PING")]).await.map(drop)
+}
+
 /// Sends commands and reads their replies, skipping push frames.
 struct Wire {
     decoder: Decoder,

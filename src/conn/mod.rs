@@ -49,6 +49,7 @@
 
 mod driver;
 mod handshake;
+mod health;
 mod read_buf;
 mod shared;
 pub(crate) mod tls;
@@ -62,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::cmd::{Args, Cmd, cmd};
+use crate::cmd::{Args, Cmd, cmd, is_blocking};
 use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
@@ -199,14 +200,19 @@ impl Connection {
 
     /// Opens a connection to one cluster node, connecting in the
     /// background. Calls wait for the first connect attempt; while the node
-    /// is unreachable after that, they fail at once with
-    /// [`Error::Connect`] (not sent), so the router can refresh and go
-    /// elsewhere rather than wait out its deadline.
+    /// is unreachable after that, or while its socket is silent (see the
+    /// health check), they fail at once with [`Error::Connect`] (not
+    /// sent), so the router can refresh and go elsewhere rather than wait
+    /// out its deadline. `on_silent` is called each time the socket goes
+    /// silent.
     pub(crate) fn open_node(
         config: ConnectionConfig,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        on_silent: Box<dyn Fn()>,
     ) -> Connection {
-        let shared = Rc::new(Shared::new(config, tls));
+        let mut shared = Shared::new(config, tls);
+        shared.on_silent = Some(on_silent);
+        let shared = Rc::new(shared);
         shared.transport.set(uring::choose(&shared.config));
         shared.state.borrow_mut().fail_fast = true;
         glommio::spawn_local(driver::run(shared.clone(), None)).detach();
@@ -227,6 +233,19 @@ impl Connection {
             timeout: Some(timeout),
             ..self.clone()
         }
+    }
+
+    /// True while the socket is silent: a reply has been due for a whole
+    /// health interval and no byte arrived.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.shared.state.borrow().holds_writes()
+    }
+
+    /// Gives the current socket up (its node no longer serves what it was
+    /// asked): calls written on it fail with [`Error::ConnectionLost`],
+    /// the others wait for the next socket or fail as not sent.
+    pub(crate) fn give_up_socket(&self, why: &'static str) {
+        self.shared.state.borrow_mut().give_up_socket(why);
     }
 
     /// The configuration this connection was made with.
@@ -295,6 +314,7 @@ impl Connection {
         &self,
         replies: usize,
         gather: bool,
+        blocking: bool,
         mut encode: impl FnMut(&mut BytesMut),
     ) -> Result<Value, Error> {
         let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
@@ -304,6 +324,7 @@ impl Connection {
             replies,
             gather,
             detached: false,
+            blocking,
         };
         let mut deadline = None;
         loop {
@@ -361,7 +382,8 @@ impl Connection {
     pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         check_supported(&args)?;
         let value = if self.shared.config.hooks.is_empty() {
-            self.call(1, false, |out| args.encode(out)).await
+            self.call(1, false, is_blocking(&args), |out| args.encode(out))
+                .await
         } else {
             self.command_with_hooks(to_cmd(&args)).await
         };
@@ -375,7 +397,8 @@ impl Connection {
             |h, ctx, c, r| h.after_command(ctx, c, r),
             |c| async move {
                 check_supported(&c)?;
-                self.call(1, false, |out| c.encode(out)).await
+                self.call(1, false, is_blocking(&c), |out| c.encode(out))
+                    .await
             },
         )
         .await
@@ -472,7 +495,7 @@ impl Connection {
             return Ok(Vec::new());
         }
         let value = self
-            .call(cmds.len(), true, |out| {
+            .call(cmds.len(), true, cmds.iter().any(is_blocking), |out| {
                 for c in cmds {
                     c.encode(out);
                 }
@@ -516,7 +539,8 @@ impl Connection {
     ) -> Result<Vec<Value>, Error> {
         let extra = usize::from(asking);
         let value = self
-            .call(cmds.len() + 2 + extra, true, |out| {
+            // Inside MULTI/EXEC nothing blocks.
+            .call(cmds.len() + 2 + extra, true, false, |out| {
                 if asking {
                     ["ASKING"].encode(out);
                 }
@@ -654,6 +678,7 @@ impl Connection {
             replies: 1,
             gather: false,
             detached: true,
+            blocking: false,
         };
         let mut st = self.shared.state.borrow_mut();
         // A dead socket took its WATCH with it: nothing to undo then.
@@ -681,7 +706,7 @@ impl Connection {
 
     async fn raw_noreply<A: Args>(&self, cmds: &[A]) -> Result<(), Error> {
         let ack = self
-            .call(1, false, |out| {
+            .call(1, false, false, |out| {
                 ["CLIENT", "REPLY", "OFF"].encode(out);
                 for c in cmds {
                     c.encode(out);

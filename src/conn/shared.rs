@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use slab::Slab;
 
+use super::health::{Finding, Health};
 use crate::Error;
 use crate::config::{ConnectionConfig, Protocol};
 use crate::resp::Value;
@@ -44,6 +45,9 @@ pub(crate) struct Entry {
     bound_generation: Option<u64>,
     /// Withdrawn before being written; cut out by `compact`.
     withdrawn: bool,
+    /// The server holds the reply back on purpose (`BLPOP`, ...): the
+    /// health check does not take its wait for silence.
+    blocking: bool,
 }
 
 /// Where a caller's reply lands.
@@ -82,6 +86,9 @@ pub(crate) struct Call {
     pub gather: bool,
     /// Nobody waits for the reply (a best-effort `UNWATCH`).
     pub detached: bool,
+    /// A command the server answers only when something happens or a
+    /// timeout of its own passes ([`is_blocking`](crate::cmd::is_blocking)).
+    pub blocking: bool,
 }
 
 /// Why a call cannot be queued right now.
@@ -120,8 +127,11 @@ pub(crate) struct State {
     pub push_waker: Option<Waker>,
     pub pushes_dropped: u64,
     pub push_taken: bool,
-    /// Set by the sweeper when the oldest reply is overdue by far.
-    pub stalled: bool,
+    /// Why the socket must be given up now (the oldest reply is overdue
+    /// by far, a probe was refused, or the owner asked), for the I/O loop.
+    pub give_up: Option<&'static str>,
+    /// The health check of the current socket.
+    pub health: Health,
     pub last_activity: Instant,
     /// The time calls queued since the driver last ran are stamped with;
     /// cleared by every driver and sweeper wake-up, so it is never older
@@ -152,10 +162,20 @@ pub struct Stats {
     pub reconnects: u64,
     /// Calls that timed out.
     pub timeouts: u64,
+    /// Times the socket went silent: a reply due for a whole health
+    /// interval without a byte arriving (see
+    /// [`ConnectionConfig::health_interval`]).
+    pub stalls: u64,
+    /// Health-check probes (a new socket and a `PING`) that got no answer
+    /// within the health interval.
+    pub probes_unanswered: u64,
 }
 
 pub(crate) struct Shared {
     pub config: ConnectionConfig,
+    /// Told when the socket goes silent (a cluster client checks its
+    /// topology then).
+    pub on_silent: Option<Box<dyn Fn()>>,
     /// The transport of the current socket (or of the next one).
     pub transport: std::cell::Cell<crate::config::TransportKind>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -165,6 +185,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(config: ConnectionConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Shared {
         Shared {
+            on_silent: None,
             transport: std::cell::Cell::new(crate::config::TransportKind::Glommio),
             tls,
             state: RefCell::new(State {
@@ -189,7 +210,8 @@ impl Shared {
                 push_waker: None,
                 pushes_dropped: 0,
                 push_taken: false,
-                stalled: false,
+                give_up: None,
+                health: Health::new(config.health_interval),
                 last_activity: Instant::now(),
                 batch_clock: None,
                 hibernating: false,
@@ -229,6 +251,13 @@ const LOST: &str = "the connection was lost";
 /// Why a connection with `exit_on_disconnection` is closed.
 const EXITED: &str = "the connection dropped and exit_on_disconnection is set";
 
+/// Why a node connection's calls are not sent while its socket is silent.
+const SILENT: &str = "the node has not answered for a whole health interval";
+
+/// Why a socket whose oldest reply is overdue by far is given up.
+const OVERDUE: &str =
+    "the oldest reply is overdue by a whole timeout; the socket is taken for dead";
+
 /// How the reason of a not-sent error ends.
 pub(crate) const NOT_SENT: &str = "; the command was not sent";
 
@@ -253,6 +282,7 @@ impl State {
             replies,
             gather,
             detached,
+            blocking,
         } = *call;
         if let Link::Closed(why) = self.link {
             return Err(Error::Closed(why));
@@ -317,6 +347,7 @@ impl State {
             timeout,
             bound_generation,
             withdrawn: false,
+            blocking,
         });
         self.stats.calls += 1;
         self.last_activity = now;
@@ -324,7 +355,13 @@ impl State {
         if was_empty {
             wake(&mut self.io_waker);
         }
-        if self.sweep_at.is_some_and(|at| deadline < at) {
+        // The sweeper must look before this deadline, and soon enough for
+        // the health check to watch the call (it sleeps long while idle).
+        let look_by = self
+            .health
+            .look_by(now)
+            .map_or(deadline, |t| t.min(deadline));
+        if self.sweep_at.is_some_and(|at| look_by < at) {
             self.sweep_at = None;
             wake(&mut self.sweeper_waker);
         }
@@ -623,7 +660,7 @@ impl State {
             if front.start < self.written {
                 let dead_at = front.deadline + front.timeout.max(default_timeout);
                 if now >= dead_at {
-                    self.stalled = true;
+                    self.give_up = Some(OVERDUE);
                     wake(&mut self.io_waker);
                 } else {
                     soonest(dead_at, &mut next);
@@ -686,7 +723,8 @@ impl State {
         } else {
             Link::Connecting
         };
-        self.stalled = false;
+        self.give_up = None;
+        self.health.clear();
         if exit {
             wake(&mut self.push_waker);
             wake(&mut self.sweeper_waker);
@@ -727,6 +765,7 @@ impl State {
         if matches!(self.link, Link::Closed(_)) {
             return false;
         }
+        self.health.clear();
         if self.generation > 0 {
             self.stats.reconnects += 1;
         }
@@ -738,13 +777,13 @@ impl State {
         true
     }
 
-    /// Fails each queued call, none of which is written, for which
-    /// `error` gives an error: the caller gets it and the call is
-    /// withdrawn, so it is never sent.
+    /// Fails each queued call not yet written for which `error` gives an
+    /// error: the caller gets it and the call is withdrawn, so it is never
+    /// sent.
     fn fail_unwritten(&mut self, mut error: impl FnMut(&Entry) -> Option<Error>) {
-        for i in 0..self.entries.len() {
+        let first = self.entries.partition_point(|e| e.start < self.written);
+        for i in first..self.entries.len() {
             let e = &self.entries[i];
-            debug_assert!(e.start >= self.written, "a written call is not withdrawn");
             if e.withdrawn {
                 continue;
             }
@@ -771,28 +810,81 @@ impl State {
     /// In fail-fast mode, while the server is unreachable: the error a
     /// call gets instead of waiting.
     pub fn down_error(&self, config: &ConnectionConfig) -> Option<Error> {
+        if !self.fail_fast {
+            return None;
+        }
         match &self.down {
-            Some(reason) if self.fail_fast && self.link == Link::Connecting => {
-                Some(not_sent(config, reason))
-            }
+            Some(reason) if self.link == Link::Connecting => Some(not_sent(config, reason)),
+            _ if self.health.is_silent() => Some(not_sent(config, SILENT)),
             _ => None,
         }
     }
 
     /// Why the I/O loop must give up its socket now, on either transport:
-    /// the connection was closed, or the sweeper took the socket for dead.
+    /// the connection was closed, or the socket was taken for dead.
     /// Also starts a new batch clock (every driver wake-up does).
     pub fn io_loop_turn(&mut self) -> Option<Error> {
         self.batch_clock = None;
         if let Link::Closed(why) = self.link {
             return Some(Error::Closed(why));
         }
-        self.stalled.then(|| {
-            Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the oldest reply is overdue by a whole timeout; the socket is taken for dead",
-            ))
-        })
+        self.give_up
+            .map(|why| Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
+    }
+
+    /// Takes the socket for dead: the I/O loop gives it up at its next
+    /// turn (calls written on it fail as possibly applied, the others wait
+    /// for the next socket or, on a node connection, fail as not sent).
+    pub fn give_up_socket(&mut self, why: &'static str) {
+        if self.link == Link::Up && self.give_up.is_none() {
+            self.give_up = Some(why);
+            wake(&mut self.io_waker);
+        }
+    }
+
+    /// `n` bytes arrived from the socket. True when they ended a silence:
+    /// calls held back may be written now.
+    #[inline]
+    pub fn note_bytes_in(&mut self, n: usize) -> bool {
+        self.health.on_bytes(n)
+    }
+
+    /// True while nothing is to be written: the socket is silent.
+    #[inline]
+    pub fn holds_writes(&self) -> bool {
+        self.health.is_silent()
+    }
+
+    /// The health check's look at the socket (see [`super::health`]);
+    /// returns what it found and when to look again. A node connection
+    /// whose socket just went silent fails its unwritten calls as not
+    /// sent.
+    pub fn check_health(
+        &mut self,
+        config: &ConnectionConfig,
+        now: Instant,
+    ) -> (Finding, Option<Instant>) {
+        if self.link != Link::Up {
+            return (Finding::Fine, None);
+        }
+        let due = self
+            .entries
+            .front()
+            .filter(|e| e.start < self.written && !e.blocking)
+            .map(|e| e.seq);
+        let (finding, next) = self.health.look(now, due, !self.entries.is_empty());
+        if finding == Finding::Silent {
+            self.stats.stalls += 1;
+            tracing::warn!(
+                addr = %config.addr,
+                interval = ?config.health_interval,
+                "no reply for a whole health interval; probing the server"
+            );
+            if self.fail_fast {
+                self.fail_unwritten(|_| Some(not_sent(config, SILENT)));
+            }
+        }
+        (finding, next)
     }
 
     /// Lets go of the batch buffer's memory while idle; the driver drops
@@ -820,6 +912,7 @@ mod tests {
             replies: 1,
             gather: false,
             detached: false,
+            blocking: false,
         }
     }
 

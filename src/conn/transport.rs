@@ -4,10 +4,14 @@
 //! receive with plain `send`/`recv` system calls (`MSG_DONTWAIT`) and use
 //! io_uring for readiness polls, `connect` and timers. TLS is rustls in
 //! user space over the same TCP stream.
+//!
+//! TCP sockets get `TCP_NODELAY`, keepalive and `TCP_USER_TIMEOUT` (see
+//! [`keep_watch`]), so that the kernel notices a peer that drops every
+//! packet, idle or not.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -104,6 +108,7 @@ pub(crate) async fn connect(
                         stream
                             .set_nodelay(true)
                             .map_err(|e| Error::from(io::Error::from(e)))?;
+                        keep_watch(stream.as_raw_fd(), config)?;
                         let Some(tls_config) = tls_config else {
                             return Ok(Transport::Tcp(stream));
                         };
@@ -123,6 +128,49 @@ pub(crate) async fn connect(
             })
         }
     }
+}
+
+/// Lets the kernel watch a TCP socket: keepalive probes after one health
+/// interval of quiet (at least 1 s; every such interval, three of them),
+/// and `TCP_USER_TIMEOUT` of one call timeout, so that a socket whose
+/// sent bytes (or keepalive probes) go unacknowledged that long fails
+/// with `ETIMEDOUT` instead of retransmitting for many minutes. A peer
+/// that is alive but silent (a stopped process) still acknowledges; the
+/// health check catches that one.
+fn keep_watch(fd: RawFd, config: &ConnectionConfig) -> Result<(), Error> {
+    let every = config
+        .health_interval
+        .unwrap_or(config.timeout)
+        .as_secs()
+        .clamp(1, 3600) as libc::c_int;
+    let user_timeout = config.timeout.as_millis().clamp(1000, u32::MAX as u128) as libc::c_uint;
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: a plain setsockopt on a socket this function's caller
+        // owns, with a pointer to a live c_int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Error::from(io::Error::last_os_error()))
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, every)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, every)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        user_timeout as libc::c_int,
+    )
 }
 
 /// Connects a Unix socket without waiting, keeping its descriptor; `None`

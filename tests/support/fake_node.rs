@@ -217,6 +217,8 @@ struct Shared {
     addr: SocketAddr,
     handler: Box<Handler>,
     stop: AtomicBool,
+    /// Set by [`FakeNode::stop_listening`]: accept no new connection.
+    deaf: AtomicBool,
     /// Wakes [`Reply::Delayed`] waits when the node stops.
     stop_lock: Mutex<()>,
     stop_cv: Condvar,
@@ -277,6 +279,7 @@ impl FakeNode {
             addr,
             handler: Box::new(handler),
             stop: AtomicBool::new(false),
+            deaf: AtomicBool::new(false),
             stop_lock: Mutex::new(()),
             stop_cv: Condvar::new(),
             log: Mutex::new(Vec::new()),
@@ -350,6 +353,22 @@ impl FakeNode {
         stream.flush()
     }
 
+    /// Closes the listening socket: new connections are refused, while the
+    /// connections already open stay as they are (a host that went away
+    /// without a word to its peers, seen from a socket that leads
+    /// nowhere now).
+    pub fn stop_listening(&mut self) {
+        self.shared.deaf.store(true, Ordering::SeqCst);
+        // Wake the blocking accept; the acceptor sees the flag and returns,
+        // dropping the listener.
+        let _ = TcpStream::connect_timeout(&self.shared.addr, Duration::from_secs(5));
+        if let Some(acceptor) = self.acceptor.take() {
+            if let Err(p) = acceptor.join() {
+                panic::resume_unwind(p);
+            }
+        }
+    }
+
     /// Closes every open connection (as a server restart would); the node
     /// keeps accepting new ones.
     pub fn close_all(&self) {
@@ -394,7 +413,7 @@ impl Drop for FakeNode {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
-        if shared.stopping() {
+        if shared.stopping() || shared.deaf.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };

@@ -477,6 +477,8 @@ pub(crate) async fn io_loop(
         // Replies first: they free callers and room.
         let (done, in_flight, end) = ring.with_sock(key, |s| {
             let done = s.done.take();
+            // A silence ending lets held calls go out below.
+            st.note_bytes_in(std::mem::take(&mut s.received));
             loop {
                 match decoder.decode(&mut s.rx) {
                     Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),
@@ -522,7 +524,7 @@ pub(crate) async fn io_loop(
         if st.needs_compaction() {
             st.compact();
         }
-        if !in_flight && !st.out.is_empty() {
+        if !in_flight && !st.out.is_empty() && !st.holds_writes() {
             let out = bufs.take(&mut st);
             ring.send(key, out);
         }

@@ -75,6 +75,9 @@ pub(super) struct Sock {
     pub fd: OwnedFd,
     /// Bytes received and not yet taken by the connection.
     pub rx: BytesMut,
+    /// How many bytes arrived since the connection last looked (its
+    /// health check counts them).
+    pub received: usize,
     /// The receive side ended: `None` while open, `Some(None)` at end of
     /// stream, `Some(Some(e))` on an error.
     pub rx_end: Option<Option<io::Error>>,
@@ -431,6 +434,7 @@ impl CoreRing {
         let key = self.socks.borrow_mut().insert(Sock {
             fd,
             rx: BytesMut::new(),
+            received: 0,
             rx_end: None,
             recv_armed: false,
             out: None,
@@ -691,6 +695,7 @@ impl CoreRing {
                                 s.rx.reserve(data.len().max(RX_RESERVE));
                             }
                             s.rx.extend_from_slice(data);
+                            s.received += data.len();
                         }
                         self.pbuf.push(bid);
                         returned = true;
