@@ -43,6 +43,32 @@
 //!   topology for all; a `MOVED` seen anywhere corrects every core.
 //!   [`RemoteClient`] serves code off the executors.
 //!
+//! # Failure
+//!
+//! - **One deadline per call.** Every call has one end-to-end deadline:
+//!   the configured `timeout` (5 s by default) or that of the handle it is
+//!   made through (`with_timeout` on [`Connection`], [`Cluster`],
+//!   [`CoreClient`], [`RemoteClient`]; longer for a long `BLPOP`, shorter
+//!   for a latency budget), covering admission, redirects, refreshes,
+//!   retries and hops between cores. A call never succeeds after it.
+//! - **Nothing lost silently, nothing sent twice behind your back.** A
+//!   command that may have reached the server before its connection died
+//!   or its deadline passed fails saying so ([`Error::ConnectionLost`],
+//!   [`Error::Timeout`] with `maybe_applied`); only commands proven not
+//!   applied (a redirect, a refusal, never written), or reads, go again.
+//! - **Silent servers are noticed without waiting for deadlines.** A
+//!   socket on which a reply has been due for a whole
+//!   [`health_interval`](config::ConnectionConfig::health_interval) (1 s
+//!   by default) without a byte arriving is *silent*: nothing more is
+//!   written to it, the server is probed with `PING` on a new socket (a
+//!   refused probe gives the socket up), and a cluster client checks its
+//!   topology with the other nodes and leaves the silent node as soon as
+//!   the cluster promotes a replica in its place. Replies held back on
+//!   purpose ([`cmd::is_blocking`]: `BLPOP`, `XREAD BLOCK`, `WAIT`, ...)
+//!   are never taken for silence. TCP sockets carry keepalive and
+//!   `TCP_USER_TIMEOUT`, so a peer that drops every packet fails the
+//!   socket in the kernel too.
+//!
 //! # Example
 //!
 //! A connection runs on a glommio executor:

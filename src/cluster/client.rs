@@ -115,9 +115,14 @@ pub struct ClusterNodeInfo {
     pub redirects: u64,
     /// Times the connection to it was made again.
     pub reconnects: u64,
+    /// Times its socket went silent: a reply due for a whole health
+    /// interval without a byte arriving (see
+    /// [`ConnectionConfig::health_interval`](crate::ConnectionConfig::health_interval)).
+    pub stalls: u64,
     /// On the per-core runtime, the core whose connection reaches this
-    /// node when it is not this core; `connected`, `commands` and
-    /// `reconnects` are then zero here (that core reports them). `None`
+    /// node when it is not this core; `connected`, `commands`,
+    /// `reconnects` and `stalls` are then zero here (that core reports
+    /// them). `None`
     /// for a node this core connects to itself.
     pub owner_core: Option<usize>,
 }
@@ -624,6 +629,7 @@ impl Cluster {
                 commands: stats.calls,
                 redirects: node.map_or(0, |n| n.redirects.get()),
                 reconnects: stats.reconnects,
+                stalls: stats.stalls,
                 owner_core: node.and_then(|n| n.link.remote_core()),
             }
         };

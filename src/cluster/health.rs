@@ -1,7 +1,7 @@
 //! What the cluster client does about a node that goes silent.
 //!
 //! Each node connection runs the connection health check (see the
-//! [`Connection` docs](crate::Connection#failure)): a socket on which a
+//! [crate docs](crate#failure)): a socket on which a
 //! reply has been due for a whole health interval without a byte arriving
 //! is *silent*. A node connection then fails new calls at once as not
 //! sent, so callers refresh the topology and try again, and it tells this

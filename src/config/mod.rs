@@ -315,7 +315,7 @@ pub struct ConnectionConfig {
     /// socket up. Replies that commands such as `BLPOP` or `XREAD BLOCK`
     /// hold back on purpose are never taken for silence. Independent of
     /// the call deadline; see the
-    /// [`Connection` docs](crate::Connection#failure).
+    /// [crate docs](crate#failure).
     pub health_interval: Option<Duration>,
     /// Middleware run around every command and pipeline, in order.
     pub hooks: Vec<Arc<dyn Hook>>,

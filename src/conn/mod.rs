@@ -46,6 +46,16 @@
 //! applied and are never resent), calls not yet written wait for the next
 //! socket within their deadline, and the connection task reconnects with
 //! exponential backoff and jitter.
+//!
+//! A server that stops answering without closing anything (a stopped
+//! process, a host gone, packets dropped) is noticed by the health check
+//! within one [`health_interval`](ConnectionConfig::health_interval)
+//! (1 s by default), independently of call deadlines: nothing more is
+//! written to the silent socket, the server is probed with `PING` on a new
+//! socket, and replies that commands such as `BLPOP` hold back on purpose
+//! are never taken for silence. TCP sockets also carry keepalive and
+//! `TCP_USER_TIMEOUT`. The details are in [`health`]'s documentation
+//! (`src/conn/health.rs`).
 
 mod driver;
 mod handshake;
