@@ -1,8 +1,8 @@
 //! The health check of a connection: noticing a server that has gone
 //! silent without waiting for call deadlines.
 //!
-//! A socket is *silent* when the oldest call awaiting a reply was written,
-//! is not a command that holds its reply back on purpose (`BLPOP`,
+//! A socket is *silent* when the oldest call awaiting a reply was wholly
+//! written, is not a command that holds its reply back on purpose (`BLPOP`,
 //! `XREAD ... BLOCK`, `WAIT`, ...: [`is_blocking`](crate::cmd::is_blocking)),
 //! and no byte has arrived for a whole health interval
 //! ([`ConnectionConfig::health_interval`], 1 s by default, independent of

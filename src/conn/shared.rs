@@ -867,10 +867,12 @@ impl State {
         if self.link != Link::Up {
             return (Finding::Fine, None);
         }
+        // Only a call wholly written is due: the reply to a large command
+        // still going out cannot come before its last byte.
         let due = self
             .entries
             .front()
-            .filter(|e| e.start < self.written && !e.blocking)
+            .filter(|e| e.end <= self.written && !e.blocking)
             .map(|e| e.seq);
         let (finding, next) = self.health.look(now, due, !self.entries.is_empty());
         if finding == Finding::Silent {
@@ -923,6 +925,47 @@ mod tests {
             Ok(Admit::Queued(slot)) => slot,
             _ => panic!("not queued"),
         }
+    }
+
+    /// A call is judged by the health check only once wholly written and
+    /// when it does not block on purpose; a silent node connection fails
+    /// its unwritten calls as not sent.
+    #[test]
+    fn health_check_judges_wholly_written_calls_only() {
+        let h = Duration::from_millis(100);
+        let config = ConnectionConfig {
+            health_interval: Some(h),
+            ..ConnectionConfig::default()
+        };
+        let shared = Shared::new(config.clone(), None);
+        let mut st = shared.state.borrow_mut();
+        st.link = Link::Up;
+        st.fail_fast = true;
+        let t0 = Instant::now();
+        let big = queue(&mut st, &config, config.timeout, &[b'x'; 100]);
+        // Half of it is out: its reply cannot come yet.
+        st.wrote(50);
+        assert_eq!(st.check_health(&config, t0).0, Finding::Fine);
+        assert_eq!(st.check_health(&config, t0 + 3 * h).0, Finding::Fine);
+        st.wrote(50);
+        let later = queue(&mut st, &config, config.timeout, b"later");
+        let t1 = t0 + 4 * h;
+        assert_eq!(st.check_health(&config, t1).0, Finding::Fine);
+        assert_eq!(st.check_health(&config, t1 + h).0, Finding::Silent);
+        assert_eq!(st.stats.stalls, 1);
+        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(cx.waker().clone())
+        }));
+        // The unwritten call failed as not sent; the written one waits.
+        assert!(matches!(
+            st.poll_slot(later, &waker),
+            Some(Err(Error::Connect { .. }))
+        ));
+        assert!(st.poll_slot(big, &waker).is_none());
+        assert!(st.down_error(&config).is_some());
+        // A byte ends the silence.
+        assert!(st.note_bytes_in(1));
+        assert!(st.down_error(&config).is_none());
     }
 
     /// Bytes a transport gives back go in front of the batch buffer; a
