@@ -721,7 +721,13 @@ fn cluster_recovers_from_a_killed_master() {
     });
 }
 
-async fn killed_master_fails_its_shard_until_a_replica_takes_over(h: &Harness, client: &Cluster) {
+/// The first master, a load on every shard that has run one clean round,
+/// which slots are that master's, and one of them.
+async fn load_with_a_master_under_test(
+    h: &Harness,
+    client: &Cluster,
+    name: &str,
+) -> (usize, Vec<bool>, u16, Load) {
     let (master, owners) = h
         .run(|c| {
             let master = c.master_indices()[0];
@@ -730,9 +736,14 @@ async fn killed_master_fails_its_shard_until_a_replica_takes_over(h: &Harness, c
         .await;
     let shard: Vec<bool> = owners.iter().map(|&o| o == master).collect();
     let slot = shard.iter().position(|&s| s).expect("a slot") as u16;
-    let load = Load::start(client, "kill", shard.clone());
-    load.wait_clean_rounds(Instant::now(), 1, "before the kill")
+    let load = Load::start(client, name, shard.clone());
+    load.wait_clean_rounds(Instant::now(), 1, &format!("before the {name}"))
         .await;
+    (master, shard, slot, load)
+}
+
+async fn killed_master_fails_its_shard_until_a_replica_takes_over(h: &Harness, client: &Cluster) {
+    let (master, shard, slot, load) = load_with_a_master_under_test(h, client, "kill").await;
 
     let (killed, dead) = h
         .run(move |c| {
@@ -832,17 +843,7 @@ async fn frozen_master_is_left_when_the_cluster_promotes_its_replica(
     h: &Harness,
     client: &Cluster,
 ) {
-    let (master, owners) = h
-        .run(|c| {
-            let master = c.master_indices()[0];
-            (master, slot_owners(c))
-        })
-        .await;
-    let shard: Vec<bool> = owners.iter().map(|&o| o == master).collect();
-    let slot = shard.iter().position(|&s| s).expect("a slot") as u16;
-    let load = Load::start(client, "freeze", shard.clone());
-    load.wait_clean_rounds(Instant::now(), 1, "before the freeze")
-        .await;
+    let (master, shard, slot, load) = load_with_a_master_under_test(h, client, "freeze").await;
 
     let frozen = h
         .run(move |c| {
