@@ -254,6 +254,7 @@ async fn io_loop(
                 }
                 Poll::Ready(Ok(n)) => {
                     rbuf.filled(offered, n);
+                    st.read_batch();
                     loop {
                         match decoder.decode(&mut rbuf.buf) {
                             Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),

@@ -42,7 +42,11 @@
 //! room included. A call that times out before its bytes were written is
 //! withdrawn and never sent; one that was written reports
 //! `Error::Timeout { maybe_applied: true }`, and its late reply is read and
-//! dropped without desynchronising the stream. When the socket dies, calls
+//! dropped without desynchronising the stream. No call reports success
+//! after its deadline: a reply read after it (before the sweeper got to the
+//! call) is that timeout too, and a reply read in the second half of the
+//! call's time is checked against the clock again when its caller runs,
+//! and is that timeout if less than 1 ms is left. When the socket dies, calls
 //! already written fail with [`Error::ConnectionLost`] (they may have been
 //! applied and are never resent), calls not yet written wait for the next
 //! socket within their deadline, and the connection task reconnects with

@@ -12,7 +12,8 @@
 //! Callers that find no room (or another task's watch session) wait in a
 //! [`WaitQueue`]: each place that frees wakes one waiter, oldest first (see
 //! `admission`). Deadlines of queued calls and of waiters are kept here for
-//! the sweeper.
+//! the sweeper; a reply read after its call's deadline is reported as a
+//! timeout, never as a success.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -62,6 +63,9 @@ struct Slot {
     waker: Option<Waker>,
     caller_gone: bool,
     entry_live: bool,
+    /// A success that came late in the call's time: the deadline it is
+    /// checked against once more when handed to the caller.
+    due: Option<Instant>,
 }
 
 /// The state of the link to the server.
@@ -116,6 +120,11 @@ pub(crate) enum Queue {
 /// How many calls one read of the clock stamps, at most.
 const CLOCK_REUSE: u32 = 256;
 
+/// A result handed to its caller less than this before the call's
+/// deadline is reported as a timeout: the caller looks at the clock after
+/// it gets the result, and must never see a success past its deadline.
+const HANDOVER_MARGIN: Duration = Duration::from_millis(1);
+
 pub(crate) struct State {
     pub out: BytesMut,
     written: u64,
@@ -151,6 +160,10 @@ pub(crate) struct State {
     link_waiters: Vec<Waker>,
     max_in_flight: usize,
     max_batch_bytes: usize,
+    /// When the replies being dispatched were read, read lazily once per
+    /// read (the I/O loops clear it): replies after their call's deadline
+    /// are timeouts.
+    reply_clock: Option<Instant>,
     /// The token of the watch session that owns the connection.
     pub exclusive: Option<u64>,
     pub next_token: u64,
@@ -227,6 +240,7 @@ impl Shared {
                 link_waiters: Vec::new(),
                 max_in_flight: config.max_in_flight,
                 max_batch_bytes: config.max_batch_bytes,
+                reply_clock: None,
                 exclusive: None,
                 next_token: 1,
                 pushes: VecDeque::new(),
@@ -394,6 +408,7 @@ impl State {
             waker: None,
             caller_gone: detached,
             entry_live: true,
+            due: None,
         });
         let expect = match replies {
             1 if !gather => Expect::One,
@@ -483,8 +498,20 @@ impl State {
     pub fn poll_slot(&mut self, slot: usize, waker: &Waker) -> Option<Result<Value, Error>> {
         let s = &mut self.slots[slot];
         match s.result.take() {
-            Some(result) => {
+            Some(mut result) => {
                 s.caller_gone = true;
+                // A success that came late in the call's time is checked
+                // once more now that its caller runs: the caller may have
+                // waited long to be scheduled.
+                if let (Some(due), Ok(_)) = (s.due, &result) {
+                    if Instant::now() + HANDOVER_MARGIN >= due {
+                        self.stats.timeouts += 1;
+                        result = Err(Error::Timeout {
+                            maybe_applied: true,
+                        });
+                    }
+                }
+                let s = &mut self.slots[slot];
                 if !s.entry_live {
                     self.slots.remove(slot);
                 }
@@ -657,8 +684,18 @@ impl State {
         }
     }
 
+    /// Replies from a new read follow: the next reply reads the clock
+    /// again (once for the whole read). Called by an I/O loop after each
+    /// read; [`io_loop_turn`](Self::io_loop_turn) does it too.
+    pub fn read_batch(&mut self) {
+        self.reply_clock = None;
+    }
+
     /// A reply (not a push) arrived: hand it to the oldest call. A reply
-    /// nobody asked for is a protocol violation.
+    /// nobody asked for is a protocol violation. A reply that came after
+    /// its call's deadline (the sweeper had not got to it yet) is a
+    /// timeout, `maybe_applied`; the clock is read once per read, not per
+    /// reply.
     pub fn on_reply(&mut self, value: Value) -> Result<(), Error> {
         self.stats.replies += 1;
         let unexpected = || Error::Protocol(crate::resp::ProtocolError::UnexpectedReply);
@@ -680,6 +717,24 @@ impl State {
             }
         };
         let entry = self.entries.pop_front().expect("front exists");
+        let s = &self.slots[entry.slot];
+        let result = if s.result.is_none() && !s.caller_gone {
+            let now = *self.reply_clock.get_or_insert_with(Instant::now);
+            if entry.deadline <= now {
+                self.stats.timeouts += 1;
+                Err(Error::Timeout {
+                    maybe_applied: true,
+                })
+            } else {
+                // Past half its time: check again when handed over.
+                if now + entry.timeout / 2 >= entry.deadline {
+                    self.slots[entry.slot].due = Some(entry.deadline);
+                }
+                result
+            }
+        } else {
+            result
+        };
         self.entry_done(entry.slot, Some(result));
         if !self.admission.is_empty() {
             self.on_room();
@@ -948,9 +1003,11 @@ impl State {
 
     /// Why the I/O loop must give up its socket now, on either transport:
     /// the connection was closed, or the sweeper took the socket for dead.
-    /// Also starts a new batch clock (every driver wake-up does).
+    /// Also starts a new batch clock and a new reply clock (every driver
+    /// wake-up does).
     pub fn io_loop_turn(&mut self) -> Option<Error> {
         self.batch_clock = None;
+        self.reply_clock = None;
         if let Link::Closed(why) = self.link {
             return Some(Error::Closed(why));
         }

@@ -145,6 +145,7 @@ fn retry(st: &mut State, config: &ConnectionConfig, c: &Call, w: &mut Caller) ->
 /// Writes the batch and answers the oldest call.
 fn answer_one(st: &mut State) {
     st.take_out(BytesMut::new());
+    st.read_batch();
     st.on_reply(bulk("r")).unwrap();
 }
 
@@ -286,6 +287,32 @@ fn a_full_batch_buffer_holds_grants_until_written() {
     assert_eq!(ws[2].woken(), 2);
     assert!(ready(&mut st, &mut ws[2]));
     assert!(retry(&mut st, &config, &c, &mut ws[2]).is_some());
+}
+
+/// A reply read after its call's deadline, before the sweeper got to
+/// it, is a timeout that may have been applied, never a success.
+#[test]
+fn a_reply_after_the_deadline_is_a_timeout() {
+    let (config, shared) = up(16);
+    let mut st = shared.state.borrow_mut();
+    let a = queue(&mut st, &config, config.timeout, b"A");
+    let b = queue(&mut st, &config, config.timeout, b"B");
+    let deadline = st.entries[0].deadline;
+    st.take_out(BytesMut::new());
+    // Read just before the deadline: a success.
+    st.reply_clock = Some(deadline - Duration::from_millis(1) - config.timeout / 2);
+    st.on_reply(bulk("a")).unwrap();
+    // Read at the deadline: a timeout.
+    st.reply_clock = Some(deadline);
+    st.on_reply(bulk("b")).unwrap();
+    let (_, waker) = counter();
+    assert_eq!(st.poll_slot(a, &waker).unwrap().unwrap(), bulk("a"));
+    assert!(matches!(
+        st.poll_slot(b, &waker),
+        Some(Err(Error::Timeout {
+            maybe_applied: true
+        }))
+    ));
 }
 
 /// The sweep passes calls with other deadlines once and for all: the
