@@ -319,11 +319,12 @@ pub struct ConnectionConfig {
     pub health_interval: Option<Duration>,
     /// Middleware run around every command and pipeline, in order.
     pub hooks: Vec<Arc<dyn Hook>>,
-    /// Most commands written and awaiting replies at once; callers beyond
-    /// wait (default 16384).
+    /// Most calls queued or awaiting replies at once (a pipeline counts
+    /// once); callers beyond wait in line, first come first served, within
+    /// their deadline (default 16384).
     pub max_in_flight: usize,
     /// Most bytes of encoded, unwritten commands buffered; callers beyond
-    /// wait (default 4 MiB).
+    /// wait in line, as for `max_in_flight` (default 4 MiB).
     pub max_batch_bytes: usize,
     /// Limits on replies (default: [`DecoderLimits::default`]).
     pub decoder_limits: DecoderLimits,
@@ -823,7 +824,8 @@ impl ConnectionConfigBuilder {
         self
     }
 
-    /// Most commands awaiting replies at once (default 16384).
+    /// Most calls queued or awaiting replies at once; callers beyond wait
+    /// in line (default 16384).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max;
         self

@@ -266,6 +266,7 @@ async fn io_loop(
                         // A silence ended: what was held back goes out.
                         cx.waker().wake_by_ref();
                     }
+                    st.read_batch();
                     loop {
                         match decoder.decode(&mut rbuf.buf) {
                             Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),

@@ -38,10 +38,15 @@
 //! # Failure
 //!
 //! Every call has one deadline ([`ConnectionConfig::timeout`], or
-//! [`Connection::with_timeout`]). A call that times out before its bytes
-//! were written is withdrawn and never sent; one that was written reports
+//! [`Connection::with_timeout`]), counted from its first try, waiting for
+//! room included. A call that times out before its bytes were written is
+//! withdrawn and never sent; one that was written reports
 //! `Error::Timeout { maybe_applied: true }`, and its late reply is read and
-//! dropped without desynchronising the stream. When the socket dies, calls
+//! dropped without desynchronising the stream. No call reports success
+//! after its deadline: a reply read after it (before the sweeper got to the
+//! call) is that timeout too, and a reply read in the second half of the
+//! call's time is checked against the clock again when its caller runs,
+//! and is that timeout if less than 1 ms is left. When the socket dies, calls
 //! already written fail with [`Error::ConnectionLost`] (they may have been
 //! applied and are never resent), calls not yet written wait for the next
 //! socket within their deadline, and the connection task reconnects with
@@ -56,7 +61,23 @@
 //! are never taken for silence. TCP sockets also carry keepalive and
 //! `TCP_USER_TIMEOUT`. The details are in [`health`]'s documentation
 //! (`src/conn/health.rs`).
+//!
+//! # Backpressure
+//!
+//! At most [`ConnectionConfig::max_in_flight`] calls are queued or awaiting
+//! replies at once, and no call is added while
+//! [`ConnectionConfig::max_batch_bytes`] of encoded commands wait to be
+//! written. Callers beyond wait in line, first come first served: each call
+//! that leaves the pipeline (its reply came, or it was withdrawn) lets in
+//! one waiter, the oldest, and wakes no other, so the work per reply does
+//! not grow with the number of waiters; a new call never passes one that
+//! waits, and a waiter that gives up (deadline, dropped future) hands its
+//! turn to the next. The calls of a watch session go before everyone (the
+//! others wait for the session to end anyway). Waiting calls keep their
+//! deadline without a timer each: the connection's sweeper times them out,
+//! along with the calls in flight.
 
+mod admission;
 mod driver;
 mod handshake;
 mod health;
@@ -80,7 +101,7 @@ use crate::{Error, FromValue, Value};
 
 pub(crate) use shared::NOT_SENT;
 pub use shared::Stats;
-use shared::{Admit, Call, Link, Shared};
+use shared::{Admit, Call, Link, Queue, Shared};
 #[doc(hidden)]
 pub use uring::{RingStats, stats as io_uring_stats};
 
@@ -327,23 +348,26 @@ impl Connection {
         blocking: bool,
         mut encode: impl FnMut(&mut BytesMut),
     ) -> Result<Value, Error> {
-        let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
-        let mut call = Call {
+        let call = Call {
             watch: self.watch,
-            timeout,
+            timeout: self.timeout.unwrap_or(self.shared.config.timeout),
             replies,
             gather,
             detached: false,
             blocking,
         };
-        let mut deadline = None;
+        // Without room, the call waits in the admission queue: woken once
+        // a place is granted to it (oldest first), or by the sweeper at
+        // its deadline. One deadline for the whole call, waiting included.
+        let mut waiter = Waiter::new(&self.shared, Queue::Calls);
         loop {
-            let admitted =
-                self.shared
-                    .state
-                    .borrow_mut()
-                    .admit(&self.shared.config, &call, &mut encode)?;
-            match admitted {
+            let admitted = self.shared.state.borrow_mut().admit(
+                &self.shared.config,
+                &call,
+                &mut encode,
+                &mut waiter.key,
+            );
+            match admitted? {
                 Admit::Queued(slot) => {
                     return Reply {
                         shared: &self.shared,
@@ -352,19 +376,15 @@ impl Connection {
                     }
                     .await;
                 }
-                Admit::Wait => {
-                    // One deadline for the whole call, waiting included.
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                    self.wait_admission(deadline).await?;
-                    call.timeout = deadline.saturating_duration_since(Instant::now());
-                }
+                Admit::Wait => waiter.woken().await?,
             }
         }
     }
 
-    /// Waits until the connection may take a call again (room in the
-    /// pipeline, or the end of another task's watch session).
-    async fn wait_admission(&self, deadline: Instant) -> Result<(), Error> {
+    /// Waits until a socket is up or the connection changed (closed, the
+    /// server unreachable), within `deadline`: a watch session's wait to
+    /// bind, the only caller.
+    async fn wait_link(&self, deadline: Instant) -> Result<(), Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut registered = false;
         let woken = poll_fn(|cx| {
@@ -372,7 +392,7 @@ impl Connection {
                 return Poll::Ready(Ok(()));
             }
             registered = true;
-            self.shared.state.borrow_mut().wait_admission(cx.waker());
+            self.shared.state.borrow_mut().wait_link(cx.waker());
             Poll::Pending
         });
         futures_lite::future::or(woken, async {
@@ -657,26 +677,23 @@ impl Connection {
     }
 
     /// Takes the connection for one watch session, waiting for any other.
+    /// Sessions take the connection in the order they asked for it.
     async fn begin_exclusive(&self) -> Result<WatchSession, Error> {
         let timeout = self.timeout.unwrap_or(self.shared.config.timeout);
-        let deadline = Instant::now() + timeout;
+        let mut waiter = Waiter::new(&self.shared, Queue::Sessions);
         loop {
-            {
-                let mut st = self.shared.state.borrow_mut();
-                if let Link::Closed(why) = st.link {
-                    return Err(Error::Closed(why));
-                }
-                if st.exclusive.is_none() {
-                    let token = st.next_token;
-                    st.next_token += 1;
-                    st.exclusive = Some(token);
-                    return Ok(WatchSession {
-                        conn: self.clone(),
-                        token,
-                    });
-                }
+            let began = self
+                .shared
+                .state
+                .borrow_mut()
+                .begin_exclusive(timeout, &mut waiter.key);
+            if let Some(token) = began? {
+                return Ok(WatchSession {
+                    conn: self.clone(),
+                    token,
+                });
             }
-            self.wait_admission(deadline).await?;
+            waiter.woken().await?;
         }
     }
 
@@ -691,10 +708,18 @@ impl Connection {
             blocking: false,
         };
         let mut st = self.shared.state.borrow_mut();
-        // A dead socket took its WATCH with it: nothing to undo then.
-        let _ = st.admit(&self.shared.config, &call, &mut |out| {
-            ["UNWATCH"].encode(out)
-        });
+        // A dead socket took its WATCH with it: nothing to undo then. It
+        // is not worth waiting for room either: nobody would wait.
+        let mut waiter = None;
+        let _ = st.admit(
+            &self.shared.config,
+            &call,
+            &mut |out| ["UNWATCH"].encode(out),
+            &mut waiter,
+        );
+        if let Some(key) = waiter {
+            st.leave(Queue::Calls, key);
+        }
     }
 
     /// Sends a command without waiting for its reply, through
@@ -769,7 +794,7 @@ impl WatchSession {
                     }
                 }
             }
-            self.conn.wait_admission(deadline).await?;
+            self.conn.wait_link(deadline).await?;
         }
     }
 }
@@ -781,6 +806,43 @@ impl Drop for WatchSession {
             .state
             .borrow_mut()
             .release_exclusive(self.token);
+    }
+}
+
+/// A caller's place in one of the connection's wait queues. Dropping it
+/// leaves the queue; a grant it held goes to the next waiter.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    queue: Queue,
+    key: Option<usize>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(shared: &'a Shared, queue: Queue) -> Waiter<'a> {
+        Waiter {
+            shared,
+            queue,
+            key: None,
+        }
+    }
+
+    /// Waits to be woken (to try again), or fails at the deadline.
+    async fn woken(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            self.shared
+                .state
+                .borrow_mut()
+                .poll_waiter(self.queue, &mut self.key, cx.waker())
+        })
+        .await
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared.state.borrow_mut().leave(self.queue, key);
+        }
     }
 }
 

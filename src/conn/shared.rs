@@ -8,6 +8,12 @@
 //! have been applied, and a call whose range starts at or after it can
 //! still be withdrawn (on timeout, on cancellation) or carried over to the
 //! next connection after a reconnect.
+//!
+//! Callers that find no room (or another task's watch session) wait in a
+//! [`WaitQueue`]: each place that frees wakes one waiter, oldest first (see
+//! `admission`). Deadlines of queued calls and of waiters are kept here for
+//! the sweeper; a reply read after its call's deadline is reported as a
+//! timeout, never as a success.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use slab::Slab;
 
+use super::admission::WaitQueue;
 use super::health::{Finding, Health};
 use crate::Error;
 use crate::config::{ConnectionConfig, Protocol};
@@ -41,6 +48,9 @@ pub(crate) struct Entry {
     end: u64,
     deadline: Instant,
     timeout: Duration,
+    /// Expires through `odd_deadlines`: its deadline may come before
+    /// those of calls queued earlier, so the FIFO sweep skips it.
+    odd: bool,
     /// Calls of a watch session must run on the socket the `WATCH` ran on.
     bound_generation: Option<u64>,
     /// Withdrawn before being written; cut out by `compact`.
@@ -57,6 +67,9 @@ struct Slot {
     waker: Option<Waker>,
     caller_gone: bool,
     entry_live: bool,
+    /// A success that came late in the call's time: the deadline it is
+    /// checked against once more when handed to the caller.
+    due: Option<Instant>,
 }
 
 /// The state of the link to the server.
@@ -77,7 +90,8 @@ pub(crate) struct Call {
     /// generation of the socket its `WATCH` runs on. The call fails with
     /// `WatchLost` rather than go out on another socket.
     pub watch: Option<(u64, u64)>,
-    /// Time until the call's deadline.
+    /// Time until the call's deadline, from its first try (a call that
+    /// waits for room keeps its first deadline).
     pub timeout: Duration,
     /// How many replies the encoded commands produce (at least 1).
     pub replies: usize,
@@ -95,9 +109,28 @@ pub(crate) struct Call {
 pub(crate) enum Admit {
     /// Queued; wait on this slot.
     Queued(usize),
-    /// Wait for room (backpressure) or for a watch session to end.
+    /// Wait for room (backpressure) or for a watch session to end: the
+    /// caller is in the admission queue and polls it with
+    /// [`State::poll_waiter`].
     Wait,
 }
+
+/// The wait queues of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// Calls waiting for room or for another task's watch session to end.
+    Calls,
+    /// Watch sessions waiting for the one that holds the connection.
+    Sessions,
+}
+
+/// How many calls one read of the clock stamps, at most.
+const CLOCK_REUSE: u32 = 256;
+
+/// A result handed to its caller less than this before the call's
+/// deadline is reported as a timeout: the caller looks at the clock after
+/// it gets the result, and must never see a success past its deadline.
+const HANDOVER_MARGIN: Duration = Duration::from_millis(1);
 
 pub(crate) struct State {
     pub out: BytesMut,
@@ -105,11 +138,17 @@ pub(crate) struct State {
     entries: VecDeque<Entry>,
     slots: Slab<Slot>,
     next_seq: u64,
-    /// Calls with a timeout other than the configured one.
+    /// Calls whose deadlines are out of FIFO order (a timeout other than
+    /// the configured one, a watch session's call that went before
+    /// waiting callers). Stale entries are dropped as they come up, and all
+    /// at once when they outnumber the queued calls.
     odd_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The deadline of the last call the FIFO sweep expires.
+    last_in_order: Option<Instant>,
     /// Withdrawn calls still in the FIFO, waiting for `compact`.
     withdrawn: usize,
-    /// Stream offset of the first default-timeout call not yet expired.
+    /// Stream offset up to which the FIFO sweep is done: every call
+    /// before it was expired, or expires otherwise (withdrawn, odd).
     swept: u64,
     pub link: Link,
     /// Counts sockets: bumped when a handshake finishes.
@@ -119,7 +158,19 @@ pub(crate) struct State {
     pub sweeper_waker: Option<Waker>,
     /// When the sweeper wakes next; `None` asks it to look at once.
     pub sweep_at: Option<Instant>,
-    admit_waiters: Vec<Waker>,
+    /// Calls waiting to be queued.
+    admission: WaitQueue,
+    /// Watch sessions waiting for the connection.
+    sessions: WaitQueue,
+    /// Watch sessions waiting for a socket to be up (few: one session
+    /// holds the connection at a time).
+    link_waiters: Vec<Waker>,
+    max_in_flight: usize,
+    max_batch_bytes: usize,
+    /// When the replies being dispatched were read, read lazily once per
+    /// read (the I/O loops clear it): replies after their call's deadline
+    /// are timeouts.
+    reply_clock: Option<Instant>,
     /// The token of the watch session that owns the connection.
     pub exclusive: Option<u64>,
     pub next_token: u64,
@@ -137,6 +188,7 @@ pub(crate) struct State {
     /// cleared by every driver and sweeper wake-up, so it is never older
     /// than the batch being built.
     pub batch_clock: Option<Instant>,
+    batch_clock_uses: u32,
     pub hibernating: bool,
     pub stats: Stats,
     /// Fail calls at once, instead of queueing them, while the server is
@@ -195,6 +247,7 @@ impl Shared {
                 slots: Slab::new(),
                 next_seq: 0,
                 odd_deadlines: BinaryHeap::new(),
+                last_in_order: None,
                 withdrawn: 0,
                 swept: 0,
                 link: Link::Connecting,
@@ -203,7 +256,12 @@ impl Shared {
                 io_waker: None,
                 sweeper_waker: None,
                 sweep_at: None,
-                admit_waiters: Vec::new(),
+                admission: WaitQueue::new(),
+                sessions: WaitQueue::new(),
+                link_waiters: Vec::new(),
+                max_in_flight: config.max_in_flight,
+                max_batch_bytes: config.max_batch_bytes,
+                reply_clock: None,
                 exclusive: None,
                 next_token: 1,
                 pushes: VecDeque::new(),
@@ -214,6 +272,7 @@ impl Shared {
                 health: Health::new(config.health_interval),
                 last_activity: Instant::now(),
                 batch_clock: None,
+                batch_clock_uses: 0,
                 hibernating: false,
                 stats: Stats::default(),
                 fail_fast: false,
@@ -270,11 +329,20 @@ fn wake(waker: &mut Option<Waker>) {
 impl State {
     /// Encodes a call into the batch buffer and queues its reply slot, or
     /// says why it must wait.
+    ///
+    /// `waiter` is the caller's place in the admission queue: `None` on the
+    /// first try (set when the call must wait), then kept across tries and
+    /// taken back when the call is queued. The caller leaves the queue with
+    /// [`leave`](Self::leave) if it stops trying (an error, a dropped
+    /// future). A fresh call goes at once only when nobody waits; a waiter
+    /// goes when it holds a grant; a call of the watch session that holds
+    /// the connection goes before everyone, as soon as there is room.
     pub fn admit(
         &mut self,
         config: &ConnectionConfig,
         call: &Call,
         encode: &mut impl FnMut(&mut BytesMut),
+        waiter: &mut Option<usize>,
     ) -> Result<Admit, Error> {
         let Call {
             watch,
@@ -290,10 +358,40 @@ impl State {
         if let Some(e) = self.down_error(config) {
             return Err(e);
         }
-        if self.exclusive.is_some() && self.exclusive != watch.map(|(token, _)| token) {
-            return Ok(Admit::Wait);
-        }
-        if self.entries.len() >= config.max_in_flight || self.out.len() >= config.max_batch_bytes {
+        let in_session = watch.is_some_and(|(token, _)| self.exclusive == Some(token));
+        let go = if in_session {
+            self.has_room()
+        } else if self.exclusive.is_some() {
+            false
+        } else {
+            match *waiter {
+                None => self.admission.is_empty() && self.has_room(),
+                Some(key) => {
+                    self.admission.is_granted(key)
+                        && (self.admission.held() == 0 || self.admission.head() == Some(key))
+                        && self.has_room()
+                }
+            }
+        };
+        if !go {
+            match *waiter {
+                Some(key) => {
+                    if self.admission.is_granted(key) {
+                        self.admission.hold(key);
+                    }
+                }
+                None => {
+                    let deadline = self.clock() + timeout;
+                    let in_order = timeout == config.timeout;
+                    *waiter = Some(if in_session {
+                        self.admission.push_first(deadline, in_order)
+                    } else {
+                        self.admission.push(deadline, in_order)
+                    });
+                    self.sweep_by(deadline);
+                    self.on_room();
+                }
+            }
             return Ok(Admit::Wait);
         }
         let bound_generation = match watch {
@@ -303,6 +401,31 @@ impl State {
             Some((_, g)) => Some(g),
             None => None,
         };
+        // One clock read per batch: calls queued into a batch the driver
+        // has yet to write share the first call's time. A call that waited
+        // keeps the deadline of its first try.
+        let now = self.clock();
+        let deadline = match waiter.take() {
+            Some(key) => {
+                let deadline = self.admission.deadline(key);
+                let held = self.admission.held() > 0;
+                self.admission.remove(key);
+                if held {
+                    // Held grants wait for the head to go: wake the next.
+                    self.on_room();
+                }
+                deadline
+            }
+            None => now + timeout,
+        };
+        if deadline <= now {
+            // Waited past its deadline and was not swept yet: never sent.
+            self.stats.timeouts += 1;
+            self.on_room();
+            return Err(Error::Timeout {
+                maybe_applied: false,
+            });
+        }
         let was_empty = self.out.is_empty();
         let start = self.written + self.out.len() as u64;
         encode(&mut self.out);
@@ -315,6 +438,7 @@ impl State {
             waker: None,
             caller_gone: detached,
             entry_live: true,
+            due: None,
         });
         let expect = match replies {
             1 if !gather => Expect::One,
@@ -323,19 +447,15 @@ impl State {
                 got: Vec::with_capacity(n),
             },
         };
-        // One clock read per batch: calls queued into a batch the driver
-        // has yet to write share the first call's time.
-        let now = match self.batch_clock {
-            Some(t) if !was_empty && self.link == Link::Up => t,
-            _ => {
-                let t = Instant::now();
-                self.batch_clock = Some(t);
-                t
-            }
-        };
-        let deadline = now + timeout;
-        if timeout != config.timeout {
-            self.odd_deadlines.push(Reverse((deadline, seq)));
+        // The FIFO sweep needs its calls' deadlines in FIFO order; a call
+        // that would break it expires through the heap.
+        let odd = timeout != config.timeout
+            || in_session
+            || self.last_in_order.is_some_and(|last| deadline < last);
+        if odd {
+            self.push_odd(deadline, seq);
+        } else {
+            self.last_in_order = Some(deadline);
         }
         self.entries.push_back(Entry {
             slot,
@@ -345,6 +465,7 @@ impl State {
             end,
             deadline,
             timeout,
+            odd,
             bound_generation,
             withdrawn: false,
             blocking,
@@ -361,40 +482,73 @@ impl State {
             .health
             .look_by(now)
             .map_or(deadline, |t| t.min(deadline));
-        if self.sweep_at.is_some_and(|at| look_by < at) {
-            self.sweep_at = None;
-            wake(&mut self.sweeper_waker);
-        }
+        self.sweep_by(look_by);
         Ok(Admit::Queued(slot))
     }
 
-    /// Registers a caller waiting for room or for a watch session to end.
-    pub fn wait_admission(&mut self, waker: &Waker) {
-        if !self.admit_waiters.iter().any(|w| w.will_wake(waker)) {
-            self.admit_waiters.push(waker.clone());
+    /// The time calls queued now are stamped with: the batch's, while a
+    /// batch is being built on a live socket, else read now. A batch's
+    /// time serves [`CLOCK_REUSE`] calls at most: in one round of a busy
+    /// executor, tens of thousands of callers may queue or wait before the
+    /// driver runs, and the last must not get a deadline much earlier
+    /// than their own.
+    fn clock(&mut self) -> Instant {
+        match self.batch_clock {
+            Some(t)
+                if !self.out.is_empty()
+                    && self.link == Link::Up
+                    && self.batch_clock_uses < CLOCK_REUSE =>
+            {
+                self.batch_clock_uses += 1;
+                t
+            }
+            _ => {
+                let t = Instant::now();
+                self.batch_clock = Some(t);
+                self.batch_clock_uses = 0;
+                t
+            }
         }
     }
 
-    fn wake_admission(&mut self) {
-        for w in self.admit_waiters.drain(..) {
-            w.wake();
+    /// Makes sure the sweeper looks again no later than `deadline`.
+    fn sweep_by(&mut self, deadline: Instant) {
+        if self.sweep_at.is_some_and(|at| deadline < at) {
+            self.sweep_at = None;
+            wake(&mut self.sweeper_waker);
         }
     }
 
-    /// Ends a watch session.
-    pub fn release_exclusive(&mut self, token: u64) {
-        if self.exclusive == Some(token) {
-            self.exclusive = None;
-            self.wake_admission();
+    fn push_odd(&mut self, deadline: Instant, seq: u64) {
+        // Entries of calls that finished early stay until their deadline
+        // comes up; drop them all once they outnumber the queued calls,
+        // so the heap stays as large as the FIFO (amortised O(log n)).
+        if self.odd_deadlines.len() >= 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.odd_deadlines
+                .retain(|Reverse((_, seq))| entries.binary_search_by_key(seq, |e| e.seq).is_ok());
         }
+        self.odd_deadlines.push(Reverse((deadline, seq)));
     }
 
     /// Polls a caller's slot: the result once it is there.
     pub fn poll_slot(&mut self, slot: usize, waker: &Waker) -> Option<Result<Value, Error>> {
         let s = &mut self.slots[slot];
         match s.result.take() {
-            Some(result) => {
+            Some(mut result) => {
                 s.caller_gone = true;
+                // A success that came late in the call's time is checked
+                // once more now that its caller runs: the caller may have
+                // waited long to be scheduled.
+                if let (Some(due), Ok(_)) = (s.due, &result) {
+                    if Instant::now() + HANDOVER_MARGIN >= due {
+                        self.stats.timeouts += 1;
+                        result = Err(Error::Timeout {
+                            maybe_applied: true,
+                        });
+                    }
+                }
+                let s = &mut self.slots[slot];
                 if !s.entry_live {
                     self.slots.remove(slot);
                 }
@@ -443,7 +597,7 @@ impl State {
         let slot = e.slot;
         self.withdrawn += 1;
         self.entry_done(slot, None);
-        self.wake_admission();
+        self.on_room();
     }
 
     /// True when withdrawn calls must be cut out before the next write.
@@ -481,6 +635,7 @@ impl State {
         self.out = out;
         // Looking again at a few expired calls is harmless; missing one is not.
         self.swept = self.swept.min(base + keep as u64);
+        self.on_room();
     }
 
     /// Marks a slot's FIFO entry finished, delivering `result` when the
@@ -517,6 +672,9 @@ impl State {
         let batch = std::mem::replace(&mut self.out, fresh);
         self.written += batch.len() as u64;
         self.stats.writes += 1;
+        if !self.admission.is_empty() {
+            self.on_room();
+        }
         batch
     }
 
@@ -558,10 +716,23 @@ impl State {
         self.out.advance(n);
         self.written += n as u64;
         self.stats.writes += 1;
+        if !self.admission.is_empty() {
+            self.on_room();
+        }
+    }
+
+    /// Replies from a new read follow: the next reply reads the clock
+    /// again (once for the whole read). Called by an I/O loop after each
+    /// read; [`io_loop_turn`](Self::io_loop_turn) does it too.
+    pub fn read_batch(&mut self) {
+        self.reply_clock = None;
     }
 
     /// A reply (not a push) arrived: hand it to the oldest call. A reply
-    /// nobody asked for is a protocol violation.
+    /// nobody asked for is a protocol violation. A reply that came after
+    /// its call's deadline (the sweeper had not got to it yet) is a
+    /// timeout, `maybe_applied`; the clock is read once per read, not per
+    /// reply.
     pub fn on_reply(&mut self, value: Value) -> Result<(), Error> {
         self.stats.replies += 1;
         let unexpected = || Error::Protocol(crate::resp::ProtocolError::UnexpectedReply);
@@ -583,9 +754,27 @@ impl State {
             }
         };
         let entry = self.entries.pop_front().expect("front exists");
+        let s = &self.slots[entry.slot];
+        let result = if s.result.is_none() && !s.caller_gone {
+            let now = *self.reply_clock.get_or_insert_with(Instant::now);
+            if entry.deadline <= now {
+                self.stats.timeouts += 1;
+                Err(Error::Timeout {
+                    maybe_applied: true,
+                })
+            } else {
+                // Past half its time: check again when handed over.
+                if now + entry.timeout / 2 >= entry.deadline {
+                    self.slots[entry.slot].due = Some(entry.deadline);
+                }
+                result
+            }
+        } else {
+            result
+        };
         self.entry_done(entry.slot, Some(result));
-        if !self.admit_waiters.is_empty() {
-            self.wake_admission();
+        if !self.admission.is_empty() {
+            self.on_room();
         }
         Ok(())
     }
@@ -609,17 +798,37 @@ impl State {
         wake(&mut self.push_waker);
     }
 
-    /// Expires calls whose deadline passed; returns when to look again.
+    /// Expires calls and waiters whose deadline passed; returns when to
+    /// look again. Each call is looked at once by the FIFO sweep (or
+    /// popped once from the heap), each waiter once: the work is
+    /// proportional to what expires, not to what is queued.
     pub fn expire(&mut self, now: Instant, default_timeout: Duration) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let soonest = |t: Instant, next: &mut Option<Instant>| {
             *next = Some(next.map_or(t, |n| n.min(t)));
         };
-        // Calls with the default timeout expire in FIFO order.
+        let (lost, next_waiter) = self.admission.expire(now);
+        if let Some(t) = next_waiter {
+            soonest(t, &mut next);
+        }
+        if lost > 0 || self.admission.held() > 0 {
+            self.on_room();
+        }
+        let (lost, next_session) = self.sessions.expire(now);
+        if let Some(t) = next_session {
+            soonest(t, &mut next);
+        }
+        if lost > 0 {
+            self.grant_session();
+        }
+        // Calls in FIFO order of deadline expire in FIFO order; the sweep
+        // moves past the others for good (the heap has them, or they are
+        // withdrawn), so it never walks them twice.
         let mut expired = Vec::new();
         let from = self.entries.partition_point(|e| e.start < self.swept);
-        for e in self.entries.iter().skip(from) {
-            if e.timeout != default_timeout || e.withdrawn {
+        for e in self.entries.range(from..) {
+            if e.odd || e.withdrawn {
+                self.swept = e.end;
                 continue;
             }
             if e.deadline > now {
@@ -729,7 +938,15 @@ impl State {
             wake(&mut self.push_waker);
             wake(&mut self.sweeper_waker);
         }
-        self.wake_admission();
+        // Waiting callers learn of a closed or unreachable connection at
+        // once (O(n), once); otherwise they wait on, and the places the
+        // failed calls freed go to the oldest.
+        if exit || fail_fast {
+            self.admission.wake_all();
+            self.sessions.wake_all();
+        }
+        self.on_room();
+        self.wake_link_waiters();
     }
 
     /// Closes for good: every queued call fails with `Closed` (written
@@ -756,7 +973,9 @@ impl State {
         wake(&mut self.io_waker);
         wake(&mut self.sweeper_waker);
         wake(&mut self.push_waker);
-        self.wake_admission();
+        self.admission.wake_all();
+        self.sessions.wake_all();
+        self.wake_link_waiters();
     }
 
     /// A handshake finished on a new socket. False when the connection
@@ -773,7 +992,8 @@ impl State {
         self.protocol = protocol;
         self.link = Link::Up;
         self.down = None;
-        self.wake_admission();
+        self.wake_link_waiters();
+        self.on_room();
         true
     }
 
@@ -805,6 +1025,8 @@ impl State {
         }
         self.fail_unwritten(|_| Some(not_sent(config, &reason)));
         self.down = Some(reason);
+        self.admission.wake_all();
+        self.wake_link_waiters();
     }
 
     /// In fail-fast mode, while the server is unreachable: the error a
@@ -822,9 +1044,11 @@ impl State {
 
     /// Why the I/O loop must give up its socket now, on either transport:
     /// the connection was closed, or the socket was taken for dead.
-    /// Also starts a new batch clock (every driver wake-up does).
+    /// Also starts a new batch clock and a new reply clock (every driver
+    /// wake-up does).
     pub fn io_loop_turn(&mut self) -> Option<Error> {
         self.batch_clock = None;
+        self.reply_clock = None;
         if let Link::Closed(why) = self.link {
             return Some(Error::Closed(why));
         }
@@ -903,115 +1127,7 @@ impl State {
     }
 }
 
+mod waiting;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn call(timeout: Duration) -> Call {
-        Call {
-            watch: None,
-            timeout,
-            replies: 1,
-            gather: false,
-            detached: false,
-            blocking: false,
-        }
-    }
-
-    fn queue(st: &mut State, config: &ConnectionConfig, timeout: Duration, bytes: &[u8]) -> usize {
-        match st.admit(config, &call(timeout), &mut |out| {
-            out.extend_from_slice(bytes)
-        }) {
-            Ok(Admit::Queued(slot)) => slot,
-            _ => panic!("not queued"),
-        }
-    }
-
-    /// A call is judged by the health check only once wholly written and
-    /// when it does not block on purpose; a silent node connection fails
-    /// its unwritten calls as not sent.
-    #[test]
-    fn health_check_judges_wholly_written_calls_only() {
-        let h = Duration::from_millis(100);
-        let config = ConnectionConfig {
-            health_interval: Some(h),
-            ..ConnectionConfig::default()
-        };
-        let shared = Shared::new(config.clone(), None);
-        let mut st = shared.state.borrow_mut();
-        st.link = Link::Up;
-        st.fail_fast = true;
-        let t0 = Instant::now();
-        let big = queue(&mut st, &config, config.timeout, &[b'x'; 100]);
-        // Half of it is out: its reply cannot come yet.
-        st.wrote(50);
-        assert_eq!(st.check_health(&config, t0).0, Finding::Fine);
-        assert_eq!(st.check_health(&config, t0 + 3 * h).0, Finding::Fine);
-        st.wrote(50);
-        let later = queue(&mut st, &config, config.timeout, b"later");
-        let t1 = t0 + 4 * h;
-        assert_eq!(st.check_health(&config, t1).0, Finding::Fine);
-        assert_eq!(st.check_health(&config, t1 + h).0, Finding::Silent);
-        assert_eq!(st.stats.stalls, 1);
-        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(cx.waker().clone())
-        }));
-        // The unwritten call failed as not sent; the written one waits.
-        assert!(matches!(
-            st.poll_slot(later, &waker),
-            Some(Err(Error::Connect { .. }))
-        ));
-        assert!(st.poll_slot(big, &waker).is_none());
-        assert!(st.down_error(&config).is_some());
-        // A byte ends the silence.
-        assert!(st.note_bytes_in(1));
-        assert!(st.down_error(&config).is_none());
-    }
-
-    /// Bytes a transport gives back go in front of the batch buffer; a
-    /// call cut by the boundary stays written, a call wholly in them whose
-    /// caller was told "timed out, may have been applied" is withdrawn,
-    /// and the others are sent on the next socket.
-    #[test]
-    fn unwritten_bytes_come_back_in_front() {
-        let config = ConnectionConfig::default();
-        let shared = Shared::new(config.clone(), None);
-        let mut st = shared.state.borrow_mut();
-        st.link = Link::Up;
-        let long = Duration::from_secs(60);
-        let a = queue(&mut st, &config, long, b"AAAA");
-        let b = queue(&mut st, &config, long, b"BBBB");
-        let c = queue(&mut st, &config, Duration::from_millis(1), b"CCCC");
-        let d = queue(&mut st, &config, long, b"DDDD");
-        let batch = st.take_out(BytesMut::new());
-        assert_eq!(&batch[..], b"AAAABBBBCCCCDDDD");
-        let e = queue(&mut st, &config, long, b"EEEE");
-        // C times out while its batch is with the transport.
-        st.expire(Instant::now() + Duration::from_millis(5), config.timeout);
-        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(cx.waker().clone())
-        }));
-        assert!(matches!(
-            st.poll_slot(c, &waker),
-            Some(Err(Error::Timeout {
-                maybe_applied: true
-            }))
-        ));
-        // The socket took "AAAAB" only.
-        st.unwrite(&batch[5..]);
-        assert_eq!(&st.out[..], b"BBBCCCCDDDDEEEE");
-        st.on_disconnect(&config, false);
-        assert!(matches!(
-            st.poll_slot(a, &waker),
-            Some(Err(Error::ConnectionLost))
-        ));
-        assert!(matches!(
-            st.poll_slot(b, &waker),
-            Some(Err(Error::ConnectionLost))
-        ));
-        // C is gone from the stream; D and E wait for the next socket.
-        assert_eq!(&st.out[..], b"DDDDEEEE");
-        assert!(st.poll_slot(d, &waker).is_none());
-        assert!(st.poll_slot(e, &waker).is_none());
-    }
-}
+mod tests;
