@@ -29,8 +29,12 @@ half the baseline began less than half a second before that moment and the
 second before it, which did not, began less than half a second after it
 (so the moment lies within about half a second of the figure). The run
 fails when the recovery is above 2 s, when any call ended more than its
-deadline + 100 ms after it was sent (the report's late_calls), or when an
-acknowledged write was lost or wrong.
+deadline + 100 ms after it was sent (the report's late_calls), when a
+command failed after the old master's return (SIGCONT), or when an
+acknowledged write was lost or wrong. The recovery after each change above
+is printed for a freeze run too, but not judged: the freeze is judged from
+the promotion, and after the return only errors count (throughput dips on
+a shared machine for reasons of its own).
 """
 
 import json
@@ -112,6 +116,17 @@ def freeze_check(lines, events, baseline_of):
         add_kinds(kinds, l["errors_by_kind"])
     out.append(f"  from the freeze to the end of the first second back: lowest "
                f"{min(l['ops_per_sec'] for l in frozen):,.0f} ops/s, errors: {kinds_text(kinds)}")
+    # The old master's return must cost no call; throughput is shown above,
+    # not judged (on a shared machine it dips for reasons of its own).
+    thaw = next((ms for ms, kind, text in events if kind == "change" and text.startswith("thaw")), None)
+    if thaw is not None:
+        kinds = {}
+        for l in lines:
+            if l["unix_ms"] > thaw:
+                add_kinds(kinds, l["errors_by_kind"])
+        out.append(f"  errors after the old master's return: {kinds_text(kinds)}")
+        if kinds:
+            ok = False
     return ok, out
 
 
@@ -181,6 +196,7 @@ def main():
     print()
 
     ok = True
+    freeze_run = any(kind == "promotion" for _, kind, _ in events)
     print("recovery after each change:")
     for i, (ms, _, text) in enumerate(changes):
         until = changes[i + 1][0] if i + 1 < len(changes) else None
@@ -209,7 +225,10 @@ def main():
             low = min(l["ops_per_sec"] for l in window)
             print(f"  {text}: NOT recovered by the end of the load "
                   f"(lowest {low:,.0f} ops/s; errors: {kinds_text(kinds)})")
-            ok = False
+            if freeze_run:
+                print("    (not judged in a freeze run: that is judged from the promotion, below)")
+            else:
+                ok = False
     # Server side: how long the cluster itself took.
     kill = next((ms for ms, kind, text in events if text.startswith("kill")), None)
     promoted = next((ms for ms, kind, text in events if text.startswith("failover done")), None)
