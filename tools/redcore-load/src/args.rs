@@ -118,14 +118,26 @@ pub struct Cli {
     /// lines, flushed as they come): `unix_ms` (wall clock at the end of
     /// the second), `t` (seconds since measuring began), `ops` and
     /// `errors` (completed and failed in that second), `ops_per_sec`,
-    /// `errors_by_kind`, and `slowest_us` (the slowest successful command
-    /// in that second). For watching a run through failures.
+    /// `errors_by_kind`, `slowest_us` (the slowest successful command in
+    /// that second), `slowest_call_us` (the slowest call that ended in
+    /// that second, whatever its outcome, from its send to its end) and
+    /// `late_calls` (calls that ended in that second past their deadline
+    /// by more than 100 ms). For watching a run through failures.
     #[arg(long, value_name = "FILE")]
     pub timeline: Option<PathBuf>,
 
-    /// Deadline of each call, connecting included.
+    /// Deadline of each call, connecting included. The report counts the
+    /// calls that ended later than this plus 100 ms (`late_calls`).
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration_nonzero)]
     pub timeout: Duration,
+
+    /// Stop the run (exit status 1) when commands have failed without a
+    /// reply and none has succeeded for this long: the target seems down.
+    /// Checked once a second, so at least `1s`; `0` never stops (a server
+    /// paused for a while, a failover that takes its time)
+    /// [default: twice --timeout, at least 2s].
+    #[arg(long, value_name = "TIME", value_parser = parse_stall_limit)]
+    pub stall_limit: Option<Duration>,
 
     /// Use TLS, trusting this CA certificate (PEM file) instead of the
     /// system roots (for `rediss://` targets with a private CA).
@@ -137,6 +149,16 @@ impl Cli {
     /// The SET:GET ratio in force.
     pub fn ratio(&self) -> Ratio {
         self.ratio.unwrap_or(Ratio { set: 1, get: 1 })
+    }
+
+    /// How long commands may fail with none succeeding before the run
+    /// stops; `None` when it never stops for that.
+    pub fn stall_limit(&self) -> Option<Duration> {
+        match self.stall_limit {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(default_stall_limit(self.timeout)),
+        }
     }
 
     /// The measured duration, when the run is bounded by time.
@@ -281,6 +303,24 @@ pub fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// The stall limit when `--stall-limit` is not given: two call deadlines,
+/// at least 2 s.
+pub fn default_stall_limit(timeout: Duration) -> Duration {
+    (timeout * 2).max(Duration::from_secs(2))
+}
+
+/// Parses `--stall-limit`: `0` (off) or a duration of at least a second
+/// (the check runs once a second).
+pub fn parse_stall_limit(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(format!(
+            "{s:?} is shorter than the once-a-second check: give at least 1s, or 0 to never stop"
+        ));
     }
     Ok(d)
 }
@@ -453,6 +493,38 @@ mod tests {
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration_nonzero("0s").is_err());
         assert!(parse_duration_nonzero("1ms").is_ok());
+    }
+
+    #[test]
+    fn stall_limits() {
+        assert_eq!(parse_stall_limit("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_stall_limit("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_stall_limit("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_stall_limit("1m"), Ok(Duration::from_secs(60)));
+        assert!(
+            parse_stall_limit("500ms")
+                .unwrap_err()
+                .contains("at least 1s")
+        );
+        assert!(parse_stall_limit("-1s").is_err());
+        assert!(parse_stall_limit("soon").is_err());
+        let limit = |args: &[&str]| parse(args).unwrap().stall_limit();
+        assert_eq!(
+            limit(&["--server", "redis://a"]),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            limit(&["--server", "redis://a", "--timeout", "500ms"]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            limit(&["--server", "redis://a", "--stall-limit", "30s"]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            limit(&["--server", "redis://a", "--stall-limit", "0"]),
+            None
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Exit status: 0 when the run completed, 1 when the target could not be
 //! reached, no command succeeded, the run stopped early (commands failed
-//! and none succeeded for two call timeouts), or `--verify` found a lost
-//! or wrong write, 2 for bad arguments.
+//! and none succeeded for `--stall-limit`), or `--verify` found a lost or
+//! wrong write, 2 for bad arguments.
 
 mod args;
 mod plan;
@@ -219,7 +219,7 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
         }
     };
 
-    let stall_limit = (cli.timeout * 2).max(Duration::from_secs(2));
+    let stall_limit = cli.stall_limit();
     let stopped_early = wait_with_progress(&shared, &events, progress, &mut timeline, stall_limit);
     let mut results = Vec::new();
     for r in joiner() {
@@ -398,14 +398,14 @@ fn describe(config: &ConnectionConfig) -> String {
 
 /// Waits for every core to finish; on a terminal, shows a progress line
 /// once per second; with `--timeline`, writes a line per second. When
-/// commands keep failing and none has succeeded for `stall_limit`, tells
-/// the cores to stop and returns why.
+/// commands keep failing and none has succeeded for `stall_limit` (if
+/// any), tells the cores to stop and returns why.
 fn wait_with_progress(
     shared: &Shared,
     events: &mpsc::Receiver<Event>,
     progress: bool,
     timeline: &mut Option<Timeline>,
-    stall_limit: Duration,
+    stall_limit: Option<Duration>,
 ) -> Option<String> {
     let mut stall = Stall::new();
     let mut stopped = None;
@@ -422,8 +422,8 @@ fn wait_with_progress(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 next_line += Duration::from_secs(1);
                 tick(shared, timeline);
-                if stopped.is_none() {
-                    stopped = stall.check(shared, stall_limit);
+                if let (None, Some(limit)) = (&stopped, stall_limit) {
+                    stopped = stall.check(shared, limit);
                     if stopped.is_some() {
                         shared.abort.store(true, Ordering::Relaxed);
                     }
@@ -497,9 +497,11 @@ impl Stall {
         let stalled = now.saturating_duration_since(self.since);
         (errors > self.errors && stalled >= limit).then(|| {
             format!(
-                "no command succeeded for {} while {} failed; the target seems down",
+                "no command succeeded for {} while {} failed; the target seems down \
+                 (--stall-limit {}; 0 never stops)",
                 humantime::format_duration(Duration::from_secs(stalled.as_secs())),
-                errors - self.errors
+                errors - self.errors,
+                humantime::format_duration(limit)
             )
         })
     }

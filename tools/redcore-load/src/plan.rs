@@ -57,7 +57,13 @@ pub struct Plan {
     pub verify: Option<WriteTable>,
     /// Whether cores send histogram snapshots for the progress line.
     pub progress: bool,
+    /// A call that took longer than this, from its send to its end, is
+    /// late: the deadline (`--timeout`) plus [`LATE_MARGIN`].
+    pub late_after: Duration,
 }
+
+/// How far past its deadline a call may end before it counts as late.
+pub const LATE_MARGIN: Duration = Duration::from_millis(100);
 
 impl Plan {
     /// The plan of a command line, for `cores` cores.
@@ -112,6 +118,7 @@ impl Plan {
             rate: cli.rate,
             verify: cli.verify.then(|| WriteTable::new(cli.keys)),
             progress,
+            late_after: cli.timeout + LATE_MARGIN,
         }
     }
 

@@ -52,6 +52,16 @@ pub struct Report {
     /// microseconds (part of the latency above: timer wake-ups, all tasks
     /// busy). `None` in a closed loop.
     pub send_lag_us: Option<Latency>,
+    /// The slowest measured call whatever its outcome (succeeded, failed,
+    /// timed out), microseconds from its send to its end: unlike
+    /// `latency_us`, which counts successful commands only (and, in an
+    /// open loop, from their intended send time). A pipeline is one call.
+    pub slowest_call_us: f64,
+    /// Measured calls that ended later than `late_call_threshold_us`
+    /// after they were sent: past their deadline by more than 100 ms.
+    pub late_calls: u64,
+    /// The call deadline (`--timeout`) plus 100 ms, microseconds.
+    pub late_call_threshold_us: f64,
     /// The check of acknowledged writes, with `--verify`.
     pub verify: Option<VerifyReport>,
     /// Why the run ended before its end, if it did.
@@ -174,6 +184,10 @@ pub struct Merged {
     pub tracked_writes: u64,
     /// SETs that fell back to GET.
     pub set_fallbacks: u64,
+    /// The slowest call of any outcome, nanoseconds.
+    pub slowest_call_ns: u64,
+    /// Late calls.
+    pub late_calls: u64,
 }
 
 impl Merged {
@@ -187,6 +201,8 @@ impl Merged {
             send_lag: new_histogram(),
             tracked_writes: 0,
             set_fallbacks: 0,
+            slowest_call_ns: 0,
+            late_calls: 0,
         };
         for r in results {
             m.send_lag
@@ -207,6 +223,8 @@ impl Merged {
             m.unsent += r.unsent;
             m.tracked_writes += r.tracked_writes;
             m.set_fallbacks += r.set_fallbacks;
+            m.slowest_call_ns = m.slowest_call_ns.max(r.slowest_call_ns);
+            m.late_calls += r.late_calls;
         }
         m
     }
@@ -285,6 +303,9 @@ pub fn build(
         commands,
         unsent: merged.unsent,
         send_lag_us: plan.rate.map(|_| Latency::of(&merged.send_lag)),
+        slowest_call_us: merged.slowest_call_ns as f64 / 1000.0,
+        late_calls: merged.late_calls,
+        late_call_threshold_us: plan.late_after.as_secs_f64() * 1e6,
         verify,
         stopped_early: None,
     }
@@ -343,6 +364,14 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(out, "errors, {}: {}", c.name, kinds.join(", "));
         }
     }
+    let _ = writeln!(
+        out,
+        "slowest call, any outcome, send to end: {} ms; calls that ended more than {} ms \
+         after they were sent (deadline + 100 ms): {}",
+        fmt_us(r.slowest_call_us / 1000.0),
+        fmt_us(r.late_call_threshold_us / 1000.0),
+        r.late_calls
+    );
     if let Some(why) = &r.stopped_early {
         let _ = writeln!(out, "stopped early: {why}");
     }
@@ -475,6 +504,31 @@ mod tests {
         assert!((l.p50 - 2.0).abs() < 0.01, "{l:?}");
         assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
         assert_eq!(Latency::of(&new_histogram()).max, 0.0);
+    }
+
+    #[test]
+    fn slowest_and_late_calls_in_the_report() {
+        use clap::Parser;
+        let cli =
+            crate::args::Cli::try_parse_from(["x", "--server", "redis://a", "--timeout", "2s"])
+                .unwrap();
+        let plan = Plan::new(&cli, 1, false);
+        let mut merged = Merged::of(&plan, Vec::new());
+        merged.histograms[0].record(5_000).unwrap();
+        merged.slowest_call_ns = 2_250_000_000;
+        merged.late_calls = 3;
+        let r = build(&plan, "t".into(), &merged, Duration::from_secs(1), None);
+        assert_eq!(r.slowest_call_us, 2_250_000.0);
+        assert_eq!(r.late_calls, 3);
+        assert_eq!(r.late_call_threshold_us, 2_100_000.0);
+        let text = text(&r);
+        assert!(
+            text.contains(
+                "slowest call, any outcome, send to end: 2250 ms; calls that ended more than \
+                 2100 ms after they were sent (deadline + 100 ms): 3"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub struct Line {
     /// The slowest successful command that completed in the interval, in
     /// microseconds (0 when none did).
     pub slowest_us: f64,
+    /// The slowest call of any outcome that ended in the interval,
+    /// microseconds from its send to its end (0 when none ended).
+    pub slowest_call_us: f64,
+    /// Calls that ended in the interval more than the deadline + 100 ms
+    /// after they were sent.
+    pub late_calls: u64,
 }
 
 /// Totals at the end of the previous interval.
@@ -39,6 +45,7 @@ pub struct Line {
 struct Seen {
     at: Option<Instant>,
     ops: u64,
+    late: u64,
     kinds: BTreeMap<String, u64>,
 }
 
@@ -81,11 +88,15 @@ impl Timeline {
 
     fn sample(&mut self, shared: &Shared, start: Instant, now: Instant) -> Line {
         let mut ops = 0;
+        let mut late = 0;
         let mut slowest = 0;
+        let mut slowest_call = 0;
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for live in &shared.live {
             ops += live.ops.load(Ordering::Relaxed);
+            late += live.late_calls.load(Ordering::Relaxed);
             slowest = slowest.max(live.slowest_ns.swap(0, Ordering::Relaxed));
+            slowest_call = slowest_call.max(live.slowest_call_ns.swap(0, Ordering::Relaxed));
             let core = live.error_kinds.lock().unwrap_or_else(|e| e.into_inner());
             for (kind, n) in core.iter() {
                 *kinds.entry(kind.clone()).or_default() += n;
@@ -94,6 +105,7 @@ impl Timeline {
         let from = self.seen.at.unwrap_or(start);
         let secs = now.saturating_duration_since(from).as_secs_f64();
         let new_ops = ops.saturating_sub(self.seen.ops);
+        let new_late = late.saturating_sub(self.seen.late);
         let mut by_kind = BTreeMap::new();
         for (kind, n) in &kinds {
             let before = self.seen.kinds.get(kind).copied().unwrap_or(0);
@@ -104,6 +116,7 @@ impl Timeline {
         self.seen = Seen {
             at: Some(now),
             ops,
+            late,
             kinds,
         };
         let unix_ms = SystemTime::now()
@@ -122,6 +135,8 @@ impl Timeline {
             },
             errors_by_kind: by_kind,
             slowest_us: slowest as f64 / 1000.0,
+            slowest_call_us: slowest_call as f64 / 1000.0,
+            late_calls: new_late,
         }
     }
 }

@@ -40,6 +40,13 @@ pub struct LiveCounters {
     /// The slowest successful measured command since the timeline last
     /// took it (nanoseconds); the timeline swaps it to 0.
     pub slowest_ns: AtomicU64,
+    /// The slowest measured call of any outcome since the timeline last
+    /// took it, from its send to its end (nanoseconds); the timeline
+    /// swaps it to 0.
+    pub slowest_call_ns: AtomicU64,
+    /// Measured calls that ended later than the deadline allows
+    /// ([`Plan::late_after`]).
+    pub late_calls: AtomicU64,
     /// Measured failures by kind, so far (locked only when a command
     /// fails).
     pub error_kinds: Mutex<BTreeMap<String, u64>>,
@@ -110,6 +117,11 @@ pub struct CoreResult {
     /// Verified SETs that fell back to GET because every key drawn was
     /// being written.
     pub set_fallbacks: u64,
+    /// The slowest measured call of any outcome, from its send to its end
+    /// (nanoseconds; a pipeline is one call).
+    pub slowest_call_ns: u64,
+    /// Measured calls that took longer than [`Plan::late_after`].
+    pub late_calls: u64,
 }
 
 /// The client a core sends on.
@@ -242,6 +254,8 @@ struct Stats {
     errors: Vec<BTreeMap<String, u64>>,
     last_done: Option<Instant>,
     send_lag: Histogram<u64>,
+    slowest_call_ns: u64,
+    late_calls: u64,
 }
 
 /// The state of one core, shared by its tasks.
@@ -322,6 +336,8 @@ pub async fn run_core(
             errors: plan.ops.iter().map(|_| BTreeMap::new()).collect(),
             last_done: None,
             send_lag: new_histogram(),
+            slowest_call_ns: 0,
+            late_calls: 0,
         }),
         shared: shared.clone(),
     });
@@ -363,6 +379,8 @@ pub async fn run_core(
         errors: Vec::new(),
         last_done: None,
         send_lag: new_histogram(),
+        slowest_call_ns: 0,
+        late_calls: 0,
     });
     CoreResult {
         histograms: stats.histograms,
@@ -372,6 +390,8 @@ pub async fn run_core(
         unsent,
         tracked_writes: core.writes.get(),
         set_fallbacks: core.fallbacks.get(),
+        slowest_call_ns: stats.slowest_call_ns,
+        late_calls: stats.late_calls,
     }
 }
 
@@ -504,12 +524,15 @@ impl Core {
         }
     }
 
-    /// Records the outcome of a batch.
+    /// Records the outcome of a batch: `latency` is what the histograms
+    /// count (from the intended send time in an open loop), `call` the
+    /// call itself, from its send to its end.
     fn finish(
         &self,
         slots: &[Slot],
         result: &Result<Vec<Value>, Error>,
         latency: Duration,
+        call: Duration,
         counted: bool,
         done: Instant,
     ) {
@@ -554,6 +577,13 @@ impl Core {
         if counted {
             stats.last_done = Some(stats.last_done.map_or(done, |d| d.max(done)));
             let live = &self.shared.live[self.index];
+            let call_ns = u64::try_from(call.as_nanos()).unwrap_or(u64::MAX);
+            stats.slowest_call_ns = stats.slowest_call_ns.max(call_ns);
+            live.slowest_call_ns.fetch_max(call_ns, Ordering::Relaxed);
+            if call > plan.late_after {
+                stats.late_calls += 1;
+                live.late_calls.fetch_add(1, Ordering::Relaxed);
+            }
             live.ops.fetch_add(ok, Ordering::Relaxed);
             if ok > 0 {
                 live.slowest_ns.fetch_max(nanos, Ordering::Relaxed);
@@ -622,6 +652,13 @@ async fn task_loop(core: Rc<Core>, task: usize) {
                 .send_lag
                 .saturating_record(u64::try_from(lag).unwrap_or(u64::MAX).max(1));
         }
-        core.finish(&slots[..n], &result, done - from, counted, done);
+        core.finish(
+            &slots[..n],
+            &result,
+            done - from,
+            done - sent,
+            counted,
+            done,
+        );
     }
 }

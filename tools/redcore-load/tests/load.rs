@@ -44,8 +44,29 @@ impl Run {
     }
 }
 
-/// Runs the binary; kills it if it takes more than a minute.
-fn load(args: &[&str]) -> Run {
+/// A run of the binary going on in the background.
+struct Running {
+    pid: u32,
+    waiter: thread::JoinHandle<Run>,
+}
+
+impl Running {
+    /// Waits for the run to end.
+    fn finish(self) -> Run {
+        self.waiter.join().expect("the runner")
+    }
+
+    /// Sends a signal to the running binary.
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this test started and has
+        // not reaped (the waiter thread reaps it only once it exits).
+        let r = unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Starts the binary; the run is killed if it takes more than a minute.
+fn start(args: &[&str]) -> Running {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_redcore-load"))
         .args(args)
@@ -54,35 +75,45 @@ fn load(args: &[&str]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start redcore-load");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for redcore-load") {
-            break status;
+    let pid = child.id();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let waiter = thread::spawn(move || {
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let out = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for redcore-load") {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redcore-load {args:?} ran for more than a minute");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Run {
+            code: status.code(),
+            stdout: out.join().expect("stdout reader"),
+            stderr: err.join().expect("stderr reader"),
+            took: started.elapsed(),
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("redcore-load {args:?} ran for more than a minute");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-        took: started.elapsed(),
-    }
+    });
+    Running { pid, waiter }
+}
+
+/// Runs the binary to its end.
+fn load(args: &[&str]) -> Run {
+    start(args).finish()
 }
 
 fn num(v: &Value, path: &str) -> f64 {
@@ -380,29 +411,29 @@ fn lost_writes_are_detected() {
 }
 
 /// A run in the background with `--timeline`, once its first timeline
-/// line is written (the load is running): the run's thread, the
-/// timeline's path, and the directory holding it.
-fn running_with_timeline(
-    args: &[&str],
-) -> (
-    thread::JoinHandle<Run>,
-    std::path::PathBuf,
-    tempfile::TempDir,
-) {
+/// line is written (the load is running): the run, the timeline's path,
+/// and the directory holding it.
+fn running_with_timeline(args: &[&str]) -> (Running, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("timeline.jsonl");
-    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    args.extend([
-        "--timeline".to_owned(),
-        path.to_str().expect("utf-8 path").to_owned(),
-    ]);
-    let runner = thread::spawn(move || load(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let mut args = args.to_vec();
+    args.extend(["--timeline", path.to_str().expect("utf-8 path")]);
+    let running = start(&args);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&path).map_or(true, |t| t.lines().count() == 0) {
+    while timeline(&path).is_empty() {
         assert!(Instant::now() < deadline, "no timeline line in 20 s");
         thread::sleep(Duration::from_millis(20));
     }
-    (runner, path, dir)
+    (running, path, dir)
+}
+
+/// The timeline's lines so far (a line being written is left out).
+fn timeline(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map_while(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// A connection killed mid-run: the timeline shows the failures of that
@@ -426,7 +457,7 @@ fn timeline_shows_errors_by_kind_and_the_recovery() {
     let killed = conn
         .call(&["CLIENT", "KILL", "TYPE", "normal"])
         .expect("CLIENT KILL");
-    let report = runner.join().expect("the runner").json();
+    let report = runner.finish().json();
     assert!(
         matches!(killed, support::Reply::Integer(n) if n >= 1),
         "{killed:?}"
@@ -472,7 +503,7 @@ fn a_target_that_dies_stops_the_run() {
     ]);
     server.kill();
     let killed = Instant::now();
-    let run = runner.join().expect("the runner");
+    let run = runner.finish();
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("stopped early"), "{}", run.stderr);
     let report = run.json();
@@ -524,6 +555,240 @@ fn refused_commands_do_not_stop_the_run_early() {
         "{report:#}"
     );
     assert!(num(&report, "elapsed_secs") >= 2.9, "{report:#}");
+}
+
+/// Keeps a server stopped (`SIGSTOP`) until dropped (`SIGCONT`), so that a
+/// failing check never leaves it stopped for the rest of the test.
+struct Paused<'a>(&'a RedisServer);
+
+impl<'a> Paused<'a> {
+    fn new(server: &'a RedisServer) -> Paused<'a> {
+        server.pause(true);
+        Paused(server)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.pause(false);
+    }
+}
+
+/// The number of timeline lines at the end that saw no success, and the
+/// failures in them.
+fn trailing_stall(lines: &[Value]) -> (usize, f64) {
+    let stalled: Vec<&Value> = lines
+        .iter()
+        .rev()
+        .take_while(|l| num(l, "ops") == 0.0)
+        .collect();
+    (
+        stalled.len(),
+        stalled.iter().map(|l| num(l, "errors")).sum(),
+    )
+}
+
+/// `--stall-limit 0`: a server that stops answering for longer than the
+/// default limit (2 s with a 1 s deadline) does not end the run; once it
+/// answers again the load carries on to its end.
+#[test]
+fn stall_limit_0_rides_through_a_paused_server() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (runner, path, _dir) = running_with_timeline(&[
+        "--server",
+        &url,
+        "--cores",
+        "1",
+        "--tasks",
+        "4",
+        "--duration",
+        "9s",
+        "--timeout",
+        "1s",
+        "--stall-limit",
+        "0",
+        "--json",
+    ]);
+    let paused = Paused::new(&server);
+    // Three whole seconds with failures and no success: by then the
+    // default limit would have stopped the run.
+    support::wait_until("three seconds of failures", Duration::from_secs(20), || {
+        let (seconds, errors) = trailing_stall(&timeline(&path));
+        seconds >= 3 && errors > 0.0
+    });
+    let stalled_lines = timeline(&path).len();
+    drop(paused);
+    let run = runner.finish();
+    let report = run.ok();
+    assert!(report["stopped_early"].is_null(), "{report:#}");
+    assert!(!run.stderr.contains("stopped early"), "{}", run.stderr);
+    assert!(num(&report, "total.errors") > 0.0, "{report:#}");
+    assert!(num(&report, "elapsed_secs") >= 8.5, "{report:#}");
+    let lines = timeline(&path);
+    assert!(
+        lines[stalled_lines..].iter().any(|l| num(l, "ops") > 0.0),
+        "no success after the server came back: {lines:#?}"
+    );
+}
+
+/// `--stall-limit 1s` with a 3 s deadline: once the paused server's calls
+/// have failed, the run stops at the next check, instead of after the
+/// default 6 s without a success, and says why.
+#[test]
+fn a_short_stall_limit_stops_the_run() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (runner, _path, _dir) = running_with_timeline(&[
+        "--server",
+        &url,
+        "--cores",
+        "1",
+        "--tasks",
+        "4",
+        "--requests",
+        "1000000000",
+        "--timeout",
+        "3s",
+        "--stall-limit",
+        "1s",
+        "--json",
+    ]);
+    let paused = Paused::new(&server);
+    let run = runner.finish();
+    drop(paused);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("stopped early"), "{}", run.stderr);
+    let report = run.json();
+    let why = report["stopped_early"].as_str().unwrap_or_default();
+    assert!(why.contains("--stall-limit 1s"), "{report:#}");
+    // "no command succeeded for 3s while ...", counted from the last check
+    // that saw a success (up to a second after the pause): the first
+    // failures come at the 3 s deadline, and the run stops at the check
+    // after them, well before the default limit (6 s).
+    let stalled: u64 = why
+        .strip_prefix("no command succeeded for ")
+        .and_then(|rest| rest.split_once("s "))
+        .and_then(|(secs, _)| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no stall time in {why:?}"));
+    assert!((2..6).contains(&stalled), "{why}");
+}
+
+/// A call that times out is in `slowest_call_us` (whatever its outcome,
+/// unlike the latency of successful commands), not in `late_calls` unless
+/// it ended more than 100 ms past its deadline; the timeline's seconds
+/// add up to the report.
+#[test]
+fn slowest_call_counts_calls_that_time_out() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tline = dir.path().join("timeline.jsonl");
+    let run = load(&[
+        "--server",
+        &server.url(),
+        "--cores",
+        "1",
+        "--tasks",
+        "2",
+        "--duration",
+        "2500ms",
+        "--timeout",
+        "1s",
+        // The server holds BLPOP's reply for 2 s, past the 1 s deadline:
+        // every call times out, and nothing succeeds.
+        "--command",
+        "BLPOP list:__key__ 2",
+        "--stall-limit",
+        "0",
+        "--json",
+        "--timeline",
+        tline.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no command succeeded"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
+    assert!(
+        num(&report, "total.errors_by_kind.timeout after sending") > 0.0,
+        "{report:#}"
+    );
+    // Successful commands only: the timed-out calls are not in it.
+    assert_eq!(num(&report, "total.latency_us.max"), 0.0, "{report:#}");
+    let slowest = num(&report, "slowest_call_us");
+    let threshold = num(&report, "late_call_threshold_us");
+    assert_eq!(threshold, 1_100_000.0, "{report:#}");
+    assert!(slowest >= 1_000_000.0, "{report:#}");
+    let late = num(&report, "late_calls");
+    assert_eq!(late > 0.0, slowest > threshold, "{report:#}");
+    eprintln!("slowest call {slowest} us, {late} late");
+    let lines = timeline(&tline);
+    let by_second = lines
+        .iter()
+        .map(|l| num(l, "slowest_call_us"))
+        .fold(0.0, f64::max);
+    assert_eq!(by_second, slowest, "{lines:#?}");
+    let late_by_second: f64 = lines.iter().map(|l| num(l, "late_calls")).sum();
+    assert_eq!(late_by_second, late, "{lines:#?}");
+}
+
+/// Calls that end more than 100 ms past their deadline are counted: the
+/// load generator itself stopped for a second (`SIGSTOP`) with calls in
+/// flight under a 200 ms deadline ends them late.
+#[test]
+fn late_calls_are_counted() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (runner, path, _dir) = running_with_timeline(&[
+        "--server",
+        &url,
+        "--cores",
+        "1",
+        "--tasks",
+        "4",
+        "--duration",
+        "3s",
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    runner.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // The stop itself is what is measured: a second without the generator.
+    thread::sleep(Duration::from_secs(1));
+    runner.signal(libc::SIGCONT);
+    let stop = stopped.elapsed();
+    let report = runner.finish().ok();
+    let late = num(&report, "late_calls");
+    assert!(late >= 1.0, "{report:#}");
+    assert_eq!(num(&report, "late_call_threshold_us"), 300_000.0);
+    assert!(
+        num(&report, "slowest_call_us") >= stop.as_secs_f64() * 1e6 * 0.9,
+        "stopped {stop:?}: {report:#}"
+    );
+    let lines = timeline(&path);
+    let late_by_second: f64 = lines.iter().map(|l| num(l, "late_calls")).sum();
+    assert_eq!(late_by_second, late, "{lines:#?}");
+}
+
+#[test]
+fn bad_stall_limits_are_refused() {
+    for (value, says) in [
+        ("soon", "not a duration"),
+        ("-1s", "not a duration"),
+        ("500ms", "at least 1s, or 0 to never stop"),
+    ] {
+        let arg = format!("--stall-limit={value}");
+        let run = load(&["--server", "redis://127.0.0.1:1", &arg]);
+        assert_eq!(run.code, Some(2), "{value}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("--stall-limit") && run.stderr.contains(says),
+            "{value}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
