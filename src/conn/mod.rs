@@ -44,8 +44,8 @@
 //! `Error::Timeout { maybe_applied: true }`, and its late reply is read and
 //! dropped without desynchronising the stream. No call reports success
 //! after its deadline: a reply read after it (before the sweeper got to the
-//! call) is that timeout too, and a reply read in the second half of the
-//! call's time is checked against the clock again when its caller runs,
+//! call) is that timeout too, and a reply read after the first eighth of
+//! the call's time is checked against the clock again when its caller runs,
 //! and is that timeout if less than 1 ms is left. When the socket dies, calls
 //! already written fail with [`Error::ConnectionLost`] (they may have been
 //! applied and are never resent), calls not yet written wait for the next

@@ -292,29 +292,39 @@ fn a_full_batch_buffer_holds_grants_until_written() {
 }
 
 /// A reply read after its call's deadline, before the sweeper got to
-/// it, is a timeout that may have been applied, never a success.
+/// it, is a timeout that may have been applied, never a success; so is a
+/// reply read in time whose caller runs too late to see it in time.
 #[test]
 fn a_reply_after_the_deadline_is_a_timeout() {
     let (config, shared) = up(16);
     let mut st = shared.state.borrow_mut();
     let a = queue(&mut st, &config, config.timeout, b"A");
     let b = queue(&mut st, &config, config.timeout, b"B");
+    // A call with a microsecond left: its caller cannot run in time.
+    let c = queue(&mut st, &config, Duration::from_micros(1), b"C");
     let deadline = st.entries[0].deadline;
+    let c_deadline = st.entries[2].deadline;
     st.take_out(BytesMut::new());
-    // Read just before the deadline: a success.
-    st.reply_clock = Some(deadline - Duration::from_millis(1) - config.timeout / 2);
+    // Read before the deadline: a success.
+    st.reply_clock = Some(deadline - config.timeout / 2);
     st.on_reply(bulk("a")).unwrap();
     // Read at the deadline: a timeout.
     st.reply_clock = Some(deadline);
     st.on_reply(bulk("b")).unwrap();
+    // Read just in time, handed over too late.
+    st.reply_clock = Some(c_deadline - Duration::from_nanos(1));
+    st.on_reply(bulk("c")).unwrap();
     let (_, waker) = counter();
     assert_eq!(st.poll_slot(a, &waker).unwrap().unwrap(), bulk("a"));
-    assert!(matches!(
-        st.poll_slot(b, &waker),
-        Some(Err(Error::Timeout {
-            maybe_applied: true
-        }))
-    ));
+    for slot in [b, c] {
+        assert!(matches!(
+            st.poll_slot(slot, &waker),
+            Some(Err(Error::Timeout {
+                maybe_applied: true
+            }))
+        ));
+    }
+    assert_eq!(st.stats.timeouts, 2);
 }
 
 /// The sweep passes calls with other deadlines once and for all: the
