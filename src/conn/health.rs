@@ -91,6 +91,9 @@ impl Health {
     /// `n` bytes arrived. True when that ended a silence.
     #[inline]
     pub fn on_bytes(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
         self.bytes_in += n as u64;
         if self.silent_since.is_some() {
             self.clear();
@@ -235,7 +238,9 @@ mod tests {
         // Probes come once per interval while the silence lasts.
         assert_eq!(h.look(t1 + H + H / 2, Some(7), true).0, Finding::Fine);
         assert_eq!(h.look(t1 + 2 * H, Some(7), true).0, Finding::Probe);
-        // A byte ends it.
+        // Nothing is not a byte; a byte ends it.
+        assert!(!h.on_bytes(0));
+        assert!(h.is_silent());
         assert!(h.on_bytes(1));
         assert!(!h.is_silent());
         assert!(!h.on_bytes(1));
