@@ -273,14 +273,28 @@ impl Builder {
                         }
                         let len = len as usize;
                         self.charge(slot + len, limits);
-                        self.bulk = Some(PendingBulk {
-                            kind,
-                            header: next,
-                            len,
-                            left: len,
-                            format_ok: true,
-                        });
-                        continue;
+                        let end = next + len;
+                        if !self.skipping && kind == b'$' && buf.len() >= end + 2 {
+                            // The payload is here already (the common case
+                            // while catching up on buffered bytes).
+                            if &buf[end..end + 2] != b"\r\n" {
+                                return Err(ProtocolError::MissingCrlf);
+                            }
+                            let mut body = buf.split_to(end + 2);
+                            body.truncate(end);
+                            body.advance(next);
+                            used += end + 2;
+                            Value::BulkString(body.freeze())
+                        } else {
+                            self.bulk = Some(PendingBulk {
+                                kind,
+                                header: next,
+                                len,
+                                left: len,
+                                format_ok: true,
+                            });
+                            continue;
+                        }
                     }
                 },
                 b'*' | b'%' | b'~' | b'>' | b'|' => match parse_len(line, kind)? {
@@ -327,6 +341,20 @@ impl Builder {
                 },
                 other => return Err(ProtocolError::InvalidType(other)),
             };
+            // Most elements land in an array with room that they do not
+            // finish.
+            if let Some(Open {
+                left,
+                items: Items::List(items),
+                ..
+            }) = self.stack.last_mut()
+            {
+                if *left > 1 && items.len() < items.capacity() {
+                    *left -= 1;
+                    items.push(value);
+                    continue;
+                }
+            }
             if let Some(frame) = self.complete(value, limits) {
                 return Ok(self.finish(frame));
             }
@@ -416,18 +444,22 @@ impl Builder {
             let left = open.left;
             // Room for more elements within the limit, so that a `Vec`
             // never grows far past what the reply may hold.
-            let room = limits.max_reply_bytes.saturating_sub(self.cost) / VALUE_SIZE;
+            let room = || limits.max_reply_bytes.saturating_sub(self.cost) / VALUE_SIZE;
             match &mut open.items {
                 Items::Skipped => {}
                 Items::List(items) => {
-                    grow(items, left, room);
+                    if items.len() == items.capacity() {
+                        grow(items, left, room());
+                    }
                     items.push(value);
                 }
                 Items::Pairs(_, key) if open.kind == b'|' && left == 0 => *key = Some(value),
                 Items::Pairs(pairs, key) => match key.take() {
                     None => *key = Some(value),
                     Some(k) => {
-                        grow(pairs, left / 2, room / 2);
+                        if pairs.len() == pairs.capacity() {
+                            grow(pairs, left / 2, room() / 2);
+                        }
                         pairs.push((k, value));
                     }
                 },
@@ -510,14 +542,13 @@ fn empty(kind: u8) -> Value {
 /// Makes room for one more element in a full `Vec`: doubling, but never
 /// past the elements still declared nor past the room left within the
 /// limit, so capacity stays within a small factor of what arrived.
+#[cold]
 fn grow<T>(items: &mut Vec<T>, declared_left: u64, room: usize) {
-    if items.len() == items.capacity() {
-        let declared = usize::try_from(declared_left).unwrap_or(usize::MAX);
-        let extra = items
-            .len()
-            .max(16)
-            .min(declared.saturating_add(1))
-            .min(room.saturating_add(1));
-        items.reserve_exact(extra);
-    }
+    let declared = usize::try_from(declared_left).unwrap_or(usize::MAX);
+    let extra = items
+        .len()
+        .max(16)
+        .min(declared.saturating_add(1))
+        .min(room.saturating_add(1));
+    items.reserve_exact(extra);
 }

@@ -547,7 +547,13 @@ impl Decoder {
                             _ => n,
                         };
                         if children > 0 {
-                            if self.open.len() >= limits.max_depth {
+                            // Every element takes 3 bytes at least: an
+                            // aggregate that cannot be whole goes to the
+                            // builder without being scanned first.
+                            if self.open.len() >= limits.max_depth
+                                || (next as u64).saturating_add(children.saturating_mul(3))
+                                    > b.len() as u64
+                            {
                                 return None;
                             }
                             self.open.push(children);
