@@ -149,7 +149,13 @@ fn a_reply_whose_call_timed_out_is_skipped() {
             ),
             "{e:?}"
         );
-        assert!(started.elapsed() < Duration::from_millis(300));
+        // The reply trickles in, so the sweeper is on time; a loaded
+        // machine may still be late by some hundreds of milliseconds.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         // The next call waits for the rest of the big reply, skipped.
         answers_on_the_same_socket(&conn).await;
         assert_eq!(conn.stats().replies_skipped, 1);
