@@ -1,9 +1,14 @@
-//! Property tests of the RESP codec: encode → decode round trips, and any
-//! split of a valid byte stream decodes to the same frames as the whole.
+//! Property tests of the RESP codec: encode → decode round trips; any
+//! split of a valid byte stream, stepped with any byte budget, decodes to
+//! the same frames as the whole (whole frames take the scan-then-parse
+//! path, split ones the incremental builder); the reply limit holds exactly
+//! at the documented count; skipping a frame consumes exactly that frame.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use redcore::resp::{Decoder, DecoderLimits, Value, encode_command, encode_value};
+use redcore::resp::{
+    Decoder, DecoderLimits, ProtocolError, Step, Value, encode_command, encode_value,
+};
 use redcore::{ServerError, cmd::Args};
 
 fn bytes_strategy(max: usize) -> impl Strategy<Value = Bytes> {
@@ -116,6 +121,76 @@ proptest! {
         prop_assert_eq!(decode_in_chunks(&bytes, &cuts), values);
     }
 
+        #[test]
+    fn any_split_and_budget_step_alike(
+        values in prop::collection::vec(value(), 1..6),
+        mut cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        budget in 1usize..64,
+    ) {
+        let bytes = encode_all(&values);
+        let mut cuts: Vec<usize> = cuts.drain(..).map(|i| i.index(bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        prop_assert_eq!(step_in_chunks(&bytes, &cuts, budget), values);
+    }
+
+    /// A reply decodes at a limit of exactly its documented cost, and
+    /// fails alone one byte under it, however it is split.
+    #[test]
+    fn the_reply_limit_is_the_documented_count(
+        v in value(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let cost = reply_cost(&v, true);
+        let mut bytes = encode_all(std::slice::from_ref(&v)).to_vec();
+        // The next frame costs nothing, whatever the limit.
+        bytes.extend_from_slice(b":7\r\n");
+        let cut = cut.index(bytes.len() + 1);
+        let next = Value::Integer(7);
+        let at = DecoderLimits::default().max_reply_bytes(cost.max(1));
+        prop_assert_eq!(limited(&bytes, cut, at), vec![Ok(v.clone()), Ok(next.clone())]);
+        if cost > 0 {
+            let under = DecoderLimits::default().max_reply_bytes(cost - 1);
+            let too_large = ProtocolError::ReplyTooLarge { limit: cost - 1 };
+            prop_assert_eq!(limited(&bytes, cut, under), vec![Err(too_large), Ok(next)]);
+        }
+    }
+
+    /// Asking to skip a frame in progress consumes exactly that frame
+    /// (pushes are never skipped), and the next one decodes.
+    #[test]
+    fn skipping_consumes_one_frame(v in value(), cut in any::<prop::sample::Index>()) {
+        let frame = encode_all(std::slice::from_ref(&v));
+        let mut bytes = frame.to_vec();
+        bytes.extend_from_slice(b"+NEXT\r\n");
+        let cut = 1 + cut.index(frame.len() - 1);
+        let mut d = Decoder::new();
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        let mut seen = Vec::new();
+        let mut skipping = false;
+        for rest in [&bytes[cut..], &[][..]] {
+            loop {
+                match d.decode_step(&mut buf, usize::MAX).unwrap() {
+                    Step::Frame(f) => seen.push(Some(f)),
+                    Step::Skipped { push } => {
+                        prop_assert!(!push);
+                        seen.push(None);
+                    }
+                    Step::NeedMore => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if seen.is_empty() && d.in_frame() {
+                skipping = d.skip_frame();
+                prop_assert!(!(skipping && v.is_push()));
+            }
+            buf.extend_from_slice(rest);
+        }
+        prop_assert!(buf.is_empty());
+        let next = Value::SimpleString(Bytes::from_static(b"NEXT"));
+        let first = if skipping { None } else { Some(v) };
+        prop_assert_eq!(seen, vec![first, Some(next)]);
+    }
+
     /// Arbitrary and mutated input never panics; it decodes, waits, or fails
     /// with a typed error, and a split never changes which.
     #[test]
@@ -135,6 +210,72 @@ proptest! {
         let whole = decode_outcome(&bytes, bytes.len(), limits);
         let split = decode_outcome(&bytes, cut.index(bytes.len() + 1), limits);
         prop_assert_eq!(whole, split);
+    }
+}
+
+/// Like [`decode_in_chunks`], stepping with a byte budget.
+fn step_in_chunks(bytes: &[u8], cuts: &[usize], budget: usize) -> Vec<Value> {
+    let mut decoder = Decoder::new();
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        let end = end.clamp(start, bytes.len());
+        buf.extend_from_slice(&bytes[start..end]);
+        start = end;
+        loop {
+            match decoder.decode_step(&mut buf, budget).expect("valid input") {
+                Step::Frame(v) => frames.push(v),
+                Step::Paused => {}
+                Step::NeedMore => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(buf.is_empty(), "bytes left over");
+    frames
+}
+
+/// Frames and limit errors from `bytes` cut in two at `cut`.
+fn limited(bytes: &[u8], cut: usize, limits: DecoderLimits) -> Vec<Result<Value, ProtocolError>> {
+    let mut decoder = Decoder::with_limits(limits);
+    let mut buf = BytesMut::from(&bytes[..cut]);
+    let mut out = Vec::new();
+    for rest in [&bytes[cut..], &[][..]] {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(v)) => out.push(Ok(v)),
+                Ok(None) => break,
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        buf.extend_from_slice(rest);
+    }
+    out
+}
+
+/// What `DecoderLimits::max_reply_bytes` documents a reply costs:
+/// `size_of::<Value>()` per element below the top level, plus the text of
+/// string-like values and doubles as encoded.
+fn reply_cost(v: &Value, top: bool) -> usize {
+    let slot = if top { 0 } else { size_of::<Value>() };
+    let pairs = |pairs: &[(Value, Value)]| -> usize {
+        pairs
+            .iter()
+            .map(|(k, v)| reply_cost(k, false) + reply_cost(v, false))
+            .sum()
+    };
+    slot + match v {
+        Value::SimpleString(s) | Value::BulkString(s) | Value::BigNumber(s) => s.len(),
+        Value::Error(e) => e.message().len(),
+        Value::Verbatim { text, .. } => 4 + text.len(),
+        Value::Double(_) => encode_all(std::slice::from_ref(v)).len() - 3,
+        Value::Array(items) | Value::Set(items) | Value::Push(items) => {
+            items.iter().map(|i| reply_cost(i, false)).sum()
+        }
+        Value::Map(p) => pairs(p),
+        Value::Attributed { attributes, value } => pairs(attributes) + reply_cost(value, false),
+        _ => 0,
     }
 }
 

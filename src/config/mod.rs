@@ -326,7 +326,11 @@ pub struct ConnectionConfig {
     /// Most bytes of encoded, unwritten commands buffered; callers beyond
     /// wait in line, as for `max_in_flight` (default 4 MiB).
     pub max_batch_bytes: usize,
-    /// Limits on replies (default: [`DecoderLimits::default`]).
+    /// Limits on replies (default: [`DecoderLimits::default`]), among them
+    /// [`max_reply_bytes`](DecoderLimits::max_reply_bytes), the memory one
+    /// decoded reply may hold (512 MiB): a reply past it fails its call
+    /// with [`ProtocolError::ReplyTooLarge`](crate::resp::ProtocolError::ReplyTooLarge)
+    /// and is skipped, and the connection goes on.
     pub decoder_limits: DecoderLimits,
     /// Push frames (RESP3 `>`) kept for the push receiver before the
     /// newest are dropped (default 1024).
@@ -548,6 +552,7 @@ impl ConnectionConfig {
             ("max_depth", l.max_depth),
             ("max_aggregate_len", l.max_aggregate_len),
             ("max_line_len", l.max_line_len),
+            ("max_reply_bytes", l.max_reply_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(
@@ -837,7 +842,8 @@ impl ConnectionConfigBuilder {
         self
     }
 
-    /// Limits on replies.
+    /// Limits on replies, such as the memory one decoded reply may hold:
+    /// `.decoder_limits(DecoderLimits::default().max_reply_bytes(64 << 20))`.
     pub fn decoder_limits(mut self, limits: DecoderLimits) -> Self {
         self.config.decoder_limits = limits;
         self

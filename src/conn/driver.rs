@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::timer::Timer;
 
+use super::dispatch::{self, DECODE_BUDGET, Drained, dispatch};
 use super::handshake::{self, Negotiated};
 use super::health::{self, Finding, ProbeOutcome};
 use super::read_buf::ReadBuf;
@@ -75,8 +76,10 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         };
         let attempt = match attempt {
             Ok((mut io, negotiated)) => {
+                let held = decoder.frame_bytes();
                 decoder.reset();
-                rbuf.clear();
+                dispatch::released(held);
+                rbuf.reset();
                 rbuf.buf.extend_from_slice(&negotiated.leftover);
                 // Bytes that came after the handshake's last reply can only
                 // be pushes: a reply nobody asked for would be paired with
@@ -218,6 +221,8 @@ async fn io_loop(
     rbuf: &mut ReadBuf,
 ) -> Error {
     let push_capacity = shared.config.push_capacity;
+    // The last turn spent its decoding budget with bytes left.
+    let mut backlog = false;
     poll_fn(|cx| {
         let mut st = shared.state.borrow_mut();
         if let Some(e) = st.io_loop_turn() {
@@ -248,7 +253,19 @@ async fn io_loop(
                 return Poll::Ready(e.into());
             }
         }
-        // Read and dispatch.
+        // Read and dispatch, within a budget of decoded bytes: what is
+        // left over is decoded first on the next turn.
+        let mut budget = DECODE_BUDGET;
+        if backlog {
+            match dispatch(&mut st, decoder, &mut rbuf.buf, push_capacity, &mut budget) {
+                Ok(Drained::NeedMore) => backlog = false,
+                Ok(Drained::Budget) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(e),
+            }
+        }
         for _ in 0..READS_PER_POLL {
             let spare = rbuf.spare(decoder.bytes_needed());
             let offered = spare.len();
@@ -267,17 +284,14 @@ async fn io_loop(
                         cx.waker().wake_by_ref();
                     }
                     st.read_batch();
-                    loop {
-                        match decoder.decode(&mut rbuf.buf) {
-                            Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),
-                            Ok(Some(v)) => {
-                                if let Err(e) = st.on_reply(v) {
-                                    return Poll::Ready(e);
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return Poll::Ready(e.into()),
+                    match dispatch(&mut st, decoder, &mut rbuf.buf, push_capacity, &mut budget) {
+                        Ok(Drained::NeedMore) => {}
+                        Ok(Drained::Budget) => {
+                            backlog = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
+                        Err(e) => return Poll::Ready(e),
                     }
                 }
                 Poll::Ready(Err(e)) => {

@@ -62,6 +62,32 @@
 //! `TCP_USER_TIMEOUT`. The details are in [`health`]'s documentation
 //! (`src/conn/health.rs`).
 //!
+//! Replies are bounded in memory and in the time they take:
+//!
+//! - **The reply limit.** A reply that would hold more than
+//!   [`DecoderLimits::max_reply_bytes`](crate::resp::DecoderLimits::max_reply_bytes)
+//!   once decoded (512 MiB by default; `size_of::<Value>()` per element
+//!   plus payload bytes) fails its call with
+//!   [`ProtocolError::ReplyTooLarge`](crate::resp::ProtocolError::ReplyTooLarge)
+//!   as soon as it passes the limit. What was decoded of it is dropped at
+//!   once, the rest is skipped as it arrives, and the socket stays: the
+//!   next reply goes to the next call. Every other protocol error drops the
+//!   socket. A pipeline with such a reply fails as a whole.
+//! - **Skipping.** A large reply is decoded element by element as it
+//!   arrives. Once nobody waits for it — its call timed out or its future
+//!   was dropped (for a pipeline, for each of its replies) — the rest of it
+//!   is skipped without building values. Push frames are never skipped.
+//! - **Deadlines while a reply streams in.** The connection task decodes a
+//!   few MiB per turn and then yields, and while a reply is partly
+//!   decoded it checks that reply's deadline itself (glommio runs the
+//!   timers of the sweeper only when its queue empties, or every 100 ms):
+//!   a call whose reply streams in endlessly fails with `Timeout` by its
+//!   deadline, and the rest of the reply is skipped.
+//! - **Buffers.** The read buffer goes back to a small allocation after a
+//!   large reply and on every new socket. With the io_uring transport,
+//!   receiving pauses while the receive buffer holds more than 8 MiB beyond
+//!   what the reply in progress needs.
+//!
 //! # Backpressure
 //!
 //! At most [`ConnectionConfig::max_in_flight`] calls are queued or awaiting
@@ -78,6 +104,7 @@
 //! along with the calls in flight.
 
 mod admission;
+mod dispatch;
 mod driver;
 mod handshake;
 mod health;

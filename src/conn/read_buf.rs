@@ -6,6 +6,11 @@
 //! read, so this remembers how much of the space past the data is already
 //! initialized (by earlier zeroing or earlier reads) and zeroes only what
 //! is new.
+//!
+//! A large reply (a big bulk string waited for whole) grows the buffer;
+//! once it is consumed, the buffer goes back to a small allocation, so one
+//! large reply does not pin its size for the life of the connection. A new
+//! socket starts with a new buffer too.
 
 use bytes::BytesMut;
 
@@ -14,6 +19,25 @@ const MIN_READ: usize = 64 * 1024;
 /// Largest amount offered to one read (a huge bulk string arrives in
 /// several reads of this size).
 const MAX_READ: usize = 4 * 1024 * 1024;
+/// A buffer holding more room than this is given a small allocation
+/// again once (nearly) empty.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+/// A buffer with at most this many bytes counts as nearly empty.
+const NEARLY_EMPTY: usize = MIN_READ;
+
+/// Replaces `buf` by a small copy of itself when it holds few bytes in a
+/// large allocation and `need` (the buffer length the decoder waits for)
+/// does not ask for the room. True when it did.
+pub(crate) fn shrink_if_idle(buf: &mut BytesMut, need: Option<usize>) -> bool {
+    if buf.len() > NEARLY_EMPTY
+        || buf.capacity() <= SHRINK_ABOVE
+        || need.is_some_and(|n| n > NEARLY_EMPTY)
+    {
+        return false;
+    }
+    *buf = BytesMut::from(&buf[..]);
+    true
+}
 
 pub(crate) struct ReadBuf {
     pub buf: BytesMut,
@@ -34,6 +58,9 @@ impl ReadBuf {
     ///
     /// [`filled`]: ReadBuf::filled
     pub fn spare(&mut self, need: Option<usize>) -> &mut [u8] {
+        if shrink_if_idle(&mut self.buf, need) {
+            self.init = 0;
+        }
         let len = self.buf.len();
         let want = need
             .map_or(0, |n| n.saturating_sub(len))
@@ -81,9 +108,10 @@ impl ReadBuf {
         }
     }
 
-    /// Forgets everything (the socket is gone).
-    pub fn clear(&mut self) {
-        self.buf.clear();
+    /// Forgets everything and lets the memory go (the socket is gone).
+    pub fn reset(&mut self) {
+        self.buf = BytesMut::new();
+        self.init = 0;
     }
 }
 
@@ -109,6 +137,29 @@ mod tests {
         spare[0] = b'd';
         rb.filled(offered, 1);
         assert_eq!(&rb.buf[..], b"cd");
+    }
+
+    #[test]
+    fn a_large_buffer_goes_back_to_a_small_one_once_consumed() {
+        let mut rb = ReadBuf::new();
+        let offered = rb.spare(Some(8 * MAX_READ)).len();
+        rb.filled(offered, offered);
+        let offered = rb.spare(Some(8 * MAX_READ)).len();
+        rb.filled(offered, offered);
+        assert!(rb.buf.capacity() > SHRINK_ABOVE);
+        // Still waited for: kept.
+        rb.buf.advance(rb.buf.len() - 10);
+        let offered = rb.spare(Some(8 * MAX_READ)).len();
+        rb.filled(offered, 0);
+        assert!(rb.buf.capacity() > SHRINK_ABOVE);
+        // Consumed: a small buffer, with the bytes left.
+        let left = rb.buf.to_vec();
+        let offered = rb.spare(None).len();
+        rb.filled(offered, 0);
+        assert!(rb.buf.capacity() <= SHRINK_ABOVE, "{}", rb.buf.capacity());
+        assert_eq!(&rb.buf[..], &left[..]);
+        rb.reset();
+        assert_eq!(rb.buf.capacity(), 0);
     }
 
     #[test]

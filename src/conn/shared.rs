@@ -221,6 +221,10 @@ pub struct Stats {
     /// Health-check probes (a new socket and a `PING`) that got no answer
     /// within the health interval.
     pub probes_unanswered: u64,
+    /// Replies skipped as they arrived, without building their values:
+    /// past `max_reply_bytes`, or their caller gave up while they streamed
+    /// in (each also counts in `replies`).
+    pub replies_skipped: u64,
 }
 
 pub(crate) struct Shared {
@@ -745,7 +749,13 @@ impl State {
         let result = match &mut entry.expect {
             Expect::One => Ok(value),
             Expect::Many { left, got } => {
-                got.push(value);
+                // A caller that gave up keeps nothing of its replies.
+                let s = &self.slots[entry.slot];
+                if s.caller_gone || s.result.is_some() {
+                    *got = Vec::new();
+                } else {
+                    got.push(value);
+                }
                 *left -= 1;
                 if *left > 0 {
                     return Ok(());
@@ -777,6 +787,55 @@ impl State {
             self.on_room();
         }
         Ok(())
+    }
+
+    /// The reply being received passed `max_reply_bytes`: the call fails
+    /// with `error` now; the rest of the reply is skipped, and its end
+    /// ([`on_skipped_reply`](Self::on_skipped_reply)) finishes the call.
+    pub fn on_reply_too_large(&mut self, error: Error) -> Result<(), Error> {
+        match self.entries.front() {
+            Some(e) if e.start < self.written => {
+                let slot = e.slot;
+                self.deliver(slot, Err(error));
+                Ok(())
+            }
+            _ => Err(Error::Protocol(crate::resp::ProtocolError::UnexpectedReply)),
+        }
+    }
+
+    /// A reply was skipped to its end: it counts as the oldest call's
+    /// reply, whose caller is gone or already has its result.
+    pub fn on_skipped_reply(&mut self) -> Result<(), Error> {
+        debug_assert!(self.entries.front().is_none_or(|e| {
+            let s = &self.slots[e.slot];
+            s.caller_gone || s.result.is_some()
+        }));
+        self.stats.replies_skipped += 1;
+        self.on_reply(Value::Nil)
+    }
+
+    /// While a reply streams in: whether nobody waits for it any more,
+    /// because its caller is gone or was answered, or because its
+    /// deadline has passed — then the caller gets `Timeout { maybe_applied:
+    /// true }` here and now, as the sweeper would (whose timer can be held
+    /// up while the driver keeps busy).
+    pub fn front_reply_unwanted(&mut self) -> bool {
+        let Some(e) = self.entries.front() else {
+            return false;
+        };
+        if e.start >= self.written {
+            return false;
+        }
+        let (slot, deadline) = (e.slot, e.deadline);
+        let s = &self.slots[slot];
+        if s.caller_gone || s.result.is_some() {
+            return true;
+        }
+        if Instant::now() < deadline {
+            return false;
+        }
+        self.time_out(slot, true);
+        true
     }
 
     /// A push frame arrived.

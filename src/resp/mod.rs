@@ -25,13 +25,14 @@ mod encode;
 mod value;
 
 pub use convert::{FromValue, FromValueElement};
-pub use decode::{Decoder, DecoderLimits};
+pub use decode::{Decoder, DecoderLimits, Step};
 pub(crate) use encode::write_bulk;
 pub use encode::{Arg, encode_command, encode_value, write_arg, write_array_header};
 pub use value::Value;
 
 /// Bytes from the server that are not valid RESP, or that break a
-/// [`DecoderLimits`] limit. The stream cannot be trusted after one of these.
+/// [`DecoderLimits`] limit. The stream cannot be trusted after one of
+/// these, except [`ReplyTooLarge`](ProtocolError::ReplyTooLarge).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -87,6 +88,18 @@ pub enum ProtocolError {
     /// A line grew past `max_line_len` without its CRLF.
     #[error("line longer than the limit of {limit} bytes")]
     LineTooLong {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A reply would hold more memory than `max_reply_bytes` once decoded.
+    /// The one protocol error that leaves the stream usable: what was
+    /// decoded of the reply is dropped, the rest of it is skipped as it
+    /// arrives, and the next reply decodes normally (a connection stays
+    /// up; only this call fails).
+    #[error(
+        "reply larger than the limit of {limit} bytes once decoded (max_reply_bytes); it was skipped"
+    )]
+    ReplyTooLarge {
         /// The limit in force.
         limit: usize,
     },

@@ -23,15 +23,20 @@
 //! panics). A handler that blocks forever blocks that drop: scripts must
 //! return.
 //!
+//! A [`Stream`] reply writes a generator's chunks, as fast as the client
+//! takes them or at a given rate, for floods and replies too large to build
+//! in memory first: only one chunk is held at a time.
+//!
 //! Replies are encoded by the harness, not by the library under test.
-//! `support` re-exports [`FakeNode`], [`Reply`] as `FakeReply` and [`Call`]
-//! as `FakeCall`.
+//! `support` re-exports [`FakeNode`], [`Reply`] as `FakeReply`, [`Call`]
+//! as `FakeCall` and [`Stream`] as `FakeStream`.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -61,6 +66,9 @@ pub enum Reply {
     Close,
     /// Answer after the delay (cut short when the node drops).
     Delayed(Duration, Box<Reply>),
+    /// Write a stream of chunks (see [`Stream`]); commands pipelined
+    /// after this one are read once it ends.
+    Stream(Stream),
     /// Answer as a plain Redis would to a handshake (see
     /// [`default_reply`]).
     Default,
@@ -110,6 +118,142 @@ impl Reply {
     /// The reply, after `delay`.
     pub fn after(delay: Duration, reply: Reply) -> Reply {
         Reply::Delayed(delay, Box::new(reply))
+    }
+}
+
+/// Makes the chunk `i` (0, 1, ...) of a stream, or `None` at its end.
+type Chunks = dyn Fn(u64) -> Option<Arc<[u8]>> + Send + Sync;
+
+/// A reply written as a stream of chunks: chunk `i` is `next(i)`, until it
+/// returns `None` or [`until`](Stream::until)'s flag is set; as fast as the
+/// client reads (the default) or at a given rate. It also ends when the
+/// client closes the connection or the node stops; afterwards the node
+/// goes on with the next command, or closes the connection
+/// ([`then_close`](Stream::then_close): for a stream cut in the middle of
+/// a frame).
+#[derive(Clone)]
+pub struct Stream {
+    next: Arc<Chunks>,
+    rate: Option<u64>,
+    close_after: bool,
+    stop: Option<Arc<AtomicBool>>,
+    written: Arc<AtomicU64>,
+}
+
+impl Stream {
+    /// A stream of the chunks `next` makes.
+    pub fn new(next: impl Fn(u64) -> Option<Arc<[u8]>> + Send + Sync + 'static) -> Stream {
+        Stream {
+            next: Arc::new(next),
+            rate: None,
+            close_after: false,
+            stop: None,
+            written: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// `head`, then `unit` `count` times (forever when `None`), in chunks
+    /// of about 64 KiB, all made once: `Stream::repeat(b"*3\r\n", b":1\r\n",
+    /// Some(3))` is a whole array.
+    pub fn repeat(head: &[u8], unit: &[u8], count: Option<u64>) -> Stream {
+        assert!(!unit.is_empty());
+        let per_chunk = (64 * 1024 / unit.len()).max(1) as u64;
+        let full: Arc<[u8]> = unit.repeat(per_chunk as usize).into();
+        let head: Arc<[u8]> = head.into();
+        let unit: Arc<[u8]> = unit.into();
+        Stream::new(move |i| {
+            if i == 0 {
+                return Some(head.clone());
+            }
+            let done = (i - 1) * per_chunk;
+            match count {
+                None => Some(full.clone()),
+                Some(n) if done >= n => None,
+                Some(n) if n - done >= per_chunk => Some(full.clone()),
+                Some(n) => Some(unit.repeat((n - done) as usize).into()),
+            }
+        })
+    }
+
+    /// Writes at about `bytes_per_second`.
+    pub fn rate(mut self, bytes_per_second: u64) -> Stream {
+        self.rate = Some(bytes_per_second);
+        self
+    }
+
+    /// Ends the stream when `flag` is set (checked before each chunk).
+    pub fn until(mut self, flag: Arc<AtomicBool>) -> Stream {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Closes the connection after the stream.
+    pub fn then_close(mut self) -> Stream {
+        self.close_after = true;
+        self
+    }
+
+    /// A counter of the bytes written so far, shared by the clones of
+    /// this stream (a test waits on it).
+    pub fn written(&self) -> Arc<AtomicU64> {
+        self.written.clone()
+    }
+
+    /// Writes the stream; false when the client closed or the node
+    /// stopped.
+    fn write(&self, writer: &Mutex<TcpStream>, shared: &Shared) -> bool {
+        let start = Instant::now();
+        let mut sent = 0u64;
+        for i in 0.. {
+            if shared.stopping() {
+                return false;
+            }
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                return true;
+            }
+            let Some(chunk) = (self.next)(i) else {
+                return true;
+            };
+            if let Some(rate) = self.rate {
+                // The fake's own pacing, not a test's synchronisation.
+                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                let wait = due.saturating_duration_since(Instant::now());
+                if !wait.is_zero() && shared.stopped_within(wait) {
+                    return false;
+                }
+            }
+            if lock(writer).write_all(&chunk).is_err() {
+                return false;
+            }
+            sent += chunk.len() as u64;
+            self.written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("rate", &self.rate)
+            .field("close_after", &self.close_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Stream {
+    fn eq(&self, other: &Stream) -> bool {
+        Arc::ptr_eq(&self.next, &other.next)
+            && self.rate == other.rate
+            && self.close_after == other.close_after
+    }
+}
+
+impl Eq for Stream {}
+
+impl From<Stream> for Reply {
+    fn from(stream: Stream) -> Reply {
+        Reply::Stream(stream)
     }
 }
 
@@ -489,6 +633,20 @@ fn serve(mut reader: TcpStream, writer: Arc<Mutex<TcpStream>>, conn: usize, shar
                 Reply::Close => {
                     let _ = lock(&writer).shutdown(Shutdown::Both);
                     return;
+                }
+                Reply::Stream(stream) => {
+                    if !stream.write(&writer, shared) {
+                        return;
+                    }
+                    if stream.close_after {
+                        // An orderly close: commands sent meanwhile are read
+                        // and dropped, so the client sees the end of the
+                        // stream rather than a reset.
+                        let _ = lock(&writer).shutdown(Shutdown::Write);
+                        let _ = reader.set_read_timeout(Some(Duration::from_secs(1)));
+                        while matches!(reader.read(&mut chunk), Ok(n) if n > 0) {}
+                        return;
+                    }
                 }
                 reply => {
                     if send(&writer, &reply).is_err() {

@@ -39,7 +39,7 @@ pub use cluster::{
     key_in_slot, key_slot, keys_in_slot,
 };
 pub use codec_conn::{CODEC_IO_TIMEOUT, CodecConn, args_text, show};
-pub use fake_node::{Call as FakeCall, FakeNode, Reply as FakeReply};
+pub use fake_node::{Call as FakeCall, FakeNode, Reply as FakeReply, Stream as FakeStream};
 pub use process::{
     missing_binary_message, process_alive, redis_cli_bin, redis_server_bin, wait_until,
 };

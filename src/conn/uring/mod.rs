@@ -90,9 +90,11 @@
 //!   memory).
 //! - Received bytes are copied into the connection's receive buffer as
 //!   they arrive; the buffer holds what arrives between two runs of the
-//!   connection's task, plus what the decoder needs for one frame. There
-//!   is no high-water mark that pauses receiving, as glommio's path gets
-//!   from reading only when the task runs.
+//!   connection's task, plus what the decoder needs for one frame. When it
+//!   holds 8 MiB more than that (a reply streams in faster than the
+//!   connection decodes it), the socket's receive is cancelled, and armed
+//!   again once the connection has decoded half of it: glommio's path gets
+//!   the same from reading only when the task runs.
 //! - A batch counts as written once it is handed to the ring, before the
 //!   kernel has sent it. When the socket dies, the connection waits for
 //!   the batch in flight to come back (a send still waiting for room is
@@ -125,8 +127,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 pub use ring::RingStats;
-use ring::{CoreRing, Outgoing, SendOp};
+use ring::{CoreRing, Outgoing, RX_HIGH, SendOp};
 
+use super::dispatch::{DECODE_BUDGET, Drained, dispatch};
+use super::read_buf::shrink_if_idle;
 use super::shared::{Shared, State};
 use super::transport::Transport;
 use crate::Error;
@@ -474,27 +478,32 @@ pub(crate) async fn io_loop(
         if ring.is_broken() {
             return Poll::Ready(io::Error::other("the io_uring transport stopped").into());
         }
-        // Replies first: they free callers and room.
+        // Replies first: they free callers and room. Within a budget: the
+        // rest waits for the next turn, and receiving pauses while the
+        // buffer is full.
+        let (mut busy, mut resume) = (false, false);
         let (done, in_flight, end) = ring.with_sock(key, |s| {
             let done = s.done.take();
             // A silence ending lets held calls go out below.
             st.note_bytes_in(std::mem::take(&mut s.received));
-            loop {
-                match decoder.decode(&mut s.rx) {
-                    Ok(Some(v)) if v.is_push() => st.on_push(v, push_capacity),
-                    Ok(Some(v)) => {
-                        if let Err(e) = st.on_reply(v) {
-                            return (done, true, Some(e));
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return (done, true, Some(e.into())),
-                }
+            let mut budget = DECODE_BUDGET;
+            match dispatch(&mut st, decoder, &mut s.rx, push_capacity, &mut budget) {
+                Ok(drained) => busy = drained == Drained::Budget,
+                Err(e) => return (done, true, Some(e)),
             }
+            let need = decoder.bytes_needed();
             if st.hibernating && s.rx.is_empty() {
                 s.rx = BytesMut::new();
+            } else {
+                shrink_if_idle(&mut s.rx, need);
             }
-            let end = if let Some(e) = s.send_error.take() {
+            s.rx_high = need.unwrap_or(0).saturating_add(RX_HIGH);
+            resume = s.rx_paused && s.rx.len() + RX_HIGH / 2 <= s.rx_high;
+            // Replies still buffered are delivered before the socket's
+            // end is.
+            let end = if busy {
+                None
+            } else if let Some(e) = s.send_error.take() {
                 Some(e.into())
             } else {
                 match &mut s.rx_end {
@@ -520,6 +529,9 @@ pub(crate) async fn io_loop(
         if let Some(e) = end {
             return Poll::Ready(e);
         }
+        if resume {
+            ring.resume_recv(key);
+        }
         // Write: the whole batch, as one submission.
         if st.needs_compaction() {
             st.compact();
@@ -534,6 +546,9 @@ pub(crate) async fn io_loop(
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
             st.io_waker = Some(cx.waker().clone());
+        }
+        if busy {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     })

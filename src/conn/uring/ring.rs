@@ -29,6 +29,10 @@ const RECV_BUF_SIZE: usize = 16 * 1024;
 const RECV_GROUP: u16 = 0;
 /// Least room made in a socket's receive buffer when it is full.
 const RX_RESERVE: usize = 64 * 1024;
+/// Bytes a socket's receive buffer may hold beyond what the decoder waits
+/// for before its receive is paused (cancelled), until the connection has
+/// decoded half of them.
+pub(super) const RX_HIGH: usize = 8 << 20;
 /// Slots in the sparse table of registered send buffers.
 pub(super) const REG_SLOTS: u32 = 64;
 /// Registered send memory a core may pin (it counts against
@@ -78,6 +82,12 @@ pub(super) struct Sock {
     /// How many bytes arrived since the connection last looked (its
     /// health check counts them).
     pub received: usize,
+    /// Past this many bytes in `rx`, receiving pauses (the connection sets
+    /// it from what its decoder waits for).
+    pub rx_high: usize,
+    /// Receiving is paused: the receive was cancelled and is not re-armed
+    /// until [`CoreRing::resume_recv`].
+    pub rx_paused: bool,
     /// The receive side ended: `None` while open, `Some(None)` at end of
     /// stream, `Some(Some(e))` on an error.
     pub rx_end: Option<Option<io::Error>>,
@@ -435,6 +445,8 @@ impl CoreRing {
             fd,
             rx: BytesMut::new(),
             received: 0,
+            rx_high: RX_HIGH,
+            rx_paused: false,
             rx_end: None,
             recv_armed: false,
             out: None,
@@ -458,7 +470,7 @@ impl CoreRing {
         let fd = {
             let mut socks = self.socks.borrow_mut();
             let s = &mut socks[key];
-            if s.recv_armed || s.rx_end.is_some() || s.orphan {
+            if s.recv_armed || s.rx_end.is_some() || s.orphan || s.rx_paused {
                 return;
             }
             s.recv_armed = true;
@@ -469,6 +481,15 @@ impl CoreRing {
             .build()
             .user_data(user_data(key, OP_RECV));
         self.push(e);
+    }
+
+    /// Receives again on a socket whose receive was paused.
+    pub(super) fn resume_recv(&self, key: usize) {
+        if std::mem::take(&mut self.socks.borrow_mut()[key].rx_paused) {
+            // Still armed while the cancel is on its way: its completion
+            // re-arms.
+            self.arm_recv(key);
+        }
     }
 
     /// Starts sending `out` on socket `key` (nothing else in flight).
@@ -678,6 +699,7 @@ impl CoreRing {
         let mut returned = false;
         let mut rearm = false;
         let mut resend = None;
+        let mut pause = false;
         {
             let mut socks = self.socks.borrow_mut();
             let Some(s) = socks.get_mut(key) else {
@@ -696,6 +718,15 @@ impl CoreRing {
                             }
                             s.rx.extend_from_slice(data);
                             s.received += data.len();
+                            // The connection is not keeping up (a reply
+                            // streams in faster than it decodes): stop
+                            // receiving until it has caught up.
+                            if s.rx.len() >= s.rx_high && !s.rx_paused {
+                                s.rx_paused = true;
+                                // Still armed: cancel it.
+                                pause = cqueue::more(flags);
+                                s.ops += u32::from(pause);
+                            }
                         }
                         self.pbuf.push(bid);
                         returned = true;
@@ -713,7 +744,9 @@ impl CoreRing {
                                 self.bump(|st| st.recv_nobufs += 1);
                                 rearm = true;
                             }
-                            r if -r == libc::ECANCELED && s.orphan => {}
+                            // Cancelled by `release`, or to pause; a pause
+                            // that ended meanwhile re-arms.
+                            r if -r == libc::ECANCELED => rearm = !s.orphan && !s.rx_paused,
                             r => s.rx_end = Some(Some(io::Error::from_raw_os_error(-r))),
                         }
                     }
@@ -765,6 +798,13 @@ impl CoreRing {
         }
         if rearm {
             self.arm_recv(key);
+        }
+        if pause {
+            self.push(
+                opcode::AsyncCancel::new(user_data(key, OP_RECV))
+                    .build()
+                    .user_data(user_data(key, OP_CANCEL)),
+            );
         }
         if let Some(fd) = resend {
             self.push_send(key, fd);
