@@ -1,8 +1,8 @@
 //! The incremental builder: decodes a frame that was not whole at its
 //! first look element by element as its bytes arrive, consuming each
 //! element's bytes once it is parsed, so no byte is looked at twice and the
-//! buffer holds only the element in progress (a pending bulk payload, or a
-//! line without its CRLF yet).
+//! buffer holds only the element in progress (a bulk string waited for
+//! whole, with its header, or a line without its CRLF yet).
 //!
 //! The open aggregates are an explicit stack; each holds the elements
 //! built so far. In skip mode (the reply passed `max_reply_bytes`, or its
@@ -30,7 +30,7 @@ pub(super) struct Builder {
     active: bool,
     /// Open aggregates, outermost first.
     stack: Vec<Open>,
-    /// A bulk payload whose header was consumed.
+    /// A bulk payload whose header was read.
     bulk: Option<PendingBulk>,
     /// Where to resume looking for the CR of the line at the front.
     line_from: usize,
