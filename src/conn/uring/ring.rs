@@ -805,6 +805,9 @@ impl CoreRing {
                     .build()
                     .user_data(user_data(key, OP_CANCEL)),
             );
+            // At once: until the cancel reaches the kernel, every buffer
+            // the reactor hands back is filled and copied again.
+            self.submit();
         }
         if let Some(fd) = resend {
             self.push_send(key, fd);

@@ -1,8 +1,8 @@
 //! The incremental builder: decodes a frame that was not whole at its
 //! first look element by element as its bytes arrive, consuming each
 //! element's bytes once it is parsed, so no byte is looked at twice and the
-//! buffer holds only the element in progress (a pending bulk payload, or a
-//! line without its CRLF yet).
+//! buffer holds only the element in progress (a bulk string waited for
+//! whole, with its header, or a line without its CRLF yet).
 //!
 //! The open aggregates are an explicit stack; each holds the elements
 //! built so far. In skip mode (the reply passed `max_reply_bytes`, or its
@@ -30,7 +30,7 @@ pub(super) struct Builder {
     active: bool,
     /// Open aggregates, outermost first.
     stack: Vec<Open>,
-    /// A bulk payload whose header was consumed.
+    /// A bulk payload whose header was read.
     bulk: Option<PendingBulk>,
     /// Where to resume looking for the CR of the line at the front.
     line_from: usize,
@@ -539,15 +539,32 @@ fn empty(kind: u8) -> Value {
     }
 }
 
-/// Makes room for one more element in a full `Vec`: doubling, but never
-/// past the elements still declared nor past the room left within the
-/// limit, so capacity stays within a small factor of what arrived.
+/// A `Vec` holding this many bytes of elements grows in one step to
+/// [`BIG_VEC`] bytes.
+const JUMP_FROM: usize = 1 << 20;
+/// glibc serves an allocation this large (twice its largest mmap
+/// threshold, which rises up to 32 MiB as large blocks are freed) with a
+/// mapping of its own: it grows in place (`mremap`), its pages become
+/// resident only as they fill, and it goes back to the system when freed.
+/// Smaller ones may come from an arena, where each doubling copies the
+/// elements and the freed old block stays resident, adding up to about the
+/// final size again.
+const BIG_VEC: usize = 64 << 20;
+
+/// Makes room for one more element in a full `Vec`: doubling (past
+/// [`JUMP_FROM`], straight to [`BIG_VEC`]), but never past the elements
+/// still declared nor past the room left within the limit, so capacity
+/// stays within a small factor of what arrived.
 #[cold]
 fn grow<T>(items: &mut Vec<T>, declared_left: u64, room: usize) {
+    let len = items.len();
+    let size = size_of::<T>();
+    let mut want = len.max(16);
+    if len * size >= JUMP_FROM {
+        want = want.max((BIG_VEC / size).saturating_sub(len));
+    }
     let declared = usize::try_from(declared_left).unwrap_or(usize::MAX);
-    let extra = items
-        .len()
-        .max(16)
+    let extra = want
         .min(declared.saturating_add(1))
         .min(room.saturating_add(1));
     items.reserve_exact(extra);
