@@ -68,6 +68,18 @@
 //!   are never taken for silence. TCP sockets carry keepalive and
 //!   `TCP_USER_TIMEOUT`, so a peer that drops every packet fails the
 //!   socket in the kernel too.
+//! - **Memory is bounded by configuration, not by what a server sends.**
+//!   One decoded reply may hold at most
+//!   [`max_reply_bytes`](resp::DecoderLimits::max_reply_bytes) (512 MiB by
+//!   default, counted as `size_of::<Value>()` per element plus payload
+//!   bytes); past it the call fails with
+//!   [`ProtocolError::ReplyTooLarge`](resp::ProtocolError::ReplyTooLarge),
+//!   the rest of the reply is skipped as it arrives and the connection
+//!   carries on. Large replies are decoded a few MiB per turn, so
+//!   deadlines fire while one streams in; a reply whose caller gave up is
+//!   skipped without building values; read buffers shrink back after a
+//!   large reply. Callers beyond `max_in_flight` wait in line, each reply
+//!   letting one in, however many they are.
 //!
 //! # Example
 //!

@@ -378,24 +378,7 @@ impl State {
             }
         };
         if !go {
-            match *waiter {
-                Some(key) => {
-                    if self.admission.is_granted(key) {
-                        self.admission.hold(key);
-                    }
-                }
-                None => {
-                    let deadline = self.clock() + timeout;
-                    let in_order = timeout == config.timeout;
-                    *waiter = Some(if in_session {
-                        self.admission.push_first(deadline, in_order)
-                    } else {
-                        self.admission.push(deadline, in_order)
-                    });
-                    self.sweep_by(deadline);
-                    self.on_room();
-                }
-            }
+            self.wait_in_line(config, timeout, in_session, waiter);
             return Ok(Admit::Wait);
         }
         let bound_generation = match watch {
@@ -410,16 +393,7 @@ impl State {
         // keeps the deadline of its first try.
         let now = self.clock();
         let deadline = match waiter.take() {
-            Some(key) => {
-                let deadline = self.admission.deadline(key);
-                let held = self.admission.held() > 0;
-                self.admission.remove(key);
-                if held {
-                    // Held grants wait for the head to go: wake the next.
-                    self.on_room();
-                }
-                deadline
-            }
+            Some(key) => self.leave_line(key),
             None => now + timeout,
         };
         if deadline <= now {
@@ -488,6 +462,53 @@ impl State {
             .map_or(deadline, |t| t.min(deadline));
         self.sweep_by(look_by);
         Ok(Admit::Queued(slot))
+    }
+
+    /// A call that cannot go now waits in line (or keeps its place, holding
+    /// its grant). Out of [`admit`](Self::admit)'s hot path, so that the
+    /// common case stays small enough to inline the command's encoding.
+    #[cold]
+    #[inline(never)]
+    fn wait_in_line(
+        &mut self,
+        config: &ConnectionConfig,
+        timeout: Duration,
+        in_session: bool,
+        waiter: &mut Option<usize>,
+    ) {
+        match *waiter {
+            Some(key) => {
+                if self.admission.is_granted(key) {
+                    self.admission.hold(key);
+                }
+            }
+            None => {
+                let deadline = self.clock() + timeout;
+                let in_order = timeout == config.timeout;
+                *waiter = Some(if in_session {
+                    self.admission.push_first(deadline, in_order)
+                } else {
+                    self.admission.push(deadline, in_order)
+                });
+                self.sweep_by(deadline);
+                self.on_room();
+            }
+        }
+    }
+
+    /// A waiter admitted now leaves the line; the deadline of its first
+    /// try.
+    #[cold]
+    #[inline(never)]
+    fn leave_line(&mut self, key: usize) -> Instant {
+        let deadline = self.admission.deadline(key);
+        let held = self.admission.held() > 0;
+        self.admission.remove(key);
+        if held {
+            // Held grants wait for the head to go: wake the next.
+            self.on_room();
+        }
+        deadline
     }
 
     /// The time calls queued now are stamped with: the batch's, while a
