@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::node::Node;
+use super::peers::NoPeers;
 use super::refresh;
-use super::router::{Attempt, Node, Router, Step, join_all};
+use super::router::{Attempt, Router, Step, join_all};
 use super::{Health, NodeAddr, Role};
 use crate::cmd::{Args, Cmd, Route, cmd};
 use crate::config::{ClusterConfig, IntoClusterConfig};
@@ -138,7 +140,7 @@ impl Cluster {
     /// of them.
     pub async fn connect(config: impl IntoClusterConfig) -> Result<Cluster, Error> {
         let config = config.into_cluster_config()?;
-        let router = Rc::new(Router::new(config, None)?);
+        let router = Rc::new(Router::new(config, Rc::new(NoPeers))?);
         if let Err(e) = router.discover().await {
             router.close();
             return Err(e);
@@ -147,13 +149,13 @@ impl Cluster {
     }
 
     /// The client over `router`, whose first topology is installed; runs
-    /// the refresh task when this core refreshes.
+    /// the refresh task when the router leads refreshes.
     pub(crate) fn started(router: Rc<Router>) -> Cluster {
         let covered = router.routes().map.coverage();
         if covered < usize::from(crate::slot::SLOT_COUNT) {
             tracing::warn!(covered, "the cluster does not serve every slot");
         }
-        if router.mesh.as_ref().is_none_or(|m| m.is_leader()) {
+        if router.peers.leads_refreshes() {
             glommio::spawn_local(refresh::refresher(router.clone())).detach();
         }
         glommio::spawn_local(super::health::watch_silent_nodes(router.clone())).detach();
@@ -435,7 +437,7 @@ impl Cluster {
     {
         let slot = watch_slot(keys)?;
         self.watch_loop(slot, async |node: &Node, left| {
-            let Some(conn) = node.link.local() else {
+            let Some(conn) = node.via.connection() else {
                 return Err(Error::Unsupported {
                     command: "WATCH".into(),
                     reason: "the node's connection is on another core: use CoreClient::watch_transaction",
@@ -617,7 +619,7 @@ impl Cluster {
             .collect();
         let describe = |addr: &NodeAddr, id: Option<String>, role: Role, health: Health| {
             let node = pool.get(addr);
-            let conn = node.and_then(|n| n.link.local());
+            let conn = node.and_then(|n| n.via.connection());
             let stats = conn.map(|c| c.stats()).unwrap_or_default();
             ClusterNodeInfo {
                 addr: addr.clone(),
@@ -630,7 +632,7 @@ impl Cluster {
                 redirects: node.map_or(0, |n| n.redirects.get()),
                 reconnects: stats.reconnects,
                 stalls: stats.stalls,
-                owner_core: node.and_then(|n| n.link.remote_core()),
+                owner_core: node.and_then(|n| n.via.peer()),
             }
         };
         let mut nodes = Vec::new();
@@ -671,7 +673,7 @@ impl Cluster {
         routes
             .masters
             .iter()
-            .filter_map(|n| Some((n.addr.clone(), n.link.local()?.clone())))
+            .filter_map(|n| Some((n.addr.clone(), n.via.connection()?.clone())))
             .collect()
     }
 

@@ -60,7 +60,7 @@ impl Router {
     pub fn silent_nodes(&self) -> Vec<NodeAddr> {
         self.nodes()
             .iter()
-            .filter(|n| n.link.local().is_some_and(|c| c.is_silent()))
+            .filter(|n| n.via.connection().is_some_and(|c| c.is_silent()))
             .map(|n| n.addr.clone())
             .collect()
     }
@@ -69,7 +69,7 @@ impl Router {
     /// lists: the cluster moved their slots to other nodes.
     pub(super) fn give_up_demoted(&self, masters: &[NodeAddr]) {
         for node in self.nodes() {
-            let Some(conn) = node.link.local() else {
+            let Some(conn) = node.via.connection() else {
                 continue;
             };
             if !masters.contains(&node.addr) && conn.is_silent() {
@@ -84,8 +84,8 @@ impl Router {
 
 /// The client's health task on one core: while any node connection of
 /// this core is silent, asks for a topology check every quarter health
-/// interval (refreshes are merged and rate-limited; on the per-core
-/// runtime core 0 runs them for all).
+/// interval (refreshes are merged and rate-limited; with peers, the one
+/// that leads refreshes runs them for all).
 pub(crate) async fn watch_silent_nodes(router: Rc<Router>) {
     let Some(interval) = router.config.node.health_interval else {
         return;

@@ -100,7 +100,8 @@
 
 pub(crate) mod client;
 mod health;
-pub(crate) mod link;
+pub(crate) mod node;
+pub(crate) mod peers;
 mod refresh;
 pub(crate) mod router;
 mod slot_map;

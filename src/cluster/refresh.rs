@@ -20,7 +20,6 @@ use glommio::timer::Timer;
 use super::router::{Router, join_until};
 use super::{Health, NodeAddr, SlotMap, Topology};
 use crate::Error;
-use crate::runtime::mesh::Op;
 use crate::slot::SLOT_COUNT;
 
 /// Where the refresh task is, and who waits for it.
@@ -50,11 +49,10 @@ pub(crate) fn wake_all(router: &Router) {
 }
 
 impl Router {
-    /// Asks for a refresh soon, without waiting for it. On the per-core
-    /// runtime, core 0 refreshes for every core.
+    /// Asks for a refresh soon, without waiting for it. With peers, the
+    /// one that leads refreshes runs it for all.
     pub fn request_refresh(&self) {
-        if let Some(mesh) = self.mesh.as_ref().filter(|m| !m.is_leader()) {
-            mesh.ask_leader_to_refresh();
+        if self.peers.ask_leader_to_refresh() {
             return;
         }
         let mut st = self.refresh.borrow_mut();
@@ -67,10 +65,8 @@ impl Router {
     /// Asks for a refresh and waits, until `deadline`, for one that starts
     /// after now; its error if it failed.
     pub async fn refresh_until(&self, deadline: Instant) -> Result<(), Error> {
-        if let Some(mesh) = self.mesh.as_ref().filter(|m| !m.is_leader()) {
-            // Core 0 sends the new topology before its answer, on the
-            // same channel: it is installed here when the answer comes.
-            return mesh.call(0, None, deadline, Op::Refresh).await.map(|_| ());
+        if let Some(led) = self.peers.leader_refresh(deadline) {
+            return led.await;
         }
         let ticket = {
             let st = self.refresh.borrow();
@@ -108,6 +104,7 @@ impl Router {
         let seeds = self.config.seeds.clone();
         let topology = self.query(&seeds, deadline).await?;
         self.accept(topology);
+        self.publish();
         // The first map is not a change.
         self.refresh.borrow_mut().changes = 0;
         Ok(())
@@ -120,7 +117,15 @@ impl Router {
         let candidates = self.refresh_candidates();
         let topology = self.query(&candidates, deadline).await?;
         self.accept(topology);
+        self.publish();
         Ok(())
+    }
+
+    /// Gives the peers the topology this router's refresh just accepted.
+    fn publish(&self) {
+        if let Some(t) = self.topology.borrow().as_ref() {
+            self.peers.publish(t, self.routes().map.epoch());
+        }
     }
 
     /// The nodes a refresh asks, in order: the masters routed to now,
@@ -232,8 +237,9 @@ impl Router {
         Topology::from_cluster_slots(v, addr)
     }
 
-    /// Installs a topology core 0 found, with core 0's epoch when that is
-    /// ahead of this core's (MOVED corrections made here count too).
+    /// Installs a topology the peer that leads refreshes found, with its
+    /// epoch when that is ahead of this router's (MOVED corrections made
+    /// here count too).
     pub fn accept_published(&self, topology: Topology, epoch: u64) {
         if self.epoch.get() < epoch {
             self.epoch.set(epoch - 1);
@@ -257,8 +263,7 @@ impl Router {
         .await
     }
 
-    /// Installs `topology` unless it routes every slot as now; core 0 of
-    /// the per-core runtime passes it on to the other cores.
+    /// Installs `topology` unless it routes every slot as now.
     fn accept(&self, mut topology: Topology) {
         if self.config.node.tls.is_some() {
             // Reach nodes on their TLS port when they report one.
@@ -296,9 +301,6 @@ impl Router {
             .map(|n| n.addr.clone())
             .collect();
         self.prune(&keep);
-        if let Some(mesh) = self.mesh.as_ref().filter(|m| m.is_leader()) {
-            mesh.publish(&topology, self.routes().map.epoch());
-        }
         *self.topology.borrow_mut() = Some(Rc::new(topology));
     }
 }

@@ -2,8 +2,10 @@
 //! connections, the current slot map with a connection per master, and the
 //! retry loop that follows MOVED/ASK and waits out failovers.
 //!
-//! Nothing here knows how many cores there are: a per-core client owns one
-//! `Router` per core and feeds it the same topology.
+//! Nothing here knows how many cores there are. A router reaches each node
+//! through its own connection or through the peer that owns the node
+//! ([`Peers`]); the per-core runtime gives each core a router whose peers
+//! are the other cores.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,55 +17,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::health::SilenceSignal;
-use super::link::Link;
+use super::node::{Node, PeerLink, Via};
+use super::peers::{NodeOp, NodeReply, Peers};
 use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
 use crate::config::ClusterConfig;
 use crate::error::{Redirect, RedirectKind, RetryAction};
-use crate::runtime::mesh::{CoreMesh, Op, Reply};
 use crate::{Connection, Error, Value};
-
-/// One node and the way to it.
-pub(crate) struct Node {
-    pub addr: NodeAddr,
-    pub link: Link,
-    /// MOVED and ASK replies this node sent.
-    pub redirects: Cell<u64>,
-}
-
-impl Node {
-    /// Sends one command (after `ASKING` when `asking`).
-    pub async fn command<A: crate::Args>(
-        &self,
-        args: &A,
-        asking: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Value, Error> {
-        self.link.command(&self.addr, args, asking, timeout).await
-    }
-
-    /// Sends commands as one pipeline.
-    pub async fn pipeline<'a, A: crate::Args + 'a>(
-        &self,
-        cmds: impl Iterator<Item = &'a A>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<Value>, Error> {
-        self.link.pipeline(&self.addr, cmds, timeout).await
-    }
-
-    /// Runs commands in `MULTI`/`EXEC` (after `ASKING` when `asking`).
-    pub async fn transaction<A: crate::Args>(
-        &self,
-        cmds: &[A],
-        asking: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<Value>, Error> {
-        self.link
-            .transaction(&self.addr, cmds, asking, timeout)
-            .await
-    }
-}
 
 /// A slot map with the node of each of its masters, replaced whole.
 pub(crate) struct Routes {
@@ -178,14 +139,14 @@ pub(crate) struct Router {
     pub closed: Cell<bool>,
     /// Raised by a node connection of this core whose socket went silent.
     pub silence: Rc<SilenceSignal>,
-    /// On the per-core runtime: this core's place in the mesh. Nodes
-    /// other cores own are reached through it; refreshes run on core 0
-    /// and their results, like `MOVED` corrections, reach every core.
-    pub mesh: Option<Rc<CoreMesh>>,
+    /// The routers this one shares the cluster with: nodes they own are
+    /// reached through them; the one that leads refreshes runs them, and
+    /// their results, like `MOVED` corrections, reach every router.
+    pub peers: Rc<dyn Peers>,
 }
 
 impl Router {
-    pub fn new(config: ClusterConfig, mesh: Option<Rc<CoreMesh>>) -> Result<Router, Error> {
+    pub fn new(config: ClusterConfig, peers: Rc<dyn Peers>) -> Result<Router, Error> {
         let tls = config
             .node
             .tls
@@ -206,7 +167,7 @@ impl Router {
             shards_unsupported: Cell::new(false),
             closed: Cell::new(false),
             silence: Rc::default(),
-            mesh,
+            peers,
         })
     }
 
@@ -216,8 +177,8 @@ impl Router {
         self.routes.borrow().clone()
     }
 
-    /// The node at `addr`, opening a connection to it on first use (or,
-    /// on the per-core runtime, linking it to the core that owns it).
+    /// The node at `addr`, opening a connection to it on first use (or
+    /// linking it to the peer that owns it).
     pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
         let routes = self.routes();
         self.node_among(addr, routes.map.masters())
@@ -228,25 +189,22 @@ impl Router {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let owner = self
-            .mesh
-            .as_ref()
-            .and_then(|m| m.remote_owner(addr, masters));
+        let owner = self.peers.owner(addr, masters);
         self.add_node(addr, owner)
     }
 
-    /// Adds `addr` to the pool, reached through core `owner`, or through a
-    /// connection of this core's own.
+    /// Adds `addr` to the pool, reached through peer `owner`, or through a
+    /// connection of this router's own.
     fn add_node(&self, addr: &NodeAddr, owner: Option<usize>) -> Rc<Node> {
-        let link = match (owner, &self.mesh) {
-            (Some(core), Some(mesh)) => Link::Remote {
-                core,
-                mesh: mesh.clone(),
+        let via = match owner {
+            Some(peer) => Via::Peer(PeerLink {
+                peer,
+                peers: self.peers.clone(),
                 timeout: self.config.node.timeout,
-            },
-            _ => {
+            }),
+            None => {
                 let silence = self.silence.clone();
-                Link::Local(Connection::open_node(
+                Via::Connection(Connection::open_node(
                     self.config.node_config(addr),
                     self.tls.clone(),
                     Box::new(move || silence.raise()),
@@ -255,47 +213,44 @@ impl Router {
         };
         let node = Rc::new(Node {
             addr: addr.clone(),
-            link,
+            via,
             redirects: Cell::new(0),
         });
         self.nodes.borrow_mut().insert(addr.clone(), node.clone());
         node
     }
 
-    /// This core's own connection to `addr`, for a request another core
-    /// sent: a core serves what it is asked even while its view of who
+    /// This router's own connection to `addr`, for work a peer handed
+    /// over: a router serves what it is asked even while its view of who
     /// owns what differs from the sender's.
-    pub fn local_connection(&self, addr: &NodeAddr) -> Result<Connection, Error> {
+    fn own_connection(&self, addr: &NodeAddr) -> Result<Connection, Error> {
         if self.closed.get() {
             return Err(Error::Closed("the cluster client was closed"));
         }
         let known = self.nodes.borrow().get(addr).cloned();
         let node = match known {
-            Some(n) if n.link.local().is_some() => n,
+            Some(n) if n.via.connection().is_some() => n,
             _ => self.add_node(addr, None),
         };
-        Ok(node.link.local().expect("a local link").clone())
+        Ok(node.via.connection().expect("an own connection").clone())
     }
 
-    /// Serves a request another core sent.
+    /// Runs `op` on this router's own connection to `addr` before
+    /// `deadline`, for a peer that handed it over.
     pub async fn serve(
         &self,
-        node: Option<NodeAddr>,
+        addr: &NodeAddr,
         deadline: Instant,
-        op: Op,
-    ) -> Result<Reply, Error> {
-        if let Op::Refresh = op {
-            return self.refresh_until(deadline).await.map(|()| Reply::Done);
-        }
-        let addr = node.expect("a node for every request but a refresh");
+        op: NodeOp,
+    ) -> Result<NodeReply, Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Timeout {
                 maybe_applied: false,
             });
         }
-        let conn = self.local_connection(&addr)?.with_timeout(left);
-        super::link::serve(&conn, op).await
+        let conn = self.own_connection(addr)?.with_timeout(left);
+        super::node::run_op(&conn, op).await
     }
 
     /// Every node with a connection.
@@ -310,24 +265,22 @@ impl Router {
         e
     }
 
-    /// Makes `map` the current routes. On the per-core runtime, a node
-    /// whose owner changed with the new master list gets a new link; calls
-    /// in flight on the old one finish there.
+    /// Makes `map` the current routes. A node whose owner changed with
+    /// the new master list (only ever with peers) is linked anew; calls in
+    /// flight on the old link finish there.
     pub fn install(&self, map: SlotMap) {
         self.give_up_demoted(map.masters());
-        if let Some(mesh) = &self.mesh {
-            let relink: Vec<(NodeAddr, Option<usize>)> = self
-                .nodes
-                .borrow()
-                .values()
-                .filter_map(|n| {
-                    let owner = mesh.remote_owner(&n.addr, map.masters());
-                    (n.link.remote_core() != owner).then(|| (n.addr.clone(), owner))
-                })
-                .collect();
-            for (addr, owner) in relink {
-                self.add_node(&addr, owner);
-            }
+        let relink: Vec<(NodeAddr, Option<usize>)> = self
+            .nodes
+            .borrow()
+            .values()
+            .filter_map(|n| {
+                let owner = self.peers.owner(&n.addr, map.masters());
+                (n.via.peer() != owner).then(|| (n.addr.clone(), owner))
+            })
+            .collect();
+        for (addr, owner) in relink {
+            self.add_node(&addr, owner);
         }
         let masters = map
             .masters()
@@ -361,7 +314,7 @@ impl Router {
     pub fn close(&self) {
         self.closed.set(true);
         for node in self.nodes.borrow_mut().drain() {
-            if let Link::Local(c) = &node.1.link {
+            if let Some(c) = node.1.via.connection() {
                 c.close();
             }
         }
@@ -469,9 +422,7 @@ impl Router {
                 if r.kind == RedirectKind::Moved {
                     tracing::debug!(slot = r.slot, to = %target, "MOVED");
                     self.apply_moved(r.slot, target.clone());
-                    if let Some(mesh) = &self.mesh {
-                        mesh.broadcast_moved(r.slot, &target);
-                    }
+                    self.peers.spread_moved(r.slot, &target);
                     self.request_refresh();
                 } else {
                     tracing::trace!(slot = r.slot, to = %target, "ASK");

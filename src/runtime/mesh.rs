@@ -12,102 +12,64 @@
 //! starts a task per request, which pushes the reply into the outbox.
 //! Handlers never block on sending, so two cores sending to each other
 //! cannot deadlock.
+//!
+//! [`CoreMesh`] is what the cluster layer's [`Peers`] are on this
+//! runtime: the router of each core reaches the nodes other cores own, the
+//! refresh leader (mesh peer 0), and every other core's router through it.
+//! The cluster layer's peer numbers are mesh peer ids; glommio numbers the
+//! peers in its own order, and [`CoreNumbers`] turns them into the core
+//! numbers users see ([`CoreClient::core`](super::CoreClient::core)).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::future::poll_fn;
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 use slab::Slab;
 
+use crate::Error;
+use crate::cluster::peers::{LeaderRefresh, NodeOp, NodeReply, Peers, Ticket};
 use crate::cluster::router::Router;
 use crate::cluster::{NodeAddr, Topology};
-use crate::cmd::Cmd;
-use crate::{Connection, Error, Value};
 
-/// A piece of work to run on the owner core's connection.
-pub(crate) type Job =
-    Box<dyn FnOnce(Connection) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>> + Send>;
-
-/// What a request asks of the core that owns its node.
-pub(crate) enum Op {
-    /// One command, after `ASKING` when `asking`.
-    Command { cmd: Cmd, asking: bool },
-    /// A pipeline.
-    Pipeline(Vec<Cmd>),
-    /// `MULTI`/`EXEC`, after `ASKING` when `asking`.
-    Transaction { cmds: Vec<Cmd>, asking: bool },
-    /// A topology refresh (asked of core 0).
+/// What a request asks of another core.
+enum Asked {
+    /// Work on a node that core owns.
+    Node { addr: NodeAddr, op: NodeOp },
+    /// A topology refresh (asked of the leader, peer 0).
     Refresh,
-    /// Anything else on the node's connection (watch transactions).
-    Job(Job),
 }
 
-/// The answer to an [`Op`].
-pub(crate) enum Reply {
-    Value(Value),
-    Values(Vec<Value>),
-    Done,
-    Any(Box<dyn Any + Send>),
+/// The answer to an [`Asked`].
+enum Answer {
+    Node(NodeReply),
+    Refreshed,
 }
 
-impl Reply {
-    pub fn into_value(self) -> Result<Value, Error> {
-        match self {
-            Reply::Value(v) => Ok(v),
-            _ => unreachable!("a command is answered with a value"),
-        }
-    }
-
-    pub fn into_values(self) -> Result<Vec<Value>, Error> {
-        match self {
-            Reply::Values(v) => Ok(v),
-            _ => unreachable!("a batch is answered with values"),
-        }
-    }
-
-    pub fn into_any(self) -> Box<dyn Any + Send> {
-        match self {
-            Reply::Any(v) => v,
-            _ => unreachable!("a job is answered with its output"),
-        }
-    }
-}
-
-/// Which waiting call a reply belongs to: a slab index, and a sequence
-/// number so that a late reply never completes a newer call in a reused
-/// entry.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ticket {
-    index: u32,
-    seq: u32,
-}
-
-/// A request for a node another core owns.
-pub(crate) struct Request {
+/// A request to another core.
+struct Request {
     ticket: Ticket,
-    node: Option<NodeAddr>,
     deadline: Instant,
-    op: Op,
+    asked: Asked,
 }
 
 /// One message between two cores: everything one core had for the other
 /// in one turn.
 #[derive(Default)]
-pub(crate) struct Batch {
+pub(crate) struct Message {
     requests: Vec<Request>,
-    replies: Vec<(Ticket, Result<Reply, Error>)>,
+    replies: Vec<(Ticket, Result<Answer, Error>)>,
     moved: Vec<(u16, NodeAddr)>,
     topology: Option<(Topology, u64)>,
     refresh: bool,
 }
 
-impl Batch {
+impl Message {
     fn is_empty(&self) -> bool {
         self.requests.is_empty()
             && self.replies.is_empty()
@@ -120,9 +82,9 @@ impl Batch {
 /// A call waiting for another core's reply.
 struct Pending {
     seq: u32,
-    core: usize,
+    peer: usize,
     deadline: Instant,
-    result: Option<Result<Reply, Error>>,
+    result: Option<Result<Answer, Error>>,
     waker: Option<Waker>,
 }
 
@@ -130,7 +92,42 @@ struct Pending {
 /// reply before giving up on that core.
 const GRACE: Duration = Duration::from_millis(100);
 
-/// Counters of cross-core traffic, as [`HopStats`](super::HopStats).
+/// Cross-core traffic of one core, from
+/// [`CoreClient::hop_stats`](super::CoreClient::hop_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HopStats {
+    /// Requests this core sent to the owners of their nodes.
+    pub requests_sent: u64,
+    /// Requests other cores sent here.
+    pub requests_served: u64,
+    /// Channel messages sent (each carries a batch).
+    pub messages_sent: u64,
+    /// Channel messages received.
+    pub messages_received: u64,
+}
+
+/// The core number (the order of the executor's CPUs) of each mesh peer.
+pub(crate) struct CoreNumbers(Vec<AtomicUsize>);
+
+impl CoreNumbers {
+    /// Numbers for `count` cores, each peer taken for its core until told.
+    pub fn new(count: usize) -> CoreNumbers {
+        CoreNumbers((0..count).map(AtomicUsize::new).collect())
+    }
+
+    /// Peer `peer` is core `core`.
+    pub fn set(&self, peer: usize, core: usize) {
+        self.0[peer].store(core, Ordering::Release);
+    }
+
+    /// The core of peer `peer`.
+    pub fn core(&self, peer: usize) -> usize {
+        self.0[peer].load(Ordering::Acquire)
+    }
+}
+
+/// Counters of cross-core traffic, as [`HopStats`].
 #[derive(Default)]
 struct Counters {
     sent: Cell<u64>,
@@ -144,9 +141,10 @@ pub(crate) struct CoreMesh {
     pub index: usize,
     pub count: usize,
     every_core: bool,
-    outboxes: RefCell<Vec<Batch>>,
+    cores: Arc<CoreNumbers>,
+    outboxes: RefCell<Vec<Message>>,
     flushers: RefCell<Vec<Option<Waker>>>,
-    senders: RefCell<Option<Rc<Senders<Batch>>>>,
+    senders: RefCell<Option<Rc<Senders<Message>>>>,
     pending: RefCell<Slab<Pending>>,
     seq: Cell<u32>,
     gone: Vec<Cell<bool>>,
@@ -162,12 +160,14 @@ pub(crate) struct CoreMesh {
 }
 
 impl CoreMesh {
-    pub fn new(index: usize, count: usize, every_core: bool) -> CoreMesh {
+    /// Peer `index` of `count`; `cores` numbers the peers.
+    pub fn new(index: usize, count: usize, every_core: bool, cores: Arc<CoreNumbers>) -> CoreMesh {
         CoreMesh {
             index,
             count,
             every_core,
-            outboxes: RefCell::new((0..count).map(|_| Batch::default()).collect()),
+            cores,
+            outboxes: RefCell::new((0..count).map(|_| Message::default()).collect()),
             flushers: RefCell::new(vec![None; count]),
             senders: RefCell::new(None),
             pending: RefCell::new(Slab::new()),
@@ -183,7 +183,7 @@ impl CoreMesh {
         }
     }
 
-    /// Core 0 refreshes the topology for every core.
+    /// Peer 0 refreshes the topology for every core.
     pub fn is_leader(&self) -> bool {
         self.index == 0
     }
@@ -196,8 +196,8 @@ impl CoreMesh {
     /// sweeper.
     pub fn start(
         self: &Rc<Self>,
-        senders: Senders<Batch>,
-        receivers: Vec<(usize, ConnectedReceiver<Batch>)>,
+        senders: Senders<Message>,
+        receivers: Vec<(usize, ConnectedReceiver<Message>)>,
     ) {
         let senders = Rc::new(senders);
         *self.senders.borrow_mut() = Some(senders.clone());
@@ -210,7 +210,7 @@ impl CoreMesh {
         glommio::spawn_local(sweeper(self.clone())).detach();
     }
 
-    /// The core that owns `addr`: masters (in address order) go round
+    /// The peer that owns `addr`: masters (in address order) go round
     /// the cores, so each core owns as many as the others give or take
     /// one; any other node goes by a hash of its address. Every core
     /// computes the same answer from the same master list.
@@ -226,9 +226,9 @@ impl CoreMesh {
         }
     }
 
-    /// The core that owns `addr` when it is not this one (and cores do not
-    /// each connect to every node).
-    pub fn remote_owner(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Option<usize> {
+    /// The peer that owns `addr` when it is not this one (and cores do
+    /// not each connect to every node).
+    fn remote_owner(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Option<usize> {
         if self.every_core || self.count == 1 {
             return None;
         }
@@ -237,34 +237,32 @@ impl CoreMesh {
     }
 
     /// Puts something into the outbox of `peer` and wakes its flusher.
-    fn push(&self, peer: usize, f: impl FnOnce(&mut Batch)) {
+    fn push(&self, peer: usize, f: impl FnOnce(&mut Message)) {
         f(&mut self.outboxes.borrow_mut()[peer]);
         if let Some(w) = self.flushers.borrow_mut()[peer].take() {
             w.wake();
         }
     }
 
-    /// Sends `op` for `node` to core `core` and waits for its reply, at
-    /// most until `deadline` and a short grace for the owner's own
-    /// timeout reply.
-    pub async fn call(
-        self: &Rc<Self>,
-        core: usize,
-        node: Option<NodeAddr>,
-        deadline: Instant,
-        op: Op,
-    ) -> Result<Reply, Error> {
-        if self.gone[core].get() || self.stopped.get() {
-            return Err(Error::CoreStopped {
-                core,
-                maybe_applied: false,
-            });
+    /// The error for a call to `peer`, which stopped.
+    fn stopped(&self, peer: usize, maybe_applied: bool) -> Error {
+        Error::CoreStopped {
+            core: self.cores.core(peer),
+            maybe_applied,
+        }
+    }
+
+    /// Sends `asked` to `peer`, to be answered by `deadline`; the answer
+    /// comes through [`poll_answer`](Self::poll_answer).
+    fn send_asked(&self, peer: usize, deadline: Instant, asked: Asked) -> Result<Ticket, Error> {
+        if self.gone[peer].get() || self.stopped.get() {
+            return Err(self.stopped(peer, false));
         }
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
         let index = self.pending.borrow_mut().insert(Pending {
             seq,
-            core,
+            peer,
             deadline,
             result: None,
             waker: None,
@@ -273,38 +271,51 @@ impl CoreMesh {
             index: index as u32,
             seq,
         };
-        self.push(core, |b| {
-            b.requests.push(Request {
+        self.push(peer, |m| {
+            m.requests.push(Request {
                 ticket,
-                node,
                 deadline,
-                op,
+                asked,
             })
         });
         self.counters.sent.set(self.counters.sent.get() + 1);
         if let Some(w) = self.sweeper.borrow_mut().take() {
             w.wake();
         }
-        let _forget = Forget { mesh: self, ticket };
-        poll_fn(|cx| {
-            let mut pending = self.pending.borrow_mut();
-            let p = &mut pending[index];
-            match p.result.take() {
-                Some(result) => {
-                    pending.remove(index);
-                    Poll::Ready(result)
-                }
-                None => {
-                    p.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+        Ok(ticket)
+    }
+
+    /// The answer to `ticket`, once it came (then the ticket is spent).
+    fn poll_answer(&self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Result<Answer, Error>> {
+        let mut pending = self.pending.borrow_mut();
+        let index = ticket.index as usize;
+        let Some(p) = pending.get_mut(index).filter(|p| p.seq == ticket.seq) else {
+            return Poll::Ready(Err(Error::Closed("the call to another core was forgotten")));
+        };
+        match p.result.take() {
+            Some(result) => {
+                pending.remove(index);
+                Poll::Ready(result)
             }
-        })
-        .await
+            None => {
+                p.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Forgets a call that stopped waiting (its caller gave up): a late
+    /// reply is then dropped.
+    fn forget_call(&self, ticket: Ticket) {
+        let mut pending = self.pending.borrow_mut();
+        let i = ticket.index as usize;
+        if pending.get(i).is_some_and(|p| p.seq == ticket.seq) {
+            pending.remove(i);
+        }
     }
 
     /// Completes the call of `ticket`, if it still waits.
-    fn complete(&self, ticket: Ticket, result: Result<Reply, Error>) {
+    fn complete(&self, ticket: Ticket, result: Result<Answer, Error>) {
         let mut pending = self.pending.borrow_mut();
         if let Some(p) = pending.get_mut(ticket.index as usize) {
             if p.seq == ticket.seq && p.result.is_none() {
@@ -316,15 +327,12 @@ impl CoreMesh {
         }
     }
 
-    /// Fails every call waiting on `core`, which stopped.
-    fn peer_gone(&self, core: usize) {
-        self.gone[core].set(true);
+    /// Fails every call waiting on `peer`, which stopped.
+    fn peer_gone(&self, peer: usize) {
+        self.gone[peer].set(true);
         for (_, p) in self.pending.borrow_mut().iter_mut() {
-            if p.core == core && p.result.is_none() {
-                p.result = Some(Err(Error::CoreStopped {
-                    core,
-                    maybe_applied: true,
-                }));
+            if p.peer == peer && p.result.is_none() {
+                p.result = Some(Err(self.stopped(peer, true)));
                 if let Some(w) = p.waker.take() {
                     w.wake();
                 }
@@ -348,26 +356,26 @@ impl CoreMesh {
     }
 
     /// Takes in one message from `peer`.
-    fn handle(self: &Rc<Self>, peer: usize, batch: Batch) {
+    fn handle(self: &Rc<Self>, peer: usize, message: Message) {
         self.counters
             .batches_in
             .set(self.counters.batches_in.get() + 1);
         let router = self.router.borrow().upgrade();
         if let Some(router) = &router {
-            if let Some((topology, epoch)) = batch.topology {
+            if let Some((topology, epoch)) = message.topology {
                 router.accept_published(topology, epoch);
             }
-            for (slot, addr) in batch.moved {
+            for (slot, addr) in message.moved {
                 router.apply_moved(slot, addr);
             }
-            if batch.refresh {
+            if message.refresh {
                 router.request_refresh();
             }
         }
-        for (ticket, result) in batch.replies {
+        for (ticket, result) in message.replies {
             self.complete(ticket, result);
         }
-        for req in batch.requests {
+        for req in message.requests {
             self.counters.served.set(self.counters.served.get() + 1);
             let Some(router) = router.clone() else {
                 self.push(peer, |b| {
@@ -379,31 +387,21 @@ impl CoreMesh {
             self.begin_work();
             let mesh = self.clone();
             glommio::spawn_local(async move {
-                let result = router.serve(req.node, req.deadline, req.op).await;
+                let result = match req.asked {
+                    Asked::Node { addr, op } => router
+                        .serve(&addr, req.deadline, op)
+                        .await
+                        .map(Answer::Node),
+                    Asked::Refresh => router
+                        .refresh_until(req.deadline)
+                        .await
+                        .map(|()| Answer::Refreshed),
+                };
                 mesh.push(peer, |b| b.replies.push((req.ticket, result)));
                 mesh.end_work();
             })
             .detach();
         }
-    }
-
-    /// Tells every other core that `slot` moved to `addr`.
-    pub fn broadcast_moved(&self, slot: u16, addr: &NodeAddr) {
-        for peer in (0..self.count).filter(|&p| p != self.index) {
-            self.push(peer, |b| b.moved.push((slot, addr.clone())));
-        }
-    }
-
-    /// Gives every other core the topology core 0 just installed.
-    pub fn publish(&self, topology: &Topology, epoch: u64) {
-        for peer in (0..self.count).filter(|&p| p != self.index) {
-            self.push(peer, |b| b.topology = Some((topology.clone(), epoch)));
-        }
-    }
-
-    /// Asks core 0 for a refresh, without waiting.
-    pub fn ask_leader_to_refresh(&self) {
-        self.push(0, |b| b.refresh = true);
     }
 
     /// A call of this core's users, or a request it serves, begins.
@@ -453,9 +451,14 @@ impl CoreMesh {
         }
     }
 
+    /// The core number of mesh peer `peer`.
+    pub fn core_of(&self, peer: usize) -> usize {
+        self.cores.core(peer)
+    }
+
     /// The cross-core traffic so far.
-    pub fn stats(&self) -> super::HopStats {
-        super::HopStats {
+    pub fn stats(&self) -> HopStats {
+        HopStats {
             requests_sent: self.counters.sent.get(),
             requests_served: self.counters.served.get(),
             messages_sent: self.counters.batches_out.get(),
@@ -464,8 +467,71 @@ impl CoreMesh {
     }
 }
 
-/// Forgets a call that stopped waiting (its caller gave up): a late
-/// reply is then dropped.
+impl Peers for CoreMesh {
+    fn owner(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Option<usize> {
+        self.remote_owner(addr, masters)
+    }
+
+    fn send(
+        &self,
+        peer: usize,
+        addr: NodeAddr,
+        deadline: Instant,
+        op: NodeOp,
+    ) -> Result<Ticket, Error> {
+        self.send_asked(peer, deadline, Asked::Node { addr, op })
+    }
+
+    fn poll_reply(&self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Result<NodeReply, Error>> {
+        self.poll_answer(ticket, cx).map(|answer| match answer? {
+            Answer::Node(reply) => Ok(reply),
+            Answer::Refreshed => unreachable!("work on a node is answered by the node"),
+        })
+    }
+
+    fn forget(&self, ticket: Ticket) {
+        self.forget_call(ticket);
+    }
+
+    fn leads_refreshes(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn ask_leader_to_refresh(&self) -> bool {
+        if self.is_leader() {
+            return false;
+        }
+        self.push(0, |m| m.refresh = true);
+        true
+    }
+
+    fn leader_refresh(&self, deadline: Instant) -> Option<LeaderRefresh<'_>> {
+        if self.is_leader() {
+            return None;
+        }
+        // The leader sends the new topology before its answer, on the same
+        // channel: it is installed here when the answer comes.
+        Some(Box::pin(async move {
+            let ticket = self.send_asked(0, deadline, Asked::Refresh)?;
+            let _forget = Forget { mesh: self, ticket };
+            poll_fn(|cx| self.poll_answer(ticket, cx)).await.map(drop)
+        }))
+    }
+
+    fn spread_moved(&self, slot: u16, addr: &NodeAddr) {
+        for peer in (0..self.count).filter(|&p| p != self.index) {
+            self.push(peer, |m| m.moved.push((slot, addr.clone())));
+        }
+    }
+
+    fn publish(&self, topology: &Topology, epoch: u64) {
+        for peer in (0..self.count).filter(|&p| p != self.index) {
+            self.push(peer, |m| m.topology = Some((topology.clone(), epoch)));
+        }
+    }
+}
+
+/// Forgets a call whose caller stopped waiting.
 struct Forget<'a> {
     mesh: &'a CoreMesh,
     ticket: Ticket,
@@ -473,19 +539,15 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        let mut pending = self.mesh.pending.borrow_mut();
-        let i = self.ticket.index as usize;
-        if pending.get(i).is_some_and(|p| p.seq == self.ticket.seq) {
-            pending.remove(i);
-        }
+        self.mesh.forget_call(self.ticket);
     }
 }
 
 /// Sends the outbox of `peer` whenever it has something, one message at
 /// a time.
-async fn flusher(mesh: Rc<CoreMesh>, senders: Rc<Senders<Batch>>, peer: usize) {
+async fn flusher(mesh: Rc<CoreMesh>, senders: Rc<Senders<Message>>, peer: usize) {
     loop {
-        let batch = poll_fn(|cx| {
+        let message = poll_fn(|cx| {
             if mesh.stopped.get() {
                 return Poll::Ready(None);
             }
@@ -497,11 +559,11 @@ async fn flusher(mesh: Rc<CoreMesh>, senders: Rc<Senders<Batch>>, peer: usize) {
             Poll::Ready(Some(std::mem::take(&mut outboxes[peer])))
         })
         .await;
-        let Some(batch) = batch else { break };
+        let Some(message) = message else { break };
         mesh.counters
             .batches_out
             .set(mesh.counters.batches_out.get() + 1);
-        if senders.send_to(peer, batch).await.is_err() {
+        if senders.send_to(peer, message).await.is_err() {
             tracing::debug!(peer, "core stopped; failing the calls waiting on it");
             mesh.peer_gone(peer);
             break;
@@ -510,9 +572,9 @@ async fn flusher(mesh: Rc<CoreMesh>, senders: Rc<Senders<Batch>>, peer: usize) {
 }
 
 /// Takes in the messages of `peer` until it closes its channel.
-async fn receiver(mesh: Rc<CoreMesh>, peer: usize, rx: ConnectedReceiver<Batch>) {
-    while let Some(batch) = rx.recv().await {
-        mesh.handle(peer, batch);
+async fn receiver(mesh: Rc<CoreMesh>, peer: usize, rx: ConnectedReceiver<Message>) {
+    while let Some(message) = rx.recv().await {
+        mesh.handle(peer, message);
     }
     mesh.peer_gone(peer);
 }

@@ -1,0 +1,248 @@
+//! [`CoreClient`]: the [`Cluster`] API on one core of the runtime.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::executor::Hub;
+use super::mesh::{CoreMesh, HopStats};
+use crate::cluster::client::{check_watch, watch_slot};
+use crate::cluster::{ClusterInfo, NodeAddr};
+use crate::cmd::{Args, Route};
+use crate::resp::Arg;
+use crate::{Cluster, Connection, Error, FromValue, Value, Watch};
+
+/// The client of one core: the [`Cluster`] API, routed to this core's
+/// connections or, for nodes other cores own, through them. Clone it
+/// freely on its core; it is `!Send`.
+#[derive(Clone)]
+pub struct CoreClient {
+    /// The cluster client of this core, whose router reaches the nodes
+    /// other cores own through the mesh.
+    pub(super) cluster: Cluster,
+    pub(super) mesh: Rc<CoreMesh>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) core: usize,
+    pub(super) cpu: usize,
+}
+
+impl std::fmt::Debug for CoreClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreClient")
+            .field("core", &self.core)
+            .field("cpu", &self.cpu)
+            .finish()
+    }
+}
+
+/// Counts a call as work in flight, for the drain.
+struct Work<'a>(&'a CoreMesh);
+
+impl Drop for Work<'_> {
+    fn drop(&mut self) {
+        self.0.end_work();
+    }
+}
+
+impl CoreClient {
+    fn enter(&self) -> Result<Work<'_>, Error> {
+        if self.mesh.closing.get() {
+            return Err(Error::Closed("the executor is shutting down"));
+        }
+        self.mesh.begin_work();
+        Ok(Work(&self.mesh))
+    }
+
+    /// This core's number, from 0, in the order of the CPUs.
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// How many cores the runtime has.
+    pub fn cores(&self) -> usize {
+        self.hub.cores()
+    }
+
+    /// The CPU this core's executor is pinned to.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// True once a shutdown started: calls now fail with
+    /// [`Error::Closed`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.mesh.closing.get()
+    }
+
+    /// The core whose connection serves `key` now (this one, or the one
+    /// its calls travel to).
+    pub fn owner_of_key(&self, key: impl Arg) -> Option<usize> {
+        let slot = key.with_bytes(crate::slot::key_slot);
+        let routes = self.cluster.router.routes();
+        let node = routes.node(Route::Slot(slot))?;
+        Some(match node.via.peer() {
+            Some(peer) => self.mesh.core_of(peer),
+            None => self.core,
+        })
+    }
+
+    /// The master this core routes `slot` to now.
+    pub fn master_of_slot(&self, slot: u16) -> Option<NodeAddr> {
+        let routes = self.cluster.router.routes();
+        routes.map.master_for_slot(slot).cloned()
+    }
+
+    /// This core's cross-core traffic so far.
+    pub fn hop_stats(&self) -> HopStats {
+        self.mesh.stats()
+    }
+
+    /// A handle whose calls have `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> CoreClient {
+        CoreClient {
+            cluster: self.cluster.with_timeout(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// [`Cluster::command`] from this core.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        let _work = self.enter()?;
+        self.cluster.command(args).await
+    }
+
+    /// [`Cluster::pipeline`] from this core: commands split by node, each
+    /// node's share sent by its owner core, replies in order.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let _work = self.enter()?;
+        self.cluster.pipeline(cmds).await
+    }
+
+    /// [`Cluster::transaction`] from this core, run by the core that owns
+    /// the slot's master.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let _work = self.enter()?;
+        self.cluster.transaction(cmds).await
+    }
+
+    /// [`Cluster::watch_transaction`] from this core. When another core
+    /// owns the slot's master, `f` travels there and runs on that core's
+    /// connection (so it must be `Send`; the future it returns need not
+    /// be).
+    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
+            .await
+    }
+
+    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
+    /// tries after the first when a watched key changes.
+    pub async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        let _work = self.enter()?;
+        let slot = watch_slot(keys)?;
+        let keys: Vec<Bytes> = keys
+            .iter()
+            .map(|k| k.with_bytes(Bytes::copy_from_slice))
+            .collect();
+        let mut f = Some(f);
+        self.cluster
+            .watch_loop(slot, async |node, left| {
+                let Some(mut g) = f.take() else {
+                    return Err(Error::Closed("the watch function was lost with its core"));
+                };
+                let keys = keys.clone();
+                let (result, g) = node
+                    .with_connection(left, move |conn| async move {
+                        let result = {
+                            let checked = async |c: &Connection| check_watch(slot, g(c).await?);
+                            conn.watch_transaction_with_retries(&keys, max_retries, checked)
+                                .await
+                        };
+                        (result, g)
+                    })
+                    .await?;
+                f = Some(g);
+                result
+            })
+            .await
+    }
+
+    /// [`Cluster::mget`] from this core.
+    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
+        let _work = self.enter()?;
+        self.cluster.mget(keys).await
+    }
+
+    /// [`Cluster::mset`] from this core.
+    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let _work = self.enter()?;
+        self.cluster.mset(pairs).await
+    }
+
+    /// [`Cluster::del`] from this core.
+    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.del(keys).await
+    }
+
+    /// [`Cluster::unlink`] from this core.
+    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.unlink(keys).await
+    }
+
+    /// [`Cluster::exists`] from this core.
+    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.exists(keys).await
+    }
+
+    /// [`Cluster::touch`] from this core.
+    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        let _work = self.enter()?;
+        self.cluster.touch(keys).await
+    }
+
+    /// [`Cluster::info`] as this core sees the cluster. Nodes another core
+    /// owns have `owner_core` set (a core number, as [`core`](Self::core))
+    /// and report their connection counters there.
+    pub fn info(&self) -> ClusterInfo {
+        let mut info = self.cluster.info();
+        for n in &mut info.nodes {
+            n.owner_core = n.owner_core.map(|p| self.mesh.core_of(p));
+        }
+        info
+    }
+
+    /// [`Cluster::refresh`]: peer 0 of the mesh refreshes, and every core
+    /// gets the result.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let _work = self.enter()?;
+        self.cluster.refresh().await
+    }
+
+    /// The connections this core holds to masters.
+    pub fn master_connections(&self) -> Vec<(NodeAddr, Connection)> {
+        self.cluster.master_connections()
+    }
+}

@@ -1,0 +1,122 @@
+//! [`RemoteClient`]: calls from outside the executors, entering a core
+//! through a channel of their own.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::core_client::CoreClient;
+use super::executor::Hub;
+use crate::cmd::{Args, Cmd};
+use crate::{Error, FromValue, Value};
+
+/// A client for code outside the executors: a plain thread
+/// (`futures_lite::future::block_on(remote.command(..))`), a tokio task,
+/// anything that can await. `Send`, `Sync` and cheap to clone. Each call
+/// enters one core (taking turns) through a bounded channel and runs
+/// there as that core's call, with routing, redirects and the same
+/// end-to-end deadline (the call timeout, counted from the submission).
+#[derive(Clone)]
+pub struct RemoteClient {
+    hub: Arc<Hub>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for RemoteClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteClient")
+            .field("cores", &self.hub.calls.len())
+            .finish()
+    }
+}
+
+impl RemoteClient {
+    /// A client of the runtime `hub` belongs to.
+    pub(super) fn new(hub: Arc<Hub>) -> RemoteClient {
+        RemoteClient { hub, timeout: None }
+    }
+
+    /// A handle whose calls have `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> RemoteClient {
+        RemoteClient {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    async fn submit(&self, kind: ExtKind) -> Result<Value, Error> {
+        let deadline = Instant::now() + self.timeout.unwrap_or(self.hub.timeout);
+        if self.hub.shutdown_started.load(Ordering::Acquire) {
+            return Err(Error::Closed("the executor is shutting down"));
+        }
+        let core = self.hub.next.fetch_add(1, Ordering::Relaxed) % self.hub.calls.len();
+        let (reply, answer) = async_channel::bounded(1);
+        let call = ExtCall {
+            kind,
+            deadline,
+            reply,
+        };
+        if self.hub.calls[core].send(call).await.is_err() {
+            return Err(Error::Closed("the executor has stopped"));
+        }
+        answer.recv().await.unwrap_or(Err(Error::CoreStopped {
+            core,
+            maybe_applied: true,
+        }))
+    }
+
+    /// [`Cluster::command`], run on one of the cores.
+    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        let cmd = crate::conn::to_cmd(&args);
+        T::from_value(self.submit(ExtKind::Command(cmd)).await?)
+    }
+
+    /// [`Cluster::pipeline`], run on one of the cores.
+    pub async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
+        Vec::from_value(self.submit(ExtKind::Pipeline(cmds)).await?)
+    }
+
+    /// [`Cluster::transaction`], run on one of the cores.
+    pub async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
+        Vec::from_value(self.submit(ExtKind::Transaction(cmds)).await?)
+    }
+}
+
+/// A call from outside the executors.
+pub(super) struct ExtCall {
+    kind: ExtKind,
+    deadline: Instant,
+    reply: async_channel::Sender<Result<Value, Error>>,
+}
+
+enum ExtKind {
+    Command(Cmd),
+    Pipeline(Vec<Cmd>),
+    Transaction(Vec<Cmd>),
+}
+
+/// Runs the calls that enter this core from outside the executors.
+pub(super) async fn intake(client: CoreClient, calls: async_channel::Receiver<ExtCall>) {
+    while let Ok(call) = calls.recv().await {
+        let client = client.clone();
+        glommio::spawn_local(async move {
+            let left = call.deadline.saturating_duration_since(Instant::now());
+            let c = client.with_timeout(left);
+            let result = match call.kind {
+                ExtKind::Command(cmd) => c.command::<Value>(cmd).await,
+                ExtKind::Pipeline(cmds) => c.pipeline(cmds).await.map(Value::Array),
+                ExtKind::Transaction(cmds) => c.transaction(cmds).await.map(Value::Array),
+            };
+            let _ = call.reply.try_send(result);
+        })
+        .detach();
+    }
+}
