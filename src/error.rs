@@ -131,7 +131,9 @@ pub enum Error {
     /// stopped (its thread ended) before it replied.
     #[error("core {core} of the runtime, which owns the node, stopped{}", if *maybe_applied { " after the command was handed to it; it may have been applied" } else { "; the command was not sent" })]
     CoreStopped {
-        /// The core (mesh peer) that stopped.
+        /// The core that stopped, numbered as
+        /// [`CoreClient::core`](crate::CoreClient::core) numbers cores (in
+        /// the order of the executor's CPUs).
         core: usize,
         /// Whether the command had been handed over.
         maybe_applied: bool,

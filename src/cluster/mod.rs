@@ -24,6 +24,22 @@
 //! [`Cluster::touch`] split across slots. [`Cluster::info`] reports the
 //! nodes, slot coverage, the map's epoch and per-node counters.
 //!
+//! # Nodes and peers
+//!
+//! The routing state of a client (its router) decides slot → node,
+//! follows redirects and asks for refreshes; how a node is reached is the
+//! business of the node itself: through the router's own connection, or
+//! through a *peer* (another router sharing the cluster) that owns the
+//! node. The router knows its peers only through a narrow interface this
+//! layer defines (`peers::Peers`: who owns a node, hand work to the owner
+//! and wait for its reply, who leads refreshes, spread a `MOVED` and a new
+//! topology). The single-core [`Cluster`] has no peers: it connects to
+//! every node and refreshes for itself. The per-core runtime
+//! ([`crate::runtime`]) gives each core a router whose peers are the other
+//! cores, reached over its channel mesh; the choice between a connection
+//! and a peer is made once per node, so a command for a node the router
+//! connects to goes straight to its connection.
+//!
 //! # Topology
 //!
 //! [`Topology::from_cluster_shards`] parses `CLUSTER SHARDS` (Redis 7+),
@@ -104,6 +120,8 @@ pub(crate) mod node;
 pub(crate) mod peers;
 mod refresh;
 pub(crate) mod router;
+#[cfg(test)]
+mod router_tests;
 mod slot_map;
 mod topology;
 

@@ -234,8 +234,8 @@ impl CoreClient {
         info
     }
 
-    /// [`Cluster::refresh`]: peer 0 of the mesh refreshes, and every core
-    /// gets the result.
+    /// [`Cluster::refresh`]: one core (the first peer of the mesh)
+    /// refreshes, and every core gets the result.
     pub async fn refresh(&self) -> Result<(), Error> {
         let _work = self.enter()?;
         self.cluster.refresh().await

@@ -65,13 +65,15 @@ impl RemoteClient {
         }))
     }
 
-    /// [`Cluster::command`], run on one of the cores.
+    /// [`Cluster::command`](crate::Cluster::command), run on one of the
+    /// cores.
     pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         let cmd = crate::conn::to_cmd(&args);
         T::from_value(self.submit(ExtKind::Command(cmd)).await?)
     }
 
-    /// [`Cluster::pipeline`], run on one of the cores.
+    /// [`Cluster::pipeline`](crate::Cluster::pipeline), run on one of the
+    /// cores.
     pub async fn pipeline<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
@@ -80,7 +82,8 @@ impl RemoteClient {
         Vec::from_value(self.submit(ExtKind::Pipeline(cmds)).await?)
     }
 
-    /// [`Cluster::transaction`], run on one of the cores.
+    /// [`Cluster::transaction`](crate::Cluster::transaction), run on one of the
+    /// cores.
     pub async fn transaction<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
