@@ -35,8 +35,8 @@
 //! and wait for its reply, who leads refreshes, spread a `MOVED` and a new
 //! topology). The single-core [`Cluster`] has no peers: it connects to
 //! every node and refreshes for itself. The per-core runtime
-//! ([`crate::runtime`]) gives each core a router whose peers are the other
-//! cores, reached over its channel mesh; the choice between a connection
+//! ([`ClusterExecutor`](crate::ClusterExecutor)) gives each core a router
+//! whose peers are the other cores, reached over its channel mesh; the choice between a connection
 //! and a peer is made once per node, so a command for a node the router
 //! connects to goes straight to its connection.
 //!
