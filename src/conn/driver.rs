@@ -51,6 +51,7 @@ pub(crate) async fn connect_until(
         Err(Error::Connect {
             addr: shared.addr_text(),
             reason: "the handshake timed out".into(),
+            unsent_command: false,
         })
     })
     .await?;
@@ -476,12 +477,18 @@ mod tests {
                 let second = conn.command::<()>(["PING"]).await.unwrap_err();
                 assert!(started.elapsed() < Duration::from_secs(5));
                 for e in [first, second] {
-                    match e {
-                        Error::Connect { reason, .. } => {
-                            assert!(reason.contains("not sent"), "{reason}")
-                        }
-                        other => panic!("expected a not-sent connect error, got {other:?}"),
-                    }
+                    assert!(
+                        matches!(
+                            e,
+                            Error::Connect {
+                                unsent_command: true,
+                                ..
+                            }
+                        ),
+                        "expected a not-sent connect error, got {e:?}"
+                    );
+                    assert!(e.is_safe_to_retry(), "{e:?}");
+                    assert!(e.to_string().contains("the command was not sent"), "{e}");
                 }
             })
             .unwrap()

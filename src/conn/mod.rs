@@ -126,7 +126,6 @@ use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
-pub(crate) use shared::NOT_SENT;
 pub use shared::Stats;
 use shared::{Admit, Call, Link, Queue, Shared};
 #[doc(hidden)]

@@ -304,7 +304,8 @@ impl Shared {
 fn not_sent(config: &ConnectionConfig, reason: &str) -> Error {
     Error::Connect {
         addr: config.addr.to_string(),
-        reason: format!("{reason}{NOT_SENT}"),
+        reason: reason.to_owned(),
+        unsent_command: true,
     }
 }
 
@@ -320,9 +321,6 @@ const SILENT: &str = "the node has not answered for a whole health interval";
 /// Why a socket whose oldest reply is overdue by far is given up.
 const OVERDUE: &str =
     "the oldest reply is overdue by a whole timeout; the socket is taken for dead";
-
-/// How the reason of a not-sent error ends.
-pub(crate) const NOT_SENT: &str = "; the command was not sent";
 
 fn wake(waker: &mut Option<Waker>) {
     if let Some(w) = waker.take() {
