@@ -140,7 +140,7 @@ pub mod slot;
 pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
 pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
-pub use conn::{Connection, IntoConnectionConfig, PushReceiver, Stats, Watch};
+pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};
 #[doc(hidden)]
 pub use conn::{RingStats, io_uring_stats};
 pub use error::{

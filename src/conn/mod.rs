@@ -108,8 +108,8 @@ mod dispatch;
 mod driver;
 mod handshake;
 mod health;
+mod mux;
 mod read_buf;
-mod shared;
 pub(crate) mod tls;
 mod transport;
 mod uring;
@@ -126,8 +126,8 @@ use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
-pub use shared::Stats;
-use shared::{Admit, Call, Link, Queue, Shared};
+pub use mux::ConnectionStats;
+use mux::{Admit, Call, Link, Queue, Shared};
 #[doc(hidden)]
 pub use uring::{RingStats, stats as io_uring_stats};
 
@@ -175,7 +175,7 @@ struct CloseOnDrop(Rc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.state.borrow_mut().close("every handle was dropped");
+        self.0.mux.borrow_mut().close("every handle was dropped");
     }
 }
 
@@ -217,7 +217,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("addr", &self.shared.addr_text())
-            .field("link", &self.shared.state.borrow().link)
+            .field("link", &self.shared.mux.borrow().link)
             .finish()
     }
 }
@@ -271,7 +271,7 @@ impl Connection {
         shared.on_silent = Some(on_silent);
         let shared = Rc::new(shared);
         shared.transport.set(uring::choose(&shared.config));
-        shared.state.borrow_mut().fail_fast = true;
+        shared.mux.borrow_mut().fail_fast = true;
         glommio::spawn_local(driver::run(shared.clone(), None)).detach();
         glommio::spawn_local(driver::sweeper(shared.clone())).detach();
         Connection {
@@ -295,14 +295,14 @@ impl Connection {
     /// True while the socket is silent: a reply has been due for a whole
     /// health interval and no byte arrived.
     pub(crate) fn is_silent(&self) -> bool {
-        self.shared.state.borrow().holds_writes()
+        self.shared.mux.borrow().holds_writes()
     }
 
     /// Gives the current socket up (its node no longer serves what it was
     /// asked): calls written on it fail with [`Error::ConnectionLost`],
     /// the others wait for the next socket or fail as not sent.
     pub(crate) fn give_up_socket(&self, why: &'static str) {
-        self.shared.state.borrow_mut().give_up_socket(why);
+        self.shared.mux.borrow_mut().give_up_socket(why);
     }
 
     /// The configuration this connection was made with.
@@ -312,13 +312,13 @@ impl Connection {
 
     /// True while a socket is up with its handshake done.
     pub fn is_connected(&self) -> bool {
-        self.shared.state.borrow().link == Link::Up
+        self.shared.mux.borrow().link == Link::Up
     }
 
     /// The protocol the current (or last) socket speaks: RESP3 unless
     /// RESP2 was asked for or the server does not offer RESP3.
     pub fn protocol(&self) -> Protocol {
-        self.shared.state.borrow().protocol
+        self.shared.mux.borrow().protocol
     }
 
     /// The transport carrying this connection's bytes:
@@ -332,22 +332,22 @@ impl Connection {
     }
 
     /// Counters of this connection.
-    pub fn stats(&self) -> Stats {
-        self.shared.state.borrow().stats
+    pub fn stats(&self) -> ConnectionStats {
+        self.shared.mux.borrow().stats
     }
 
     /// Closes the connection for good: queued calls fail with
     /// [`Error::Closed`], calls already written with
     /// [`Error::ConnectionLost`], and later calls with `Closed`.
     pub fn close(&self) {
-        self.shared.state.borrow_mut().close("closed by the user");
+        self.shared.mux.borrow_mut().close("closed by the user");
     }
 
     /// Takes the receiver of RESP3 push frames (client-side caching
     /// invalidations and other out-of-band messages). Only the first call
     /// gets it; pushes that arrive while nobody has taken it are dropped.
     pub fn take_push_receiver(&self) -> Option<PushReceiver> {
-        let mut st = self.shared.state.borrow_mut();
+        let mut st = self.shared.mux.borrow_mut();
         if st.push_taken {
             return None;
         }
@@ -387,7 +387,7 @@ impl Connection {
         // its deadline. One deadline for the whole call, waiting included.
         let mut waiter = Waiter::new(&self.shared, Queue::Calls);
         loop {
-            let admitted = self.shared.state.borrow_mut().admit(
+            let admitted = self.shared.mux.borrow_mut().admit(
                 &self.shared.config,
                 &call,
                 &mut encode,
@@ -418,7 +418,7 @@ impl Connection {
                 return Poll::Ready(Ok(()));
             }
             registered = true;
-            self.shared.state.borrow_mut().wait_link(cx.waker());
+            self.shared.mux.borrow_mut().wait_link(cx.waker());
             Poll::Pending
         });
         futures_lite::future::or(woken, async {
@@ -710,7 +710,7 @@ impl Connection {
         loop {
             let began = self
                 .shared
-                .state
+                .mux
                 .borrow_mut()
                 .begin_exclusive(timeout, &mut waiter.key);
             if let Some(token) = began? {
@@ -733,7 +733,7 @@ impl Connection {
             detached: true,
             blocking: false,
         };
-        let mut st = self.shared.state.borrow_mut();
+        let mut st = self.shared.mux.borrow_mut();
         // A dead socket took its WATCH with it: nothing to undo then. It
         // is not worth waiting for room either: nobody would wait.
         let mut waiter = None;
@@ -804,7 +804,7 @@ impl WatchSession {
         let deadline = Instant::now() + timeout;
         loop {
             {
-                let st = self.conn.shared.state.borrow();
+                let st = self.conn.shared.mux.borrow();
                 match st.link {
                     Link::Up => {
                         return Ok(Connection {
@@ -829,7 +829,7 @@ impl Drop for WatchSession {
     fn drop(&mut self) {
         self.conn
             .shared
-            .state
+            .mux
             .borrow_mut()
             .release_exclusive(self.token);
     }
@@ -856,7 +856,7 @@ impl<'a> Waiter<'a> {
     async fn woken(&mut self) -> Result<(), Error> {
         poll_fn(|cx| {
             self.shared
-                .state
+                .mux
                 .borrow_mut()
                 .poll_waiter(self.queue, &mut self.key, cx.waker())
         })
@@ -867,7 +867,7 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.shared.state.borrow_mut().leave(self.queue, key);
+            self.shared.mux.borrow_mut().leave(self.queue, key);
         }
     }
 }
@@ -889,7 +889,7 @@ impl Future for Reply<'_> {
     ) -> Poll<Self::Output> {
         let result = self
             .shared
-            .state
+            .mux
             .borrow_mut()
             .poll_slot(self.slot, cx.waker());
         match result {
@@ -905,7 +905,7 @@ impl Future for Reply<'_> {
 impl Drop for Reply<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.state.borrow_mut().abandon(self.slot);
+            self.shared.mux.borrow_mut().abandon(self.slot);
         }
     }
 }
@@ -920,7 +920,7 @@ impl PushReceiver {
     /// every frame received has been taken.
     pub async fn recv(&mut self) -> Option<Value> {
         poll_fn(|cx| {
-            let mut st = self.shared.state.borrow_mut();
+            let mut st = self.shared.mux.borrow_mut();
             if let Some(v) = st.pushes.pop_front() {
                 return Poll::Ready(Some(v));
             }
@@ -935,12 +935,12 @@ impl PushReceiver {
 
     /// The next push frame if one is waiting.
     pub fn try_recv(&mut self) -> Option<Value> {
-        self.shared.state.borrow_mut().pushes.pop_front()
+        self.shared.mux.borrow_mut().pushes.pop_front()
     }
 
     /// Push frames dropped because the receiver was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.state.borrow().pushes_dropped
+        self.shared.mux.borrow().pushes_dropped
     }
 }
 
