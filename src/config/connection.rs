@@ -34,7 +34,7 @@ impl fmt::Debug for Password {
 }
 
 /// Everything a [`Connection`](crate::Connection) needs to know. Defaults
-/// are those of the seeds' `Redis.Connection`.
+/// are those of the Elixir `Redis.Connection`.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ConnectionConfig {

@@ -2,10 +2,10 @@
 //! [`ConnectionConfig::builder`] or parsed from a Redis URI
 //! ([`parse_uri`], [`ConnectionConfig::from_uri`], or `str::parse`).
 //!
-//! The options and their defaults are those of the seeds'
+//! The options and their defaults are those of the Elixir
 //! `Redis.Connection`: host `127.0.0.1`, port 6379, RESP3, a 5 s call
 //! timeout, reconnection backoff from 500 ms up to 30 s, connecting before
-//! returning, reconnecting rather than exiting on disconnection. The seeds'
+//! returning, reconnecting rather than exiting on disconnection. Its
 //! `name` option (process registration) has no meaning in Rust: the
 //! connection handle is the name. (A URI's `?name=` query option is the
 //! client name sent with `CLIENT SETNAME`, as in other clients.)

@@ -167,7 +167,7 @@ impl IntoConnectionConfig for String {
 }
 
 /// Tries after the first that `watch_transaction` makes when a watched key
-/// changed (the seeds' `max_retries` default).
+/// changed (the `max_retries` default of the Elixir `Redis.Connection`).
 pub(crate) const WATCH_RETRIES: u32 = 3;
 
 /// Closes the connection when the last handle is dropped.
@@ -183,8 +183,9 @@ impl Drop for CloseOnDrop {
 ///
 /// Clone it freely: clones share the socket, and calls from every task on
 /// the core are pipelined together. The handle is `!Send`; on other cores,
-/// open other connections (or use the per-core runtime). The seeds'
-/// `name` option has no counterpart: the handle is the name.
+/// open other connections (or use the per-core runtime). The `name`
+/// option of the Elixir `Redis.Connection` has no counterpart: the handle
+/// is the name.
 ///
 /// ```no_run
 /// use redcore::{Connection, Value};
