@@ -68,13 +68,18 @@ pub enum Error {
     #[error("TLS error: {0}")]
     Tls(String),
     /// The connection could not be made to any address the host resolved
-    /// to, within the deadline.
-    #[error("cannot connect to {addr}: {reason}")]
+    /// to, within the deadline. Nothing was sent: a call that fails with
+    /// this error never reached the server.
+    #[error("cannot connect to {addr}: {reason}{}", if *unsent_command { "; the command was not sent" } else { "" })]
     Connect {
         /// The address tried.
         addr: String,
         /// Why it failed.
         reason: String,
+        /// True when a call failed with this error (its command was not
+        /// sent, because the connection was down); false when opening the
+        /// connection itself failed and no command was involved.
+        unsent_command: bool,
     },
     /// The handshake (`HELLO`, `AUTH`, `SELECT`) failed.
     #[error(transparent)]
@@ -223,12 +228,72 @@ impl Error {
         self.server_error().and_then(ServerError::redirect)
     }
 
-    /// What a router may do about this error. Errors that are not server
-    /// replies are [`RetryAction::None`] here; the connection layer, which
-    /// knows whether a command reached the socket, decides about those.
+    /// Whether the failed command may have taken effect on the server: it
+    /// was written and its outcome is unknown ([`Error::ConnectionLost`],
+    /// [`Error::Timeout`] or [`Error::CoreStopped`] with `maybe_applied`,
+    /// an I/O or protocol error), or the server ran it ([`Error::Conversion`]:
+    /// the reply came but did not fit), or it answered with an error that
+    /// does not prove the command did nothing (a script may have written
+    /// before it failed).
+    ///
+    /// Always the opposite of [`is_safe_to_retry`](Self::is_safe_to_retry).
+    pub fn maybe_applied(&self) -> bool {
+        !self.is_safe_to_retry()
+    }
+
+    /// Whether the error proves the command had no effect, so that sending
+    /// it again cannot apply it twice: it was never sent (the connection
+    /// was down or closed, the deadline passed first, the command was
+    /// refused before sending), or the server refused it without running
+    /// it (a redirect, `TRYAGAIN`, `CLUSTERDOWN`, ...: see
+    /// [`ServerError::is_safe_to_retry`]), or a transaction was not applied.
+    ///
+    /// Safe is not the same as useful: [`retry_action`](Self::retry_action)
+    /// says whether trying again can succeed.
+    pub fn is_safe_to_retry(&self) -> bool {
+        match self {
+            Error::Server(e) => e.is_safe_to_retry(),
+            Error::Timeout { maybe_applied } | Error::CoreStopped { maybe_applied, .. } => {
+                !maybe_applied
+            }
+            Error::ConnectionLost | Error::Io(_) | Error::Protocol(_) | Error::Conversion(_) => {
+                false
+            }
+            // Never sent: refused before sending, or no connection to send on.
+            Error::CrossSlot { .. }
+            | Error::MalformedCommand { .. }
+            | Error::Unsupported { .. }
+            | Error::InvalidConfig { .. }
+            | Error::InvalidUri { .. }
+            | Error::Tls(_)
+            | Error::Connect { .. }
+            | Error::Handshake(_)
+            | Error::Closed(_)
+            | Error::NoTopology { .. }
+            | Error::SlotUnserved { .. } => true,
+            // A transaction that was not sent, or that `EXEC` did not apply.
+            Error::WatchLost
+            | Error::Aborted(_)
+            | Error::TransactionAborted
+            | Error::WatchConflict { .. } => true,
+            // Every reply was a redirect, which proves nothing was applied.
+            Error::TooManyRedirects { .. } => true,
+        }
+    }
+
+    /// What a router may do about this error: nothing when the command may
+    /// have been applied ([`maybe_applied`](Self::maybe_applied)); else
+    /// what the server's reply asks for ([`ServerError::retry_action`]), or
+    /// a topology refresh and a new try when the node could not be reached
+    /// ([`Error::Connect`]). A read lost in flight is the router's own
+    /// decision: only it knows the command only reads.
     pub fn retry_action(&self) -> RetryAction {
+        if self.maybe_applied() {
+            return RetryAction::None;
+        }
         match self {
             Error::Server(e) => e.retry_action(),
+            Error::Connect { .. } => RetryAction::RefreshThenRetry,
             _ => RetryAction::None,
         }
     }
@@ -318,9 +383,10 @@ pub enum RedirectKind {
     Ask,
 }
 
-/// What routing code may do after an error. A redirect or a retryable
-/// cluster state proves the server did not apply the command, so following
-/// one of these never repeats a write.
+/// What routing code may do after an error. Only an error that proves the
+/// command had no effect gets anything but `None` (a redirect, a retryable
+/// cluster state, a node that could not be reached), so following one of
+/// these never repeats a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RetryAction {
@@ -331,7 +397,8 @@ pub enum RetryAction {
     /// Retry the same node after a short backoff (TRYAGAIN, LOADING, BUSY).
     RetryAfterBackoff,
     /// Refresh the cluster topology, then retry (CLUSTERDOWN, READONLY,
-    /// MASTERDOWN: the node's role or the slot's owner changed).
+    /// MASTERDOWN: the node's role or the slot's owner changed; or the node
+    /// could not be reached, so the command was not sent).
     RefreshThenRetry,
 }
 
@@ -410,8 +477,34 @@ impl ServerError {
         })
     }
 
-    /// What routing code may do about this error.
+    /// Whether the reply proves the server did not run the command: it
+    /// refused it before running it (a redirect, `TRYAGAIN`, `LOADING`,
+    /// `BUSY`, `CLUSTERDOWN`, `READONLY`, `MASTERDOWN`, `NOAUTH`,
+    /// `NOSCRIPT`, `EXECABORT`). Other errors may come from a script or
+    /// function that wrote before it failed, so they prove nothing.
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(
+            self.kind,
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::Loading
+                | ServerErrorKind::Busy
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::NoAuth
+                | ServerErrorKind::NoScript
+                | ServerErrorKind::ExecAbort
+        )
+    }
+
+    /// What routing code may do about this error; [`RetryAction::None`]
+    /// unless it [is safe to retry](Self::is_safe_to_retry).
     pub fn retry_action(&self) -> RetryAction {
+        if !self.is_safe_to_retry() {
+            return RetryAction::None;
+        }
         match self.kind {
             ServerErrorKind::Moved | ServerErrorKind::Ask => match self.redirect() {
                 Some(r) => RetryAction::Redirect(r),
@@ -585,5 +678,129 @@ mod tests {
         let e = Error::from(err("ASK 7 h:1"));
         assert!(e.is_redirect());
         assert_eq!(e.redirect().unwrap().kind, RedirectKind::Ask);
+    }
+
+    fn unreachable(unsent_command: bool) -> Error {
+        Error::Connect {
+            addr: "h:1".into(),
+            reason: "connection refused".into(),
+            unsent_command,
+        }
+    }
+
+    #[test]
+    fn send_state_predicates() {
+        // May have been applied: never safe to send again.
+        let maybe = [
+            Error::ConnectionLost,
+            Error::Timeout {
+                maybe_applied: true,
+            },
+            Error::CoreStopped {
+                core: 1,
+                maybe_applied: true,
+            },
+            Error::Io(Arc::new(std::io::Error::other("reset"))),
+            Error::Protocol(ProtocolError::UnexpectedReply),
+            Error::Conversion(ConversionError {
+                found: "array",
+                target: "i64",
+                detail: None,
+            }),
+            Error::from(err("ERR wrong number of arguments")),
+            Error::from(err("WRONGTYPE Operation against a key")),
+            Error::from(err("NOPERM this user has no permissions")),
+        ];
+        for e in &maybe {
+            assert!(e.maybe_applied(), "{e:?}");
+            assert!(!e.is_safe_to_retry(), "{e:?}");
+            assert_eq!(e.retry_action(), RetryAction::None, "{e:?}");
+        }
+        // Proven not applied: not sent, or refused by the server.
+        let safe = [
+            unreachable(true),
+            unreachable(false),
+            Error::Timeout {
+                maybe_applied: false,
+            },
+            Error::CoreStopped {
+                core: 1,
+                maybe_applied: false,
+            },
+            Error::Closed("closed by the user"),
+            Error::WatchLost,
+            Error::TransactionAborted,
+            Error::CrossSlot { first: 1, other: 2 },
+            Error::SlotUnserved { slot: 7 },
+            Error::TooManyRedirects {
+                redirects: 5,
+                last: err("MOVED 1 a:1"),
+            },
+            Error::from(err("MOVED 1 a:1")),
+            Error::from(err("ASK 1 a:1")),
+            Error::from(err("TRYAGAIN x")),
+            Error::from(err("CLUSTERDOWN x")),
+            Error::from(err("NOAUTH Authentication required.")),
+            Error::from(err("EXECABORT Transaction discarded")),
+        ];
+        for e in &safe {
+            assert!(e.is_safe_to_retry(), "{e:?}");
+            assert!(!e.maybe_applied(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn retry_table_of_errors_that_are_not_replies() {
+        // An unreachable node: the command was not sent, the slot may have
+        // moved.
+        assert_eq!(
+            unreachable(true).retry_action(),
+            RetryAction::RefreshThenRetry
+        );
+        assert_eq!(
+            unreachable(false).retry_action(),
+            RetryAction::RefreshThenRetry
+        );
+        // Not sent, but trying again cannot help.
+        for e in [
+            Error::Timeout {
+                maybe_applied: false,
+            },
+            Error::Closed("closed by the user"),
+            Error::CrossSlot { first: 1, other: 2 },
+        ] {
+            assert_eq!(e.retry_action(), RetryAction::None, "{e:?}");
+        }
+        // Safe, yet not in the table: the same error would come back.
+        assert_eq!(err("NOAUTH x").retry_action(), RetryAction::None);
+    }
+
+    #[test]
+    fn display_says_whether_the_command_was_sent() {
+        assert_eq!(
+            unreachable(true).to_string(),
+            "cannot connect to h:1: connection refused; the command was not sent"
+        );
+        assert_eq!(
+            unreachable(false).to_string(),
+            "cannot connect to h:1: connection refused"
+        );
+        assert!(
+            Error::ConnectionLost
+                .to_string()
+                .contains("may have been applied")
+        );
+        let timeouts =
+            [false, true].map(|maybe_applied| Error::Timeout { maybe_applied }.to_string());
+        assert!(
+            timeouts[0].contains("before the command was sent"),
+            "{}",
+            timeouts[0]
+        );
+        assert!(
+            timeouts[1].contains("may have been applied"),
+            "{}",
+            timeouts[1]
+        );
     }
 }

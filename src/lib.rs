@@ -10,8 +10,9 @@
 //!   `["SET", "k", "v"]` are commands too), and key extraction for cluster
 //!   routing; [`slot`]: hash slots with `{hash tags}`.
 //! - [`Error`]: one error type; server errors are classified once
-//!   ([`ServerErrorKind`]) and carry their retry decision
-//!   ([`Error::retry_action`]).
+//!   ([`ServerErrorKind`]); every error says whether its command may have
+//!   been applied ([`Error::maybe_applied`], [`Error::is_safe_to_retry`])
+//!   and carries the retry decision that follows ([`Error::retry_action`]).
 //! - [`Connection`]: one socket (TCP, Unix, TLS) on the current glommio
 //!   executor, shared by every task on the core and auto-pipelined:
 //!   each call encodes its command into the connection's batch buffer, one
@@ -54,8 +55,9 @@
 //! - **Nothing lost silently, nothing sent twice behind your back.** A
 //!   command that may have reached the server before its connection died
 //!   or its deadline passed fails saying so ([`Error::ConnectionLost`],
-//!   [`Error::Timeout`] with `maybe_applied`); only commands proven not
-//!   applied (a redirect, a refusal, never written), or reads, go again.
+//!   [`Error::Timeout`] with `maybe_applied`; [`Error::maybe_applied`]
+//!   answers for any error); only commands proven not applied (a
+//!   redirect, a refusal, never written), or reads, go again.
 //! - **Silent servers are noticed without waiting for deadlines.** A
 //!   socket on which a reply has been due for a whole
 //!   [`health_interval`](config::ConnectionConfig::health_interval) (1 s
@@ -138,7 +140,7 @@ pub mod slot;
 pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
 pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
-pub use conn::{Connection, IntoConnectionConfig, PushReceiver, Stats, Watch};
+pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};
 #[doc(hidden)]
 pub use conn::{RingStats, io_uring_stats};
 pub use error::{

@@ -56,7 +56,7 @@ fn b() -> ConnectionConfigBuilder {
 }
 
 #[test]
-fn defaults_match_the_seeds() {
+fn defaults_match_the_elixir_redis_connection() {
     for c in [ConnectionConfig::default(), b().build().unwrap()] {
         assert_eq!(
             c.addr,

@@ -186,10 +186,7 @@ impl Router {
                     Ok(_) => {}
                     // Why the node could not be reached; that the query
                     // was not sent goes without saying.
-                    Err(Error::Connect { reason, .. }) => {
-                        let why = reason.trim_end_matches(crate::conn::NOT_SENT);
-                        tried.push(format!("{addr}: {why}"));
-                    }
+                    Err(Error::Connect { reason, .. }) => tried.push(format!("{addr}: {reason}")),
                     Err(e) => tried.push(format!("{addr}: {e}")),
                 }
             }

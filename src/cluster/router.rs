@@ -67,20 +67,15 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    /// The step for `err`. Every retrying step is taken only when the
-    /// error proves the command was not applied: a redirect or refusal
-    /// reply, or a call that never reached the socket.
+    /// The step for `err`, from its retry action: every retrying step is
+    /// taken only when the error proves the command was not applied (a
+    /// redirect or refusal reply, or a call that never reached the node).
     pub fn of(err: &Error) -> Step {
         match err.retry_action() {
             RetryAction::Redirect(r) => Step::Redirect(r),
             RetryAction::RetryAfterBackoff => Step::Backoff,
             RetryAction::RefreshThenRetry => Step::Refresh,
-            _ => match err {
-                // Raised only for calls that were not sent (the node is
-                // unreachable, or its first connect failed).
-                Error::Connect { .. } => Step::Refresh,
-                _ => Step::Fail,
-            },
+            _ => Step::Fail,
         }
     }
 }
@@ -550,7 +545,8 @@ mod tests {
         assert_eq!(
             Step::of(&Error::Connect {
                 addr: "h:1".into(),
-                reason: "refused; the command was not sent".into()
+                reason: "refused".into(),
+                unsent_command: true,
             }),
             Step::Refresh
         );

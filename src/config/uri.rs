@@ -491,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn seeds_example() {
+    fn the_uri_example_of_the_elixir_redis_connection() {
         let c = ok("redis://:secret@localhost:6380/2");
         assert_eq!(
             tcp("redis://:secret@localhost:6380/2"),

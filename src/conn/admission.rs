@@ -5,13 +5,13 @@
 //! A [`WaitQueue`] is first come, first served, and every operation on it
 //! is O(1) except [`WaitQueue::wake_all`] (closing, losing the server) and
 //! the O(log n) bookkeeping of waiters whose deadlines are out of arrival
-//! order. Room is handed out as *grants*: the state gives the oldest
+//! order. Room is handed out as *grants*: the multiplexer gives the oldest
 //! waiter without one a grant for each place that frees, and wakes only
 //! that waiter. Waiters holding grants are always the front of the queue
 //! (a prefix), so a grant never lets a waiter overtake an older one, and a
 //! fresh caller does not pass anyone still in the queue. A waiter that
 //! gives up with a grant (its deadline passed, its future was dropped)
-//! says so when it leaves, and the state passes the grant on.
+//! says so when it leaves, and the multiplexer passes the grant on.
 //!
 //! Deadlines are kept here for the connection's sweeper, which takes out
 //! waiters whose deadline passed: no timer per waiter. Waiters whose
@@ -427,7 +427,7 @@ mod tests {
         q.grant_next();
         assert!(q.remove(ws[0].0), "it held a grant");
         assert_eq!(q.granted(), 0);
-        // The state passes it on: the next in line, not the last.
+        // The multiplexer passes it on: the next in line, not the last.
         q.grant_next();
         assert_eq!(wakes(&ws[1].1), 1);
         assert_eq!(wakes(&ws[2].1), 0);

@@ -12,7 +12,7 @@
 
 use bytes::BytesMut;
 
-use super::shared::State;
+use super::mux::Mux;
 use crate::Error;
 use crate::resp::{Decoder, ProtocolError, Step};
 
@@ -38,7 +38,7 @@ const CHECK_EVERY: usize = 256 << 10;
 /// Decodes what `buf` holds, within `budget` bytes, and dispatches every
 /// reply and push frame. An error means the socket must go.
 pub(crate) fn dispatch(
-    st: &mut State,
+    st: &mut Mux,
     decoder: &mut Decoder,
     buf: &mut BytesMut,
     push_capacity: usize,

@@ -15,8 +15,8 @@ use glommio::timer::Timer;
 use super::dispatch::{self, DECODE_BUDGET, Drained, dispatch};
 use super::handshake::{self, Negotiated};
 use super::health::{self, Finding, ProbeOutcome};
+use super::mux::{Link, Shared};
 use super::read_buf::ReadBuf;
-use super::shared::{Link, Shared};
 use super::transport::{self, Transport};
 use super::uring;
 use crate::Error;
@@ -51,6 +51,7 @@ pub(crate) async fn connect_until(
         Err(Error::Connect {
             addr: shared.addr_text(),
             reason: "the handshake timed out".into(),
+            unsent_command: false,
         })
     })
     .await?;
@@ -102,7 +103,7 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
                     Error::Connect { reason, .. } => reason.clone(),
                     other => other.to_string(),
                 };
-                shared.state.borrow_mut().on_connect_failed(config, reason);
+                shared.mux.borrow_mut().on_connect_failed(config, reason);
                 let delay = backoff.next_delay();
                 tracing::warn!(addr = %shared.addr_text(), error = %e, ?delay, "connect failed; will retry");
                 if sleep_unless_closed(&shared, delay).await {
@@ -111,11 +112,11 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
                 continue;
             }
         };
-        if shared.state.borrow().generation > 0 {
+        if shared.mux.borrow().generation > 0 {
             tracing::info!(addr = %shared.addr_text(), "reconnected");
         }
         backoff.reset();
-        if !shared.state.borrow_mut().on_up(negotiated.protocol) {
+        if !shared.mux.borrow_mut().on_up(negotiated.protocol) {
             // Closed while the handshake ran: drop the socket.
             let _ = io.close().await;
             break;
@@ -148,7 +149,7 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         }
         let exit = config.exit_on_disconnection;
         tracing::warn!(addr = %shared.addr_text(), error = %err, exit, "connection lost");
-        shared.state.borrow_mut().on_disconnect(config, exit);
+        shared.mux.borrow_mut().on_disconnect(config, exit);
         if exit {
             break;
         }
@@ -187,7 +188,7 @@ fn take_early_frames(
             return Err(Error::Protocol(crate::resp::ProtocolError::UnexpectedReply));
         }
         shared
-            .state
+            .mux
             .borrow_mut()
             .on_push(v, shared.config.push_capacity);
     }
@@ -197,7 +198,7 @@ fn take_early_frames(
 /// Sleeps for `delay`; returns true early if the connection is closed.
 async fn sleep_unless_closed(shared: &Shared, delay: Duration) -> bool {
     let closed = poll_fn(|cx| {
-        let mut st = shared.state.borrow_mut();
+        let mut st = shared.mux.borrow_mut();
         if matches!(st.link, Link::Closed(_)) {
             return Poll::Ready(true);
         }
@@ -224,7 +225,7 @@ async fn io_loop(
     // The last turn spent its decoding budget with bytes left.
     let mut backlog = false;
     poll_fn(|cx| {
-        let mut st = shared.state.borrow_mut();
+        let mut st = shared.mux.borrow_mut();
         if let Some(e) = st.io_loop_turn() {
             return Poll::Ready(e);
         }
@@ -328,7 +329,7 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
     let config = &shared.config;
     loop {
         let (wake_at, finding) = {
-            let mut st = shared.state.borrow_mut();
+            let mut st = shared.mux.borrow_mut();
             if matches!(st.link, Link::Closed(_)) {
                 return;
             }
@@ -371,7 +372,7 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
             if Pin::new(&mut timer).poll(cx).is_ready() {
                 return Poll::Ready(());
             }
-            let mut st = shared.state.borrow_mut();
+            let mut st = shared.mux.borrow_mut();
             // A caller with an earlier deadline cleared `sweep_at`.
             if st.sweep_at.is_none() || matches!(st.link, Link::Closed(_)) {
                 return Poll::Ready(());
@@ -387,7 +388,7 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
 /// the outcome: a refused probe gives the socket up.
 async fn probe_and_act(shared: Rc<Shared>, interval: Duration) {
     let outcome = health::probe(&shared, interval).await;
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     match outcome {
         ProbeOutcome::Answered => {
             tracing::info!(addr = %shared.addr_text(), "the server answers a probe; its reply on this socket is still due");
@@ -476,12 +477,18 @@ mod tests {
                 let second = conn.command::<()>(["PING"]).await.unwrap_err();
                 assert!(started.elapsed() < Duration::from_secs(5));
                 for e in [first, second] {
-                    match e {
-                        Error::Connect { reason, .. } => {
-                            assert!(reason.contains("not sent"), "{reason}")
-                        }
-                        other => panic!("expected a not-sent connect error, got {other:?}"),
-                    }
+                    assert!(
+                        matches!(
+                            e,
+                            Error::Connect {
+                                unsent_command: true,
+                                ..
+                            }
+                        ),
+                        "expected a not-sent connect error, got {e:?}"
+                    );
+                    assert!(e.is_safe_to_retry(), "{e:?}");
+                    assert!(e.to_string().contains("the command was not sent"), "{e}");
                 }
             })
             .unwrap()

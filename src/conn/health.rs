@@ -23,7 +23,7 @@
 //!   behind the silent socket's calls, blocking or not). A probe the
 //!   server refuses (nothing listens there any more) gives the silent
 //!   socket up; an unanswered probe is counted
-//!   ([`Stats::probes_unanswered`](super::Stats::probes_unanswered)) and
+//!   ([`ConnectionStats::probes_unanswered`](super::ConnectionStats::probes_unanswered)) and
 //!   the socket is kept: the calls already written may still be answered
 //!   (a server paused for a few seconds), and they fail at their own
 //!   deadlines otherwise;
@@ -42,7 +42,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::timer::Timer;
 
 use super::driver::connect_until;
-use super::shared::Shared;
+use super::mux::Shared;
 use crate::Error;
 
 /// What a look at the socket found.

@@ -108,8 +108,8 @@ mod dispatch;
 mod driver;
 mod handshake;
 mod health;
+mod mux;
 mod read_buf;
-mod shared;
 pub(crate) mod tls;
 mod transport;
 mod uring;
@@ -126,9 +126,8 @@ use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
 
-pub(crate) use shared::NOT_SENT;
-pub use shared::Stats;
-use shared::{Admit, Call, Link, Queue, Shared};
+pub use mux::ConnectionStats;
+use mux::{Admit, Call, Link, Queue, Shared};
 #[doc(hidden)]
 pub use uring::{RingStats, stats as io_uring_stats};
 
@@ -168,7 +167,7 @@ impl IntoConnectionConfig for String {
 }
 
 /// Tries after the first that `watch_transaction` makes when a watched key
-/// changed (the seeds' `max_retries` default).
+/// changed (the `max_retries` default of the Elixir `Redis.Connection`).
 pub(crate) const WATCH_RETRIES: u32 = 3;
 
 /// Closes the connection when the last handle is dropped.
@@ -176,7 +175,7 @@ struct CloseOnDrop(Rc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.state.borrow_mut().close("every handle was dropped");
+        self.0.mux.borrow_mut().close("every handle was dropped");
     }
 }
 
@@ -184,8 +183,9 @@ impl Drop for CloseOnDrop {
 ///
 /// Clone it freely: clones share the socket, and calls from every task on
 /// the core are pipelined together. The handle is `!Send`; on other cores,
-/// open other connections (or use the per-core runtime). The seeds'
-/// `name` option has no counterpart: the handle is the name.
+/// open other connections (or use the per-core runtime). The `name`
+/// option of the Elixir `Redis.Connection` has no counterpart: the handle
+/// is the name.
 ///
 /// ```no_run
 /// use redcore::{Connection, Value};
@@ -218,7 +218,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("addr", &self.shared.addr_text())
-            .field("link", &self.shared.state.borrow().link)
+            .field("link", &self.shared.mux.borrow().link)
             .finish()
     }
 }
@@ -272,7 +272,7 @@ impl Connection {
         shared.on_silent = Some(on_silent);
         let shared = Rc::new(shared);
         shared.transport.set(uring::choose(&shared.config));
-        shared.state.borrow_mut().fail_fast = true;
+        shared.mux.borrow_mut().fail_fast = true;
         glommio::spawn_local(driver::run(shared.clone(), None)).detach();
         glommio::spawn_local(driver::sweeper(shared.clone())).detach();
         Connection {
@@ -296,14 +296,14 @@ impl Connection {
     /// True while the socket is silent: a reply has been due for a whole
     /// health interval and no byte arrived.
     pub(crate) fn is_silent(&self) -> bool {
-        self.shared.state.borrow().holds_writes()
+        self.shared.mux.borrow().holds_writes()
     }
 
     /// Gives the current socket up (its node no longer serves what it was
     /// asked): calls written on it fail with [`Error::ConnectionLost`],
     /// the others wait for the next socket or fail as not sent.
     pub(crate) fn give_up_socket(&self, why: &'static str) {
-        self.shared.state.borrow_mut().give_up_socket(why);
+        self.shared.mux.borrow_mut().give_up_socket(why);
     }
 
     /// The configuration this connection was made with.
@@ -313,13 +313,13 @@ impl Connection {
 
     /// True while a socket is up with its handshake done.
     pub fn is_connected(&self) -> bool {
-        self.shared.state.borrow().link == Link::Up
+        self.shared.mux.borrow().link == Link::Up
     }
 
     /// The protocol the current (or last) socket speaks: RESP3 unless
     /// RESP2 was asked for or the server does not offer RESP3.
     pub fn protocol(&self) -> Protocol {
-        self.shared.state.borrow().protocol
+        self.shared.mux.borrow().protocol
     }
 
     /// The transport carrying this connection's bytes:
@@ -333,22 +333,22 @@ impl Connection {
     }
 
     /// Counters of this connection.
-    pub fn stats(&self) -> Stats {
-        self.shared.state.borrow().stats
+    pub fn stats(&self) -> ConnectionStats {
+        self.shared.mux.borrow().stats
     }
 
     /// Closes the connection for good: queued calls fail with
     /// [`Error::Closed`], calls already written with
     /// [`Error::ConnectionLost`], and later calls with `Closed`.
     pub fn close(&self) {
-        self.shared.state.borrow_mut().close("closed by the user");
+        self.shared.mux.borrow_mut().close("closed by the user");
     }
 
     /// Takes the receiver of RESP3 push frames (client-side caching
     /// invalidations and other out-of-band messages). Only the first call
     /// gets it; pushes that arrive while nobody has taken it are dropped.
     pub fn take_push_receiver(&self) -> Option<PushReceiver> {
-        let mut st = self.shared.state.borrow_mut();
+        let mut st = self.shared.mux.borrow_mut();
         if st.push_taken {
             return None;
         }
@@ -388,7 +388,7 @@ impl Connection {
         // its deadline. One deadline for the whole call, waiting included.
         let mut waiter = Waiter::new(&self.shared, Queue::Calls);
         loop {
-            let admitted = self.shared.state.borrow_mut().admit(
+            let admitted = self.shared.mux.borrow_mut().admit(
                 &self.shared.config,
                 &call,
                 &mut encode,
@@ -419,7 +419,7 @@ impl Connection {
                 return Poll::Ready(Ok(()));
             }
             registered = true;
-            self.shared.state.borrow_mut().wait_link(cx.waker());
+            self.shared.mux.borrow_mut().wait_link(cx.waker());
             Poll::Pending
         });
         futures_lite::future::or(woken, async {
@@ -711,7 +711,7 @@ impl Connection {
         loop {
             let began = self
                 .shared
-                .state
+                .mux
                 .borrow_mut()
                 .begin_exclusive(timeout, &mut waiter.key);
             if let Some(token) = began? {
@@ -734,7 +734,7 @@ impl Connection {
             detached: true,
             blocking: false,
         };
-        let mut st = self.shared.state.borrow_mut();
+        let mut st = self.shared.mux.borrow_mut();
         // A dead socket took its WATCH with it: nothing to undo then. It
         // is not worth waiting for room either: nobody would wait.
         let mut waiter = None;
@@ -805,7 +805,7 @@ impl WatchSession {
         let deadline = Instant::now() + timeout;
         loop {
             {
-                let st = self.conn.shared.state.borrow();
+                let st = self.conn.shared.mux.borrow();
                 match st.link {
                     Link::Up => {
                         return Ok(Connection {
@@ -830,7 +830,7 @@ impl Drop for WatchSession {
     fn drop(&mut self) {
         self.conn
             .shared
-            .state
+            .mux
             .borrow_mut()
             .release_exclusive(self.token);
     }
@@ -857,7 +857,7 @@ impl<'a> Waiter<'a> {
     async fn woken(&mut self) -> Result<(), Error> {
         poll_fn(|cx| {
             self.shared
-                .state
+                .mux
                 .borrow_mut()
                 .poll_waiter(self.queue, &mut self.key, cx.waker())
         })
@@ -868,7 +868,7 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.shared.state.borrow_mut().leave(self.queue, key);
+            self.shared.mux.borrow_mut().leave(self.queue, key);
         }
     }
 }
@@ -890,7 +890,7 @@ impl Future for Reply<'_> {
     ) -> Poll<Self::Output> {
         let result = self
             .shared
-            .state
+            .mux
             .borrow_mut()
             .poll_slot(self.slot, cx.waker());
         match result {
@@ -906,7 +906,7 @@ impl Future for Reply<'_> {
 impl Drop for Reply<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.state.borrow_mut().abandon(self.slot);
+            self.shared.mux.borrow_mut().abandon(self.slot);
         }
     }
 }
@@ -921,7 +921,7 @@ impl PushReceiver {
     /// every frame received has been taken.
     pub async fn recv(&mut self) -> Option<Value> {
         poll_fn(|cx| {
-            let mut st = self.shared.state.borrow_mut();
+            let mut st = self.shared.mux.borrow_mut();
             if let Some(v) = st.pushes.pop_front() {
                 return Poll::Ready(Some(v));
             }
@@ -936,12 +936,12 @@ impl PushReceiver {
 
     /// The next push frame if one is waiting.
     pub fn try_recv(&mut self) -> Option<Value> {
-        self.shared.state.borrow_mut().pushes.pop_front()
+        self.shared.mux.borrow_mut().pushes.pop_front()
     }
 
     /// Push frames dropped because the receiver was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.state.borrow().pushes_dropped
+        self.shared.mux.borrow().pushes_dropped
     }
 }
 

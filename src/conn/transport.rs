@@ -125,6 +125,7 @@ pub(crate) async fn connect(
             Err(Error::Connect {
                 addr: addr.to_string(),
                 reason: io::Error::from(e).to_string(),
+                unsent_command: false,
             })
         }
     }
@@ -214,6 +215,7 @@ fn remaining(deadline: Instant, what: &str) -> Result<Duration, Error> {
         return Err(Error::Connect {
             addr: what.to_owned(),
             reason: "timed out".into(),
+            unsent_command: false,
         });
     }
     Ok(left)
@@ -231,6 +233,7 @@ async fn within<T, E: Into<Error>>(
         Err(Error::Connect {
             addr: what.to_owned(),
             reason: "timed out".into(),
+            unsent_command: false,
         })
     };
     futures_lite::future::or(async { fut.await.map_err(Into::into) }, timer).await
@@ -260,6 +263,7 @@ async fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketA
         return Err(Error::Connect {
             addr: what,
             reason: "the name resolved to no address".into(),
+            unsent_command: false,
         });
     }
     Ok(addrs)

@@ -130,8 +130,8 @@ pub use ring::RingStats;
 use ring::{CoreRing, Outgoing, RX_HIGH, SendOp};
 
 use super::dispatch::{DECODE_BUDGET, Drained, dispatch};
+use super::mux::{Mux, Shared};
 use super::read_buf::shrink_if_idle;
-use super::shared::{Shared, State};
 use super::transport::Transport;
 use crate::Error;
 use crate::config::{ConnectionConfig, TransportKind};
@@ -278,7 +278,7 @@ impl Drop for Socket {
 pub(crate) struct SendBufs {
     ring: Rc<CoreRing>,
     regs: [Option<Reg>; 2],
-    /// The reg whose view the batch buffer (`State::out`) was given.
+    /// The reg whose view the batch buffer (`Mux::out`) was given.
     out_reg: Option<usize>,
     /// A buffer ready to become the batch buffer, and its reg.
     spare: Option<(BytesMut, Option<usize>)>,
@@ -380,7 +380,7 @@ impl SendBufs {
 
     /// Swaps the batch buffer for a fresh one and makes the old one a
     /// batch to send; its calls count as written from now on.
-    fn take(&mut self, st: &mut State) -> Outgoing {
+    fn take(&mut self, st: &mut Mux) -> Outgoing {
         let (fresh, fresh_reg) = self.next_out();
         let batch = st.take_out(fresh);
         let reg = self
@@ -471,7 +471,7 @@ pub(crate) async fn io_loop(
     // is recycled.
     let mut unsent: Option<BytesMut> = None;
     let err = poll_fn(|cx| {
-        let mut st = shared.state.borrow_mut();
+        let mut st = shared.mux.borrow_mut();
         if let Some(e) = st.io_loop_turn() {
             return Poll::Ready(e);
         }
@@ -564,7 +564,7 @@ pub(crate) async fn io_loop(
                 bytes = tail.len(),
                 "bytes of the last batch never reached the socket; they go out on the next one"
             );
-            shared.state.borrow_mut().unwrite(&tail);
+            shared.mux.borrow_mut().unwrite(&tail);
         }
     }
     err

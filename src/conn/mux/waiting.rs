@@ -1,4 +1,4 @@
-//! How callers wait: the state's side of the admission queue (room in the
+//! How callers wait: the multiplexer's side of the admission queue (room in the
 //! pipeline, grants, the waiters' deadlines) and of the queue of watch
 //! sessions. The queues themselves are
 //! [`WaitQueue`](crate::conn::admission::WaitQueue)s.
@@ -6,11 +6,11 @@
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use super::{Link, Queue, State};
+use super::{Link, Mux, Queue};
 use crate::Error;
 use crate::conn::admission::Woken;
 
-impl State {
+impl Mux {
     /// Calls that hold a place in the pipeline: queued and not withdrawn.
     pub(super) fn in_flight(&self) -> usize {
         self.entries.len() - self.withdrawn

@@ -1,4 +1,4 @@
-//! Unit tests of the shared state: the stream offsets, the admission
+//! Unit tests of the multiplexer: the stream offsets, the admission
 //! queue's grants, deadlines.
 
 use super::*;
@@ -18,7 +18,7 @@ fn call(timeout: Duration) -> Call {
     }
 }
 
-fn queue(st: &mut State, config: &ConnectionConfig, timeout: Duration, bytes: &[u8]) -> usize {
+fn queue(st: &mut Mux, config: &ConnectionConfig, timeout: Duration, bytes: &[u8]) -> usize {
     match st.admit(
         config,
         &call(timeout),
@@ -38,7 +38,7 @@ fn queue(st: &mut State, config: &ConnectionConfig, timeout: Duration, bytes: &[
 fn unwritten_bytes_come_back_in_front() {
     let config = ConnectionConfig::default();
     let shared = Shared::new(config.clone(), None);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     st.link = Link::Up;
     let long = Duration::from_secs(60);
     let a = queue(&mut st, &config, long, b"AAAA");
@@ -88,7 +88,7 @@ fn up(in_flight: usize) -> (ConnectionConfig, Shared) {
         .build()
         .unwrap();
     let shared = Shared::new(config.clone(), None);
-    shared.state.borrow_mut().link = Link::Up;
+    shared.mux.borrow_mut().link = Link::Up;
     (config, shared)
 }
 
@@ -106,7 +106,7 @@ impl Caller {
 }
 
 /// A fresh call that must wait: it queues and polls once.
-fn waiting(st: &mut State, config: &ConnectionConfig, c: &Call) -> Caller {
+fn waiting(st: &mut Mux, config: &ConnectionConfig, c: &Call) -> Caller {
     let (wakes, waker) = counter();
     let mut key = None;
     let r = st.admit(config, c, &mut |out| out.extend_from_slice(b"W"), &mut key);
@@ -116,13 +116,13 @@ fn waiting(st: &mut State, config: &ConnectionConfig, c: &Call) -> Caller {
 }
 
 /// Polls a waiting caller: true when woken.
-fn ready(st: &mut State, w: &mut Caller) -> bool {
+fn ready(st: &mut Mux, w: &mut Caller) -> bool {
     st.poll_waiter(Queue::Calls, &mut w.key, &w.waker)
         .is_ready()
 }
 
 /// A waiting caller tries again: its slot if it was queued.
-fn retry(st: &mut State, config: &ConnectionConfig, c: &Call, w: &mut Caller) -> Option<usize> {
+fn retry(st: &mut Mux, config: &ConnectionConfig, c: &Call, w: &mut Caller) -> Option<usize> {
     match st.admit(
         config,
         c,
@@ -145,7 +145,7 @@ fn retry(st: &mut State, config: &ConnectionConfig, c: &Call, w: &mut Caller) ->
 }
 
 /// Writes the batch and answers the oldest call.
-fn answer_one(st: &mut State) {
+fn answer_one(st: &mut Mux) {
     st.take_out(BytesMut::new());
     st.read_batch();
     st.on_reply(bulk("r")).unwrap();
@@ -157,7 +157,7 @@ fn answer_one(st: &mut State) {
 #[test]
 fn one_freed_place_wakes_the_oldest_waiter_only() {
     let (config, shared) = up(2);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     let c = call(config.timeout);
     queue(&mut st, &config, config.timeout, b"A");
     queue(&mut st, &config, config.timeout, b"B");
@@ -185,7 +185,7 @@ fn one_freed_place_wakes_the_oldest_waiter_only() {
 #[test]
 fn a_grant_given_up_goes_to_the_next_waiter() {
     let (config, shared) = up(1);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     let c = call(config.timeout);
     queue(&mut st, &config, config.timeout, b"A");
     let ws: Vec<Caller> = (0..3).map(|_| waiting(&mut st, &config, &c)).collect();
@@ -214,7 +214,7 @@ fn a_grant_given_up_goes_to_the_next_waiter() {
 #[test]
 fn watch_session_calls_go_before_waiting_callers() {
     let (config, shared) = up(2);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     let c = call(config.timeout);
     queue(&mut st, &config, config.timeout, b"A");
     let token = st
@@ -245,7 +245,7 @@ fn watch_session_calls_go_before_waiting_callers() {
     assert!(retry(&mut st, &config, &c, &mut other).is_some());
 }
 
-fn retry_fresh(st: &mut State, config: &ConnectionConfig, c: &Call) -> Option<usize> {
+fn retry_fresh(st: &mut Mux, config: &ConnectionConfig, c: &Call) -> Option<usize> {
     match st.admit(config, c, &mut |out| out.extend_from_slice(b"S"), &mut None) {
         Ok(Admit::Queued(slot)) => Some(slot),
         _ => None,
@@ -262,7 +262,7 @@ fn a_full_batch_buffer_holds_grants_until_written() {
         .build()
         .unwrap();
     let shared = Shared::new(config.clone(), None);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     st.link = Link::Up;
     let c = call(config.timeout);
     queue(&mut st, &config, config.timeout, b"AAAA");
@@ -297,7 +297,7 @@ fn a_full_batch_buffer_holds_grants_until_written() {
 #[test]
 fn a_reply_after_the_deadline_is_a_timeout() {
     let (config, shared) = up(16);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     let a = queue(&mut st, &config, config.timeout, b"A");
     let b = queue(&mut st, &config, config.timeout, b"B");
     // A call with a microsecond left: its caller cannot run in time.
@@ -332,7 +332,7 @@ fn a_reply_after_the_deadline_is_a_timeout() {
 #[test]
 fn the_sweep_does_not_walk_odd_calls_again() {
     let (config, shared) = up(64);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     for _ in 0..10 {
         queue(&mut st, &config, config.timeout * 2, b"odd");
     }
@@ -353,7 +353,7 @@ fn health_check_judges_wholly_written_calls_only() {
         ..ConnectionConfig::default()
     };
     let shared = Shared::new(config.clone(), None);
-    let mut st = shared.state.borrow_mut();
+    let mut st = shared.mux.borrow_mut();
     st.link = Link::Up;
     st.fail_fast = true;
     let t0 = Instant::now();

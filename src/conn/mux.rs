@@ -1,6 +1,9 @@
-//! The state callers and the connection task share on one core: the batch
-//! buffer commands are encoded into, the FIFO of calls awaiting replies, and
-//! the reply slots callers wait on.
+//! The multiplexer of one connection ([`Mux`]): what its callers and its
+//! tasks share on one core to put many callers' commands into one stream
+//! and hand the replies back to them in order. It holds the batch buffer
+//! commands are encoded into, the FIFO of calls awaiting replies, the reply
+//! slots callers wait on, and the state of the link to the server;
+//! [`Shared`] adds the connection's configuration around it.
 //!
 //! Every command occupies a byte range of the stream written to the
 //! socket. `written` is the stream offset of the first byte of `out` that
@@ -111,7 +114,7 @@ pub(crate) enum Admit {
     Queued(usize),
     /// Wait for room (backpressure) or for a watch session to end: the
     /// caller is in the admission queue and polls it with
-    /// [`State::poll_waiter`].
+    /// [`Mux::poll_waiter`].
     Wait,
 }
 
@@ -132,7 +135,9 @@ const CLOCK_REUSE: u32 = 256;
 /// it gets the result, and must never see a success past its deadline.
 const HANDOVER_MARGIN: Duration = Duration::from_millis(1);
 
-pub(crate) struct State {
+/// The multiplexer of one connection: its callers' calls in, one stream
+/// of commands out; replies in, each to its caller (see the module docs).
+pub(crate) struct Mux {
     pub out: BytesMut,
     written: u64,
     entries: VecDeque<Entry>,
@@ -190,7 +195,7 @@ pub(crate) struct State {
     pub batch_clock: Option<Instant>,
     batch_clock_uses: u32,
     pub hibernating: bool,
-    pub stats: Stats,
+    pub stats: ConnectionStats,
     /// Fail calls at once, instead of queueing them, while the server is
     /// unreachable (cluster node connections: the router would rather
     /// refresh and go elsewhere).
@@ -200,10 +205,10 @@ pub(crate) struct State {
     down: Option<String>,
 }
 
-/// Counters kept per connection.
+/// Counters kept per connection ([`Connection::stats`](crate::Connection::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct ConnectionStats {
     /// Calls queued (a pipeline counts once).
     pub calls: u64,
     /// Replies received (each reply of a pipeline counts).
@@ -227,6 +232,8 @@ pub struct Stats {
     pub replies_skipped: u64,
 }
 
+/// What a connection's handles and tasks share (behind an `Rc`): its
+/// configuration and its multiplexer.
 pub(crate) struct Shared {
     pub config: ConnectionConfig,
     /// Told when the socket goes silent (a cluster client checks its
@@ -235,7 +242,7 @@ pub(crate) struct Shared {
     /// The transport of the current socket (or of the next one).
     pub transport: std::cell::Cell<crate::config::TransportKind>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub state: RefCell<State>,
+    pub mux: RefCell<Mux>,
 }
 
 impl Shared {
@@ -244,7 +251,7 @@ impl Shared {
             on_silent: None,
             transport: std::cell::Cell::new(crate::config::TransportKind::Glommio),
             tls,
-            state: RefCell::new(State {
+            mux: RefCell::new(Mux {
                 out: BytesMut::with_capacity(16 * 1024),
                 written: 0,
                 entries: VecDeque::new(),
@@ -278,7 +285,7 @@ impl Shared {
                 batch_clock: None,
                 batch_clock_uses: 0,
                 hibernating: false,
-                stats: Stats::default(),
+                stats: ConnectionStats::default(),
                 fail_fast: false,
                 down: None,
             }),
@@ -295,7 +302,7 @@ impl Shared {
 
     /// True once the connection is closed for good.
     pub fn is_closed(&self) -> bool {
-        matches!(self.state.borrow().link, Link::Closed(_))
+        matches!(self.mux.borrow().link, Link::Closed(_))
     }
 }
 
@@ -304,7 +311,8 @@ impl Shared {
 fn not_sent(config: &ConnectionConfig, reason: &str) -> Error {
     Error::Connect {
         addr: config.addr.to_string(),
-        reason: format!("{reason}{NOT_SENT}"),
+        reason: reason.to_owned(),
+        unsent_command: true,
     }
 }
 
@@ -321,16 +329,13 @@ const SILENT: &str = "the node has not answered for a whole health interval";
 const OVERDUE: &str =
     "the oldest reply is overdue by a whole timeout; the socket is taken for dead";
 
-/// How the reason of a not-sent error ends.
-pub(crate) const NOT_SENT: &str = "; the command was not sent";
-
 fn wake(waker: &mut Option<Waker>) {
     if let Some(w) = waker.take() {
         w.wake();
     }
 }
 
-impl State {
+impl Mux {
     /// Encodes a call into the batch buffer and queues its reply slot, or
     /// says why it must wait.
     ///
