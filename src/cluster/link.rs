@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use super::NodeAddr;
 use crate::cmd::Args;
 use crate::runtime::mesh::{CoreMesh, Op};
-use crate::{Connection, Error, Value};
+use crate::{Commands, Connection, Error, Value};
 
 /// The way to one node.
 pub(crate) enum Link {

@@ -34,6 +34,7 @@
 //! and the executors end.
 //!
 //! ```no_run
+//! use redcore::Commands;
 //! use redcore::runtime::ClusterExecutor;
 //!
 //! let handle = ClusterExecutor::spawn_per_core("127.0.0.1:7000", |client| async move {
@@ -47,6 +48,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod commands;
 pub(crate) mod mesh;
 
 use std::any::Any;
@@ -63,15 +65,16 @@ use futures_lite::FutureExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use self::commands::CoreJob;
 use self::mesh::{Batch, CoreMesh, Job, Op};
 use crate::cluster::client::{check_watch, watch_slot};
 use crate::cluster::link::Link;
 use crate::cluster::router::Router;
 use crate::cluster::{ClusterInfo, NodeAddr};
-use crate::cmd::{Args, Cmd, Route};
+use crate::cmd::{Cmd, Route};
 use crate::config::{ClusterConfig, IntoClusterConfig};
 use crate::resp::Arg;
-use crate::{Cluster, Connection, Error, FromValue, Value, Watch};
+use crate::{Cluster, Commands, Connection, Error, Value, Watch};
 
 /// Which core connects to which node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,6 +153,8 @@ enum ExtKind {
     Command(Cmd),
     Pipeline(Vec<Cmd>),
     Transaction(Vec<Cmd>),
+    /// Anything else, run with the core's client (`commands.rs`).
+    Job(CoreJob),
 }
 
 /// State the cores and the handles share.
@@ -594,48 +599,10 @@ impl CoreClient {
         }
     }
 
-    /// [`Cluster::command`] from this core.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let _work = self.enter()?;
-        self.cluster.command(args).await
-    }
-
-    /// [`Cluster::pipeline`] from this core: commands split by node, each
-    /// node's share sent by its owner core, replies in order.
-    pub async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let _work = self.enter()?;
-        self.cluster.pipeline(cmds).await
-    }
-
-    /// [`Cluster::transaction`] from this core, run by the core that owns
-    /// the slot's master.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let _work = self.enter()?;
-        self.cluster.transaction(cmds).await
-    }
-
-    /// [`Cluster::watch_transaction`] from this core. When another core
-    /// owns the slot's master, `f` travels there and runs on that core's
-    /// connection (so it must be `Send`; the future it returns need not
-    /// be).
-    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
-        self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
-            .await
-    }
-
-    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
-    /// tries after the first when a watched key changes.
-    pub async fn watch_transaction_with_retries<K, F>(
+    /// A watch transaction on the core that owns the slot's master: here
+    /// on this core's connection, or `f` travels there and runs on that
+    /// core's connection ([`Commands::watch_transaction_with_retries`]).
+    pub(crate) async fn watch_on_owner<K, F>(
         &self,
         keys: &[K],
         max_retries: u32,
@@ -694,42 +661,6 @@ impl CoreClient {
                 }
             })
             .await
-    }
-
-    /// [`Cluster::mget`] from this core.
-    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
-        let _work = self.enter()?;
-        self.cluster.mget(keys).await
-    }
-
-    /// [`Cluster::mset`] from this core.
-    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
-        let _work = self.enter()?;
-        self.cluster.mset(pairs).await
-    }
-
-    /// [`Cluster::del`] from this core.
-    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.del(keys).await
-    }
-
-    /// [`Cluster::unlink`] from this core.
-    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.unlink(keys).await
-    }
-
-    /// [`Cluster::exists`] from this core.
-    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.exists(keys).await
-    }
-
-    /// [`Cluster::touch`] from this core.
-    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.touch(keys).await
     }
 
     /// [`Cluster::info`] as this core sees the cluster. Nodes another core
@@ -804,30 +735,6 @@ impl RemoteClient {
             core,
             maybe_applied: true,
         }))
-    }
-
-    /// [`Cluster::command`], run on one of the cores.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let cmd = crate::conn::to_cmd(&args);
-        T::from_value(self.submit(ExtKind::Command(cmd)).await?)
-    }
-
-    /// [`Cluster::pipeline`], run on one of the cores.
-    pub async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
-        Vec::from_value(self.submit(ExtKind::Pipeline(cmds)).await?)
-    }
-
-    /// [`Cluster::transaction`], run on one of the cores.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
-        Vec::from_value(self.submit(ExtKind::Transaction(cmds)).await?)
     }
 }
 
@@ -1073,6 +980,7 @@ async fn intake(client: CoreClient, calls: async_channel::Receiver<ExtCall>) {
                 ExtKind::Command(cmd) => c.command::<Value>(cmd).await,
                 ExtKind::Pipeline(cmds) => c.pipeline(cmds).await.map(Value::Array),
                 ExtKind::Transaction(cmds) => c.transaction(cmds).await.map(Value::Array),
+                ExtKind::Job(job) => job(c).await,
             };
             let _ = call.reply.try_send(result);
         })
