@@ -58,7 +58,8 @@ impl Commands for CoreClient {
         self.entered(self.cluster.transaction(cmds))
     }
 
-    /// [`Cluster::watch_transaction`] from this core. When another core
+    /// [`Cluster::watch_transaction`](crate::Cluster::watch_transaction)
+    /// from this core. When another core
     /// owns the slot's master, `f` travels there and runs on that core's
     /// connection.
     fn watch_transaction_with_retries<K, F>(
