@@ -379,29 +379,26 @@ async fn split_helpers(c: &impl Commands, tag: &str) {
     assert_eq!(c.del::<&str>(&[]).await.unwrap(), 0);
 }
 
-#[test]
-fn every_helper_on_a_connection_in_resp3() {
+/// Runs [`exercise`] on a connection to a fresh server speaking
+/// `protocol`.
+fn on_a_connection(protocol: Protocol, tag: &'static str) {
     let server = RedisServer::start();
-    let config = base(server.port()).build().unwrap();
+    let config = base(server.port()).protocol(protocol).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.protocol(), Protocol::Resp3);
-        exercise(&conn, "resp3").await;
+        assert_eq!(conn.protocol(), protocol);
+        exercise(&conn, tag).await;
     });
 }
 
 #[test]
+fn every_helper_on_a_connection_in_resp3() {
+    on_a_connection(Protocol::Resp3, "resp3");
+}
+
+#[test]
 fn every_helper_on_a_connection_in_resp2() {
-    let server = RedisServer::start();
-    let config = base(server.port())
-        .protocol(Protocol::Resp2)
-        .build()
-        .unwrap();
-    run(move || async move {
-        let conn = Connection::connect(config).await.unwrap();
-        assert_eq!(conn.protocol(), Protocol::Resp2);
-        exercise(&conn, "resp2").await;
-    });
+    on_a_connection(Protocol::Resp2, "resp2");
 }
 
 /// The same function on every cluster client: a `Cluster`, the
