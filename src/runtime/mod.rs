@@ -693,6 +693,8 @@ impl CoreClient {
 /// enters one core (taking turns) through a bounded channel and runs
 /// there as that core's call, with routing, redirects and the same
 /// end-to-end deadline (the call timeout, counted from the submission).
+/// Its [`Commands`] are those of a [`CoreClient`], split helpers and watch
+/// transactions included; their futures are `Send`.
 #[derive(Clone)]
 pub struct RemoteClient {
     hub: Arc<Hub>,
