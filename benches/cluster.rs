@@ -78,6 +78,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use redcore::Commands;
 use redcore::Value;
 use redcore::cluster::{Cluster, NodeAddr};
 

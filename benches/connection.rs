@@ -36,6 +36,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use redcore::Commands;
 use redcore::{Connection, Value};
 
 /// `tasks` tasks each send single commands, SET and GET alternating,

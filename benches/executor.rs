@@ -52,6 +52,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use redcore::Commands;
 use redcore::runtime::Ownership;
 use redcore::{ClusterExecutor, CoreClient, Value, cmd};
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
-use redcore::{ClusterConfig, ClusterExecutor, Connection, Value, cmd};
+use redcore::{ClusterConfig, ClusterExecutor, Commands, Connection, Value, cmd};
 
 /// Counts the system calls this thread makes: a `perf_event_open` counter
 /// on the `raw_syscalls:sys_enter` tracepoint (needs root or a permissive
@@ -113,47 +113,19 @@ fn print_rows(rows: &[TRow]) {
     }
 }
 
-/// What the loads run on: a connection or a per-core cluster client.
-#[derive(Clone)]
-enum Client {
-    Conn(Connection),
-    Cluster(redcore::CoreClient),
-}
-
-impl Client {
-    /// SET `key` `value` when `n` is even, GET `key` when it is odd.
-    async fn command(&self, key: &str, value: &str, n: usize) -> Value {
-        let set = ["SET", key, value];
-        let get = ["GET", key];
-        let args: &[&str] = if n % 2 == 0 { &set } else { &get };
-        match self {
-            Client::Conn(c) => c.command(args).await,
-            Client::Cluster(c) => c.command(args).await,
-        }
-        .expect("command")
-    }
-
-    async fn pipeline(&self, cmds: &[redcore::Cmd]) -> Vec<Value> {
-        match self {
-            Client::Conn(c) => c.pipeline(cmds.iter()).await,
-            Client::Cluster(c) => c.pipeline(cmds.iter()).await,
-        }
-        .expect("pipeline")
-    }
-
-    fn writes(&self) -> u64 {
-        match self {
-            Client::Conn(c) => c.stats().writes,
-            Client::Cluster(_) => 0,
-        }
-    }
+/// SET `key` `value` when `n` is even, GET `key` when it is odd.
+async fn set_or_get(client: &impl Commands, key: &str, value: &str, n: usize) -> Value {
+    let set = ["SET", key, value];
+    let get = ["GET", key];
+    let args: &[&str] = if n % 2 == 0 { &set } else { &get };
+    client.command(args).await.expect("command")
 }
 
 /// `tasks` tasks, each sending single commands (SET and GET alternating)
 /// or pipelines of `depth` (with one hash tag, so they stay on one node),
 /// until `ops` operations are done in all.
-async fn run_load(
-    client: &Client,
+async fn run_load<C: Commands + Clone + 'static>(
+    client: &C,
     tasks: usize,
     depth: usize,
     ops: usize,
@@ -179,7 +151,7 @@ async fn run_load(
                 let sent = Instant::now();
                 if depth == 0 {
                     let key = format!("key:{}", fastrand::u32(0..KEYS));
-                    drop(client.command(&key, &value, n).await);
+                    drop(set_or_get(&client, &key, &value, n).await);
                     n += 1;
                     hist.borrow_mut()
                         .record(sent.elapsed().as_nanos() as u64)
@@ -195,7 +167,7 @@ async fn run_load(
                             cmd("GET").arg(key)
                         });
                     }
-                    let replies = client.pipeline(&cmds).await;
+                    let replies = client.pipeline(&cmds).await.expect("pipeline");
                     assert_eq!(replies.len(), depth);
                     hist.borrow_mut()
                         .record_n(sent.elapsed().as_nanos() as u64, depth as u64)
@@ -232,9 +204,11 @@ fn transport_name(t: TransportKind) -> &'static str {
 }
 
 /// Runs `loads` on `client`, each `ops` operations, as rows named after
-/// `transport` and `topology`.
-async fn measure(
-    client: &Client,
+/// `transport` and `topology`; `writes` counts the client's socket writes
+/// when it can.
+async fn measure<C: Commands + Clone + 'static>(
+    client: &C,
+    writes: impl Fn() -> Option<u64>,
     transport: TransportKind,
     topology: &str,
     loads: &[(&str, usize, usize)],
@@ -243,13 +217,15 @@ async fn measure(
     let mut rows = Vec::new();
     let counter = SyscallCounter::open();
     for &(_, tasks, depth) in loads {
-        let w0 = client.writes();
+        let w0 = writes();
         let sys0 = counter.as_ref().map(SyscallCounter::read);
         let cpu0 = cpu_time(libc::RUSAGE_SELF);
         let (hist, elapsed) = run_load(client, tasks, depth, ops).await;
         let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
         let sys = counter.as_ref().map(SyscallCounter::read);
-        let writes = (client.writes() - w0).max(1) as f64;
+        let per_write = w0
+            .zip(writes())
+            .map(|(w0, w1)| ops as f64 / (w1 - w0).max(1) as f64);
         let mut row = Row::measured(
             transport_name(transport),
             format!("{topology}, {}", load_name(tasks, depth)),
@@ -257,11 +233,9 @@ async fn measure(
             elapsed,
             &hist,
             cpu,
-            ops as f64 / writes,
+            per_write.unwrap_or_default(),
         );
-        if matches!(client, Client::Cluster(_)) {
-            row.cmds_per_write = None;
-        }
+        row.cmds_per_write = per_write;
         rows.push(TRow {
             row,
             syscalls_per_1k: sys0
@@ -289,9 +263,9 @@ fn conn_rows(
                 .unwrap();
             let conn = Connection::connect(config).await.expect("connect");
             assert_eq!(conn.transport(), transport, "the transport asked for");
-            let client = Client::Conn(conn);
-            run_load(&client, 64, 0, warmup).await;
-            measure(&client, transport, "1 conn", &loads, ops).await
+            run_load(&conn, 64, 0, warmup).await;
+            let writes = || Some(conn.stats().writes);
+            measure(&conn, writes, transport, "1 conn", &loads, ops).await
         })
         .expect("executor")
         .join()
@@ -318,9 +292,9 @@ fn cluster_rows(
         .spawn(move |client| {
             let loads = loads.clone();
             async move {
-                let client = Client::Cluster(client);
                 run_load(&client, 64, 0, warmup).await;
-                let rows = measure(&client, transport, "cluster 6 conns", &loads, ops).await;
+                let rows =
+                    measure(&client, || None, transport, "cluster 6 conns", &loads, ops).await;
                 rows.into_iter()
                     .map(
                         |TRow {

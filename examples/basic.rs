@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use redcore::Commands;
 use redcore::{Connection, Value, Watch, cmd};
 
 async fn tour(url: &str) -> redcore::Result<()> {

@@ -6,6 +6,7 @@
 //! `host:port`, or one `redis://` URI; `tools/cluster-example.sh` starts a
 //! throwaway 3+3 cluster and runs this).
 
+use redcore::Commands;
 use redcore::cluster::Cluster;
 use redcore::{Connection, Watch, cmd};
 

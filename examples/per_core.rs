@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_lite::future::block_on;
+use redcore::Commands;
 use redcore::runtime::HopStats;
 use redcore::{ClusterExecutor, CoreClient, cmd};
 

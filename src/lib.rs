@@ -44,6 +44,39 @@
 //!   topology for all; a `MOVED` seen anywhere corrects every core.
 //!   [`RemoteClient`] serves code off the executors.
 //!
+//! # One function for every client
+//!
+//! The four clients implement [`Commands`]: `command`, `pipeline`,
+//! `transaction`, `watch_transaction`, and `mget`, `mset`, `del`,
+//! `unlink`, `exists`, `touch` (split by slot on the cluster clients).
+//! Typed helpers for the usual commands ([`commands`]: strings and
+//! counters, keys, hashes, lists, sets, sorted sets, streams) come with
+//! every `Commands`; [`prelude`] brings them into scope. Write a function
+//! once by taking `&impl Commands`:
+//!
+//! ```no_run
+//! use redcore::prelude::*;
+//! use redcore::Error;
+//!
+//! async fn add_to_cart(client: &impl Commands, cart: &str, item: &str) -> Result<u64, Error> {
+//!     client.hincrby(cart, item, 1).await?;
+//!     client.expire(cart, 3600).await?;
+//!     client.hlen(cart).await
+//! }
+//!
+//! async fn on_every_client(conn: &redcore::Connection, cluster: &redcore::Cluster)
+//!     -> Result<(), Error> {
+//!     add_to_cart(conn, "cart:1", "apple").await?;
+//!     add_to_cart(cluster, "cart:1", "apple").await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A watch function passed through the trait must be `Send + 'static`
+//! (the per-core clients may run it on another core);
+//! [`Connection::watch_transaction`] and [`Cluster::watch_transaction`]
+//! take any function.
+//!
 //! # Failure
 //!
 //! - **One deadline per call.** Every call has one end-to-end deadline:
@@ -88,7 +121,7 @@
 //! A connection runs on a glommio executor:
 //!
 //! ```no_run
-//! use redcore::{cmd, Connection, Value};
+//! use redcore::{cmd, Commands, Connection, Value};
 //!
 //! glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
 //!     // io_uring buffers count against RLIMIT_MEMLOCK: keep this small.
@@ -133,6 +166,7 @@ pub mod config;
 mod conn;
 mod error;
 pub mod hooks;
+pub mod prelude;
 pub mod resp;
 pub mod runtime;
 pub mod slot;
@@ -140,6 +174,8 @@ pub mod slot;
 pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
 pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
+pub use conn::commands;
+pub use conn::commands::Commands;
 pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};
 #[doc(hidden)]
 pub use conn::{RingStats, io_uring_stats};

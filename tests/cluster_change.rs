@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use common_conn::{bulk, error_kind, run, wait_until};
 use glommio::{Task, spawn_local};
+use redcore::Commands;
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr};
 use redcore::{ClusterConfig, Cmd, Error, Value, cmd};
 use support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};

@@ -21,6 +21,7 @@ use common_conn::{
     assert_closed_for, assert_cross_slot, bulk, clients_named, free_port, run, wait_until, within,
 };
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr, Role};
 use redcore::{ClusterConfig, Cmd, Connection, Error, Value, Watch, cmd};
 use support::{Conn, RedisCluster, RedisServer, Reply, key_in_slot, key_slot};
@@ -348,7 +349,7 @@ async fn mget_keeps_order_missing_keys_and_duplicates(client: &Cluster, owners: 
     assert!(slots.len() >= 4, "the keys span several slots");
     let got: Vec<Option<String>> = client.mget(&keys).await.unwrap();
     assert_eq!(got, expected, "MGET of {keys:?}");
-    let none: Vec<Option<String>> = client.mget::<Option<String>, &str>(&[]).await.unwrap();
+    let none: Vec<Option<String>> = client.mget::<Vec<Option<String>>, &str>(&[]).await.unwrap();
     assert!(none.is_empty());
 }
 
@@ -1295,7 +1296,10 @@ async fn close_fails_later_calls_and_drops_connections(cluster: &RedisCluster) {
             .watch_transaction(&["k"], async |_c: &Connection| Ok(Watch::Exec(vec![])))
             .await,
     );
-    assert_closed_for("mget", client.mget::<Option<String>, _>(&["k", "j"]).await);
+    assert_closed_for(
+        "mget",
+        client.mget::<Vec<Option<String>>, _>(&["k", "j"]).await,
+    );
     assert_closed_for("del", client.del(&["k"]).await);
     assert_closed_for("refresh", client.refresh().await);
     for (addr, conn) in &conns {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common_conn::{run, wait_until};
 use futures_lite::future::block_on;
+use redcore::Commands;
 use redcore::cluster::Cluster;
 use redcore::{ClusterConfig, ClusterExecutor, CoreClient, Error, Value, cmd};
 use support::{RedisCluster, RedisServer, key_in_slot};

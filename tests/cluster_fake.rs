@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common_conn::{run, within};
+use redcore::Commands;
 use redcore::cluster::{Cluster, NodeAddr};
 use redcore::config::ClusterConfigBuilder;
 use redcore::{ClusterConfig, Error, ServerErrorKind, Value};

@@ -11,6 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common_conn::{run, wait_until};
+use redcore::Commands;
 use redcore::cluster::{Cluster, NodeAddr};
 use redcore::{ClusterConfig, cmd};
 use support::RedisCluster;

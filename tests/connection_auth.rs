@@ -9,6 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common_conn::{base, free_port, run, url};
+use redcore::Commands;
 use redcore::auth::{CredentialProvider, Credentials, LocalBoxFuture};
 use redcore::config::ConnectionConfig;
 use redcore::{Connection, Error, HandshakeError, Protocol, ServerErrorKind, Value};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common_conn::{assert_closed, base, clients_named, fast, run, wait_until, within};
 use futures_lite::future;
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::{Cmd, Connection, Error, Watch};
 use support::RedisServer;
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common_conn::{base, fast, run, wait_for_pong, wait_until, within};
 use futures_lite::future;
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::auth::{CredentialProvider, Credentials, LocalBoxFuture};
 use redcore::{Connection, Error, cmd};
 use support::RedisServer;

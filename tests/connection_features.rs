@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common_conn::{base, bulk, connect, run, text, within};
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::hooks::{Before, Hook, HookContext};
 use redcore::{Cmd, Connection, Error, Value, cmd};
 use support::RedisServer;

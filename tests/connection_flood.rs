@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common_conn::{base, eventually, run, wait_until};
+use redcore::Commands;
 use redcore::resp::{DecoderLimits, ProtocolError};
 use redcore::{Connection, Error, Value};
 use support::{FakeCall, FakeNode, FakeReply, FakeStream};

@@ -13,6 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common_conn::{base, run, wait_until};
+use redcore::Commands;
 use redcore::{Connection, Error, cmd};
 use support::{FakeNode, FakeReply, RedisServer};
 

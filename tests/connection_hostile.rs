@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common_conn::run;
+use redcore::Commands;
 use redcore::resp::Decoder;
 use redcore::{Connection, ConnectionConfig, Error, Value};
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common_conn::{base, run};
+use redcore::Commands;
 use redcore::resp::{DecoderLimits, ProtocolError};
 use redcore::{Connection, Error, Value, cmd};
 use support::{FakeCall, FakeNode, FakeReply, FakeStream};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common_conn::{base, error_kind, run, within};
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::{Connection, Error};
 use support::RedisServer;
 

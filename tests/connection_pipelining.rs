@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common_conn::{bulk, connect, run, within};
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::{Cmd, Connection, Error, ServerErrorKind, Value, cmd};
 use support::RedisServer;
 

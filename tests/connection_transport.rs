@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use common_conn::{base, client_info, field, run, url};
+use redcore::Commands;
 use redcore::config::{TlsOptions, TlsRoots};
 use redcore::{Connection, Error, Protocol, Value};
 use support::RedisServer;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common_conn::{base, fast, run, wait_until};
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig, Error};

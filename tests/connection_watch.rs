@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common_conn::{bulk, connect, run, wait_until, within};
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::{Connection, Error, Value, Watch, cmd};
 use support::RedisServer;
 

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use common_conn::{assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until};
 use futures_lite::future::block_on;
 use glommio::spawn_local;
+use redcore::Commands;
 use redcore::cluster::NodeAddr;
 use redcore::runtime::{CoreError, HopStats, Ownership};
 use redcore::{

@@ -12,6 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use redcore::Commands;
 use redcore::{Connection, Protocol};
 use support::{
     Conn, FakeNode, FakeReply, RedisCluster, RedisServer, Reply, key_in_slot, key_slot,

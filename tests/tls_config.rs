@@ -7,6 +7,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
+use redcore::Commands;
 use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
 use redcore::{Connection, Error};
 use support::{RedisServer, TlsMaterial};

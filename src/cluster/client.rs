@@ -14,7 +14,7 @@ use crate::config::{ClusterConfig, IntoClusterConfig};
 use crate::error::{RedirectKind, RetryAction, ServerError};
 use crate::resp::Arg;
 use crate::slot::key_slot;
-use crate::{Connection, Error, FromValue, Value, Watch};
+use crate::{Commands, Connection, Error, FromValue, Value, Watch};
 
 /// The node a command was first sent to and the error it met there.
 type FirstError = Option<(Rc<Node>, Error)>;
@@ -44,6 +44,7 @@ impl Drop for CloseGuard {
 /// written fails with [`Error::ConnectionLost`], as on a lone connection.
 ///
 /// ```no_run
+/// use redcore::Commands;
 /// use redcore::cluster::Cluster;
 ///
 /// glommio::LocalExecutorBuilder::default()
@@ -202,7 +203,9 @@ impl Cluster {
         self.timeout
             .map(|_| deadline.saturating_duration_since(Instant::now()))
     }
+}
 
+impl Commands for Cluster {
     /// Sends one command to the master serving its slot and converts the
     /// reply; a server error is `Err(Error::Server(..))`.
     ///
@@ -220,7 +223,7 @@ impl Cluster {
     /// except for commands that only read
     /// ([`is_read_only`](crate::cmd::is_read_only): `GET`, `HGETALL`,
     /// `XREAD`, ...), which are sent again after a topology refresh.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+    async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         let route = args.route()?;
         let mut attempt = self.attempt();
         attempt.read_only = crate::cmd::is_read_only(&args);
@@ -248,7 +251,7 @@ impl Cluster {
     /// sent again. Otherwise the call fails as a whole when a command's
     /// fate is unknown (its connection died after writing it, or the
     /// deadline passed); other commands may then have been applied.
-    pub async fn pipeline<A: Args>(
+    async fn pipeline<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
@@ -358,6 +361,124 @@ impl Cluster {
             .collect())
     }
 
+    /// Runs commands in `MULTI`/`EXEC` on the master of their slot and
+    /// returns their replies. Every keyed command must be in one slot
+    /// (use hash tags: `{user:1}.name`), else [`Error::CrossSlot`] before
+    /// anything is sent. A `MOVED` or `ASK` refusal means the `EXEC` never
+    /// ran: the whole transaction follows it.
+    async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        let cmds: Vec<A> = cmds.into_iter().collect();
+        let route = common_route(cmds.iter().map(Args::route))?;
+        let mut attempt = self.attempt();
+        let value = self
+            .router
+            .run(route, &mut attempt, async |node, asking, timeout| {
+                node.transaction(&cmds, asking, timeout)
+                    .await
+                    .map(Value::Array)
+            })
+            .await?;
+        match value {
+            Value::Array(items) => Ok(items),
+            _ => unreachable!("a transaction yields an array"),
+        }
+    }
+
+    /// Runs [`Cluster::watch_transaction_with_retries`], which takes any
+    /// function.
+    async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        Cluster::watch_transaction_with_retries(self, keys, max_retries, f).await
+    }
+
+    /// `MGET` across slots: one `MGET` per slot, sent side by side; the
+    /// values in the order of `keys`, converted as one array.
+    async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<T, Error> {
+        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| cmd("MGET").args(idx.iter().map(|&i| &keys[i])))
+            .collect();
+        let replies = self.run_groups(&groups, &cmds).await?;
+        let mut values: Vec<Option<Value>> = (0..keys.len()).map(|_| None).collect();
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            match reply.without_attributes() {
+                Value::Array(items) if items.len() == idx.len() => {
+                    for (&i, v) in idx.iter().zip(items) {
+                        values[i] = Some(v);
+                    }
+                }
+                other => {
+                    return Err(Error::Conversion(crate::ConversionError {
+                        found: other.type_name(),
+                        target: "MGET reply",
+                        detail: Some("expected one value per key"),
+                    }));
+                }
+            }
+        }
+        T::from_value(Value::Array(
+            values
+                .into_iter()
+                .map(|v| v.expect("every key has a value"))
+                .collect(),
+        ))
+    }
+
+    /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
+    /// slot's keys are set atomically, the whole is not.
+    async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| {
+                let mut c = cmd("MSET");
+                for &i in idx {
+                    c.push_arg(&pairs[i].0).push_arg(&pairs[i].1);
+                }
+                c
+            })
+            .collect();
+        for reply in self.run_groups(&groups, &cmds).await? {
+            <()>::from_value(reply)?;
+        }
+        Ok(())
+    }
+
+    /// `DEL` across slots: the number of keys removed.
+    async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("DEL", keys).await
+    }
+
+    /// `UNLINK` across slots: the number of keys removed.
+    async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("UNLINK", keys).await
+    }
+
+    /// `EXISTS` across slots: how many of the keys exist (a key given
+    /// twice counts twice, as in Redis).
+    async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("EXISTS", keys).await
+    }
+
+    /// `TOUCH` across slots: the number of keys touched.
+    async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("TOUCH", keys).await
+    }
+}
+
+impl Cluster {
     /// Sends one command of a pipeline again after `first`, the error its
     /// first send met.
     async fn retry_one<A: Args>(
@@ -377,32 +498,6 @@ impl Cluster {
                 node.command(args, asking, timeout).await
             })
             .await
-    }
-
-    /// Runs commands in `MULTI`/`EXEC` on the master of their slot and
-    /// returns their replies. Every keyed command must be in one slot
-    /// (use hash tags: `{user:1}.name`), else [`Error::CrossSlot`] before
-    /// anything is sent. A `MOVED` or `ASK` refusal means the `EXEC` never
-    /// ran: the whole transaction follows it.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds: Vec<A> = cmds.into_iter().collect();
-        let route = common_route(cmds.iter().map(Args::route))?;
-        let mut attempt = self.attempt();
-        let value = self
-            .router
-            .run(route, &mut attempt, async |node, asking, timeout| {
-                node.transaction(&cmds, asking, timeout)
-                    .await
-                    .map(Value::Array)
-            })
-            .await?;
-        match value {
-            Value::Array(items) => Ok(items),
-            _ => unreachable!("a transaction yields an array"),
-        }
     }
 
     /// An optimistic transaction on the master of the watched keys' slot,
@@ -494,79 +589,6 @@ impl Cluster {
                 }
             }
         }
-    }
-
-    /// `MGET` across slots: one `MGET` per slot, sent side by side; the
-    /// values in the order of `keys`.
-    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
-        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
-        let cmds: Vec<Cmd> = groups
-            .iter()
-            .map(|(_, idx)| cmd("MGET").args(idx.iter().map(|&i| &keys[i])))
-            .collect();
-        let replies = self.run_groups(&groups, &cmds).await?;
-        let mut values: Vec<Option<Value>> = (0..keys.len()).map(|_| None).collect();
-        for ((_, idx), reply) in groups.iter().zip(replies) {
-            match reply.without_attributes() {
-                Value::Array(items) if items.len() == idx.len() => {
-                    for (&i, v) in idx.iter().zip(items) {
-                        values[i] = Some(v);
-                    }
-                }
-                other => {
-                    return Err(Error::Conversion(crate::ConversionError {
-                        found: other.type_name(),
-                        target: "MGET reply",
-                        detail: Some("expected one value per key"),
-                    }));
-                }
-            }
-        }
-        values
-            .into_iter()
-            .map(|v| T::from_value(v.expect("every key has a value")))
-            .collect()
-    }
-
-    /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
-    /// slot's keys are set atomically, the whole is not.
-    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
-        let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
-        let cmds: Vec<Cmd> = groups
-            .iter()
-            .map(|(_, idx)| {
-                let mut c = cmd("MSET");
-                for &i in idx {
-                    c.push_arg(&pairs[i].0).push_arg(&pairs[i].1);
-                }
-                c
-            })
-            .collect();
-        for reply in self.run_groups(&groups, &cmds).await? {
-            <()>::from_value(reply)?;
-        }
-        Ok(())
-    }
-
-    /// `DEL` across slots: the number of keys removed.
-    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("DEL", keys).await
-    }
-
-    /// `UNLINK` across slots: the number of keys removed.
-    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("UNLINK", keys).await
-    }
-
-    /// `EXISTS` across slots: how many of the keys exist (a key given
-    /// twice counts twice, as in Redis).
-    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("EXISTS", keys).await
-    }
-
-    /// `TOUCH` across slots: the number of keys touched.
-    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("TOUCH", keys).await
     }
 
     async fn count_by_slot<K: Arg>(&self, name: &str, keys: &[K]) -> Result<u64, Error> {

@@ -19,9 +19,11 @@
 //!
 //! Pipelines are split by node and sent side by side, and only the
 //! commands that were redirected are sent again; transactions and watch
-//! transactions need one slot. [`Cluster::mget`], [`Cluster::mset`],
-//! [`Cluster::del`], [`Cluster::exists`], [`Cluster::unlink`] and
-//! [`Cluster::touch`] split across slots. [`Cluster::info`] reports the
+//! transactions need one slot. [`mget`](crate::Commands::mget),
+//! [`mset`](crate::Commands::mset), [`del`](crate::Commands::del),
+//! [`exists`](crate::Commands::exists),
+//! [`unlink`](crate::Commands::unlink) and
+//! [`touch`](crate::Commands::touch) split across slots. [`Cluster::info`] reports the
 //! nodes, slot coverage, the map's epoch and per-node counters.
 //!
 //! # Nodes and peers

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use super::NodeAddr;
 use super::peers::{NodeJob, NodeOp, NodeReply, Peers, call_peer};
 use crate::cmd::Args;
-use crate::{Connection, Error, Value};
+use crate::{Commands, Connection, Error, Value};
 
 /// One node and the way to it.
 pub(crate) struct Node {

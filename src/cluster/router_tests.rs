@@ -18,7 +18,7 @@ use crate::cmd::Args;
 use crate::config::IntoClusterConfig;
 use crate::error::ServerError;
 use crate::slot::key_slot;
-use crate::{Error, Value};
+use crate::{Commands, Error, Value};
 
 /// One command the router handed to the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -436,6 +436,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Commands;
 
     #[test]
     fn backoff_doubles_with_jitter_and_resets() {

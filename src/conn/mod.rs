@@ -104,6 +104,7 @@
 //! along with the calls in flight.
 
 mod admission;
+pub mod commands;
 mod dispatch;
 mod driver;
 mod handshake;
@@ -125,6 +126,7 @@ use crate::cmd::{Args, Cmd, cmd, is_blocking};
 use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
 use crate::{Error, FromValue, Value};
+use commands::Commands;
 
 pub use mux::ConnectionStats;
 use mux::{Admit, Call, Link, Queue, Shared};
@@ -188,7 +190,7 @@ impl Drop for CloseOnDrop {
 /// is the name.
 ///
 /// ```no_run
-/// use redcore::{Connection, Value};
+/// use redcore::{Commands, Connection, Value};
 ///
 /// glommio::LocalExecutorBuilder::default()
 ///     .spawn(|| async {
@@ -431,22 +433,6 @@ impl Connection {
         .await
     }
 
-    /// Sends one command and converts its reply. A server error reply is
-    /// `Err(Error::Server(..))`.
-    ///
-    /// `args` is a [`Cmd`] or any slice, array or vector of arguments:
-    /// `conn.command::<Option<String>>(["GET", "k"])`.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        check_supported(&args)?;
-        let value = if self.shared.config.hooks.is_empty() {
-            self.call(1, false, is_blocking(&args), |out| args.encode(out))
-                .await
-        } else {
-            self.command_with_hooks(to_cmd(&args)).await
-        };
-        T::from_value(value?)
-    }
-
     async fn command_with_hooks(&self, c: Cmd) -> Result<Value, Error> {
         self.hooked(
             c,
@@ -498,16 +484,6 @@ impl Connection {
             result = after(hook.as_ref(), &ctx, &subject, result);
         }
         result
-    }
-
-    /// Sends commands as one pipeline and returns one reply per command, in
-    /// order. Server errors come back inline as [`Value::Error`]; the
-    /// call fails as a whole only when the connection does.
-    pub async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        self.batch(Batch::Pipeline, cmds).await
     }
 
     /// Checks the commands, then sends them as `kind`, through the
@@ -564,22 +540,7 @@ impl Connection {
         Ok(items)
     }
 
-    /// Runs commands in `MULTI`/`EXEC` and returns their replies. An
-    /// `EXEC` that returns nil (a watched key changed) is
-    /// [`Error::TransactionAborted`]; a transaction the server discarded
-    /// (`EXECABORT`, for example a command with the wrong number of
-    /// arguments) is that server error, except that a cluster node's
-    /// refusal of a queued command (`MOVED`, `ASK`, `TRYAGAIN`,
-    /// `CLUSTERDOWN`) is reported instead of the `EXECABORT` it caused.
-    /// Uses the pipeline hooks.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        self.batch(Batch::Transaction { asking: false }, cmds).await
-    }
-
-    /// [`transaction`](Self::transaction) preceded by `ASKING`, for a
+    /// [`transaction`](Commands::transaction) preceded by `ASKING`, for a
     /// slot that is being imported by this node: the flag lasts until
     /// `EXEC`, so every queued command is accepted.
     pub(crate) async fn transaction_asking<A: Args>(
@@ -777,6 +738,64 @@ impl Connection {
             })
             .await?;
         ack.into_result().map(drop)
+    }
+}
+
+impl Commands for Connection {
+    /// Sends one command and converts its reply. A server error reply is
+    /// `Err(Error::Server(..))`.
+    ///
+    /// `args` is a [`Cmd`] or any slice, array or vector of arguments:
+    /// `conn.command::<Option<String>>(["GET", "k"])`.
+    async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
+        check_supported(&args)?;
+        let value = if self.shared.config.hooks.is_empty() {
+            self.call(1, false, is_blocking(&args), |out| args.encode(out))
+                .await
+        } else {
+            self.command_with_hooks(to_cmd(&args)).await
+        };
+        T::from_value(value?)
+    }
+
+    /// Sends commands as one pipeline and returns one reply per command, in
+    /// order. Server errors come back inline as [`Value::Error`]; the
+    /// call fails as a whole only when the connection does.
+    async fn pipeline<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        self.batch(Batch::Pipeline, cmds).await
+    }
+
+    /// Runs commands in `MULTI`/`EXEC` and returns their replies. An
+    /// `EXEC` that returns nil (a watched key changed) is
+    /// [`Error::TransactionAborted`]; a transaction the server discarded
+    /// (`EXECABORT`, for example a command with the wrong number of
+    /// arguments) is that server error, except that a cluster node's
+    /// refusal of a queued command (`MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`) is reported instead of the `EXECABORT` it caused.
+    /// Uses the pipeline hooks.
+    async fn transaction<A: Args>(
+        &self,
+        cmds: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Value>, Error> {
+        self.batch(Batch::Transaction { asking: false }, cmds).await
+    }
+
+    /// Runs [`Connection::watch_transaction_with_retries`], which takes
+    /// any function.
+    async fn watch_transaction_with_retries<K, F>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        f: F,
+    ) -> Result<Vec<Value>, Error>
+    where
+        K: crate::resp::Arg,
+        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
+    {
+        Connection::watch_transaction_with_retries(self, keys, max_retries, f).await
     }
 }
 

@@ -3,8 +3,11 @@
 //! Every conversion looks through attributes, turns an error reply into
 //! [`Error::Server`], and reports a mismatch as a [`ConversionError`] naming
 //! both sides. RESP2 and RESP3 shapes of the same reply convert alike: a
-//! map converts from a RESP3 map or a RESP2 flat array of pairs, a boolean
-//! from `#t` or from `:1`.
+//! map or a list of pairs (`HashMap`, `BTreeMap`, `Vec<(A, B)>`) converts
+//! from a RESP3 map, a RESP2 flat array of key, value, key, value, or an
+//! array of two-element arrays; a boolean from `#t` or from `:1`; nil is
+//! `None` for an `Option` and empty for a collection. Tuples convert from
+//! arrays of exactly their length.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
@@ -168,10 +171,23 @@ fn elements(value: Value, target: &'static str) -> Result<Vec<Value>, Error> {
     }
 }
 
-/// Key/value pairs: a RESP3 map, or a RESP2 array of even length.
+/// Key/value pairs: a RESP3 map; an array of two-element arrays (RESP3
+/// `ZRANGE ... WITHSCORES`, RESP2 `XREAD`); or a flat array of even length,
+/// key, value, key, value (RESP2 `HGETALL`). An array whose elements are
+/// all two-element arrays is read as the second shape.
 fn pairs(value: Value, target: &'static str) -> Result<Vec<(Value, Value)>, Error> {
     match plain(value)? {
         Value::Map(pairs) => Ok(pairs),
+        Value::Array(items) if !items.is_empty() && items.iter().all(is_pair) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(two) => {
+                    let [k, v]: [Value; 2] = two.try_into().expect("checked: two elements");
+                    Ok((k, v))
+                }
+                _ => unreachable!("checked: an array"),
+            })
+            .collect(),
         Value::Array(items) if items.len() % 2 == 0 => {
             let mut items = items.into_iter();
             let mut pairs = Vec::with_capacity(items.len() / 2);
@@ -180,15 +196,34 @@ fn pairs(value: Value, target: &'static str) -> Result<Vec<(Value, Value)>, Erro
             }
             Ok(pairs)
         }
-        Value::Array(_) => Err(invalid("array", target, "odd number of elements")),
+        Value::Array(_) => Err(invalid(
+            "array",
+            target,
+            "odd number of elements: not key, value pairs",
+        )),
         Value::Nil => Ok(Vec::new()),
         other => Err(mismatch(&other, target)),
     }
 }
 
-/// Marker for element types of `Vec<T>`. `u8` is left out on purpose: a
-/// `Vec<u8>` is a byte string, not an array of small integers.
-pub trait FromValueElement: FromValue {}
+fn is_pair(v: &Value) -> bool {
+    matches!(v, Value::Array(two) if two.len() == 2)
+}
+
+/// Element types of `Vec<T>`. `u8` is left out on purpose: a `Vec<u8>` is
+/// a byte string, not an array of small integers.
+pub trait FromValueElement: FromValue {
+    /// Reads a `Vec<Self>` from a reply. By default each element of an
+    /// array, set or push converts on its own (a map gives its keys and
+    /// values in turn; nil is empty); pairs `(A, B)` read the shapes of a
+    /// map instead (see the module documentation).
+    fn vec_from_value(value: Value) -> Result<Vec<Self>, Error> {
+        elements(value, "Vec")?
+            .into_iter()
+            .map(Self::from_value)
+            .collect()
+    }
+}
 
 macro_rules! element {
     ($($t:ty),*) => {$( impl FromValueElement for $t {} )*};
@@ -220,14 +255,23 @@ impl<K: FromValue + Eq + Hash, V: FromValue, S: BuildHasher + Default> FromValue
     for HashMap<K, V, S>
 {
 }
-impl<A: FromValue, B: FromValue> FromValueElement for (A, B) {}
+impl<K: FromValue + Ord, V: FromValue> FromValueElement for BTreeMap<K, V> {}
+impl<T: FromValue + Eq + Hash, S: BuildHasher + Default> FromValueElement for HashSet<T, S> {}
+
+impl<A: FromValue, B: FromValue> FromValueElement for (A, B) {
+    /// Pairs from a RESP3 map, an array of two-element arrays or a RESP2
+    /// flat array of even length; an odd one is a [`ConversionError`].
+    fn vec_from_value(value: Value) -> Result<Vec<Self>, Error> {
+        pairs(value, "Vec<(A, B)>")?
+            .into_iter()
+            .map(|(a, b)| Ok((A::from_value(a)?, B::from_value(b)?)))
+            .collect()
+    }
+}
 
 impl<T: FromValueElement> FromValue for Vec<T> {
     fn from_value(value: Value) -> Result<Self, Error> {
-        elements(value, "Vec")?
-            .into_iter()
-            .map(T::from_value)
-            .collect()
+        T::vec_from_value(value)
     }
 }
 
@@ -260,17 +304,56 @@ impl<K: FromValue + Ord, V: FromValue> FromValue for BTreeMap<K, V> {
     }
 }
 
-impl<A: FromValue, B: FromValue> FromValue for (A, B) {
-    /// A two-element array, such as one entry of `ZRANGE ... WITHSCORES`
-    /// in RESP3.
-    fn from_value(value: Value) -> Result<Self, Error> {
-        let items = elements(value, "(A, B)")?;
-        let [a, b]: [Value; 2] = items
-            .try_into()
-            .map_err(|_| invalid("aggregate", "(A, B)", "not two elements"))?;
-        Ok((A::from_value(a)?, B::from_value(b)?))
-    }
+/// Tuples convert from an aggregate of exactly their length (a map counts
+/// its keys and values), each element by its own type: `(String, f64)` is
+/// one entry of RESP3 `ZRANGE ... WITHSCORES`, `(String, String)` the key
+/// and value `BLPOP` pops.
+macro_rules! tuple_from_value {
+    ($($len:literal: ($($t:ident),+)),* $(,)?) => {$(
+        impl<$($t: FromValue),+> FromValue for ($($t,)+) {
+            fn from_value(value: Value) -> Result<Self, Error> {
+                const TARGET: &str = concat!("a tuple of ", stringify!($len));
+                let items: [Value; $len] = elements(value, TARGET)?
+                    .try_into()
+                    .map_err(|items: Vec<Value>| {
+                        invalid("aggregate", TARGET, if items.len() < $len {
+                            "too few elements"
+                        } else {
+                            "too many elements"
+                        })
+                    })?;
+                #[allow(non_snake_case)]
+                let [$($t),+] = items;
+                Ok(($($t::from_value($t)?,)+))
+            }
+        }
+    )*};
 }
+tuple_from_value!(
+    1: (A),
+    2: (A, B),
+    3: (A, B, C),
+    4: (A, B, C, D),
+    5: (A, B, C, D, E),
+    6: (A, B, C, D, E, F),
+    7: (A, B, C, D, E, F, G),
+    8: (A, B, C, D, E, F, G, H),
+);
+
+macro_rules! tuple_element {
+    ($(($($t:ident),+)),* $(,)?) => {$(
+        impl<$($t: FromValue),+> FromValueElement for ($($t,)+) {}
+    )*};
+}
+tuple_element!(
+    (A),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F),
+    (A, B, C, D, E, F, G),
+    (A, B, C, D, E, F, G, H),
+);
 
 #[cfg(test)]
 mod tests {
@@ -352,6 +435,86 @@ mod tests {
         assert!(set.contains("x") && set.contains("y"));
         let scored: Vec<(String, f64)> = conv(b"*1\r\n*2\r\n$1\r\nm\r\n,1.5\r\n").unwrap();
         assert_eq!(scored, vec![("m".to_string(), 1.5)]);
+    }
+
+    #[test]
+    fn pairs_from_every_shape() {
+        let expected = vec![("a".to_string(), 1i64), ("b".to_string(), 2)];
+        // RESP3 map (HGETALL), RESP2 flat array (HGETALL), array of
+        // two-element arrays (RESP3 ZRANGE WITHSCORES, RESP2 XREAD).
+        let resp3: Vec<(String, i64)> = conv(b"%2\r\n+a\r\n:1\r\n+b\r\n:2\r\n").unwrap();
+        let flat: Vec<(String, i64)> = conv(b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n").unwrap();
+        let nested: Vec<(String, i64)> =
+            conv(b"*2\r\n*2\r\n$1\r\na\r\n:1\r\n*2\r\n$1\r\nb\r\n:2\r\n").unwrap();
+        assert_eq!(resp3, expected);
+        assert_eq!(flat, expected);
+        assert_eq!(nested, expected);
+        // Scores: RESP2 sends them as strings, RESP3 as doubles.
+        let scored: Vec<(String, f64)> = conv(b"*2\r\n$1\r\nm\r\n$3\r\n1.5\r\n").unwrap();
+        assert_eq!(scored, vec![("m".to_string(), 1.5)]);
+        let nested_map: HashMap<String, i64> = conv(b"*1\r\n*2\r\n$1\r\na\r\n:1\r\n").unwrap();
+        assert_eq!(nested_map["a"], 1);
+        let tree: BTreeMap<String, i64> = conv(b"*2\r\n$1\r\nz\r\n:9\r\n").unwrap();
+        assert_eq!(tree["z"], 9);
+        assert_eq!(
+            conv::<Vec<(String, i64)>>(b"*-1\r\n").unwrap(),
+            Vec::<(String, i64)>::new()
+        );
+        assert_eq!(
+            conv::<Vec<(String, i64)>>(b"*0\r\n").unwrap(),
+            Vec::<(String, i64)>::new()
+        );
+        match conv::<Vec<(String, i64)>>(b"*3\r\n+a\r\n:1\r\n+b\r\n") {
+            Err(Error::Conversion(e)) => {
+                assert_eq!(e.target, "Vec<(A, B)>");
+                assert!(e.detail.unwrap().contains("odd"), "{e}");
+            }
+            other => panic!("expected a conversion error, got {other:?}"),
+        }
+        assert!(matches!(
+            conv::<Vec<(String, i64)>>(b":1\r\n"),
+            Err(Error::Conversion(_))
+        ));
+        // Nested entries whose values are flat pairs: an XRANGE reply.
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            conv(b"*1\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$1\r\nf\r\n$1\r\nv\r\n$1\r\ng\r\n$1\r\nw\r\n")
+                .unwrap();
+        assert_eq!(
+            entries,
+            vec![(
+                "1-0".to_string(),
+                vec![("f".into(), "v".into()), ("g".into(), "w".into())]
+            )]
+        );
+    }
+
+    #[test]
+    fn tuples_from_fixed_size_arrays() {
+        assert_eq!(conv::<(i64,)>(b"*1\r\n:7\r\n").unwrap(), (7,));
+        let (k, v): (String, String) = conv(b"*2\r\n$1\r\nk\r\n$1\r\nv\r\n").unwrap();
+        assert_eq!((k.as_str(), v.as_str()), ("k", "v"));
+        let three: (String, i64, Option<String>) = conv(b"*3\r\n+a\r\n:2\r\n_\r\n").unwrap();
+        assert_eq!(three, ("a".to_string(), 2, None));
+        let four: (i64, i64, i64, String) = conv(b"*4\r\n:1\r\n:2\r\n:3\r\n+x\r\n").unwrap();
+        assert_eq!(four, (1, 2, 3, "x".to_string()));
+        let eight: (u8, u8, u8, u8, u8, u8, u8, u8) =
+            conv(b"*8\r\n:1\r\n:2\r\n:3\r\n:4\r\n:5\r\n:6\r\n:7\r\n:8\r\n").unwrap();
+        assert_eq!(eight, (1, 2, 3, 4, 5, 6, 7, 8));
+        for (wire, detail) in [
+            (&b"*2\r\n:1\r\n:2\r\n"[..], "too few elements"),
+            (&b"*4\r\n:1\r\n:2\r\n:3\r\n:4\r\n"[..], "too many elements"),
+        ] {
+            match conv::<(i64, i64, i64)>(wire) {
+                Err(Error::Conversion(e)) => assert_eq!(e.detail, Some(detail)),
+                other => panic!("expected a conversion error, got {other:?}"),
+            }
+        }
+        // Nil is not a tuple, but an Option of one (BLPOP's timeout).
+        assert!(conv::<(String, String)>(b"_\r\n").is_err());
+        assert_eq!(conv::<Option<(String, String)>>(b"*-1\r\n").unwrap(), None);
+        let rows: Vec<(String, i64, i64)> =
+            conv(b"*2\r\n*3\r\n+a\r\n:1\r\n:2\r\n*3\r\n+b\r\n:3\r\n:4\r\n").unwrap();
+        assert_eq!(rows, vec![("a".into(), 1, 2), ("b".into(), 3, 4)]);
     }
 
     #[test]

@@ -10,9 +10,9 @@ use super::executor::Hub;
 use super::mesh::{CoreMesh, HopStats};
 use crate::cluster::client::{check_watch, watch_slot};
 use crate::cluster::{ClusterInfo, NodeAddr};
-use crate::cmd::{Args, Route};
+use crate::cmd::Route;
 use crate::resp::Arg;
-use crate::{Cluster, Connection, Error, FromValue, Value, Watch};
+use crate::{Cluster, Connection, Error, Value, Watch};
 
 /// The client of one core: the [`Cluster`] API, routed to this core's
 /// connections or, for nodes other cores own, through them. Clone it
@@ -38,7 +38,7 @@ impl std::fmt::Debug for CoreClient {
 }
 
 /// Counts a call as work in flight, for the drain.
-struct Work<'a>(&'a CoreMesh);
+pub(super) struct Work<'a>(&'a CoreMesh);
 
 impl Drop for Work<'_> {
     fn drop(&mut self) {
@@ -47,7 +47,7 @@ impl Drop for Work<'_> {
 }
 
 impl CoreClient {
-    fn enter(&self) -> Result<Work<'_>, Error> {
+    pub(super) fn enter(&self) -> Result<Work<'_>, Error> {
         if self.mesh.closing.get() {
             return Err(Error::Closed("the executor is shutting down"));
         }
@@ -107,48 +107,11 @@ impl CoreClient {
         }
     }
 
-    /// [`Cluster::command`] from this core.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let _work = self.enter()?;
-        self.cluster.command(args).await
-    }
-
-    /// [`Cluster::pipeline`] from this core: commands split by node, each
-    /// node's share sent by its owner core, replies in order.
-    pub async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let _work = self.enter()?;
-        self.cluster.pipeline(cmds).await
-    }
-
-    /// [`Cluster::transaction`] from this core, run by the core that owns
-    /// the slot's master.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let _work = self.enter()?;
-        self.cluster.transaction(cmds).await
-    }
-
-    /// [`Cluster::watch_transaction`] from this core. When another core
-    /// owns the slot's master, `f` travels there and runs on that core's
-    /// connection (so it must be `Send`; the future it returns need not
-    /// be).
-    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
-        self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
-            .await
-    }
-
-    /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
-    /// tries after the first when a watched key changes.
-    pub async fn watch_transaction_with_retries<K, F>(
+    /// A watch transaction from this core ([`Commands`](crate::Commands)'s): when another
+    /// core owns the slot's master, `f` travels there and runs on that
+    /// core's connection (so it must be `Send`; the future it returns need
+    /// not be).
+    pub(super) async fn watch_on_owner<K, F>(
         &self,
         keys: &[K],
         max_retries: u32,
@@ -185,42 +148,6 @@ impl CoreClient {
                 result
             })
             .await
-    }
-
-    /// [`Cluster::mget`] from this core.
-    pub async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<Vec<T>, Error> {
-        let _work = self.enter()?;
-        self.cluster.mget(keys).await
-    }
-
-    /// [`Cluster::mset`] from this core.
-    pub async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
-        let _work = self.enter()?;
-        self.cluster.mset(pairs).await
-    }
-
-    /// [`Cluster::del`] from this core.
-    pub async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.del(keys).await
-    }
-
-    /// [`Cluster::unlink`] from this core.
-    pub async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.unlink(keys).await
-    }
-
-    /// [`Cluster::exists`] from this core.
-    pub async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.exists(keys).await
-    }
-
-    /// [`Cluster::touch`] from this core.
-    pub async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        let _work = self.enter()?;
-        self.cluster.touch(keys).await
     }
 
     /// [`Cluster::info`] as this core sees the cluster. Nodes another core

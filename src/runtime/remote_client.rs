@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::commands::CoreJob;
 use super::core_client::CoreClient;
 use super::executor::Hub;
-use crate::cmd::{Args, Cmd};
-use crate::{Error, FromValue, Value};
+use crate::cmd::Cmd;
+use crate::{Commands, Error, Value};
 
 /// A client for code outside the executors: a plain thread
 /// (`futures_lite::future::block_on(remote.command(..))`), a tokio task,
@@ -16,6 +17,8 @@ use crate::{Error, FromValue, Value};
 /// enters one core (taking turns) through a bounded channel and runs
 /// there as that core's call, with routing, redirects and the same
 /// end-to-end deadline (the call timeout, counted from the submission).
+/// Its [`Commands`] are those of a [`CoreClient`], split helpers and watch
+/// transactions included; their futures are `Send`.
 #[derive(Clone)]
 pub struct RemoteClient {
     hub: Arc<Hub>,
@@ -44,7 +47,7 @@ impl RemoteClient {
         }
     }
 
-    async fn submit(&self, kind: ExtKind) -> Result<Value, Error> {
+    pub(super) async fn submit(&self, kind: ExtKind) -> Result<Value, Error> {
         let deadline = Instant::now() + self.timeout.unwrap_or(self.hub.timeout);
         if self.hub.shutdown_started.load(Ordering::Acquire) {
             return Err(Error::Closed("the executor is shutting down"));
@@ -64,33 +67,6 @@ impl RemoteClient {
             maybe_applied: true,
         }))
     }
-
-    /// [`Cluster::command`](crate::Cluster::command), run on one of the
-    /// cores.
-    pub async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let cmd = crate::conn::to_cmd(&args);
-        T::from_value(self.submit(ExtKind::Command(cmd)).await?)
-    }
-
-    /// [`Cluster::pipeline`](crate::Cluster::pipeline), run on one of the
-    /// cores.
-    pub async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
-        Vec::from_value(self.submit(ExtKind::Pipeline(cmds)).await?)
-    }
-
-    /// [`Cluster::transaction`](crate::Cluster::transaction), run on one of the
-    /// cores.
-    pub async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds = cmds.into_iter().map(|c| crate::conn::to_cmd(&c)).collect();
-        Vec::from_value(self.submit(ExtKind::Transaction(cmds)).await?)
-    }
 }
 
 /// A call from outside the executors.
@@ -100,10 +76,13 @@ pub(super) struct ExtCall {
     reply: async_channel::Sender<Result<Value, Error>>,
 }
 
-enum ExtKind {
+/// What a call from outside the executors asks a core to do.
+pub(super) enum ExtKind {
     Command(Cmd),
     Pipeline(Vec<Cmd>),
     Transaction(Vec<Cmd>),
+    /// Anything else, run with the core's client (`commands.rs`).
+    Job(CoreJob),
 }
 
 /// Runs the calls that enter this core from outside the executors.
@@ -117,6 +96,7 @@ pub(super) async fn intake(client: CoreClient, calls: async_channel::Receiver<Ex
                 ExtKind::Command(cmd) => c.command::<Value>(cmd).await,
                 ExtKind::Pipeline(cmds) => c.pipeline(cmds).await.map(Value::Array),
                 ExtKind::Transaction(cmds) => c.transaction(cmds).await.map(Value::Array),
+                ExtKind::Job(job) => job(c).await,
             };
             let _ = call.reply.try_send(result);
         })

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
+use redcore::Commands;
 use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
 use redcore::{Connection, Error, Value};
 

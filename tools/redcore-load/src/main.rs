@@ -31,7 +31,7 @@ use crate::args::{Cli, OwnershipArg};
 use crate::plan::Plan;
 use crate::report::Merged;
 use crate::timeline::Timeline;
-use crate::worker::{Client, CoreResult, Event, Shared, new_histogram, run_core};
+use crate::worker::{CoreResult, Event, Shared, new_histogram, run_core};
 
 /// What the load goes to.
 #[derive(Clone, Debug)]
@@ -204,7 +204,7 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
                         let events = events_tx.clone();
                         async move {
                             let core = client.core();
-                            run_core(core, Client::Cluster(client), shared, events).await
+                            run_core(core, client, shared, events).await
                         }
                     })
                 })
@@ -335,7 +335,7 @@ fn start_servers(
                     conn.close();
                     return None;
                 }
-                let result = run_core(core, Client::Server(conn.clone()), shared, events).await;
+                let result = run_core(core, conn.clone(), shared, events).await;
                 conn.close();
                 Some(result)
             });

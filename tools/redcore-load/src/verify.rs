@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
+use redcore::Commands;
 use redcore::cluster::Cluster;
 use redcore::{Connection, Value};
 

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use redcore::{Connection, CoreClient, Error, Value};
+use redcore::{Commands, Error, Value};
 
 use crate::args::{KeyPattern, Piece};
 use crate::plan::{Plan, splitmix64, write_id};
@@ -122,31 +122,6 @@ pub struct CoreResult {
     pub slowest_call_ns: u64,
     /// Measured calls that took longer than [`Plan::late_after`].
     pub late_calls: u64,
-}
-
-/// The client a core sends on.
-#[derive(Clone)]
-pub enum Client {
-    /// A single server.
-    Server(Connection),
-    /// A cluster, through the per-core runtime.
-    Cluster(CoreClient),
-}
-
-impl Client {
-    async fn command(&self, args: &[&[u8]]) -> Result<Value, Error> {
-        match self {
-            Client::Server(c) => c.command::<Value>(args).await,
-            Client::Cluster(c) => c.command::<Value>(args).await,
-        }
-    }
-
-    async fn pipeline(&self, cmds: &[&[&[u8]]]) -> Result<Vec<Value>, Error> {
-        match self {
-            Client::Server(c) => c.pipeline(cmds.iter()).await,
-            Client::Cluster(c) => c.pipeline(cmds.iter()).await,
-        }
-    }
 }
 
 /// A short name for the kind of an error, for the report.
@@ -258,11 +233,12 @@ struct Stats {
     late_calls: u64,
 }
 
-/// The state of one core, shared by its tasks.
-struct Core {
+/// The state of one core, shared by its tasks; `C` is the client it sends
+/// on (a connection to one server, or a core of the per-core runtime).
+struct Core<C> {
     index: usize,
     shared: Arc<Shared>,
-    client: Client,
+    client: C,
     ops: Vec<Vec<ArgKind>>,
     measure_start: Instant,
     end: Option<Instant>,
@@ -278,9 +254,9 @@ struct Core {
 }
 
 /// Runs the load of core `index` on `client` and returns what it measured.
-pub async fn run_core(
+pub async fn run_core<C: Commands + 'static>(
     index: usize,
-    client: Client,
+    client: C,
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
 ) -> CoreResult {
@@ -395,7 +371,7 @@ pub async fn run_core(
     }
 }
 
-impl Core {
+impl<C> Core<C> {
     fn plan(&self) -> &Plan {
         &self.shared.plan
     }
@@ -606,7 +582,7 @@ fn data_of<'a>(plan: &'a Plan, write: Option<u64>, value: &'a [u8], size: usize)
     }
 }
 
-async fn task_loop(core: Rc<Core>, task: usize) {
+async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
     let plan = core.plan();
     let seed = splitmix64(((core.index as u64) << 32) | task as u64) ^ 0x5eed_10ad;
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -636,7 +612,7 @@ async fn task_loop(core: Rc<Core>, task: usize) {
         }
         let sent = Instant::now();
         let result = if n == 1 {
-            core.client.command(&flat).await.map(|v| vec![v])
+            core.client.command::<Value>(&flat).await.map(|v| vec![v])
         } else {
             let cmds: Vec<&[&[u8]]> = bounds.iter().map(|r| &flat[r.clone()]).collect();
             core.client.pipeline(&cmds).await
