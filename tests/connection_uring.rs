@@ -7,19 +7,16 @@
 //! The rest of the suite runs on either transport: `REDCORE_TRANSPORT=io_uring`
 //! (see tools/test.sh).
 
-mod common_conn;
-mod support;
-
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_conn::{base, fast, run, wait_until};
 use glommio::spawn_local;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig, Error};
-use support::{RedisCluster, RedisServer};
+use redcore_test_support::client::{base, fast, run, wait_until};
+use redcore_test_support::{RedisCluster, RedisServer};
 
 const SECOND: Duration = Duration::from_secs(1);
 

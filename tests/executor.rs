@@ -29,16 +29,12 @@
 //! asserts. The thread checks of the bad-input test expect a process of
 //! their own, as nextest gives every test.
 
-mod common_conn;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_conn::{assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until};
 use futures_lite::future::block_on;
 use glommio::spawn_local;
 use redcore::cluster::NodeAddr;
@@ -47,7 +43,10 @@ use redcore::{
     ClusterConfig, ClusterExecutor, Cmd, Connection, CoreClient, Error, ExecutorHandle,
     RemoteClient, Value, Watch, cmd,
 };
-use support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
+use redcore_test_support::client::{
+    assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until,
+};
+use redcore_test_support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SLOTS: usize = 16384;
