@@ -26,8 +26,8 @@
 //!
 //! A cluster takes seconds to start, so each `#[test]` starts one and runs a
 //! group of checks, each in a function named after the behaviour it
-//! asserts. The thread checks of the bad-input test expect a process of
-//! their own, as nextest gives every test.
+//! asserts. The bad-input test counts the runtime threads of its process,
+//! so it runs in a process of its own (`in_own_process`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -46,7 +46,9 @@ use redcore::{
 use redcore_test_support::client::{
     assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until,
 };
-use redcore_test_support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
+use redcore_test_support::{
+    RedisCluster, Reply, in_own_process, key_in_slot, key_slot, keys_in_slot,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SLOTS: usize = 16384;
@@ -1888,6 +1890,9 @@ fn assert_invalid(result: Result<ClusterExecutor, Error>, option: &str) {
 
 #[test]
 fn executor_refuses_bad_cores_and_unreachable_seeds() {
+    if !in_own_process("executor_refuses_bad_cores_and_unreachable_seeds", &[]) {
+        return;
+    }
     let executor = || ClusterExecutor::new("127.0.0.1:7000").expect("a runtime");
     assert_invalid(executor().cpus(Vec::<usize>::new()), "cpus");
     assert_invalid(executor().cpus([1 << 20]), "cpus");

@@ -28,6 +28,7 @@ pub mod client;
 mod cluster;
 mod codec_conn;
 pub mod fake_node;
+mod own_process;
 mod process;
 mod resp;
 mod tls;
@@ -46,6 +47,7 @@ pub use cluster::{
 };
 pub use codec_conn::{CODEC_IO_TIMEOUT, CodecConn, args_text, show};
 pub use fake_node::{Call as FakeCall, FakeNode, Reply as FakeReply, Stream as FakeStream};
+pub use own_process::in_own_process;
 pub use process::{
     missing_binary_message, process_alive, redis_cli_bin, redis_server_bin, wait_until,
 };
