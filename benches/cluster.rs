@@ -64,8 +64,6 @@
 //! it works.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use common::{
     KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
@@ -81,6 +79,7 @@ use hdrhistogram::Histogram;
 use redcore::Commands;
 use redcore::Value;
 use redcore::cluster::{Cluster, NodeAddr};
+use redcore_test_support::RedisCluster;
 
 /// Tasks sending single commands.
 const TASKS: usize = 64;
@@ -468,7 +467,7 @@ fn main() {
             "REDCORE_BENCH_LOAD={other}: want tasks, pipelines, per-master, task-floor or floor"
         ),
     };
-    let cluster = support::RedisCluster::start();
+    let cluster = RedisCluster::start();
     let port = cluster.masters()[0].port();
     let mut rows = redcore_rows(cluster.seed_addrs(), ops, only);
     let mut rb_requests = Vec::new();

@@ -23,8 +23,6 @@
 //! only, to check that it works.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use common::{
     KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
@@ -38,6 +36,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redcore::Commands;
 use redcore::{Connection, Value};
+use redcore_test_support::RedisServer;
 
 /// `tasks` tasks each send single commands, SET and GET alternating,
 /// until `ops` operations are done in all; one command in 8 is timed.
@@ -251,7 +250,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 2_000 } else { 400_000 });
-    let server = support::RedisServer::start();
+    let server = RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", server.port());
     // REDCORE_BENCH_TASKS=64 runs that redcore load alone (for profiling),
     // 0 the pipelines of 64, and floor the two floors.

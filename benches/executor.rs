@@ -40,8 +40,6 @@
 //! it), it runs tiny windows only, to check that it works.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use common::{KEYS, cpu_time, random_key, value32};
 
@@ -55,6 +53,7 @@ use hdrhistogram::Histogram;
 use redcore::Commands;
 use redcore::runtime::Ownership;
 use redcore::{ClusterExecutor, CoreClient, Value, cmd};
+use redcore_test_support::RedisCluster;
 
 /// Tasks per core sending single commands.
 const TASKS: usize = 64;
@@ -372,7 +371,7 @@ fn main() {
         warm_up: Duration::from_millis(if quick { 100 } else { 1_000 }),
         measure: Duration::from_secs_f64(secs),
     };
-    let cluster = support::RedisCluster::start();
+    let cluster = RedisCluster::start();
     let seeds = cluster.seed_addrs();
     let online = std::thread::available_parallelism().map_or(0, |n| n.get());
 

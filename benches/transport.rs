@@ -19,8 +19,6 @@
 //! it runs a tiny load only, to check that it works.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use common::{KEYS, Row, cpu_time, value32};
 
@@ -32,6 +30,7 @@ use hdrhistogram::Histogram;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Commands, Connection, Value, cmd};
+use redcore_test_support::{RedisCluster, RedisServer};
 
 /// Counts the system calls this thread makes: a `perf_event_open` counter
 /// on the `raw_syscalls:sys_enter` tracepoint (needs root or a permissive
@@ -340,7 +339,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 2_000 } else { 200_000 });
     let only = std::env::var("REDCORE_BENCH_ONLY").ok();
-    let server = support::RedisServer::start();
+    let server = RedisServer::start();
     let port = server.port();
     let transports = [TransportKind::Glommio, TransportKind::IoUring];
 
@@ -356,7 +355,7 @@ fn main() {
             .find(|l| l.0 == load)
             .expect("a load: 1, 64, 256 or p64");
         let rows = if topo == "cluster" {
-            let cluster = support::RedisCluster::start();
+            let cluster = RedisCluster::start();
             cluster_rows(cluster.seed_addrs(), transport, vec![load], ops, 2_000)
         } else {
             conn_rows(port, transport, vec![load], ops, 2_000)
@@ -375,7 +374,7 @@ fn main() {
             rows.extend(conn_rows(port, t, vec![*load], ops, ops / 4));
         }
     }
-    let cluster = support::RedisCluster::start();
+    let cluster = RedisCluster::start();
     for (i, load) in LOADS.iter().enumerate() {
         let mut order = transports;
         if i % 2 == 1 {

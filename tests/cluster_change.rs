@@ -25,9 +25,6 @@
 //! manual failover checks in order on one cluster, the killed and the
 //! frozen master each get a fresh one.
 
-mod common_conn;
-mod support;
-
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -35,12 +32,12 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common_conn::{bulk, error_kind, run, wait_until};
 use glommio::{Task, spawn_local};
 use redcore::Commands;
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr};
 use redcore::{ClusterConfig, Cmd, Error, Value, cmd};
-use support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
+use redcore_test_support::client::{bulk, error_kind, run, wait_until};
+use redcore_test_support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SLOTS: usize = 16384;

@@ -10,21 +10,18 @@
 //! a group of checks that do not disturb each other (distinct keys), each
 //! check in its own function named after the behaviour it asserts.
 
-mod common_conn;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common_conn::{
-    assert_closed_for, assert_cross_slot, bulk, clients_named, free_port, run, wait_until, within,
-};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::cluster::{Cluster, ClusterInfo, NodeAddr, Role};
 use redcore::{ClusterConfig, Cmd, Connection, Error, Value, Watch, cmd};
-use support::{Conn, RedisCluster, RedisServer, Reply, key_in_slot, key_slot};
+use redcore_test_support::client::{
+    assert_closed_for, assert_cross_slot, bulk, clients_named, free_port, run, wait_until, within,
+};
+use redcore_test_support::{Conn, RedisCluster, RedisServer, Reply, key_in_slot, key_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SLOTS: usize = 16384;
@@ -1045,7 +1042,7 @@ fn settle_replicas(cluster: &RedisCluster) {
         let key = owners.key_on(m, "warmup:");
         assert_eq!(cluster.node(m).cmd(&["SET", &key, "x"]), "OK");
     }
-    support::wait_until(
+    redcore_test_support::wait_until(
         "every node to see every replica online",
         30 * SECOND,
         || {

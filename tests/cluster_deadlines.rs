@@ -9,20 +9,17 @@
 //!
 //! Each check prints what it measured (`--nocapture` shows it).
 
-mod common_conn;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_conn::{run, wait_until};
 use futures_lite::future::block_on;
 use redcore::Commands;
 use redcore::cluster::Cluster;
 use redcore::{ClusterConfig, ClusterExecutor, CoreClient, Error, Value, cmd};
-use support::{RedisCluster, RedisServer, key_in_slot};
+use redcore_test_support::client::{run, url, wait_until};
+use redcore_test_support::{RedisCluster, RedisServer, key_in_slot};
 
 /// The short deadline under test.
 const SHORT: Duration = Duration::from_millis(200);
@@ -84,7 +81,7 @@ async fn timed<T>(f: impl Future<Output = T>) -> (Duration, T) {
 #[test]
 fn connection_with_timeout_is_each_calls_deadline() {
     let server = RedisServer::start();
-    let url = common_conn::url(&server);
+    let url = url(&server);
     run(move || async move {
         let conn = redcore::Connection::connect(url.as_str()).await.unwrap();
         // The long call first: a call that timed out still holds the

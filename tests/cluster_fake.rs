@@ -10,21 +10,18 @@
 //! Timeouts are short (1.5 s per call), so a hang fails fast; every
 //! expected failure is also timed.
 
-mod common_conn;
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common_conn::{run, within};
 use redcore::Commands;
 use redcore::cluster::{Cluster, NodeAddr};
 use redcore::config::ClusterConfigBuilder;
 use redcore::{ClusterConfig, Error, ServerErrorKind, Value};
-use support::{FakeCall, FakeNode, FakeReply, Reply as Frame, key_slot};
+use redcore_test_support::client::{run, within};
+use redcore_test_support::{FakeCall, FakeNode, FakeReply, Reply as Frame, key_slot};
 
 /// The deadline of every call (and of discovery).
 const TIMEOUT: Duration = Duration::from_millis(1500);

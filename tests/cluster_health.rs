@@ -5,16 +5,13 @@
 //! `cluster_change.rs`; the per-core runtime's, in `tools/chaos.sh
 //! --freeze`.)
 
-mod common_conn;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common_conn::{run, wait_until};
 use redcore::Commands;
 use redcore::cluster::{Cluster, NodeAddr};
 use redcore::{ClusterConfig, cmd};
-use support::RedisCluster;
+use redcore_test_support::RedisCluster;
+use redcore_test_support::client::{run, wait_until};
 
 const H: Duration = Duration::from_millis(200);
 

@@ -7,15 +7,13 @@
 //! really set on a node; last, a real failover (the master of slot 0 is
 //! killed) followed through `CLUSTER SHARDS` until the replica takes over.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use redcore::cluster::{Health, NodeAddr, Role, SlotMap, Topology};
 use redcore::slot::key_slot;
-use support::{ClusterNodeInfo, CodecConn, RedisCluster};
+use redcore_test_support::{ClusterNodeInfo, CodecConn, RedisCluster, wait_until};
 
 /// A connection reading in 4 KiB chunks, in RESP3 when asked.
 fn connect(addr: SocketAddr, resp3: bool) -> CodecConn {
@@ -251,7 +249,7 @@ fn check_failover(cluster: &mut RedisCluster, before: &SlotMap) {
     cluster.kill_node(old);
     let mut client = connect(addr, true);
     let mut last = None;
-    support::wait_until(
+    wait_until(
         "the replica to take over slot 0",
         Duration::from_secs(30),
         || {

@@ -11,13 +11,9 @@
 //! A compile-time check asserts that the futures of a concrete
 //! `RemoteClient` are `Send` through the trait.
 
-mod common_conn;
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use common_conn::{base, run};
 use futures_lite::future::block_on;
 use redcore::commands::{ExpireCondition, Expiry, SetOptions, StreamRead, StreamTrim};
 use redcore::prelude::*;
@@ -25,7 +21,8 @@ use redcore::{
     Cluster, ClusterConfig, ClusterExecutor, Connection, Error, Protocol, RemoteClient, Value,
     Watch, cmd,
 };
-use support::{RedisCluster, RedisServer};
+use redcore_test_support::client::{base, run};
+use redcore_test_support::{RedisCluster, RedisServer};
 
 /// Entries of a stream: id, then fields and values.
 type Entries = Vec<(String, Vec<(String, String)>)>;

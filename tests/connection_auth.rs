@@ -3,17 +3,14 @@
 //! password, failed `SELECT`, unreachable or hung server, bad URI), and the
 //! RESP2 fallback for servers without `HELLO`.
 
-mod common_conn;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common_conn::{base, free_port, run, url};
 use redcore::Commands;
 use redcore::auth::{CredentialProvider, Credentials, LocalBoxFuture};
 use redcore::config::ConnectionConfig;
 use redcore::{Connection, Error, HandshakeError, Protocol, ServerErrorKind, Value};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, field, free_port, run, url};
 
 const NO_HELLO: &str = "rename-command HELLO \"\"";
 
@@ -301,7 +298,7 @@ fn resp2_fallback_with_password_user_and_client_name() {
         let name: String = conn.command(["CLIENT", "GETNAME"]).await.unwrap();
         assert_eq!(name, "fallback-alice");
         let info: String = conn.command(["CLIENT", "INFO"]).await.unwrap();
-        assert_eq!(common_conn::field(&info, "db"), Some("2"), "{info}");
+        assert_eq!(field(&info, "db"), Some("2"), "{info}");
 
         let wrong = format!("redis://:wrong@127.0.0.1:{port}");
         match Connection::connect(wrong.as_str()).await {

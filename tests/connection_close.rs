@@ -1,17 +1,16 @@
 //! Ending a connection: `close()`, dropping every handle (also while the
 //! background connect is in its handshake), and `exit_on_disconnection`.
 
-mod common_conn;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common_conn::{assert_closed, base, clients_named, fast, run, wait_until, within};
 use futures_lite::future;
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::{Cmd, Connection, Error, Watch};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{
+    assert_closed, base, clients_named, eventually, fast, run, wait_until, within,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -21,7 +20,7 @@ const SECOND: Duration = Duration::from_secs(1);
 async fn kill_and_wait_closed(server: &RedisServer, conn: &Connection) {
     let id: i64 = conn.command(["CLIENT", "ID"]).await.unwrap();
     assert_eq!(server.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]), "1");
-    common_conn::eventually(
+    eventually(
         "a call to fail with Closed",
         5 * SECOND,
         async || match conn.command::<String>(["PING"]).await {

@@ -2,22 +2,19 @@
 //! our client; deadlines of written and unwritten calls; blocking commands;
 //! cancellation.
 
-mod common_conn;
-mod support;
-
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common_conn::{base, fast, run, wait_for_pong, wait_until, within};
 use futures_lite::future;
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::auth::{CredentialProvider, Credentials, LocalBoxFuture};
 use redcore::{Connection, Error, cmd};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, bulk, fast, run, url, wait_for_pong, wait_until, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -163,7 +160,7 @@ fn client_kill_reconnects_and_asks_the_credential_provider_again() {
 #[test]
 fn written_call_times_out_and_the_stream_stays_paired() {
     let server = RedisServer::start();
-    let uri = common_conn::url(&server);
+    let uri = url(&server);
     run(move || async move {
         let conn = Connection::connect(uri.as_str()).await.unwrap();
         conn.command::<()>(["SET", "own", "own-reply"])
@@ -254,7 +251,7 @@ fn unwritten_call_times_out_and_is_never_sent() {
 #[test]
 fn cancelled_calls_do_not_desynchronise_the_stream() {
     let server = RedisServer::start();
-    let uri = common_conn::url(&server);
+    let uri = url(&server);
     run(move || async move {
         let conn = Connection::connect(uri.as_str()).await.unwrap();
         for i in 0..20 {
@@ -318,7 +315,7 @@ fn cancelled_calls_do_not_desynchronise_the_stream() {
             assert_eq!(got.unwrap(), format!("v{i}"));
         }
         let r = conn.pipeline([["ECHO", "a"], ["ECHO", "b"]]).await.unwrap();
-        assert_eq!(r, vec![common_conn::bulk("a"), common_conn::bulk("b")]);
+        assert_eq!(r, vec![bulk("a"), bulk("b")]);
         let v: Option<String> = conn.command(["GET", "cancelled-unwritten"]).await.unwrap();
         assert_eq!(v, None, "a call dropped before being written was sent");
         assert_eq!(conn.stats().reconnects, 0);

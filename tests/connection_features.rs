@@ -1,18 +1,15 @@
 //! Hooks around commands and pipelines, RESP3 push frames (client-side
 //! caching invalidations), and hibernation of idle connections.
 
-mod common_conn;
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common_conn::{base, bulk, connect, run, text, within};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::hooks::{Before, Hook, HookContext};
 use redcore::{Cmd, Connection, Error, Value, cmd};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, bulk, connect, run, text, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 

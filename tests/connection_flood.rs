@@ -19,18 +19,15 @@
 //! (`/proc/self/clear_refs`). Run it on both transports
 //! (`REDCORE_TRANSPORT=io_uring`).
 
-mod common_conn;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common_conn::{base, eventually, run, wait_until};
 use redcore::Commands;
 use redcore::resp::{DecoderLimits, ProtocolError};
 use redcore::{Connection, Error, Value};
-use support::{FakeCall, FakeNode, FakeReply, FakeStream};
+use redcore_test_support::client::{base, eventually, run, wait_until};
+use redcore_test_support::{FakeCall, FakeNode, FakeReply, FakeStream};
 
 /// The reply limit of the test's connections.
 const LIMIT: usize = 64 << 20;

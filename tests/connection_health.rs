@@ -7,15 +7,12 @@
 //! connections (a scripted node that stopped listening) is given up.
 //! TCP sockets carry keepalive and `TCP_USER_TIMEOUT`.
 
-mod common_conn;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common_conn::{base, run, wait_until};
 use redcore::Commands;
 use redcore::{Connection, Error, cmd};
-use support::{FakeNode, FakeReply, RedisServer};
+use redcore_test_support::client::{base, run, wait_until};
+use redcore_test_support::{FakeNode, FakeReply, RedisServer};
 
 /// The health interval of these tests.
 const H: Duration = Duration::from_millis(200);

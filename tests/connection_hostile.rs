@@ -3,9 +3,6 @@
 //! nothing allocates what the bytes merely claim, and the connection
 //! recovers on a new socket.
 
-mod common_conn;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -14,10 +11,10 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common_conn::run;
 use redcore::Commands;
 use redcore::resp::Decoder;
 use redcore::{Connection, ConnectionConfig, Error, Value};
+use redcore_test_support::client::{run, wait_until};
 
 /// What the fake node sends back for the first command after the
 /// handshake on its first socket. Later sockets answer every command with
@@ -213,7 +210,7 @@ fn reply_nobody_asked_for_while_idle_drops_the_socket() {
     let (port, accepted) = fake_node(Script::UnsolicitedWhenIdle(b":7\r\n"));
     run(move || async move {
         let conn = Connection::connect(config(port)).await.unwrap();
-        common_conn::wait_until("the socket to be replaced", Duration::from_secs(3), || {
+        wait_until("the socket to be replaced", Duration::from_secs(3), || {
             accepted.load(Ordering::SeqCst) >= 2
         })
         .await;

@@ -4,17 +4,14 @@
 //! answering (the stream stays in step; no reconnect). Push frames are
 //! never skipped. Run on both transports (`REDCORE_TRANSPORT=io_uring`).
 
-mod common_conn;
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common_conn::{base, run};
 use redcore::Commands;
 use redcore::resp::{DecoderLimits, ProtocolError};
 use redcore::{Connection, Error, Value, cmd};
-use support::{FakeCall, FakeNode, FakeReply, FakeStream};
+use redcore_test_support::client::{base, run, within};
+use redcore_test_support::{FakeCall, FakeNode, FakeReply, FakeStream};
 
 const LIMIT: usize = 1 << 20;
 
@@ -241,7 +238,7 @@ fn a_push_arriving_past_a_deadline_is_not_skipped() {
         let quick = conn.with_timeout(Duration::from_millis(150));
         let e = quick.command::<Value>(["GET", "big"]).await.unwrap_err();
         assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-        let push = common_conn::within("the push", Duration::from_secs(5), pushes.recv())
+        let push = within("the push", Duration::from_secs(5), pushes.recv())
             .await
             .unwrap();
         let Value::Push(items) = push else {

@@ -6,18 +6,15 @@
 //! margin for the executor to get to it), none succeeds after it, and the
 //! server applied every acknowledged write and none reported as not sent.
 
-mod common_conn;
-mod support;
-
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common_conn::{base, error_kind, run, within};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::{Connection, Error};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, error_kind, run, within};
 
 const TASKS: usize = 100_000;
 

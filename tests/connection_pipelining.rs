@@ -2,16 +2,13 @@
 //! pipelines, transactions and no-reply commands; backpressure; commands the
 //! connection refuses.
 
-mod common_conn;
-mod support;
-
 use std::time::Duration;
 
-use common_conn::{bulk, connect, run, within};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::{Cmd, Connection, Error, ServerErrorKind, Value, cmd};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, bulk, connect, field, run, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -323,10 +320,7 @@ fn noreply_pipeline_alongside_normal_commands() {
 #[test]
 fn backpressure_with_four_in_flight() {
     let server = RedisServer::start();
-    let config = common_conn::base(server.port())
-        .max_in_flight(4)
-        .build()
-        .unwrap();
+    let config = base(server.port()).max_in_flight(4).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         let mut tasks = Vec::new();
@@ -353,10 +347,7 @@ fn backpressure_with_four_in_flight() {
 #[test]
 fn backpressure_on_batch_bytes() {
     let server = RedisServer::start();
-    let config = common_conn::base(server.port())
-        .max_batch_bytes(64)
-        .build()
-        .unwrap();
+    let config = base(server.port()).max_batch_bytes(64).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         let mut tasks = Vec::new();
@@ -425,8 +416,8 @@ fn unsupported_commands_are_refused_and_nothing_is_sent() {
         let sneaky: Option<String> = conn.command(["GET", "sneaky"]).await.unwrap();
         assert_eq!(sneaky, None);
         let info: String = conn.command(["CLIENT", "INFO"]).await.unwrap();
-        assert_eq!(common_conn::field(&info, "sub"), Some("0"), "{info}");
-        assert_eq!(common_conn::field(&info, "psub"), Some("0"), "{info}");
+        assert_eq!(field(&info, "sub"), Some("0"), "{info}");
+        assert_eq!(field(&info, "psub"), Some("0"), "{info}");
     });
 }
 
@@ -436,10 +427,7 @@ fn unsupported_commands_are_refused_and_nothing_is_sent() {
 #[test]
 fn empty_command_is_refused_and_keeps_the_pairing() {
     let server = RedisServer::start();
-    let config = common_conn::base(server.port())
-        .timeout(2 * SECOND)
-        .build()
-        .unwrap();
+    let config = base(server.port()).timeout(2 * SECOND).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         let c = conn.clone();

@@ -2,16 +2,13 @@
 //! CA, client certificates), the protocol (RESP3 by default, RESP2 when
 //! asked), the database and the client name.
 
-mod common_conn;
-mod support;
-
 use std::time::Duration;
 
-use common_conn::{base, client_info, field, run, url};
 use redcore::Commands;
 use redcore::config::{TlsOptions, TlsRoots};
 use redcore::{Connection, Error, Protocol, Value};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{base, client_info, clients_named, field, run, url};
 
 #[test]
 fn unix_socket_by_uri_with_database() {
@@ -226,7 +223,7 @@ fn client_name_is_visible() {
         let conn = Connection::connect(config).await.unwrap();
         let name: String = conn.command(["CLIENT", "GETNAME"]).await.unwrap();
         assert_eq!(name, "redcore-test");
-        assert_eq!(common_conn::clients_named(&server, "redcore-test"), 1);
+        assert_eq!(clients_named(&server, "redcore-test"), 1);
 
         let uri = format!("redis://127.0.0.1:{port}?name=by-uri");
         let conn = Connection::connect(uri.as_str()).await.unwrap();

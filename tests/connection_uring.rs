@@ -7,20 +7,17 @@
 //! The rest of the suite runs on either transport: `REDCORE_TRANSPORT=io_uring`
 //! (see tools/test.sh).
 
-mod common_conn;
-mod support;
-
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_conn::{base, fast, run, wait_until};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig, Error};
-use support::{RedisCluster, RedisServer};
+use redcore_test_support::client::{base, fast, run, wait_until};
+use redcore_test_support::{RedisCluster, RedisServer, in_own_process};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -92,13 +89,15 @@ fn the_transport_option_comes_from_the_uri_too() {
 }
 
 /// When the ring cannot be set up (forced here through the hidden
-/// `REDCORE_IO_URING_UNAVAILABLE` switch), a connection asking for io_uring
-/// gets glommio's sockets, works, and says so.
+/// `REDCORE_IO_URING_UNAVAILABLE` switch, in a process of its own: the
+/// switch holds for every core of the process), a connection asking for
+/// io_uring gets glommio's sockets, works, and says so.
 #[test]
 fn falls_back_to_glommio_when_probing_fails() {
-    // SAFETY: nextest runs each test in its own process, and no other
-    // thread reads the environment yet.
-    unsafe { std::env::set_var("REDCORE_IO_URING_UNAVAILABLE", "1") };
+    let unavailable = [("REDCORE_IO_URING_UNAVAILABLE", "1")];
+    if !in_own_process("falls_back_to_glommio_when_probing_fails", &unavailable) {
+        return;
+    }
     let server = RedisServer::start();
     let port = server.port();
     run(move || async move {
@@ -349,8 +348,11 @@ fn cluster_node_connections_use_the_ring_on_every_core() {
 /// closed peer for certain.)
 #[test]
 fn a_closed_socket_does_not_raise_sigpipe() {
-    // SAFETY: nextest runs each test in its own process; the ring reads
-    // the disposition when it is set up, after this.
+    if !in_own_process("a_closed_socket_does_not_raise_sigpipe", &[]) {
+        return;
+    }
+    // SAFETY: this test runs alone in its process; the ring reads the
+    // disposition when it is set up, after this.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let server = RedisServer::start();
     let config = fast(&server)

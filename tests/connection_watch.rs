@@ -2,18 +2,15 @@
 //! retries on conflict, aborts, exclusivity, and their behaviour when the
 //! socket is not (or no longer) up.
 
-mod common_conn;
-mod support;
-
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_conn::{bulk, connect, run, wait_until, within};
 use glommio::spawn_local;
 use redcore::Commands;
 use redcore::{Connection, Error, Value, Watch, cmd};
-use support::RedisServer;
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{bulk, connect, fast, run, wait_until, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -232,10 +229,7 @@ fn fifty_concurrent_watch_transactions_lose_no_update() {
 #[test]
 fn watch_transaction_waits_for_the_first_socket() {
     let server = RedisServer::start();
-    let config = common_conn::fast(&server)
-        .sync_connect(false)
-        .build()
-        .unwrap();
+    let config = fast(&server).sync_connect(false).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         let mut calls = 0;
@@ -262,7 +256,7 @@ fn watch_transaction_waits_for_the_first_socket() {
 #[test]
 fn watch_transaction_never_commits_a_stale_read_across_a_reconnect() {
     let server = RedisServer::start();
-    let config = common_conn::fast(&server).build().unwrap();
+    let config = fast(&server).build().unwrap();
     run(move || async move {
         let conn = Connection::connect(config).await.unwrap();
         let other = connect(&server).await;

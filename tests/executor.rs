@@ -26,11 +26,8 @@
 //!
 //! A cluster takes seconds to start, so each `#[test]` starts one and runs a
 //! group of checks, each in a function named after the behaviour it
-//! asserts. The thread checks of the bad-input test expect a process of
-//! their own, as nextest gives every test.
-
-mod common_conn;
-mod support;
+//! asserts. The bad-input test counts the runtime threads of its process,
+//! so it runs in a process of its own (`in_own_process`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,7 +35,6 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_conn::{assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until};
 use futures_lite::future::block_on;
 use glommio::spawn_local;
 use redcore::Commands;
@@ -48,7 +44,12 @@ use redcore::{
     ClusterConfig, ClusterExecutor, Cmd, Connection, CoreClient, Error, ExecutorHandle,
     RemoteClient, Value, Watch, cmd,
 };
-use support::{RedisCluster, Reply, key_in_slot, key_slot, keys_in_slot};
+use redcore_test_support::client::{
+    assert_closed_for, assert_cross_slot, bulk, error_kind, free_port, wait_until,
+};
+use redcore_test_support::{
+    RedisCluster, Reply, in_own_process, key_in_slot, key_slot, keys_in_slot,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SLOTS: usize = 16384;
@@ -1890,6 +1891,9 @@ fn assert_invalid(result: Result<ClusterExecutor, Error>, option: &str) {
 
 #[test]
 fn executor_refuses_bad_cores_and_unreachable_seeds() {
+    if !in_own_process("executor_refuses_bad_cores_and_unreachable_seeds", &[]) {
+        return;
+    }
     let executor = || ClusterExecutor::new("127.0.0.1:7000").expect("a runtime");
     assert_invalid(executor().cpus(Vec::<usize>::new()), "cpus");
     assert_invalid(executor().cpus([1 << 20]), "cpus");

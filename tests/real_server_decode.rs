@@ -15,8 +15,6 @@
 //! RESP2 push:   -ERR RESP2 is not supported by this command
 //! ```
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -25,7 +23,7 @@ use redcore::cmd::key_positions;
 use redcore::resp::encode_command;
 use redcore::slot::key_slot;
 use redcore::{FromValue, RedirectKind, ServerError, ServerErrorKind, Value};
-use support::{CodecConn, RedisCluster, RedisServer, show};
+use redcore_test_support::{CodecConn, RedisCluster, RedisServer, show};
 
 /// What `DEBUG PROTOCOL double` sends: the literal 3.141, not pi.
 #[allow(clippy::approx_constant)]
@@ -826,11 +824,11 @@ fn cluster_topology_keyslots_and_redirects() {
     for key in &keys {
         let server = int(&c2.read_frame());
         let ours = key_slot(key);
-        if i64::from(ours) != server || support::key_slot(key) != ours {
+        if i64::from(ours) != server || redcore_test_support::key_slot(key) != ours {
             wrong.push(format!(
                 "{:?}: server {server}, redcore {ours}, harness {}",
                 show(key),
-                support::key_slot(key)
+                redcore_test_support::key_slot(key)
             ));
         }
     }

@@ -2,15 +2,13 @@
 //! `redis-server` listening only on a TLS port and requiring client
 //! certificates.
 
-mod support;
-
 use std::future::Future;
 use std::time::Duration;
 
 use redcore::Commands;
 use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
 use redcore::{Connection, Error};
-use support::{RedisServer, TlsMaterial};
+use redcore_test_support::{RedisServer, TlsMaterial};
 
 fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)

@@ -4,14 +4,19 @@
 # The integration tests start real Redis servers (redis-server, redis-cli,
 # Redis >= 7 built with TLS). On Debian/Ubuntu this script installs them with
 # apt-get when they are missing (with sudo when not root); elsewhere it says
-# what to install and exits non-zero. Then it runs every test with
-# cargo-nextest (falls back to cargo test) and the doctests, which nextest
-# does not run. REDCORE_REDIS_SERVER / REDCORE_REDIS_CLI may point at other
-# binaries.
+# what to install and exits non-zero. Then it runs every test of the
+# workspace (unit, integration and doc tests) with cargo-nextest when it is
+# installed (one process per test, cluster tests at most 4 at a time: see
+# .config/nextest.toml), and with plain `cargo test` otherwise; nextest does
+# not run doctests, so `cargo test --doc` runs them then.
+# REDCORE_REDIS_SERVER / REDCORE_REDIS_CLI may point at other binaries.
 #
 # The connection, cluster and executor tests run twice: once on the default
 # transport (glommio's sockets) and once more with REDCORE_TRANSPORT=io_uring,
 # so both transports keep every guarantee those tests check.
+#
+# Extra arguments go to both runners as they are: a test name filter works
+# with either (`tools/test.sh reconnect`), runner options only with one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -69,6 +74,12 @@ if [ -z "$version" ] || [ "$version" -lt 7 ]; then
     exit 1
 fi
 
+# The test binaries that also run on the io_uring transport.
+io_uring_tests=()
+for t in tests/connection_*.rs tests/cluster_*.rs tests/executor.rs; do
+    io_uring_tests+=(--test "$(basename "$t" .rs)")
+done
+
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
     profile=default
@@ -78,15 +89,14 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast --profile "$profile" "$@" || status=$?
     echo "tools/test.sh: connection, cluster and executor tests again on the io_uring transport" >&2
     REDCORE_TRANSPORT=io_uring cargo nextest run -p redcore --no-fail-fast --profile "$profile" \
-        -E 'binary(/^connection_/) | binary(/^cluster_/) | binary(=executor)' "$@" || status=$?
+        "${io_uring_tests[@]}" "$@" || status=$?
+    # nextest does not run doctests.
+    cargo test --workspace --doc || status=$?
 else
-    echo "tools/test.sh: cargo-nextest not found, using cargo test (cargo install cargo-nextest --locked)" >&2
+    echo "tools/test.sh: cargo-nextest not found, using cargo test (cargo install cargo-nextest --locked is faster)" >&2
     cargo test --workspace --no-fail-fast "$@" || status=$?
-    for t in tests/connection_*.rs tests/cluster_*.rs tests/executor.rs; do
-        t="$(basename "$t" .rs)"
-        REDCORE_TRANSPORT=io_uring cargo test -p redcore --no-fail-fast --test "$t" "$@" || status=$?
-    done
+    echo "tools/test.sh: connection, cluster and executor tests again on the io_uring transport" >&2
+    REDCORE_TRANSPORT=io_uring cargo test -p redcore --no-fail-fast \
+        "${io_uring_tests[@]}" "$@" || status=$?
 fi
-# nextest does not run doctests.
-cargo test --workspace --doc || status=$?
 exit "$status"

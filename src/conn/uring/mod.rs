@@ -50,9 +50,12 @@
 //! fixed only if it lies inside the registered range of a live allocation,
 //! which (allocations being disjoint) proves it is that allocation. The
 //! batch buffer that callers encode into is never the one in flight: they
-//! swap at each send. When the ring is dropped (its executor's thread
-//! ends) it shuts the sockets down and waits for the kernel to finish; what
-//! does not finish within 200 ms is leaked rather than freed.
+//! swap at each send. The ring is dropped when its executor's thread ends
+//! (or another executor on that thread sets up its own) and its last
+//! connection is gone: its reactor and submitter tasks hold it weakly, as
+//! glommio does not drop the tasks of an executor that ended. Then it
+//! shuts the sockets down and waits for the kernel to finish; what does
+//! not finish within 200 ms is leaked rather than freed.
 //!
 //! # Choosing and falling back
 //!
@@ -166,10 +169,11 @@ fn core_ring() -> Option<Rc<CoreRing>> {
             }
         }
         let ring = match setup() {
-            Ok((ring, efd)) => {
+            Ok(ring) => {
                 let ring = Rc::new(ring);
-                glommio::spawn_local(ring::reactor(ring.clone(), efd)).detach();
-                glommio::spawn_local(ring::submitter(ring.clone())).detach();
+                let efd = ring.eventfd();
+                glommio::spawn_local(ring::reactor(Rc::downgrade(&ring), efd)).detach();
+                glommio::spawn_local(ring::submitter(Rc::downgrade(&ring))).detach();
                 Some(ring)
             }
             Err(why) => {
@@ -184,7 +188,7 @@ fn core_ring() -> Option<Rc<CoreRing>> {
     })
 }
 
-fn setup() -> Result<(CoreRing, OwnedFd), String> {
+fn setup() -> Result<CoreRing, String> {
     if std::env::var_os(FORCE_UNAVAILABLE_ENV).is_some() {
         return Err(format!("{FORCE_UNAVAILABLE_ENV} is set"));
     }
@@ -683,5 +687,44 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// A ring is freed once its executor is done with it: its reactor and
+    /// submitter tasks, which glommio never drops when an executor ends,
+    /// hold it weakly. Here a second executor on the same thread sets up
+    /// its own ring, which lets go of the first one's: it must be gone (with
+    /// its descriptor, receive buffers and pinned send buffers) rather than
+    /// kept alive for the rest of the process by the first executor's
+    /// tasks.
+    #[test]
+    fn a_ring_is_freed_when_its_executor_is_done() {
+        let first = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .make()
+            .expect("an executor");
+        let Some(ring) = first.run(async {
+            let ring = core_ring()?;
+            // Carry a socket for a while, so that both tasks run.
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let key = ring.add(OwnedFd::from(a), false);
+            glommio::yield_if_needed().await;
+            ring.release(key);
+            Some(Rc::downgrade(&ring))
+        }) else {
+            eprintln!("io_uring is not available here; nothing to check");
+            return;
+        };
+        drop(first);
+        let second = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .make()
+            .expect("a second executor");
+        second.run(async {
+            core_ring().expect("a ring for the second executor");
+        });
+        assert!(
+            ring.upgrade().is_none(),
+            "the first executor's ring outlives it"
+        );
     }
 }

@@ -7,8 +7,9 @@
 use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
+use std::rc::Weak;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -153,6 +154,10 @@ pub(crate) struct CoreRing {
     broken: Cell<bool>,
     /// Reused by `drain`: completions taken, connections to wake.
     scratch: RefCell<(Vec<cqueue::Entry>, Vec<Waker>)>,
+    /// The eventfd the ring signals completions on; the reactor waits on
+    /// it. Owned here, not by the reactor task, so that it is closed with
+    /// the ring even when the executor ends without dropping its tasks.
+    efd: OwnedFd,
 }
 
 /// The provided-buffer ring: a page-aligned ring of buffer descriptors the
@@ -269,7 +274,7 @@ impl Drop for PbufRing {
 
 /// Why the ring could not be set up; the caller logs it once and uses
 /// glommio's sockets.
-pub(super) fn create(send_op: SendOp, lean: bool) -> Result<(CoreRing, OwnedFd), String> {
+pub(super) fn create(send_op: SendOp, lean: bool) -> Result<CoreRing, String> {
     // Only this thread submits, and it enters the kernel often (glommio's
     // loop), so completions need no interrupt to be run: cooperative task
     // running saves an IPI per completion (Linux 5.19+, 6.0+ for a single
@@ -338,24 +343,22 @@ pub(super) fn create(send_op: SendOp, lean: bool) -> Result<(CoreRing, OwnedFd),
     ring.submitter()
         .register_eventfd(efd.as_raw_fd())
         .map_err(|e| format!("IORING_REGISTER_EVENTFD failed: {e}"))?;
-    Ok((
-        CoreRing {
-            ring: RefCell::new(ring),
-            pbuf,
-            socks: RefCell::new(Slab::new()),
-            queued: Cell::new(0),
-            submit_waker: RefCell::new(None),
-            send_op,
-            write_fixed_safe: sigpipe_is_not_default(),
-            zc_supported,
-            free_slots: RefCell::new((0..REG_SLOTS as u16).rev().collect()),
-            registered_bytes: Cell::new(0),
-            stats: Cell::new(RingStats::default()),
-            broken: Cell::new(false),
-            scratch: RefCell::new((Vec::with_capacity(256), Vec::new())),
-        },
+    Ok(CoreRing {
+        ring: RefCell::new(ring),
+        pbuf,
+        socks: RefCell::new(Slab::new()),
+        queued: Cell::new(0),
+        submit_waker: RefCell::new(None),
+        send_op,
+        write_fixed_safe: sigpipe_is_not_default(),
+        zc_supported,
+        free_slots: RefCell::new((0..REG_SLOTS as u16).rev().collect()),
+        registered_bytes: Cell::new(0),
+        stats: Cell::new(RingStats::default()),
+        broken: Cell::new(false),
+        scratch: RefCell::new((Vec::with_capacity(256), Vec::new())),
         efd,
-    ))
+    })
 }
 
 impl CoreRing {
@@ -363,6 +366,11 @@ impl CoreRing {
         let mut s = self.stats.get();
         f(&mut s);
         self.stats.set(s);
+    }
+
+    /// The eventfd the ring signals completions on.
+    pub(super) fn eventfd(&self) -> RawFd {
+        self.efd.as_raw_fd()
     }
 
     pub(super) fn is_broken(&self) -> bool {
@@ -870,6 +878,10 @@ impl Drop for CoreRing {
             std::mem::forget(std::mem::take(self.socks.get_mut()));
             self.pbuf.leak.set(true);
         }
+        // Wake the reactor, if its executor still runs, so that it finds
+        // the ring gone and ends.
+        // SAFETY: plain system call on a descriptor we own.
+        unsafe { libc::eventfd_write(self.efd.as_raw_fd(), 1) };
     }
 }
 
@@ -889,15 +901,25 @@ fn user_data(key: usize, op: u64) -> u64 {
 
 /// The reactor: drains the completion queue each time the ring's eventfd
 /// counts, waiting for it with a read on glommio's own ring (a blocking
-/// eventfd, which io_uring polls), so nothing spins.
-pub(super) async fn reactor(ring: Rc<CoreRing>, efd: OwnedFd) {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: the file takes over the descriptor and closes it.
-    let file = unsafe { glommio::io::BufferedFile::from_raw_fd(efd.into_raw_fd()) };
+/// eventfd, which io_uring polls), so nothing spins. It ends when the ring
+/// is gone. It holds the ring weakly, as the submitter does: glommio does
+/// not drop the tasks still pending when an executor ends, so a strong
+/// reference here would keep the ring (its descriptor, receive buffers and
+/// pinned send buffers) alive for the rest of the process.
+pub(super) async fn reactor(ring: Weak<CoreRing>, efd: RawFd) {
+    // SAFETY: the file only borrows the descriptor (it is never dropped,
+    // so it never closes it); the ring owns it and outlives every read
+    // made here: each read is made after checking that the ring lives, and
+    // one in flight holds the kernel's own reference to the file.
+    let file = ManuallyDrop::new(unsafe { glommio::io::BufferedFile::from_raw_fd(efd) });
     loop {
-        ring.drain();
+        let Some(live) = ring.upgrade() else { return };
+        live.drain();
+        drop(live);
         if let Err(e) = file.read_at(0, 8).await {
-            ring.give_up(&e.into());
+            if let Some(live) = ring.upgrade() {
+                live.give_up(&e.into());
+            }
             return;
         }
     }
@@ -905,18 +927,25 @@ pub(super) async fn reactor(ring: Rc<CoreRing>, efd: OwnedFd) {
 
 /// The submitter: runs after the tasks woken with it, so every connection
 /// that queued a send or receive in this round shares one `io_uring_enter`.
-pub(super) async fn submitter(ring: Rc<CoreRing>) {
+/// It ends when the ring is gone (see [`reactor`]).
+pub(super) async fn submitter(ring: Weak<CoreRing>) {
     loop {
-        std::future::poll_fn(|cx| {
-            if ring.queued.get() > 0 {
-                return Poll::Ready(());
+        let queued = std::future::poll_fn(|cx| {
+            let Some(live) = ring.upgrade() else {
+                return Poll::Ready(None);
+            };
+            if live.queued.get() > 0 {
+                return Poll::Ready(Some(live));
             }
-            *ring.submit_waker.borrow_mut() = Some(cx.waker().clone());
+            *live.submit_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
-        ring.submit();
-        if ring.queued.get() > 0 && !ring.is_broken() {
+        let Some(live) = queued else { return };
+        live.submit();
+        let refused = live.queued.get() > 0 && !live.is_broken();
+        drop(live);
+        if refused {
             // The kernel refused the submission until completions are
             // drained: let the reactor run (a loop here would starve it).
             glommio::timer::sleep(Duration::from_micros(100)).await;

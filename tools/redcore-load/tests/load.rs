@@ -3,16 +3,13 @@
 //! killed on drop) for about a second each, and checks its JSON report
 //! and exit status.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use redcore_test_support::{RedisCluster, RedisServer, Reply, wait_until};
 use serde_json::Value;
-use support::{RedisCluster, RedisServer};
 
 /// What one run of the binary gave.
 struct Run {
@@ -458,10 +455,7 @@ fn timeline_shows_errors_by_kind_and_the_recovery() {
         .call(&["CLIENT", "KILL", "TYPE", "normal"])
         .expect("CLIENT KILL");
     let report = runner.finish().json();
-    assert!(
-        matches!(killed, support::Reply::Integer(n) if n >= 1),
-        "{killed:?}"
-    );
+    assert!(matches!(killed, Reply::Integer(n) if n >= 1), "{killed:?}");
     let text = std::fs::read_to_string(&path).expect("the timeline");
     let lines: Vec<Value> = text
         .lines()
@@ -613,7 +607,7 @@ fn stall_limit_0_rides_through_a_paused_server() {
     let paused = Paused::new(&server);
     // Three whole seconds with failures and no success: by then the
     // default limit would have stopped the run.
-    support::wait_until("three seconds of failures", Duration::from_secs(20), || {
+    wait_until("three seconds of failures", Duration::from_secs(20), || {
         let (seconds, errors) = trailing_stall(&timeline(&path));
         seconds >= 3 && errors > 0.0
     });

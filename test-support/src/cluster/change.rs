@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{CLUSTER_TIMEOUT, RedisCluster, key_slot};
-use crate::support::{HOST, Reply};
+use crate::{HOST, Reply};
 
 /// When a wait gives up: an [`Instant`], or a [`Duration`] from now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! on demand: a garbage or truncated reply, a reply that never comes, a
 //! socket closed mid-command, a `MOVED` that points somewhere odd.
 //!
-//! ```ignore
-//! use support::{FakeNode, FakeReply};
+//! ```no_run
+//! use redcore_test_support::{FakeNode, FakeReply};
 //!
 //! let node = FakeNode::start(|args| match args[0].to_ascii_uppercase().as_slice() {
 //!     b"GET" => FakeReply::Raw(b"$3\r\nbar\r\n".to_vec()),
@@ -28,7 +28,7 @@
 //! in memory first: only one chunk is held at a time.
 //!
 //! Replies are encoded by the harness, not by the library under test.
-//! `support` re-exports [`FakeNode`], [`Reply`] as `FakeReply`, [`Call`]
+//! The crate root re-exports [`FakeNode`], [`Reply`] as `FakeReply`, [`Call`]
 //! as `FakeCall` and [`Stream`] as `FakeStream`.
 
 use std::collections::VecDeque;

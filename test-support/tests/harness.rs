@@ -1,9 +1,6 @@
 //! Smoke tests of the test harness itself: every server kind really starts,
 //! answers, and really stops.
 
-mod common_conn;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -14,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use redcore::Commands;
 use redcore::{Connection, Protocol};
-use support::{
-    Conn, FakeNode, FakeReply, RedisCluster, RedisServer, Reply, key_in_slot, key_slot,
-    keys_in_slot, process_alive, rustls_client_config, wait_until,
+use redcore_test_support::client::run;
+use redcore_test_support::{
+    Conn, FakeNode, FakeReply, RedisCluster, RedisServer, Reply, SLOTS, encode, key_in_slot,
+    key_slot, keys_in_slot, missing_binary_message, process_alive, redis_cli_bin,
+    rustls_client_config, wait_until,
 };
 
 fn status(s: &str) -> Reply {
@@ -157,7 +156,7 @@ fn tls_server_answers_ping() {
     assert!(tls.client_key.pem.contains("PRIVATE KEY"));
 
     // redis-cli with only the CA (tls-auth-clients optional).
-    let out = Command::new(support::redis_cli_bin())
+    let out = Command::new(redis_cli_bin())
         .args(["--tls", "--cacert"])
         .arg(&tls.ca_cert.path)
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "PING"])
@@ -188,7 +187,7 @@ fn tls_fails_with_wrong_ca_or_plaintext() {
         .expect("handshake must fail with an unrelated CA");
     assert!(err.to_string().contains("certificate"), "{err}");
 
-    let out = Command::new(support::redis_cli_bin())
+    let out = Command::new(redis_cli_bin())
         .args(["--tls", "--cacert"])
         .arg(&tls.other_ca_cert.path)
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "PING"])
@@ -303,7 +302,7 @@ fn cluster_node_kill_failover_and_restart() {
     let heir = replica_of(&cluster, victim);
     // A slot move without a password (the other cluster test has one):
     // slot 0's master takes the last slot, with its key.
-    let last = support::SLOTS - 1;
+    let last = SLOTS - 1;
     let from = cluster.slot_owner_index(last);
     assert_ne!(from, victim);
     let key = key_in_slot(last, "last:");
@@ -623,7 +622,7 @@ fn killed_test_process_takes_its_servers_along() {
 
 #[test]
 fn missing_binary_message_names_the_install_command() {
-    let msg = support::missing_binary_message("redis-server");
+    let msg = missing_binary_message("redis-server");
     assert!(
         msg.contains("apt-get install redis-server redis-tools"),
         "{msg}"
@@ -731,10 +730,10 @@ fn fake_node_answers_scripts_and_defaults() {
     conn.send(&["NOTHING"]).unwrap();
     assert_eq!(conn.call(&["WHO"]).unwrap(), Reply::Integer(0));
     // Pipelined and inline commands, answered in order.
-    let mut batch = support::encode(&["GET", "a"]);
-    batch.extend(support::encode(&["PING", "x"]));
+    let mut batch = encode(&["GET", "a"]);
+    batch.extend(encode(&["PING", "x"]));
     batch.extend(b"PING\r\n");
-    batch.extend(support::encode(&["WHO"]));
+    batch.extend(encode(&["WHO"]));
     conn.send_raw(&batch).unwrap();
     for want in [bulk("bar"), bulk("x"), status("PONG"), Reply::Integer(0)] {
         assert_eq!(conn.read_reply().unwrap(), want);
@@ -852,7 +851,7 @@ fn fake_node_defaults_carry_a_real_client_through_its_handshake() {
         }
     });
     let url = format!("redis://{}", node.addr());
-    common_conn::run(move || async move {
+    run(move || async move {
         let conn = Connection::connect(url)
             .await
             .expect("handshake with defaults");

@@ -1,9 +1,17 @@
-//! Test harness: real `redis-server` processes on free loopback ports in
-//! temporary directories, stopped (SIGKILL + wait) on drop.
+//! The test harness of the redcore workspace: real `redis-server`
+//! processes on free loopback ports in temporary directories, stopped
+//! (SIGKILL + wait) on drop; clusters of them; a scripted fake node for
+//! what a real server cannot be made to do; a blocking RESP client of its
+//! own; TLS material made at test time; and, in [`client`], what tests that
+//! drive redcore's clients share (running an executor, waiting on a
+//! condition with a deadline, reading what the server says about a client).
 //!
-//! ```ignore
-//! mod support;
-//! use support::{RedisServer, RedisCluster};
+//! redcore's integration tests and benches and `redcore-load`'s tests use
+//! it as a dev-dependency (`redcore-test-support = { path = ... }`); it is
+//! not published.
+//!
+//! ```no_run
+//! use redcore_test_support::{RedisCluster, RedisServer};
 //!
 //! let plain = RedisServer::start();
 //! let secure = RedisServer::builder().password("p").acl_user("u", "pw").unix_socket().tls().start();
@@ -11,17 +19,16 @@
 //! let cluster = RedisCluster::start();
 //! ```
 //!
-//! Each test binary uses a part of this module, hence `dead_code` and
-//! `unused_imports` are allowed.
 //! Every server runs with `save ""`, `appendonly no`, `enable-debug-command yes`
 //! and `bind 127.0.0.1`; its directory, config (`redis.conf`), log (`redis.log`)
 //! and stdout/stderr (`stdio.log`) live in a `TempDir`. Set
 //! `REDCORE_KEEP_TEST_DIRS=1` to keep the directories for inspection.
-#![allow(dead_code, unused_imports)]
 
+pub mod client;
 mod cluster;
 mod codec_conn;
 pub mod fake_node;
+mod own_process;
 mod process;
 mod resp;
 mod tls;
@@ -40,6 +47,7 @@ pub use cluster::{
 };
 pub use codec_conn::{CODEC_IO_TIMEOUT, CodecConn, args_text, show};
 pub use fake_node::{Call as FakeCall, FakeNode, Reply as FakeReply, Stream as FakeStream};
+pub use own_process::in_own_process;
 pub use process::{
     missing_binary_message, process_alive, redis_cli_bin, redis_server_bin, wait_until,
 };

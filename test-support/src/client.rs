@@ -1,10 +1,11 @@
-//! Helpers shared by the `connection_*` tests: running a glommio executor,
-//! waiting on conditions with deadlines (never a bare sleep standing in for
-//! an event), and reading what the server says about our client.
+//! What tests that drive redcore's clients share: running a glommio
+//! executor, waiting on conditions with deadlines (never a bare sleep
+//! standing in for an event), configurations pointing at a test server,
+//! reading what the server says about our client, and assertions on
+//! errors.
 //!
-//! A test file uses it with `mod support; mod common_conn;`. Each file uses
-//! a part of it, hence `dead_code` is allowed.
-#![allow(dead_code)]
+//! Its [`wait_until`] yields to the executor between polls; the crate
+//! root's [`wait_until`](crate::wait_until) blocks a plain thread.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
@@ -14,7 +15,7 @@ use redcore::Commands;
 use redcore::config::{ConnectionConfig, ConnectionConfigBuilder};
 use redcore::{Connection, Error, Value};
 
-use crate::support::{RedisServer, key_slot};
+use crate::{RedisServer, key_slot};
 
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(3);
