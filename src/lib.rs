@@ -40,8 +40,9 @@
 //!   glommio executor per CPU, each with a [`CoreClient`] (the `Cluster`
 //!   API) and its own share of the node connections: every node is owned
 //!   by one core, and requests for nodes other cores own travel to them
-//!   over glommio's channel mesh, batched per turn. Core 0 refreshes the
-//!   topology for all; a `MOVED` seen anywhere corrects every core.
+//!   over glommio's channel mesh, batched per turn. One core (the mesh's
+//!   first peer) refreshes the topology for all; a `MOVED` seen anywhere
+//!   corrects every core.
 //!   [`RemoteClient`] serves code off the executors.
 //!
 //! # One function for every client

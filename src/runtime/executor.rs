@@ -494,7 +494,7 @@ where
         mesh.start(tx, streams);
     }
 
-    // The topology: core 0 asks the seeds, the others wait for its news
+    // The topology: the leader (the mesh's first peer) asks the seeds, the others wait for its news
     // (or for the start-up to be called off).
     let started = if mesh.is_leader() {
         router.discover().await

@@ -42,6 +42,7 @@
 //! connections close and the executors end.
 //!
 //! ```no_run
+//! use redcore::Commands;
 //! use redcore::runtime::ClusterExecutor;
 //!
 //! let handle = ClusterExecutor::spawn_per_core("127.0.0.1:7000", |client| async move {
