@@ -66,18 +66,14 @@
 mod common;
 
 use common::{
-    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
-    run_redis_benchmark, set_get_batch, task_floor, timed, value32,
+    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table,
+    redcore_executor, run_pipelines, run_redis_benchmark, run_tasks, task_floor,
 };
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use redcore::Commands;
-use redcore::Value;
 use redcore::cluster::{Cluster, NodeAddr};
 use redcore_test_support::RedisCluster;
 
@@ -112,107 +108,6 @@ fn tag_per_master(cluster: &Cluster) -> Vec<String> {
 
 fn new_hist() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("histogram")
-}
-
-/// `tasks` tasks each send single commands, SET and GET alternating,
-/// until `ops` operations are done in all; one command in 8 is timed.
-async fn run_tasks(cluster: &Cluster, tasks: usize, ops: usize) -> (Histogram<u64>, Duration) {
-    let hist = Rc::new(RefCell::new(new_hist()));
-    let left = Rc::new(Cell::new(ops));
-    let start = Instant::now();
-    let mut handles = Vec::with_capacity(tasks);
-    for t in 0..tasks {
-        let cluster = cluster.clone();
-        let hist = hist.clone();
-        let left = left.clone();
-        handles.push(glommio::spawn_local(async move {
-            let value = value32();
-            let mut n = t;
-            let mut key = String::with_capacity(16);
-            while left.get() > 0 {
-                left.set(left.get() - 1);
-                random_key(&mut key);
-                let sent = timed(n).then(Instant::now);
-                let reply: Value = if n % 2 == 0 {
-                    cluster.command(["SET", key.as_str(), value.as_str()]).await
-                } else {
-                    cluster.command(["GET", key.as_str()]).await
-                }
-                .expect("command");
-                drop(reply);
-                if let Some(sent) = sent {
-                    hist.borrow_mut()
-                        .record(sent.elapsed().as_nanos() as u64)
-                        .expect("record");
-                }
-                n += 1;
-            }
-        }));
-    }
-    for h in handles {
-        h.await;
-    }
-    let elapsed = start.elapsed();
-    let hist = hist.borrow().clone();
-    (hist, elapsed)
-}
-
-/// `tasks` tasks each send explicit pipelines of `depth` commands (SET and
-/// GET alternating) until `ops` operations are done in all.
-///
-/// With `tags`, task `t` uses keys `key:{tags[t % len]}:n`, all in the slot
-/// of that tag: one master per task, the way `redis-benchmark --cluster`
-/// gives each client the keys of its own master.
-async fn run_pipelines(
-    cluster: &Cluster,
-    tasks: usize,
-    depth: usize,
-    ops: usize,
-    tags: &[String],
-) -> (Histogram<u64>, Duration) {
-    let hist = Rc::new(RefCell::new(new_hist()));
-    let left = Rc::new(Cell::new(ops.div_ceil(depth)));
-    let start = Instant::now();
-    let mut handles = Vec::with_capacity(tasks);
-    for t in 0..tasks {
-        let cluster = cluster.clone();
-        let hist = hist.clone();
-        let left = left.clone();
-        let prefix = match tags {
-            [] => "key:".to_owned(),
-            tags => format!("key:{{{}}}:", tags[t % tags.len()]),
-        };
-        handles.push(glommio::spawn_local(async move {
-            let value = value32();
-            let mut key = String::with_capacity(32);
-            let mut batch = Vec::with_capacity(depth);
-            while left.get() > 0 {
-                left.set(left.get() - 1);
-                set_get_batch(&mut batch, depth, &value, &mut key, |key| {
-                    key.clear();
-                    key.push_str(&prefix);
-                    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
-                });
-                let sent = Instant::now();
-                let replies = cluster.pipeline(batch.iter()).await.expect("pipeline");
-                assert_eq!(replies.len(), depth);
-                if let Some(Value::Error(e)) = replies.iter().find(|v| matches!(v, Value::Error(_)))
-                {
-                    panic!("pipeline reply: {e:?}");
-                }
-                let nanos = sent.elapsed().as_nanos() as u64;
-                hist.borrow_mut()
-                    .record_n(nanos, depth as u64)
-                    .expect("record");
-            }
-        }));
-    }
-    for h in handles {
-        h.await;
-    }
-    let elapsed = start.elapsed();
-    let hist = hist.borrow().clone();
-    (hist, elapsed)
 }
 
 /// Socket writes so far, summed over the connections to the masters.
@@ -283,15 +178,7 @@ async fn run_task_floor(
 }
 
 fn redcore_rows(seeds: Vec<SocketAddr>, ops: usize, only: Option<Load>) -> Vec<Row> {
-    let mut builder =
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
-    if let Some(us) = std::env::var("REDCORE_BENCH_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        builder = builder.spin_before_park(Duration::from_micros(us));
-    }
-    builder
+    redcore_executor()
         .spawn(move || async move {
             let cluster = Cluster::connect(seeds).await.expect("connect");
             // Warm up the servers, every master connection and the allocator,

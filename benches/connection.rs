@@ -25,89 +25,15 @@
 mod common;
 
 use common::{
-    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table, random_key,
-    run_redis_benchmark, set_get_batch, task_floor, timed, value32,
+    KEYS, Row, bare_stream, cpu_time, prepared_batch, prepared_rounds, print_table,
+    redcore_executor, run_pipelines, run_redis_benchmark, run_tasks, task_floor,
 };
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use redcore::Commands;
-use redcore::{Connection, Value};
+use redcore::Connection;
 use redcore_test_support::RedisServer;
-
-/// `tasks` tasks each send single commands, SET and GET alternating,
-/// until `ops` operations are done in all; one command in 8 is timed.
-async fn run_tasks(conn: &Connection, tasks: usize, ops: usize) -> (Histogram<u64>, Duration) {
-    let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
-    let left = Rc::new(RefCell::new(ops));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let conn = conn.clone();
-        let hist = hist.clone();
-        let left = left.clone();
-        handles.push(glommio::spawn_local(async move {
-            let value = value32();
-            let mut n = t;
-            let mut key = String::with_capacity(16);
-            loop {
-                {
-                    let mut l = left.borrow_mut();
-                    if *l == 0 {
-                        break;
-                    }
-                    *l -= 1;
-                }
-                random_key(&mut key);
-                let sent = timed(n).then(Instant::now);
-                let reply: Value = if n % 2 == 0 {
-                    conn.command(["SET", key.as_str(), value.as_str()]).await
-                } else {
-                    conn.command(["GET", key.as_str()]).await
-                }
-                .expect("command");
-                drop(reply);
-                if let Some(sent) = sent {
-                    hist.borrow_mut()
-                        .record(sent.elapsed().as_nanos() as u64)
-                        .unwrap();
-                }
-                n += 1;
-            }
-        }));
-    }
-    for h in handles {
-        h.await;
-    }
-    let elapsed = start.elapsed();
-    let hist = hist.borrow().clone();
-    (hist, elapsed)
-}
-
-/// One task sends explicit pipelines of `depth` commands.
-async fn run_pipelines(conn: &Connection, depth: usize, ops: usize) -> (Histogram<u64>, Duration) {
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    let value = value32();
-    let start = Instant::now();
-    let mut done = 0;
-    let mut batch = Vec::with_capacity(depth);
-    let mut key = String::with_capacity(16);
-    while done < ops {
-        set_get_batch(&mut batch, depth, &value, &mut key, random_key);
-        let sent = Instant::now();
-        let replies = conn.pipeline(batch.iter()).await.expect("pipeline");
-        assert_eq!(replies.len(), depth);
-        let nanos = sent.elapsed().as_nanos() as u64;
-        for _ in 0..depth {
-            hist.record(nanos).unwrap();
-        }
-        done += depth;
-    }
-    (hist, start.elapsed())
-}
 
 /// The floor of any client on glommio's sockets: one task writes a
 /// prepared batch of `depth` SET/GET commands over a bare glommio
@@ -179,17 +105,7 @@ fn task_floor_rows(port: u16, ops: usize) -> Vec<Row> {
 /// The redcore rows; `only` runs one load alone: that many tasks, or `0`
 /// for the pipelines.
 fn redcore_rows(url: String, ops: usize, only: Option<usize>) -> Vec<Row> {
-    let mut builder =
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
-    // REDCORE_BENCH_SPIN_US=N: let the executor spin N µs before parking
-    // (trades CPU for latency at low load).
-    if let Some(us) = std::env::var("REDCORE_BENCH_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        builder = builder.spin_before_park(Duration::from_micros(us));
-    }
-    builder
+    redcore_executor()
         .spawn(move || async move {
             let conn = Connection::connect(url.as_str()).await.expect("connect");
             let mut rows = Vec::new();
@@ -215,7 +131,7 @@ fn redcore_rows(url: String, ops: usize, only: Option<usize>) -> Vec<Row> {
                 let (hist, elapsed) = if tasks > 0 {
                     run_tasks(&conn, tasks, ops).await
                 } else {
-                    run_pipelines(&conn, 64, ops).await
+                    run_pipelines(&conn, 1, 64, ops, &[]).await
                 };
                 let cpu = cpu_time(libc::RUSAGE_SELF) - cpu0;
                 let stats = conn.stats();

@@ -41,7 +41,7 @@
 
 mod common;
 
-use common::{KEYS, cpu_time, random_key, value32};
+use common::{KEYS, cpu_time, random_key, set_or_get, value32};
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redcore::Commands;
 use redcore::runtime::Ownership;
-use redcore::{ClusterExecutor, CoreClient, Value, cmd};
+use redcore::{ClusterExecutor, CoreClient, cmd};
 use redcore_test_support::RedisCluster;
 
 /// Tasks per core sending single commands.
@@ -121,13 +121,7 @@ async fn core_load(client: CoreClient, window: Window, start: Start) -> CoreLoad
                     break;
                 }
                 random_key(&mut key);
-                let reply: Value = if n % 2 == 0 {
-                    client.command(["SET", key.as_str(), value.as_str()]).await
-                } else {
-                    client.command(["GET", key.as_str()]).await
-                }
-                .expect("command");
-                drop(reply);
+                set_or_get(&client, &key, &value, n).await;
                 let done = Instant::now();
                 if sent >= start && done <= end {
                     hist.borrow_mut()

@@ -20,16 +20,14 @@
 
 mod common;
 
-use common::{KEYS, Row, cpu_time, value32};
+use common::{KEYS, Row, cpu_time, set_or_get, value32};
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use redcore::config::TransportKind;
 use redcore::runtime::Ownership;
-use redcore::{ClusterConfig, ClusterExecutor, Commands, Connection, Value, cmd};
+use redcore::{ClusterConfig, ClusterExecutor, Commands, Connection, cmd};
 use redcore_test_support::{RedisCluster, RedisServer};
 
 /// Counts the system calls this thread makes: a `perf_event_open` counter
@@ -112,49 +110,28 @@ fn print_rows(rows: &[TRow]) {
     }
 }
 
-/// SET `key` `value` when `n` is even, GET `key` when it is odd.
-async fn set_or_get(client: &impl Commands, key: &str, value: &str, n: usize) -> Value {
-    let set = ["SET", key, value];
-    let get = ["GET", key];
-    let args: &[&str] = if n % 2 == 0 { &set } else { &get };
-    client.command(args).await.expect("command")
-}
-
 /// `tasks` tasks, each sending single commands (SET and GET alternating)
 /// or pipelines of `depth` (with one hash tag, so they stay on one node),
-/// until `ops` operations are done in all.
+/// until `ops` operations are done in all. Every command is timed.
 async fn run_load<C: Commands + Clone + 'static>(
     client: &C,
     tasks: usize,
     depth: usize,
     ops: usize,
 ) -> (Histogram<u64>, Duration) {
-    let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).unwrap()));
-    let left = Rc::new(RefCell::new(ops));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (client, hist, left) = (client.clone(), hist.clone(), left.clone());
-        handles.push(glommio::spawn_local(async move {
+    common::run_load(tasks, ops, |t, load| {
+        let client = client.clone();
+        async move {
             let value = value32();
             let mut n = t;
             let mut cmds = Vec::with_capacity(depth);
-            loop {
-                {
-                    let mut l = left.borrow_mut();
-                    if *l == 0 {
-                        break;
-                    }
-                    *l -= (*l).min(depth.max(1));
-                }
+            while load.take(depth.max(1)) {
                 let sent = Instant::now();
                 if depth == 0 {
                     let key = format!("key:{}", fastrand::u32(0..KEYS));
-                    drop(set_or_get(&client, &key, &value, n).await);
+                    set_or_get(&client, &key, &value, n).await;
                     n += 1;
-                    hist.borrow_mut()
-                        .record(sent.elapsed().as_nanos() as u64)
-                        .unwrap();
+                    load.record(sent.elapsed().as_nanos() as u64, 1);
                 } else {
                     cmds.clear();
                     let tag = fastrand::u32(0..KEYS);
@@ -168,19 +145,12 @@ async fn run_load<C: Commands + Clone + 'static>(
                     }
                     let replies = client.pipeline(&cmds).await.expect("pipeline");
                     assert_eq!(replies.len(), depth);
-                    hist.borrow_mut()
-                        .record_n(sent.elapsed().as_nanos() as u64, depth as u64)
-                        .unwrap();
+                    load.record(sent.elapsed().as_nanos() as u64, depth as u64);
                 }
             }
-        }));
-    }
-    for h in handles {
-        h.await;
-    }
-    let elapsed = start.elapsed();
-    let hist = hist.borrow().clone();
-    (hist, elapsed)
+        }
+    })
+    .await
 }
 
 /// The loads: name, tasks, pipeline depth (0: single commands).

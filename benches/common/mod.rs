@@ -1,13 +1,32 @@
-//! What the connection and cluster benches share: a table row and how to
-//! print the table, process CPU time, and running `redis-benchmark` and
-//! reading its CSV output.
+//! What the benches share: a table row and how to print the table,
+//! process CPU time, the SET/GET loads every client runs (written once over
+//! [`Commands`], so each client runs the same loop), the bare glommio
+//! floors, and running `redis-benchmark` and reading its CSV output.
 #![allow(dead_code)]
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::process::Command;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use redcore::Cmd;
+use redcore::{Cmd, Commands, Value};
+
+/// The executor the redcore loads run on: unbound, with 64 KiB of io_uring
+/// buffer memory; with `REDCORE_BENCH_SPIN_US=N` it spins N µs before
+/// parking (trading CPU for latency at low load).
+pub fn redcore_executor() -> glommio::LocalExecutorBuilder {
+    let builder =
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 << 10);
+    match std::env::var("REDCORE_BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(us) => builder.spin_before_park(Duration::from_micros(us)),
+        None => builder,
+    }
+}
 
 /// Distinct keys every load spreads over (`-r` of redis-benchmark).
 pub const KEYS: u32 = 100_000;
@@ -107,6 +126,141 @@ pub fn random_key(key: &mut String) {
     key.clear();
     key.push_str("key:");
     key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+}
+
+/// Sends the `n`th command of a SET/GET load on `key`: SET with `value`
+/// when `n` is even, else GET. The reply is dropped.
+pub async fn set_or_get(client: &impl Commands, key: &str, value: &str, n: usize) {
+    let reply: Value = if n % 2 == 0 {
+        client.command(["SET", key, value]).await
+    } else {
+        client.command(["GET", key]).await
+    }
+    .expect("command");
+    drop(reply);
+}
+
+/// What the tasks of one load share: the operations not yet started and
+/// the latency histogram (nanoseconds).
+pub struct Load {
+    left: Cell<usize>,
+    hist: RefCell<Histogram<u64>>,
+}
+
+impl Load {
+    /// Takes up to `n` operations (fewer when fewer are left) to start:
+    /// false once none are left.
+    pub fn take(&self, n: usize) -> bool {
+        let left = self.left.get();
+        self.left.set(left - left.min(n));
+        left > 0
+    }
+
+    /// Records `count` operations that took `nanos` each.
+    pub fn record(&self, nanos: u64, count: u64) {
+        self.hist
+            .borrow_mut()
+            .record_n(nanos, count)
+            .expect("record");
+    }
+}
+
+/// Runs `tasks` tasks, `task(t, load)` for `t` in `0..tasks`, sharing a
+/// [`Load`] of `ops` operations, until they all return: the latencies they
+/// recorded and the time they took.
+pub async fn run_load<F, Fut>(tasks: usize, ops: usize, task: F) -> (Histogram<u64>, Duration)
+where
+    F: Fn(usize, Rc<Load>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let load = Rc::new(Load {
+        left: Cell::new(ops),
+        hist: RefCell::new(Histogram::new(3).expect("histogram")),
+    });
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| glommio::spawn_local(task(t, load.clone())))
+        .collect();
+    for h in handles {
+        h.await;
+    }
+    let elapsed = start.elapsed();
+    let hist = load.hist.borrow().clone();
+    (hist, elapsed)
+}
+
+/// `tasks` tasks each send single commands, SET and GET alternating, on
+/// random keys ([`random_key`]) until `ops` operations are done in all;
+/// one command in 8 is timed ([`timed`]).
+pub async fn run_tasks<C: Commands + Clone + 'static>(
+    client: &C,
+    tasks: usize,
+    ops: usize,
+) -> (Histogram<u64>, Duration) {
+    run_load(tasks, ops, |t, load| {
+        let client = client.clone();
+        async move {
+            let value = value32();
+            let mut n = t;
+            let mut key = String::with_capacity(16);
+            while load.take(1) {
+                random_key(&mut key);
+                let sent = timed(n).then(Instant::now);
+                set_or_get(&client, &key, &value, n).await;
+                if let Some(sent) = sent {
+                    load.record(sent.elapsed().as_nanos() as u64, 1);
+                }
+                n += 1;
+            }
+        }
+    })
+    .await
+}
+
+/// `tasks` tasks each send explicit pipelines of `depth` commands (SET and
+/// GET alternating, [`set_get_batch`]) until `ops` operations are done in
+/// all; each command is recorded with its pipeline's time. A server error
+/// in a reply fails the bench.
+///
+/// Keys are `key:n` for a random `n` below [`KEYS`] or, with `tags`, task
+/// `t` uses keys `key:{tags[t % len]}:n`, all in the slot of that tag: one
+/// cluster master per task, the way `redis-benchmark --cluster` gives each
+/// client the keys of its own master.
+pub async fn run_pipelines<C: Commands + Clone + 'static>(
+    client: &C,
+    tasks: usize,
+    depth: usize,
+    ops: usize,
+    tags: &[String],
+) -> (Histogram<u64>, Duration) {
+    run_load(tasks, ops, |t, load| {
+        let client = client.clone();
+        let prefix = match tags {
+            [] => "key:".to_owned(),
+            tags => format!("key:{{{}}}:", tags[t % tags.len()]),
+        };
+        async move {
+            let value = value32();
+            let mut key = String::with_capacity(32);
+            let mut batch = Vec::with_capacity(depth);
+            while load.take(depth) {
+                set_get_batch(&mut batch, depth, &value, &mut key, |key| {
+                    key.clear();
+                    key.push_str(&prefix);
+                    key.push_str(itoa::Buffer::new().format(fastrand::u32(0..KEYS)));
+                });
+                let sent = Instant::now();
+                let replies = client.pipeline(batch.iter()).await.expect("pipeline");
+                assert_eq!(replies.len(), depth);
+                if let Some(Value::Error(e)) = replies.iter().find(|v| matches!(v, Value::Error(_)))
+                {
+                    panic!("pipeline reply: {e:?}");
+                }
+                load.record(sent.elapsed().as_nanos() as u64, depth as u64);
+            }
+        }
+    })
+    .await
 }
 
 /// Rebuilds `batch` as `depth` commands, SET and GET alternating (SET

@@ -10,6 +10,7 @@ use super::refresh;
 use super::router::{Attempt, Router, Step, join_all};
 use super::{Health, NodeAddr, Role};
 use crate::cmd::{Args, Cmd, Route, cmd};
+use crate::commands::WatchFn;
 use crate::config::{ClusterConfig, IntoClusterConfig};
 use crate::error::{RedirectKind, RetryAction, ServerError};
 use crate::resp::Arg;
@@ -389,16 +390,12 @@ impl Commands for Cluster {
 
     /// Runs [`Cluster::watch_transaction_with_retries`], which takes any
     /// function.
-    async fn watch_transaction_with_retries<K, F>(
+    async fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         max_retries: u32,
         f: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
+    ) -> Result<Vec<Value>, Error> {
         Cluster::watch_transaction_with_retries(self, keys, max_retries, f).await
     }
 
@@ -509,27 +506,23 @@ impl Cluster {
     /// redirects. If the slot moves, the whole transaction starts again on
     /// the new master; while it is migrating (`ASK`), it waits and tries
     /// again.
-    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
-    {
+    pub async fn watch_transaction<K: Arg, F: WatchFn>(
+        &self,
+        keys: &[K],
+        f: F,
+    ) -> Result<Vec<Value>, Error> {
         self.watch_transaction_with_retries(keys, crate::conn::WATCH_RETRIES, f)
             .await
     }
 
     /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
     /// tries after the first when a watched key changes.
-    pub async fn watch_transaction_with_retries<K, F>(
+    pub async fn watch_transaction_with_retries<K: Arg, F: WatchFn>(
         &self,
         keys: &[K],
         max_retries: u32,
         mut f: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
-    {
+    ) -> Result<Vec<Value>, Error> {
         let slot = watch_slot(keys)?;
         self.watch_loop(slot, async |node: &Node, left| {
             let Some(conn) = node.via.connection() else {

@@ -125,8 +125,9 @@ use bytes::BytesMut;
 use crate::cmd::{Args, Cmd, cmd, is_blocking};
 use crate::config::{ConnectionConfig, Protocol, ServerAddr, TransportKind};
 use crate::hooks::{Before, Hook, HookContext};
+use crate::resp::Arg;
 use crate::{Error, FromValue, Value};
-use commands::Commands;
+use commands::{Commands, WatchFn};
 
 pub use mux::ConnectionStats;
 use mux::{Admit, Call, Link, Queue, Shared};
@@ -612,27 +613,23 @@ impl Connection {
     /// While it runs, the connection carries only this transaction's
     /// commands: other tasks' calls wait, since `WATCH` belongs to the
     /// socket and another caller's `EXEC` or write would disturb it.
-    pub async fn watch_transaction<K, F>(&self, keys: &[K], f: F) -> Result<Vec<Value>, Error>
-    where
-        K: crate::resp::Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
-    {
+    pub async fn watch_transaction<K: Arg, F: WatchFn>(
+        &self,
+        keys: &[K],
+        f: F,
+    ) -> Result<Vec<Value>, Error> {
         self.watch_transaction_with_retries(keys, WATCH_RETRIES, f)
             .await
     }
 
     /// [`watch_transaction`](Self::watch_transaction) with `max_retries`
     /// tries after the first.
-    pub async fn watch_transaction_with_retries<K, F>(
+    pub async fn watch_transaction_with_retries<K: Arg, F: WatchFn>(
         &self,
         keys: &[K],
         max_retries: u32,
         mut f: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        K: crate::resp::Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error>,
-    {
+    ) -> Result<Vec<Value>, Error> {
         let session = self.begin_exclusive().await?;
         let watch = cmd("WATCH").args(keys);
         let tries = max_retries.saturating_add(1);
@@ -785,16 +782,12 @@ impl Commands for Connection {
 
     /// Runs [`Connection::watch_transaction_with_retries`], which takes
     /// any function.
-    async fn watch_transaction_with_retries<K, F>(
+    async fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         max_retries: u32,
         f: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        K: crate::resp::Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
+    ) -> Result<Vec<Value>, Error> {
         Connection::watch_transaction_with_retries(self, keys, max_retries, f).await
     }
 }

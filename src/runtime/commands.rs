@@ -15,10 +15,12 @@ use bytes::Bytes;
 
 use super::core_client::CoreClient;
 use super::remote_client::{ExtKind, RemoteClient};
+use crate::cluster::client::{check_watch, watch_slot};
 use crate::cmd::Args;
+use crate::commands::WatchFn;
 use crate::conn::to_cmd;
 use crate::resp::Arg;
-use crate::{Commands, Connection, Error, FromValue, Value, Watch};
+use crate::{Commands, Connection, Error, FromValue, Value};
 
 /// A call a [`RemoteClient`] hands to a core, run there with the core's
 /// client (deadline applied).
@@ -63,20 +65,39 @@ impl Commands for CoreClient {
     }
 
     /// [`Cluster::watch_transaction`](crate::Cluster::watch_transaction)
-    /// from this core. When another core
-    /// owns the slot's master, `f` travels there and runs on that core's
-    /// connection.
-    fn watch_transaction_with_retries<K, F>(
+    /// from this core. When another core owns the slot's master, `f`
+    /// travels there and runs on that core's connection (so it must be
+    /// `Send`; the future it returns need not be).
+    async fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         max_retries: u32,
         f: F,
-    ) -> impl Future<Output = Result<Vec<Value>, Error>>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
-        self.watch_on_owner(keys, max_retries, f)
+    ) -> Result<Vec<Value>, Error> {
+        let _work = self.enter()?;
+        let slot = watch_slot(keys)?;
+        let keys = owned(keys);
+        let mut f = Some(f);
+        self.cluster
+            .watch_loop(slot, async |node, left| {
+                let Some(mut g) = f.take() else {
+                    return Err(Error::Closed("the watch function was lost with its core"));
+                };
+                let keys = keys.clone();
+                let (result, g) = node
+                    .with_connection(left, move |conn| async move {
+                        let result = {
+                            let checked = async |c: &Connection| check_watch(slot, g(c).await?);
+                            conn.watch_transaction_with_retries(&keys, max_retries, checked)
+                                .await
+                        };
+                        (result, g)
+                    })
+                    .await?;
+                f = Some(g);
+                result
+            })
+            .await
     }
 
     fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> impl Future<Output = Result<T, Error>> {
@@ -160,16 +181,12 @@ impl Commands for RemoteClient {
 
     /// `f` travels to a core, and from there (when another core owns the
     /// slot's master) to the owner, and runs on its connection.
-    fn watch_transaction_with_retries<K, F>(
+    fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         max_retries: u32,
         f: F,
-    ) -> impl Future<Output = Result<Vec<Value>, Error>>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
+    ) -> impl Future<Output = Result<Vec<Value>, Error>> {
         let keys = owned(keys);
         let job: CoreJob = Box::new(move |core| {
             Box::pin(async move {

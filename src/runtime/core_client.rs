@@ -4,15 +4,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::executor::Hub;
 use super::mesh::{CoreMesh, HopStats};
-use crate::cluster::client::{check_watch, watch_slot};
 use crate::cluster::{ClusterInfo, NodeAddr};
 use crate::cmd::Route;
 use crate::resp::Arg;
-use crate::{Cluster, Connection, Error, Value, Watch};
+use crate::{Cluster, Connection, Error};
 
 /// The client of one core: the [`Cluster`] API, routed to this core's
 /// connections or, for nodes other cores own, through them. Clone it
@@ -105,49 +102,6 @@ impl CoreClient {
             cluster: self.cluster.with_timeout(timeout),
             ..self.clone()
         }
-    }
-
-    /// A watch transaction from this core ([`Commands`](crate::Commands)'s): when another
-    /// core owns the slot's master, `f` travels there and runs on that
-    /// core's connection (so it must be `Send`; the future it returns need
-    /// not be).
-    pub(super) async fn watch_on_owner<K, F>(
-        &self,
-        keys: &[K],
-        max_retries: u32,
-        f: F,
-    ) -> Result<Vec<Value>, Error>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
-        let _work = self.enter()?;
-        let slot = watch_slot(keys)?;
-        let keys: Vec<Bytes> = keys
-            .iter()
-            .map(|k| k.with_bytes(Bytes::copy_from_slice))
-            .collect();
-        let mut f = Some(f);
-        self.cluster
-            .watch_loop(slot, async |node, left| {
-                let Some(mut g) = f.take() else {
-                    return Err(Error::Closed("the watch function was lost with its core"));
-                };
-                let keys = keys.clone();
-                let (result, g) = node
-                    .with_connection(left, move |conn| async move {
-                        let result = {
-                            let checked = async |c: &Connection| check_watch(slot, g(c).await?);
-                            conn.watch_transaction_with_retries(&keys, max_retries, checked)
-                                .await
-                        };
-                        (result, g)
-                    })
-                    .await?;
-                f = Some(g);
-                result
-            })
-            .await
     }
 
     /// [`Cluster::info`] as this core sees the cluster. Nodes another core

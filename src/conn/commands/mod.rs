@@ -67,6 +67,22 @@ use crate::cmd::{Args, cmd};
 use crate::resp::Arg;
 use crate::{Error, FromValue, Value};
 
+/// The function of a watch transaction: it reads what it needs through
+/// the [`Connection`] it is given (the one holding the `WATCH`) and
+/// returns the commands to run ([`Watch::Exec`]) or an abort
+/// ([`Watch::Abort`]). Any `async` closure `async |c: &Connection| ...`
+/// returning `Result<Watch, Error>` is one; it may be called again when a
+/// watched key changed.
+///
+/// [`Commands::watch_transaction`] asks for `WatchFn + Send + 'static`
+/// (the per-core clients may run it on another core);
+/// [`Connection::watch_transaction`] and
+/// [`Cluster::watch_transaction`](crate::Cluster::watch_transaction) run it
+/// in place and take any `WatchFn`, one that borrows local state too.
+pub trait WatchFn: AsyncFnMut(&Connection) -> Result<Watch, Error> {}
+
+impl<F: AsyncFnMut(&Connection) -> Result<Watch, Error>> WatchFn for F {}
+
 /// Anything that runs Redis commands: [`Connection`],
 /// [`Cluster`](crate::Cluster), [`CoreClient`](crate::CoreClient) and
 /// [`RemoteClient`](crate::RemoteClient).
@@ -114,27 +130,20 @@ pub trait Commands {
     /// run it in place: their own `watch_transaction` methods, which a
     /// call on those types reaches first, take any function, one that
     /// borrows local state too.
-    fn watch_transaction_with_retries<K, F>(
+    fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         max_retries: u32,
         f: F,
-    ) -> impl Future<Output = Result<Vec<Value>, Error>>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static;
+    ) -> impl Future<Output = Result<Vec<Value>, Error>>;
 
     /// [`watch_transaction_with_retries`](Self::watch_transaction_with_retries)
     /// with 3 retries.
-    fn watch_transaction<K, F>(
+    fn watch_transaction<K: Arg, F: WatchFn + Send + 'static>(
         &self,
         keys: &[K],
         f: F,
-    ) -> impl Future<Output = Result<Vec<Value>, Error>>
-    where
-        K: Arg,
-        F: AsyncFnMut(&Connection) -> Result<Watch, Error> + Send + 'static,
-    {
+    ) -> impl Future<Output = Result<Vec<Value>, Error>> {
         self.watch_transaction_with_retries(keys, WATCH_RETRIES, f)
     }
 
