@@ -246,7 +246,9 @@ impl Error {
     /// was down or closed, the deadline passed first, the command was
     /// refused before sending), or the server refused it without running
     /// it (a redirect, `TRYAGAIN`, `CLUSTERDOWN`, ...: see
-    /// [`ServerError::is_safe_to_retry`]), or a transaction was not applied.
+    /// [`ServerError::is_safe_to_retry`]), or a transaction was not applied
+    /// (for a watch transaction: its `MULTI`/`EXEC` part; commands the
+    /// watch function sent itself are not covered).
     ///
     /// Safe is not the same as useful: [`retry_action`](Self::retry_action)
     /// says whether trying again can succeed.
@@ -271,7 +273,9 @@ impl Error {
             | Error::Closed(_)
             | Error::NoTopology { .. }
             | Error::SlotUnserved { .. } => true,
-            // A transaction that was not sent, or that `EXEC` did not apply.
+            // A transaction that was not sent, or that `EXEC` did not apply
+            // (what a watch function ran itself, outside `MULTI`, is its
+            // own: it should only read).
             Error::WatchLost
             | Error::Aborted(_)
             | Error::TransactionAborted

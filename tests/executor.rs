@@ -1736,6 +1736,63 @@ fn cluster_executor_remote_client_serves_plain_threads() {
     remote_calls_after_the_end_are_closed(&remote);
 }
 
+/// A core whose thread is held by user code cannot answer the calls that
+/// enter it from outside: they still end by their deadline (plus the
+/// runtime's 100 ms grace), as `Timeout` that may have been applied (the
+/// call was handed to the core), and the core serves calls again once it
+/// runs.
+#[test]
+fn remote_calls_keep_their_deadline_while_their_core_is_blocked() {
+    let cluster = RedisCluster::start();
+    let release = Arc::new(AtomicBool::new(false));
+    let blocked = Arc::new(AtomicBool::new(false));
+    let handle = on_cores(config(&cluster), 1)
+        .spawn({
+            let (release, blocked) = (release.clone(), blocked.clone());
+            move |client: CoreClient| {
+                let (release, blocked) = (release.clone(), blocked.clone());
+                async move {
+                    // User code that blocks its core's thread (bounded, so
+                    // a failing test still ends).
+                    blocked.store(true, Ordering::Release);
+                    let until = Instant::now() + WAIT;
+                    while !release.load(Ordering::Acquire) && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    wait_until("the shutdown", WAIT, || client.is_shutting_down()).await;
+                }
+            }
+        })
+        .expect("the runtime starts");
+    assert!(
+        settles(WAIT, || blocked.load(Ordering::Acquire)),
+        "the core never ran its function"
+    );
+    let remote = handle.remote();
+    let timeout = Duration::from_millis(300);
+    let start = Instant::now();
+    let result = block_on(remote.with_timeout(timeout).command::<String>(["PING"]));
+    let took = start.elapsed();
+    assert!(
+        matches!(
+            result,
+            Err(Error::Timeout {
+                maybe_applied: true
+            })
+        ),
+        "a call into a blocked core: {result:?}"
+    );
+    assert!(
+        took >= timeout && took <= timeout + Duration::from_millis(100 + 200),
+        "a call with a 300 ms deadline into a blocked core ended after {took:?}"
+    );
+    release.store(true, Ordering::Release);
+    let pong = block_on(remote.command::<String>(["PING"]));
+    assert_eq!(pong.ok().as_deref(), Some("PONG"), "the core serves again");
+    handle.shutdown();
+    all_ok(join_within(handle, WAIT));
+}
+
 fn remote_calls_from_a_plain_thread_are_answered(
     cluster: &RedisCluster,
     layout: &Layout,

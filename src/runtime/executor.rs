@@ -17,6 +17,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::core_client::CoreClient;
 use super::mesh::{CoreMesh, CoreNumbers, Message};
+use super::overdue::OverdueWatch;
 use super::remote_client::{ExtCall, RemoteClient, intake};
 use crate::cluster::router::Router;
 use crate::config::{ClusterConfig, IntoClusterConfig};
@@ -89,6 +90,14 @@ pub(super) struct Hub {
     pub timeout: Duration,
     /// The core the next outside call enters (taken modulo the cores).
     pub next: AtomicUsize,
+    /// Answers outside calls their core did not answer by their deadline.
+    pub overdue: Arc<OverdueWatch>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.overdue.close();
+    }
 }
 
 impl Hub {
@@ -257,6 +266,7 @@ impl ClusterExecutor {
             shutdown_started: AtomicBool::new(false),
             timeout: self.config.timeout(),
             next: AtomicUsize::new(0),
+            overdue: Arc::default(),
         });
         let mesh = (n > 1).then(|| MeshBuilder::<Message, Full>::full(n, self.channel_capacity));
         let f = Arc::new(f);
@@ -404,7 +414,8 @@ impl<T: Send + 'static> ExecutorHandle<T> {
     }
 
     fn join_all(&mut self) -> Vec<Result<T, CoreError>> {
-        self.threads
+        let results = self
+            .threads
             .iter_mut()
             .enumerate()
             .filter_map(|(core, t)| Some((core, t.take()?)))
@@ -415,7 +426,10 @@ impl<T: Send + 'static> ExecutorHandle<T> {
                     reason: e.to_string(),
                 }),
             })
-            .collect()
+            .collect();
+        // Every core has ended: no outside call is in flight any more.
+        self.hub.overdue.close();
+        results
     }
 }
 

@@ -90,7 +90,7 @@ struct Pending {
 
 /// How long after its deadline a call waits for the owner's own timeout
 /// reply before giving up on that core.
-const GRACE: Duration = Duration::from_millis(100);
+pub(super) const GRACE: Duration = Duration::from_millis(100);
 
 /// Cross-core traffic of one core, from
 /// [`CoreClient::hop_stats`](super::CoreClient::hop_stats).
@@ -290,7 +290,12 @@ impl CoreMesh {
         let mut pending = self.pending.borrow_mut();
         let index = ticket.index as usize;
         let Some(p) = pending.get_mut(index).filter(|p| p.seq == ticket.seq) else {
-            return Poll::Ready(Err(Error::Closed("the call to another core was forgotten")));
+            // Not reached (a ticket is polled until spent, then dropped);
+            // the request went out, so it may have been applied.
+            debug_assert!(false, "a spent or forgotten ticket was polled");
+            return Poll::Ready(Err(Error::Timeout {
+                maybe_applied: true,
+            }));
         };
         match p.result.take() {
             Some(result) => {

@@ -63,6 +63,7 @@ mod commands;
 mod core_client;
 mod executor;
 pub(crate) mod mesh;
+mod overdue;
 mod remote_client;
 
 pub use core_client::CoreClient;

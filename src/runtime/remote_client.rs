@@ -54,13 +54,32 @@ impl RemoteClient {
         }
         let core = self.hub.next.fetch_add(1, Ordering::Relaxed) % self.hub.calls.len();
         let (reply, answer) = async_channel::bounded(1);
+        // The core times the call; the watch answers it if that core does
+        // not run by the deadline (plus a grace).
+        let _watching = self.hub.overdue.watch(deadline, reply.clone());
         let call = ExtCall {
             kind,
             deadline,
             reply,
         };
-        if self.hub.calls[core].send(call).await.is_err() {
-            return Err(Error::Closed("the executor has stopped"));
+        // Until the call is handed over, only the watch can answer: then
+        // the call was never sent.
+        let handed = futures_lite::future::or(
+            async { Some(self.hub.calls[core].send(call).await.is_ok()) },
+            async {
+                let _ = answer.recv().await;
+                None
+            },
+        )
+        .await;
+        match handed {
+            Some(true) => {}
+            Some(false) => return Err(Error::Closed("the executor has stopped")),
+            None => {
+                return Err(Error::Timeout {
+                    maybe_applied: false,
+                });
+            }
         }
         answer.recv().await.unwrap_or(Err(Error::CoreStopped {
             core,
