@@ -76,28 +76,60 @@ macro_rules! float_arg {
 }
 float_arg!(f32, f64);
 
-/// Writes `n` in decimal. Lengths under 100 (most arguments, and every
-/// argument count in practice) are written digit by digit, without the
-/// call to `memcpy` a slice copy costs; `out` must have room for them.
-#[inline]
-fn put_len(out: &mut BytesMut, n: usize) {
-    if n < 10 {
-        out.put_u8(b'0' + n as u8);
-    } else if n < 100 {
-        out.put_u8(b'0' + (n / 10) as u8);
-        out.put_u8(b'0' + (n % 10) as u8);
-    } else {
-        out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+/// The most bytes a `<kind><len>\r\n` header takes: a kind byte, 20
+/// digits (`u64::MAX`) and CRLF.
+const HEADER_MAX: usize = 23;
+
+/// Writes `<kind><n>\r\n` at `dst` and returns how many bytes it wrote
+/// (at most [`HEADER_MAX`]). Counts under 100 (most argument lengths, and
+/// every argument count in practice) are written digit by digit, without
+/// a call to `memcpy`.
+///
+/// # Safety
+/// `dst` must be valid for [`HEADER_MAX`] bytes of writes.
+#[inline(always)]
+unsafe fn put_header(dst: *mut u8, kind: u8, n: usize) -> usize {
+    // SAFETY: every write below lands in the first HEADER_MAX bytes.
+    unsafe {
+        *dst = kind;
+        let digits = if n < 10 {
+            *dst.add(1) = b'0' + n as u8;
+            1
+        } else if n < 100 {
+            *dst.add(1) = b'0' + (n / 10) as u8;
+            *dst.add(2) = b'0' + (n % 10) as u8;
+            2
+        } else {
+            let mut text = itoa::Buffer::new();
+            let text = text.format(n).as_bytes();
+            std::ptr::copy_nonoverlapping(text.as_ptr(), dst.add(1), text.len());
+            text.len()
+        };
+        *dst.add(1 + digits) = b'\r';
+        *dst.add(2 + digits) = b'\n';
+        3 + digits
     }
+}
+
+/// The start of `out`'s spare capacity (from its end), with the right to
+/// write all of it.
+#[inline(always)]
+fn spare_ptr(out: &mut BytesMut) -> *mut u8 {
+    out.spare_capacity_mut().as_mut_ptr().cast()
 }
 
 /// Writes the `*n\r\n` header of a command of `n` arguments.
 #[inline]
 pub fn write_array_header(out: &mut BytesMut, n: usize) {
-    out.reserve(23);
-    out.put_u8(b'*');
-    put_len(out, n);
-    out.put_slice(b"\r\n");
+    out.reserve(HEADER_MAX);
+    let len = out.len();
+    // SAFETY: `reserve` made room for HEADER_MAX bytes past `len`, which
+    // `put_header` writes at most, and they are written before `set_len`
+    // counts them.
+    unsafe {
+        let wrote = put_header(spare_ptr(out), b'*', n);
+        out.set_len(len + wrote);
+    }
 }
 
 /// Writes one argument as a bulk string: `$len\r\n<bytes>\r\n`.
@@ -106,14 +138,25 @@ pub fn write_arg(out: &mut BytesMut, arg: &(impl Arg + ?Sized)) {
     arg.with_bytes(|bytes| write_bulk(out, bytes));
 }
 
+/// Writes `$len\r\n<bytes>\r\n` in one pass over the buffer's spare
+/// room: one capacity check and one copy of `bytes`, where writing it
+/// piece by piece through `BufMut` costs a check and a call per piece.
 #[inline]
 pub(crate) fn write_bulk(out: &mut BytesMut, bytes: &[u8]) {
-    out.reserve(bytes.len() + 25);
-    out.put_u8(b'$');
-    put_len(out, bytes.len());
-    out.put_slice(b"\r\n");
-    out.put_slice(bytes);
-    out.put_slice(b"\r\n");
+    out.reserve(bytes.len() + HEADER_MAX + 2);
+    let len = out.len();
+    // SAFETY: `reserve` made room for the header (at most HEADER_MAX
+    // bytes), the argument and its CRLF past `len`; every byte up to the
+    // new length is written before `set_len` counts it.
+    unsafe {
+        let dst = spare_ptr(out);
+        let mut at = put_header(dst, b'$', bytes.len());
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(at), bytes.len());
+        at += bytes.len();
+        *dst.add(at) = b'\r';
+        *dst.add(at + 1) = b'\n';
+        out.set_len(len + at + 2);
+    }
 }
 
 /// Writes a whole command given as a slice of arguments, such as
