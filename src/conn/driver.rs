@@ -138,7 +138,10 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
             Active::Glommio(_) => TransportKind::Glommio,
         });
         let err = match &mut io {
-            Active::Glommio(io) => io_loop(&shared, io, &mut decoder, &mut rbuf).await,
+            Active::Glommio(io) => {
+                let _callers_send = io.plain_fd().map(|fd| WriteThroughOn::new(&shared, fd));
+                io_loop(&shared, io, &mut decoder, &mut rbuf).await
+            }
             Active::Uring(sock) => {
                 uring::io_loop(&shared, sock, &mut ring_state, &mut decoder).await
             }
@@ -155,6 +158,24 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
         }
     }
     tracing::debug!(addr = %shared.addr_text(), "connection task ends");
+}
+
+/// Lets callers send on the I/O loop's socket themselves (see
+/// [`super::write_through`]) until dropped: when the loop ends, or its
+/// future is dropped, before the socket can close.
+struct WriteThroughOn<'a>(&'a Shared);
+
+impl<'a> WriteThroughOn<'a> {
+    fn new(shared: &'a Shared, fd: std::os::fd::RawFd) -> Self {
+        shared.mux.borrow_mut().write_through.start(fd);
+        WriteThroughOn(shared)
+    }
+}
+
+impl Drop for WriteThroughOn<'_> {
+    fn drop(&mut self) {
+        self.0.mux.borrow_mut().write_through.stop();
+    }
 }
 
 /// The socket of the I/O loop, on either transport.

@@ -114,6 +114,7 @@ mod read_buf;
 pub(crate) mod tls;
 mod transport;
 mod uring;
+mod write_through;
 
 use std::future::poll_fn;
 use std::rc::Rc;

@@ -30,6 +30,7 @@ use slab::Slab;
 
 use super::admission::WaitQueue;
 use super::health::{Finding, Health};
+use super::write_through::{PIPELINE_SEND_NOW_BYTES, WriteThrough};
 use crate::Error;
 use crate::config::{ConnectionConfig, Protocol};
 use crate::resp::Value;
@@ -203,6 +204,9 @@ pub(crate) struct Mux {
     /// Why the last connect attempt failed or the socket died, while no
     /// socket is up; `None` before the first attempt and while up.
     down: Option<String>,
+    /// The socket callers may send to themselves (see
+    /// [`super::write_through`]).
+    pub write_through: WriteThrough,
 }
 
 /// Counters kept per connection ([`Connection::stats`](crate::Connection::stats)).
@@ -288,6 +292,7 @@ impl Shared {
                 stats: ConnectionStats::default(),
                 fail_fast: false,
                 down: None,
+                write_through: WriteThrough::default(),
             }),
             config,
         }
@@ -456,7 +461,22 @@ impl Mux {
         self.stats.calls += 1;
         self.last_activity = now;
         self.hibernating = false;
-        if was_empty {
+        if replies > 1
+            && (end - start) as usize >= PIPELINE_SEND_NOW_BYTES
+            && self.write_through.is_on()
+            && !self.holds_writes()
+        {
+            // A pipeline: sent now, with what is queued before it (see
+            // `write_through`); what the socket does not take is the
+            // driver's.
+            let n = self.write_through.send(&self.out);
+            if n > 0 {
+                self.wrote(n);
+            }
+            if !self.out.is_empty() {
+                wake(&mut self.io_waker);
+            }
+        } else if was_empty {
             wake(&mut self.io_waker);
         }
         // The sweeper must look before this deadline, and soon enough for

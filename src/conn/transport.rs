@@ -53,6 +53,18 @@ macro_rules! dispatch {
     };
 }
 
+impl Transport {
+    /// The descriptor of a plain (not TLS) socket whose descriptor is
+    /// known, for callers that send on it directly.
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        match self {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Unix(_, fd) => *fd,
+            Transport::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Transport {
     fn poll_read(
         self: Pin<&mut Self>,

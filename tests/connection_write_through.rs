@@ -1,0 +1,119 @@
+//! Callers sending their pipelines on the socket themselves: the stream
+//! stays in queue order when a send takes only part of the batch and the
+//! driver sends the rest, when many callers mix pipelines with single
+//! commands (which the driver sends), and across a reconnect.
+
+use std::time::Duration;
+
+use glommio::spawn_local;
+use redcore::{Cmd, Commands, Connection, Error, Value, cmd};
+use redcore_test_support::RedisServer;
+use redcore_test_support::client::{bulk, connect, fast, run, wait_for_pong, within};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A value of `len` bytes that says which task and round wrote it.
+fn value(task: usize, round: usize, len: usize) -> Vec<u8> {
+    let tag = format!("{task}:{round}:");
+    tag.bytes().cycle().take(len).collect()
+}
+
+#[test]
+fn large_and_small_calls_from_many_tasks_stay_paired() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = connect(&server).await;
+        let mut tasks = Vec::new();
+        // Pipelines far larger than a socket buffer: the caller's send
+        // takes part, the driver sends the rest, while others queue.
+        for t in 0..4 {
+            let c = conn.clone();
+            tasks.push(spawn_local(async move {
+                for round in 0..4 {
+                    let key = format!("big:{t}");
+                    let v = value(t, round, (6 << 20) + t * 1000 + round);
+                    let replies = c
+                        .pipeline([
+                            cmd("SET").arg(key.as_str()).arg(v.as_slice()),
+                            cmd("GET").arg(key.as_str()),
+                        ])
+                        .await?;
+                    if replies.get(1) != Some(&Value::BulkString(v.into())) {
+                        return Ok(Some(format!("big {t} round {round}: wrong value back")));
+                    }
+                }
+                Ok::<_, Error>(None)
+            }));
+        }
+        // Pipelines of a few KiB (sent by their callers at once) and lone
+        // commands (batched by the driver) in between.
+        for t in 0..8 {
+            let c = conn.clone();
+            tasks.push(spawn_local(async move {
+                for round in 0..50 {
+                    let cmds: Vec<Cmd> = (0..64)
+                        .map(|i| cmd("ECHO").arg(format!("{t}/{round}/{i}")))
+                        .collect();
+                    let replies = c.pipeline(&cmds).await?;
+                    let expected: Vec<Value> =
+                        (0..64).map(|i| bulk(&format!("{t}/{round}/{i}"))).collect();
+                    if replies != expected {
+                        return Ok(Some(format!("pipeline {t}/{round}: replies out of order")));
+                    }
+                }
+                Ok(None)
+            }));
+        }
+        for t in 0..32 {
+            let c = conn.clone();
+            tasks.push(spawn_local(async move {
+                for i in 0..200 {
+                    let text = format!("small {t} {i}");
+                    let back: String = c.command(["ECHO", text.as_str()]).await?;
+                    if back != text {
+                        return Ok(Some(format!("small {t} {i}: got {back:?}")));
+                    }
+                }
+                Ok(None)
+            }));
+        }
+        for task in tasks {
+            let mismatch = within("a task", 60 * SECOND, task).await.unwrap();
+            assert_eq!(mismatch, None);
+        }
+    });
+}
+
+/// Ten pipelines of 64 `INCR key` (about 1.5 KiB each), one at a time;
+/// checks every reply.
+async fn incr_pipelines(conn: &Connection, key: &str) {
+    for p in 0..10i64 {
+        let replies = conn.pipeline(vec![["INCR", key]; 64]).await.unwrap();
+        let expected: Vec<Value> = (1..=64).map(|i| Value::Integer(p * 64 + i)).collect();
+        assert_eq!(replies, expected);
+    }
+}
+
+#[test]
+fn pipelines_sent_by_their_callers_survive_a_reconnect() {
+    let mut server = RedisServer::start();
+    let config = fast(&server).timeout(2 * SECOND).build().unwrap();
+    let (first_half_tx, first_half_rx) = std::sync::mpsc::channel::<()>();
+    let (restarted_tx, restarted_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        run(move || async move {
+            let conn = Connection::connect(config).await.unwrap();
+            // One pipeline at a time, each sent by its caller.
+            incr_pipelines(&conn, "lone").await;
+            first_half_tx.send(()).unwrap();
+            restarted_rx.recv().unwrap();
+            wait_for_pong(&conn, 10 * SECOND).await;
+            // The new socket takes the callers' sends.
+            incr_pipelines(&conn, "lone:after").await;
+        })
+    });
+    first_half_rx.recv().unwrap();
+    server.restart();
+    restarted_tx.send(()).unwrap();
+    client.join().unwrap();
+}
