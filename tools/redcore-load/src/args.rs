@@ -12,7 +12,7 @@ use clap::{ArgGroup, Parser, ValueEnum};
 /// open loop, latency counted from the intended send time), and reports
 /// throughput, HDR latency percentiles and errors per command.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "redcore-load", version, about, long_about = None)]
+#[command(name = "redcore-load", version, about, long_about = None, after_help = CLIENT_CPU_HELP)]
 #[command(group(ArgGroup::new("target").required(true).args(["cluster", "server"])))]
 pub struct Cli {
     /// A Redis Cluster: seeds as `host:port[,host:port...]`. The first may
@@ -170,6 +170,15 @@ impl Cli {
         }
     }
 }
+
+/// What `--help` says about the client CPU in the report.
+const CLIENT_CPU_HELP: &str = "Client CPU: the report (text and --json: client_cpu_s, \
+client_cpu_us_per_cmd) gives the user + system CPU time of this whole process, every thread \
+(getrusage RUSAGE_SELF), from the first measured command to the end of the last core's load, \
+and that per measured command that ended (succeeded or failed). Left out: start-up, the \
+warm-up, connecting to a --server, shutting down, the --verify read-back. In: the once-a-second \
+progress line and timeline, and on a --cluster the connections to the nodes, which open \
+with the first commands.";
 
 /// Weights of SET and GET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use rand_distr::{Distribution, Zipf};
 use redcore::{Commands, Error, Value};
 
 use crate::args::{KeyPattern, Piece};
+use crate::cpu::CpuTime;
 use crate::plan::{Plan, splitmix64, write_id};
 
 /// Latencies are recorded in nanoseconds, from 1 ns to this, with three
@@ -78,6 +79,9 @@ pub struct Shared {
     /// Set by the main thread to end the run early (the target stopped
     /// answering); tasks send nothing more.
     pub abort: AtomicBool,
+    /// The process's CPU time when the first measured batch of any core
+    /// was about to be built: the start of the client CPU in the report.
+    pub measure_start_cpu: OnceLock<CpuTime>,
 }
 
 impl Shared {
@@ -88,6 +92,7 @@ impl Shared {
             plan,
             start: OnceLock::new(),
             abort: AtomicBool::new(false),
+            measure_start_cpu: OnceLock::new(),
         }
     }
 
@@ -249,6 +254,9 @@ struct Core<C> {
     seq: Cell<u64>,
     writes: Cell<u64>,
     fallbacks: Cell<u64>,
+    /// Whether this core has seen a measured batch (and so made sure
+    /// [`Shared::measure_start_cpu`] is taken).
+    measuring: Cell<bool>,
     zipf: Option<Zipf<f64>>,
     stats: RefCell<Stats>,
 }
@@ -303,6 +311,7 @@ pub async fn run_core<C: Commands + 'static>(
         seq: Cell::new(index as u64 * plan.keys / plan.cores as u64),
         writes: Cell::new(0),
         fallbacks: Cell::new(0),
+        measuring: Cell::new(false),
         zipf: match plan.pattern {
             KeyPattern::Zipf(s) => Some(Zipf::new(plan.keys as f64, s).expect("a valid Zipf law")),
             _ => None,
@@ -407,6 +416,10 @@ impl<C> Core<C> {
             None => None,
         };
         let counted = intended.unwrap_or(now) >= self.measure_start;
+        if counted && !self.measuring.get() {
+            self.measuring.set(true);
+            self.shared.measure_start_cpu.get_or_init(CpuTime::now);
+        }
         let mut n = self.plan().pipeline;
         if let (true, Some(left)) = (counted, self.budget.get()) {
             n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
