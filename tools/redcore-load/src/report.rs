@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::args::KeyPattern;
 use crate::cpu::CpuTime;
-use crate::plan::Plan;
+use crate::plan::{KeyLayout, Plan};
 use crate::worker::{CoreResult, new_histogram};
 
 /// The whole report.
@@ -35,6 +35,10 @@ pub struct Report {
     pub keys: u64,
     /// Key pattern.
     pub key_pattern: String,
+    /// Key layout: `plain` or `tagged`.
+    pub key_layout: &'static str,
+    /// Tagged layout: keys that share a hash tag.
+    pub keys_per_tag: Option<u64>,
     /// Value sizes, bytes (`N` or `N-M`).
     pub data_size: String,
     /// Warm-up, seconds (not counted).
@@ -305,6 +309,14 @@ pub fn build(
             KeyPattern::Sequential => "sequential".into(),
             KeyPattern::Zipf(s) => format!("zipf:{s}"),
         },
+        key_layout: match plan.layout {
+            KeyLayout::Plain => "plain",
+            KeyLayout::Tagged { .. } => "tagged",
+        },
+        keys_per_tag: match plan.layout {
+            KeyLayout::Plain => None,
+            KeyLayout::Tagged { per_tag } => Some(per_tag),
+        },
         data_size: if plan.data.min == plan.data.max {
             plan.data.min.to_string()
         } else {
@@ -335,8 +347,19 @@ pub fn text(r: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "redcore-load: {} | {} cores x {} tasks | pipeline {} | {} | {} keys {} | {} B values",
-        r.target, r.cores, r.tasks_per_core, r.pipeline, mode, r.keys, r.key_pattern, r.data_size
+        "redcore-load: {} | {} cores x {} tasks | pipeline {} | {} | {} keys {}{} | {} B values",
+        r.target,
+        r.cores,
+        r.tasks_per_core,
+        r.pipeline,
+        mode,
+        r.keys,
+        r.key_pattern,
+        match r.keys_per_tag {
+            Some(n) => format!(", tagged ({n} per tag)"),
+            None => String::new(),
+        },
+        r.data_size
     );
     let _ = write!(out, "measured {:.2} s", r.elapsed_secs);
     if r.warmup_secs > 0.0 {

@@ -438,9 +438,19 @@ impl<C> Core<C> {
         Some((intended, counted, n))
     }
 
-    fn next_key(&self, rng: &mut SmallRng) -> u64 {
-        let keys = self.plan().keys;
-        match self.plan().pattern {
+    /// The next key index; `first` is the index of the first key of the
+    /// pipeline being built, if this is not its first key.
+    fn next_key(&self, rng: &mut SmallRng, first: Option<u64>) -> u64 {
+        let plan = self.plan();
+        let keys = plan.keys;
+        // Tagged layout: a pipeline keeps its first key's tag.
+        if let (Some(run), false) = (
+            first.and_then(|f| plan.tag_run(f)),
+            matches!(plan.pattern, KeyPattern::Sequential),
+        ) {
+            return rng.random_range(run);
+        }
+        match plan.pattern {
             KeyPattern::Uniform => rng.random_range(0..keys),
             KeyPattern::Sequential => {
                 let k = self.seq.get();
@@ -454,11 +464,12 @@ impl<C> Core<C> {
         }
     }
 
-    /// Chooses the op, key and value of a command.
-    fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng) {
+    /// Chooses the op, key and value of a command; `first` is the key
+    /// index of the pipeline's first command, unless this is it.
+    fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng, first: Option<u64>) {
         let plan = self.plan();
         let mut op = plan.pick_op(rng.random_range(0..plan.total_weight()));
-        let mut key = self.next_key(rng);
+        let mut key = self.next_key(rng, first);
         slot.write = None;
         if plan.ops[op].verified_set {
             let table = plan.verify.as_ref().expect("a write table with --verify");
@@ -469,7 +480,7 @@ impl<C> Core<C> {
                 if locked {
                     break;
                 }
-                key = self.next_key(rng);
+                key = self.next_key(rng, first);
                 locked = table.try_lock(key);
             }
             if locked {
@@ -602,8 +613,10 @@ async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
     let mut slots: Vec<Slot> = (0..plan.pipeline).map(|_| Slot::default()).collect();
     let mut bounds: Vec<Range<usize>> = Vec::with_capacity(plan.pipeline);
     while let Some((intended, counted, n)) = core.next_batch().await {
+        let mut first = None;
         for slot in &mut slots[..n] {
-            core.prepare(slot, &mut rng);
+            core.prepare(slot, &mut rng, first);
+            first.get_or_insert(slot.key_index);
         }
         let mut flat: Vec<&[u8]> = Vec::with_capacity(n * 4);
         bounds.clear();
