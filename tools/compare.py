@@ -87,15 +87,16 @@ def keyspace_counts(ports):
 
 
 def cluster_masters(t):
-    """The ids of the cluster's healthy masters, and whether every node says
-    cluster_state:ok."""
+    """The ids of the cluster's healthy masters that serve slots, and
+    whether every node says cluster_state:ok. (Right after the cluster is
+    created, its replicas still show as masters without slots for a while.)"""
     ok = all("cluster_state:ok" in run_quiet(["redis-cli", "-p", str(p), "cluster", "info"], "redis-cli cluster info")
              for p in t.node_ports)
     nodes = run_quiet(["redis-cli", "-p", t.port, "cluster", "nodes"], "redis-cli cluster nodes")
     ids = set()
     for line in nodes.splitlines():
         f = line.split()
-        if len(f) > 2 and "master" in f[2].split(",") and "fail" not in f[2]:
+        if len(f) > 8 and "master" in f[2].split(",") and "fail" not in f[2]:
             ids.add(f[0])
     return ok, frozenset(ids)
 
@@ -247,7 +248,7 @@ def fmt_hit(r):
     return "-" if r["hit"] is None else f"{100 * r['hit']:.0f}"
 
 
-def header(opts, load):
+def header(opts, load, clients="redis-server, redis-benchmark"):
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -262,7 +263,7 @@ def header(opts, load):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rev = opts.git_rev or "?"
     return (f"{date} · Linux {platform.release()} · {cpu}, {os.cpu_count()} cores · "
-            f"Redis {ver} (redis-server, redis-benchmark) · redcore {rev} · load average {load} before the runs · "
+            f"Redis {ver} ({clients}) · redcore {rev} · load average {load} before the runs · "
             f"`{opts.command}`")
 
 

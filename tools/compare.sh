@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# redcore-load against redis-benchmark, in one go (issue 6): the same
-# settings on one server and on a 3-master/3-replica cluster, at concurrency
-# 1, concurrency 64 and pipelines of 64, for SET and for GET; prints a
-# Markdown table (ops/s, p50 and p99 latency, client CPU per command, and
-# the ratios redcore / redis-benchmark) with a header line naming the date,
-# the kernel, the CPU, the Redis version and this command.
+# redcore's yardsticks, in one go: redcore-load against redis-benchmark
+# (issue 6, the default) or against redis-rs (issue 17, `--peer redis-rs`),
+# on one server and on a 3-master/3-replica cluster, printing a Markdown
+# table with a header line naming the date, the kernel, the CPU, the Redis
+# version and this command.
 #
-# Usage: tools/compare.sh [--quick] [--requests N] [--repeat K] [--out FILE]
-#   --quick        small request counts (a smoke check, under a minute)
-#   --requests N   base request count per run (default 200000, --quick 20000):
-#                  c64 runs N commands, c1 N/4 and P64 4N (c1 is the slowest
-#                  per command, P64 the fastest), so each run lasts seconds
-#   --repeat K     run every cell K times and keep the median by ops/s
-#                  (default 1)
+# Usage: tools/compare.sh [--peer redis-benchmark|redis-rs] [--quick] [--requests N]
+#                         [--repeat K] [--rounds K] [--out FILE]
+#   --peer P       what redcore is compared with: redis-benchmark (default)
+#                  or redis-rs (tools/redis-rs-load)
+#   --quick        small request counts (a smoke check, a minute or two)
+#   --requests N   redis-benchmark: base request count per run (default
+#                  200000, --quick 20000): c64 runs N commands, c1 N/4 and
+#                  P64 4N. redis-rs: commands per run, every shape (default
+#                  600000, --quick 30000)
+#   --repeat K     redis-benchmark: run every cell K times and keep the
+#                  median run by ops/s (default 1)
+#   --rounds K     redis-rs: interleaved rounds, medians per cell (default 3)
 #   --out FILE     also write the table to FILE
 #
-# What it does: builds redcore-load (release), installs redis when missing
-# (tools/ensure-redis.sh), starts one redis-server and a 3+3 cluster
-# (tools/cluster-lib.sh) on free 127.0.0.1 ports in a temporary directory,
-# runs tools/compare.py, and stops every server it started, by pid (also on
-# failure or Ctrl-C), and removes the directory.
+# What it does: builds redcore-load (and, for redis-rs, redis-rs-load)
+# in release mode, installs redis when missing (tools/ensure-redis.sh),
+# starts one redis-server and a 3+3 cluster (tools/cluster-lib.sh) on free
+# 127.0.0.1 ports in a temporary directory, runs tools/compare.py
+# (redis-benchmark) or tools/compare_redis_rs.py (redis-rs), and stops
+# every server it started, by pid (also on failure or Ctrl-C), and removes
+# the directory. On 2+ CPUs the clients run on the first online CPU
+# (redcore-load pins its executor there itself; redis-benchmark through
+# taskset, redis-rs-load with --cpu) and the servers on the others, so that
+# no client competes with a server for its core.
 #
+# --- Against redis-benchmark (the default) ---
 # Equivalent settings. redis-benchmark is single-threaded, so redcore-load
 # runs with --cores 1. Shapes: c1 = `redis-benchmark -c 1 -P 1` vs
 # `redcore-load --tasks 1`; c64 = `-c 64` vs `--tasks 64` (redcore's 64
@@ -28,9 +38,6 @@
 # opens 64 connections: that difference is the point of the comparison);
 # P64 = `-c 1 -P 64` vs `--tasks 1 --pipeline 64`. Both: 32-byte values,
 # 100000 keys picked uniformly at random (key:N vs key:__rand_int__).
-# On 2+ CPUs the clients run on the first online CPU (redcore-load pins its
-# executor there itself; redis-benchmark through taskset) and the servers on
-# the others, so that neither tool competes with a server for its core.
 #
 # SET/GET fairness: redis-benchmark reports SET and GET as separate tests,
 # so both tools measure them apart, each run its own process (`-t set` /
@@ -42,6 +49,30 @@
 # getrusage(RUSAGE_CHILDREN) just before and after the run, divided by the
 # commands it completed. Measured the same way for both tools; it includes
 # start-up and connecting (a few ms).
+#
+# --- Against redis-rs (--peer redis-rs) ---
+# `redcore-load --cores 1` (one glommio executor) against
+# `redis-rs-load` (tools/redis-rs-load: redis-rs 1.8 on ONE tokio
+# current-thread runtime, its tasks sharing ONE MultiplexedConnection, or
+# one async cluster client; pipelines through redis::pipe()). Shapes, on
+# the server and on the cluster: P64x4 = 4 tasks x pipelines of 64; c1 =
+# 1 task, one command at a time; c64 = 64 tasks x 1. Every run: SET:GET
+# 1:1 mixed in one run, 32-byte values, 100000 keys drawn uniformly, N
+# commands (600000). The server's keys are `key:N`; the cluster's are
+# `key:{T}:N` (--key-layout tagged, 1024 tags) and each pipeline's keys
+# share its first key's tag, so a pipeline is one slot (redis-rs's cluster
+# client refuses pipelines across slots). Both tools name the same keys,
+# written once before the runs, so GETs hit (the table shows the servers'
+# hit rate).
+# Rounds are interleaved: round 1 runs redcore then redis-rs for every
+# cell, round 2 redis-rs then redcore, ...; each figure of the table is
+# the median over the rounds of that figure. Ratios: redcore / redis-rs of
+# ops/s, p50 and client CPU per command.
+# Client CPU here is each tool's own report (client_cpu_us_per_cmd), the
+# same code in both: user + system time of the whole client process
+# (getrusage RUSAGE_SELF) from the first measured command to the end of the
+# load, over the commands that ended; start-up and connecting left out
+# (redcore's cluster connections open with the first commands: in).
 set -euo pipefail
 
 usage() {
@@ -57,12 +88,18 @@ die() {
 command_line="tools/compare.sh"
 for arg in "$@"; do command_line+=" $(printf '%q' "$arg")"; done
 
+peer=redis-benchmark
 quick=""
 requests=""
-repeat=1
+repeat=""
+rounds=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
+        --peer) [ $# -ge 2 ] || usage; peer=$2; shift ;;
+        --peer=*) peer=${1#--peer=} ;;
+        --rounds) [ $# -ge 2 ] || usage; rounds=$2; shift ;;
+        --rounds=*) rounds=${1#--rounds=} ;;
         --quick) quick=1 ;;
         --requests) [ $# -ge 2 ] || usage; requests=$2; shift ;;
         --requests=*) requests=${1#--requests=} ;;
@@ -75,11 +112,28 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if [ -z "$requests" ]; then
-    if [ -n "$quick" ]; then requests=20000; else requests=200000; fi
-fi
+case "$peer" in
+    redis-benchmark)
+        [ -z "$rounds" ] || die "--rounds is for --peer redis-rs (redis-benchmark: --repeat)"
+        repeat=${repeat:-1}
+        if [ -z "$requests" ]; then
+            if [ -n "$quick" ]; then requests=20000; else requests=200000; fi
+        fi
+        ;;
+    redis-rs)
+        [ -z "$repeat" ] || die "--repeat is for --peer redis-benchmark (redis-rs: --rounds)"
+        rounds=${rounds:-3}
+        if [ -z "$requests" ]; then
+            if [ -n "$quick" ]; then requests=30000; else requests=600000; fi
+        fi
+        if ! [[ "$rounds" =~ ^[0-9]+$ ]] || [ "$rounds" -lt 1 ]; then die "--rounds needs a number >= 1, not '$rounds'"; fi
+        ;;
+    *) die "--peer is redis-benchmark or redis-rs, not '$peer'" ;;
+esac
 if ! [[ "$requests" =~ ^[0-9]+$ ]] || [ "$requests" -lt 256 ]; then die "--requests needs a number >= 256, not '$requests'"; fi
-if ! [[ "$repeat" =~ ^[0-9]+$ ]] || [ "$repeat" -lt 1 ]; then die "--repeat needs a number >= 1, not '$repeat'"; fi
+if [ "$peer" = redis-benchmark ] && { ! [[ "$repeat" =~ ^[0-9]+$ ]] || [ "$repeat" -lt 1 ]; }; then
+    die "--repeat needs a number >= 1, not '$repeat'"
+fi
 out_args=()
 if [ -n "$out" ]; then
     # Relative to the caller's directory, not the repository's.
@@ -96,10 +150,15 @@ for bin in redis-server redis-cli redis-benchmark; do
     command -v "$bin" >/dev/null 2>&1 || die "$bin is not on PATH (Debian/Ubuntu: apt-get install redis-server redis-tools)"
 done
 
-echo "compare: building redcore-load (release)" >&2
-cargo build --release -p redcore-load >&2 || die "cargo build --release -p redcore-load failed"
-load_bin=$(source tools/cluster-lib.sh && cargo_target_dir)/release/redcore-load
+packages=(-p redcore-load)
+if [ "$peer" = redis-rs ]; then packages+=(-p redis-rs-load); fi
+echo "compare: building ${packages[*]} (release)" >&2
+cargo build --release "${packages[@]}" >&2 || die "cargo build --release ${packages[*]} failed"
+release_dir=$(source tools/cluster-lib.sh && cargo_target_dir)/release
+load_bin=$release_dir/redcore-load
+rs_load_bin=$release_dir/redis-rs-load
 [ -x "$load_bin" ] || die "$load_bin is missing after the build"
+if [ "$peer" = redis-rs ] && [ ! -x "$rs_load_bin" ]; then die "$rs_load_bin is missing after the build"; fi
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then git_rev+="+uncommitted changes"; fi
 
@@ -178,6 +237,21 @@ for port in "${ports[@]}"; do
 done
 cluster_csv=$(IFS=,; echo "${ports[*]}")
 
+if [ "$peer" = redis-rs ]; then
+    python3 tools/compare_redis_rs.py \
+        --redcore-load "$load_bin" \
+        --redis-rs-load "$rs_load_bin" \
+        --server "127.0.0.1:$single_port" \
+        --cluster "127.0.0.1:${ports[0]}" \
+        --cluster-ports "$cluster_csv" \
+        --requests "$requests" \
+        --rounds "$rounds" \
+        ${pin_args[@]+"${pin_args[@]}"} \
+        --git-rev "$git_rev" \
+        --command "$command_line" \
+        ${out_args[@]+"${out_args[@]}"} || die "the comparison failed (see above)"
+    exit 0
+fi
 python3 tools/compare.py \
     --redcore-load "$load_bin" \
     --server "127.0.0.1:$single_port" \

@@ -12,7 +12,7 @@ use clap::{ArgGroup, Parser, ValueEnum};
 /// open loop, latency counted from the intended send time), and reports
 /// throughput, HDR latency percentiles and errors per command.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "redcore-load", version, about, long_about = None)]
+#[command(name = "redcore-load", version, about, long_about = None, after_help = CLIENT_CPU_HELP)]
 #[command(group(ArgGroup::new("target").required(true).args(["cluster", "server"])))]
 pub struct Cli {
     /// A Redis Cluster: seeds as `host:port[,host:port...]`. The first may
@@ -70,6 +70,22 @@ pub struct Cli {
     /// Prefix of every key.
     #[arg(long, value_name = "TEXT", default_value = "key:")]
     pub key_prefix: String,
+
+    /// How key numbers become names: `plain` (`PREFIXn`) or `tagged`
+    /// (`PREFIX{t}:n`: the key space cut into `--key-tags` runs of
+    /// consecutive numbers, run `t` with its own hash tag). With `tagged`,
+    /// a pipeline's first key is drawn by `--key-pattern` and the others
+    /// share its tag (uniform among its run; `sequential`: the keys after
+    /// it, which may cross into the next run), so that on a cluster a
+    /// pipeline touches one slot.
+    #[arg(long, value_name = "LAYOUT", value_enum, default_value_t = KeyLayoutArg::Plain)]
+    pub key_layout: KeyLayoutArg,
+
+    /// With `--key-layout tagged`: how many hash tags the key space is cut
+    /// into (runs of ceil(keys / N) keys; fewer tags when that leaves
+    /// the last runs empty).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_tags: u64,
 
     /// Stop after this many measured commands in all (split over cores).
     #[arg(long, value_name = "N", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
@@ -170,6 +186,15 @@ impl Cli {
         }
     }
 }
+
+/// What `--help` says about the client CPU in the report.
+const CLIENT_CPU_HELP: &str = "Client CPU: the report (text and --json: client_cpu_s, \
+client_cpu_us_per_cmd) gives the user + system CPU time of this whole process, every thread \
+(getrusage RUSAGE_SELF), from the first measured command to the end of the last core's load, \
+and that per measured command that ended (succeeded or failed). Left out: start-up, the \
+warm-up, connecting to a --server, shutting down, the --verify read-back. In: the once-a-second \
+progress line and timeline, and on a --cluster the connections to the nodes, which open \
+with the first commands.";
 
 /// Weights of SET and GET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,6 +444,15 @@ fn split_placeholders(arg: &str) -> Vec<Piece> {
     }
 }
 
+/// `--key-layout`: how key numbers become key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyLayoutArg {
+    /// `PREFIXn`.
+    Plain,
+    /// `PREFIX{t}:n`, a hash tag per run of consecutive numbers.
+    Tagged,
+}
+
 /// `--ownership`: which cores connect to which cluster nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OwnershipArg {
@@ -586,6 +620,18 @@ mod tests {
         assert_eq!(cli.ratio(), Ratio { set: 1, get: 1 });
         assert_eq!(cli.keys, 100_000);
         assert_eq!(cli.key_prefix, "key:");
+        assert_eq!(cli.key_layout, KeyLayoutArg::Plain);
+        assert_eq!(cli.key_tags, 1024);
+        let cli = parse(&[
+            "--server",
+            "redis://h",
+            "--key-layout",
+            "tagged",
+            "--key-tags",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!((cli.key_layout, cli.key_tags), (KeyLayoutArg::Tagged, 7));
         assert_eq!(cli.measure_duration(), Some(Duration::from_secs(10)));
         assert_eq!(cli.warmup, Duration::ZERO);
         assert_eq!(cli.ownership, None);
@@ -646,6 +692,11 @@ mod tests {
             2
         );
         assert_eq!(usage(&["--server", "redis://a", "--tasks", "0"]), 2);
+        assert_eq!(
+            usage(&["--server", "redis://a", "--key-layout", "hashed"]),
+            2
+        );
+        assert_eq!(usage(&["--server", "redis://a", "--key-tags", "0"]), 2);
         assert_eq!(usage(&["--server", "redis://a", "--ratio", "x"]), 2);
         assert_eq!(usage(&["--server", "redis://a", "--duration", "0s"]), 2);
     }

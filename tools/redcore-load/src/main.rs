@@ -7,6 +7,7 @@
 //! wrong write, 2 for bad arguments.
 
 mod args;
+mod cpu;
 mod plan;
 mod report;
 mod timeline;
@@ -28,6 +29,7 @@ use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
 
 use crate::args::{Cli, OwnershipArg};
+use crate::cpu::CpuTime;
 use crate::plan::Plan;
 use crate::report::Merged;
 use crate::timeline::Timeline;
@@ -221,6 +223,12 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
 
     let stall_limit = cli.stall_limit();
     let stopped_early = wait_with_progress(&shared, &events, progress, &mut timeline, stall_limit);
+    // Every core has ended its load: the end of the measured CPU time
+    // (shutting the cores down is left out).
+    let cpu = shared
+        .measure_start_cpu
+        .get()
+        .map(|start| CpuTime::now().since(start));
     let mut results = Vec::new();
     for r in joiner() {
         results.push(r.map_err(|e| format!("a core failed: {e}"))?);
@@ -248,7 +256,7 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
     if cli.ownership == Some(OwnershipArg::EveryCore) {
         name.push_str(", every-core ownership");
     }
-    let mut report = report::build(plan, name, &merged, elapsed, verify);
+    let mut report = report::build(plan, name, &merged, elapsed, cpu, verify);
     report.stopped_early = stopped_early.clone();
 
     let out = if cli.json {

@@ -1,10 +1,11 @@
 //! What every core sends: the commands and their weights, keys, values,
 //! and the table of acknowledged writes for `--verify`.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::args::{Cli, CommandTemplate, DataSize, KeyPattern, Piece};
+use crate::args::{Cli, CommandTemplate, DataSize, KeyLayoutArg, KeyPattern, Piece};
 
 /// One kind of command in the mix.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct Plan {
     pub pattern: KeyPattern,
     /// Key prefix.
     pub prefix: Vec<u8>,
+    /// How key numbers become names.
+    pub layout: KeyLayout,
     /// Value sizes.
     pub data: DataSize,
     /// Value bytes: `data.max` printable bytes, the same on every run.
@@ -110,6 +113,10 @@ impl Plan {
             keys: cli.keys,
             pattern: cli.key_pattern,
             prefix: cli.key_prefix.as_bytes().to_vec(),
+            layout: match cli.key_layout {
+                KeyLayoutArg::Plain => KeyLayout::Plain,
+                KeyLayoutArg::Tagged => KeyLayout::tagged(cli.keys, cli.key_tags),
+            },
             data: cli.data_size,
             filler,
             requests: cli.requests,
@@ -136,7 +143,25 @@ impl Plan {
     pub fn key(&self, i: u64, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        let mut digits = itoa::Buffer::new();
+        if let KeyLayout::Tagged { per_tag } = self.layout {
+            out.push(b'{');
+            out.extend_from_slice(digits.format(i / per_tag).as_bytes());
+            out.extend_from_slice(b"}:");
+        }
+        out.extend_from_slice(digits.format(i).as_bytes());
+    }
+
+    /// The key indices that share key `i`'s hash tag; `None` in the plain
+    /// layout.
+    pub fn tag_run(&self, i: u64) -> Option<Range<u64>> {
+        match self.layout {
+            KeyLayout::Plain => None,
+            KeyLayout::Tagged { per_tag } => {
+                let start = i / per_tag * per_tag;
+                Some(start..(start + per_tag).min(self.keys))
+            }
+        }
     }
 
     /// The value a verified write `id` carries: its id in hex, `:`, then
@@ -154,6 +179,30 @@ impl Plan {
         let span = (self.data.max - self.data.min) as u64 + 1;
         let size = self.data.min + (splitmix64(id) % span) as usize;
         size.max(VERIFIED_MIN_SIZE)
+    }
+}
+
+/// How key numbers become key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// `PREFIXn`.
+    Plain,
+    /// `PREFIX{t}:n` with `t = n / per_tag`: runs of `per_tag`
+    /// consecutive numbers share a hash tag, so a cluster keeps each run
+    /// in one slot.
+    Tagged {
+        /// Keys per tag (at least 1).
+        per_tag: u64,
+    },
+}
+
+impl KeyLayout {
+    /// The tagged layout of `keys` keys cut into at most `tags` runs of
+    /// equal length (the last may be shorter).
+    pub fn tagged(keys: u64, tags: u64) -> KeyLayout {
+        KeyLayout::Tagged {
+            per_tag: keys.div_ceil(tags.clamp(1, keys.max(1))).max(1),
+        }
     }
 }
 
@@ -333,6 +382,30 @@ mod tests {
         let small = plan(&["--data-size", "3", "--verify"]);
         small.verified_value(write_id(0, 1), &mut a);
         assert_eq!(a.len(), VERIFIED_MIN_SIZE);
+    }
+
+    #[test]
+    fn tagged_keys() {
+        let p = plan(&["--keys", "100000", "--key-layout", "tagged"]);
+        assert_eq!(p.layout, KeyLayout::Tagged { per_tag: 98 });
+        let mut out = Vec::new();
+        p.key(0, &mut out);
+        assert_eq!(out, b"key:{0}:0");
+        p.key(12345, &mut out);
+        assert_eq!(out, b"key:{125}:12345");
+        assert_eq!(p.tag_run(12345), Some(12250..12348));
+        // The last run is shorter: 100000 = 1020 * 98 + 40.
+        assert_eq!(p.tag_run(99_999), Some(99_960..100_000));
+        let p = plan(&["--keys", "10", "--key-layout", "tagged", "--key-tags", "3"]);
+        assert_eq!(p.layout, KeyLayout::Tagged { per_tag: 4 });
+        assert_eq!(p.tag_run(9), Some(8..10));
+        // More tags than keys: a tag per key.
+        let p = plan(&["--keys", "5", "--key-layout", "tagged", "--key-tags", "100"]);
+        assert_eq!(p.tag_run(3), Some(3..4));
+        let p = plan(&["--keys", "5"]);
+        assert_eq!(p.tag_run(3), None);
+        p.key(3, &mut out);
+        assert_eq!(out, b"key:3");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use serde::Serialize;
 
 use crate::args::KeyPattern;
-use crate::plan::Plan;
+use crate::cpu::CpuTime;
+use crate::plan::{KeyLayout, Plan};
 use crate::worker::{CoreResult, new_histogram};
 
 /// The whole report.
@@ -34,6 +35,10 @@ pub struct Report {
     pub keys: u64,
     /// Key pattern.
     pub key_pattern: String,
+    /// Key layout: `plain` or `tagged`.
+    pub key_layout: &'static str,
+    /// Tagged layout: keys that share a hash tag.
+    pub keys_per_tag: Option<u64>,
     /// Value sizes, bytes (`N` or `N-M`).
     pub data_size: String,
     /// Warm-up, seconds (not counted).
@@ -62,6 +67,14 @@ pub struct Report {
     pub late_calls: u64,
     /// The call deadline (`--timeout`) plus 100 ms, microseconds.
     pub late_call_threshold_us: f64,
+    /// CPU time of the whole client process (every thread, user +
+    /// system, from `getrusage(RUSAGE_SELF)`) over the measured phase:
+    /// from the first measured batch to the end of the last core's load.
+    /// `None` when nothing was measured.
+    pub client_cpu_s: Option<f64>,
+    /// `client_cpu_s` per measured command that ended (succeeded or
+    /// failed), microseconds.
+    pub client_cpu_us_per_cmd: Option<f64>,
     /// The check of acknowledged writes, with `--verify`.
     pub verify: Option<VerifyReport>,
     /// Why the run ended before its end, if it did.
@@ -245,6 +258,7 @@ pub fn build(
     target: String,
     merged: &Merged,
     elapsed: Duration,
+    cpu: Option<CpuTime>,
     verify: Option<VerifyReport>,
 ) -> Report {
     let secs = elapsed.as_secs_f64();
@@ -275,6 +289,9 @@ pub fn build(
             *all_errors.entry(kind.clone()).or_default() += n;
         }
     }
+    let total = op_report("all", &merged.total(), &all_errors);
+    let cpu_s = cpu.map(|c| c.total().as_secs_f64());
+    let ended = total.ops + total.errors;
     Report {
         target,
         mode: if plan.rate.is_some() {
@@ -292,6 +309,14 @@ pub fn build(
             KeyPattern::Sequential => "sequential".into(),
             KeyPattern::Zipf(s) => format!("zipf:{s}"),
         },
+        key_layout: match plan.layout {
+            KeyLayout::Plain => "plain",
+            KeyLayout::Tagged { .. } => "tagged",
+        },
+        keys_per_tag: match plan.layout {
+            KeyLayout::Plain => None,
+            KeyLayout::Tagged { per_tag } => Some(per_tag),
+        },
         data_size: if plan.data.min == plan.data.max {
             plan.data.min.to_string()
         } else {
@@ -299,7 +324,9 @@ pub fn build(
         },
         warmup_secs: plan.warmup.as_secs_f64(),
         elapsed_secs: secs,
-        total: op_report("all", &merged.total(), &all_errors),
+        client_cpu_s: cpu_s,
+        client_cpu_us_per_cmd: cpu_s.filter(|_| ended > 0).map(|s| s * 1e6 / ended as f64),
+        total,
         commands,
         unsent: merged.unsent,
         send_lag_us: plan.rate.map(|_| Latency::of(&merged.send_lag)),
@@ -320,8 +347,19 @@ pub fn text(r: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "redcore-load: {} | {} cores x {} tasks | pipeline {} | {} | {} keys {} | {} B values",
-        r.target, r.cores, r.tasks_per_core, r.pipeline, mode, r.keys, r.key_pattern, r.data_size
+        "redcore-load: {} | {} cores x {} tasks | pipeline {} | {} | {} keys {}{} | {} B values",
+        r.target,
+        r.cores,
+        r.tasks_per_core,
+        r.pipeline,
+        mode,
+        r.keys,
+        r.key_pattern,
+        match r.keys_per_tag {
+            Some(n) => format!(", tagged ({n} per tag)"),
+            None => String::new(),
+        },
+        r.data_size
     );
     let _ = write!(out, "measured {:.2} s", r.elapsed_secs);
     if r.warmup_secs > 0.0 {
@@ -372,6 +410,13 @@ pub fn text(r: &Report) -> String {
         fmt_us(r.late_call_threshold_us / 1000.0),
         r.late_calls
     );
+    if let (Some(cpu), Some(per_cmd)) = (r.client_cpu_s, r.client_cpu_us_per_cmd) {
+        let _ = writeln!(
+            out,
+            "client CPU (this whole process, user + system, while measuring): {cpu:.3} s, \
+             {per_cmd:.2} us per command"
+        );
+    }
     if let Some(why) = &r.stopped_early {
         let _ = writeln!(out, "stopped early: {why}");
     }
@@ -517,7 +562,14 @@ mod tests {
         merged.histograms[0].record(5_000).unwrap();
         merged.slowest_call_ns = 2_250_000_000;
         merged.late_calls = 3;
-        let r = build(&plan, "t".into(), &merged, Duration::from_secs(1), None);
+        let r = build(
+            &plan,
+            "t".into(),
+            &merged,
+            Duration::from_secs(1),
+            None,
+            None,
+        );
         assert_eq!(r.slowest_call_us, 2_250_000.0);
         assert_eq!(r.late_calls, 3);
         assert_eq!(r.late_call_threshold_us, 2_100_000.0);
@@ -529,6 +581,50 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn client_cpu_per_command() {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from(["x", "--server", "redis://a"]).unwrap();
+        let plan = Plan::new(&cli, 1, false);
+        let mut merged = Merged::of(&plan, Vec::new());
+        merged.histograms[0].record(5_000).unwrap();
+        merged.histograms[1].record(5_000).unwrap();
+        merged.errors[1].insert("timeout after sending".into(), 2);
+        let cpu = CpuTime {
+            user: Duration::from_micros(3_000),
+            system: Duration::from_micros(1_000),
+        };
+        let r = build(
+            &plan,
+            "t".into(),
+            &merged,
+            Duration::from_secs(1),
+            Some(cpu),
+            None,
+        );
+        // 4 ms over 2 successes and 2 failures.
+        assert_eq!(r.client_cpu_s, Some(0.004));
+        assert_eq!(r.client_cpu_us_per_cmd, Some(1000.0));
+        let shown = text(&r);
+        assert!(
+            shown.contains(
+                "client CPU (this whole process, user + system, while measuring): 0.004 s, \
+                 1000.00 us per command"
+            ),
+            "{shown}"
+        );
+        let r = build(
+            &plan,
+            "t".into(),
+            &merged,
+            Duration::from_secs(1),
+            None,
+            None,
+        );
+        assert_eq!((r.client_cpu_s, r.client_cpu_us_per_cmd), (None, None));
+        assert!(!text(&r).contains("client CPU"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use rand_distr::{Distribution, Zipf};
 use redcore::{Commands, Error, Value};
 
 use crate::args::{KeyPattern, Piece};
+use crate::cpu::CpuTime;
 use crate::plan::{Plan, splitmix64, write_id};
 
 /// Latencies are recorded in nanoseconds, from 1 ns to this, with three
@@ -78,6 +79,9 @@ pub struct Shared {
     /// Set by the main thread to end the run early (the target stopped
     /// answering); tasks send nothing more.
     pub abort: AtomicBool,
+    /// The process's CPU time when the first measured batch of any core
+    /// was about to be built: the start of the client CPU in the report.
+    pub measure_start_cpu: OnceLock<CpuTime>,
 }
 
 impl Shared {
@@ -88,6 +92,7 @@ impl Shared {
             plan,
             start: OnceLock::new(),
             abort: AtomicBool::new(false),
+            measure_start_cpu: OnceLock::new(),
         }
     }
 
@@ -249,6 +254,9 @@ struct Core<C> {
     seq: Cell<u64>,
     writes: Cell<u64>,
     fallbacks: Cell<u64>,
+    /// Whether this core has seen a measured batch (and so made sure
+    /// [`Shared::measure_start_cpu`] is taken).
+    measuring: Cell<bool>,
     zipf: Option<Zipf<f64>>,
     stats: RefCell<Stats>,
 }
@@ -303,6 +311,7 @@ pub async fn run_core<C: Commands + 'static>(
         seq: Cell::new(index as u64 * plan.keys / plan.cores as u64),
         writes: Cell::new(0),
         fallbacks: Cell::new(0),
+        measuring: Cell::new(false),
         zipf: match plan.pattern {
             KeyPattern::Zipf(s) => Some(Zipf::new(plan.keys as f64, s).expect("a valid Zipf law")),
             _ => None,
@@ -407,6 +416,10 @@ impl<C> Core<C> {
             None => None,
         };
         let counted = intended.unwrap_or(now) >= self.measure_start;
+        if counted && !self.measuring.get() {
+            self.measuring.set(true);
+            self.shared.measure_start_cpu.get_or_init(CpuTime::now);
+        }
         let mut n = self.plan().pipeline;
         if let (true, Some(left)) = (counted, self.budget.get()) {
             n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -425,9 +438,19 @@ impl<C> Core<C> {
         Some((intended, counted, n))
     }
 
-    fn next_key(&self, rng: &mut SmallRng) -> u64 {
-        let keys = self.plan().keys;
-        match self.plan().pattern {
+    /// The next key index; `first` is the index of the first key of the
+    /// pipeline being built, if this is not its first key.
+    fn next_key(&self, rng: &mut SmallRng, first: Option<u64>) -> u64 {
+        let plan = self.plan();
+        let keys = plan.keys;
+        // Tagged layout: a pipeline keeps its first key's tag.
+        if let (Some(run), false) = (
+            first.and_then(|f| plan.tag_run(f)),
+            matches!(plan.pattern, KeyPattern::Sequential),
+        ) {
+            return rng.random_range(run);
+        }
+        match plan.pattern {
             KeyPattern::Uniform => rng.random_range(0..keys),
             KeyPattern::Sequential => {
                 let k = self.seq.get();
@@ -441,11 +464,12 @@ impl<C> Core<C> {
         }
     }
 
-    /// Chooses the op, key and value of a command.
-    fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng) {
+    /// Chooses the op, key and value of a command; `first` is the key
+    /// index of the pipeline's first command, unless this is it.
+    fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng, first: Option<u64>) {
         let plan = self.plan();
         let mut op = plan.pick_op(rng.random_range(0..plan.total_weight()));
-        let mut key = self.next_key(rng);
+        let mut key = self.next_key(rng, first);
         slot.write = None;
         if plan.ops[op].verified_set {
             let table = plan.verify.as_ref().expect("a write table with --verify");
@@ -456,7 +480,7 @@ impl<C> Core<C> {
                 if locked {
                     break;
                 }
-                key = self.next_key(rng);
+                key = self.next_key(rng, first);
                 locked = table.try_lock(key);
             }
             if locked {
@@ -589,8 +613,10 @@ async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
     let mut slots: Vec<Slot> = (0..plan.pipeline).map(|_| Slot::default()).collect();
     let mut bounds: Vec<Range<usize>> = Vec::with_capacity(plan.pipeline);
     while let Some((intended, counted, n)) = core.next_batch().await {
+        let mut first = None;
         for slot in &mut slots[..n] {
-            core.prepare(slot, &mut rng);
+            core.prepare(slot, &mut rng, first);
+            first.get_or_insert(slot.key_index);
         }
         let mut flat: Vec<&[u8]> = Vec::with_capacity(n * 4);
         bounds.clear();
