@@ -58,7 +58,11 @@
 # the server and on the cluster: P64x4 = 4 tasks x pipelines of 64; c1 =
 # 1 task, one command at a time; c64 = 64 tasks x 1. Every run: SET:GET
 # 1:1 mixed in one run, 32-byte values, 100000 keys drawn uniformly, N
-# commands (600000). The server's keys are `key:N`; the cluster's are
+# commands (600000; c1 runs N/20, as one command at a time is far slower
+# per command). Beside the server's c1 runs, examples/glommio_floor sends
+# the same commands one at a time over a bare glommio socket (with and
+# without a deadline timer per request): the runtime's own floor under a
+# lone request, shown in a second table. The server's keys are `key:N`; the cluster's are
 # `key:{T}:N` (--key-layout tagged, 1024 tags) and each pipeline's keys
 # share its first key's tag, so a pipeline is one slot (redis-rs's cluster
 # client refuses pipelines across slots). Both tools name the same keys,
@@ -159,6 +163,11 @@ load_bin=$release_dir/redcore-load
 rs_load_bin=$release_dir/redis-rs-load
 [ -x "$load_bin" ] || die "$load_bin is missing after the build"
 if [ "$peer" = redis-rs ] && [ ! -x "$rs_load_bin" ]; then die "$rs_load_bin is missing after the build"; fi
+floor_bin=$release_dir/examples/glommio_floor
+if [ "$peer" = redis-rs ]; then
+    cargo build --release --example glommio_floor >&2 || die "cargo build --release --example glommio_floor failed"
+    [ -x "$floor_bin" ] || die "$floor_bin is missing after the build"
+fi
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then git_rev+="+uncommitted changes"; fi
 
@@ -241,6 +250,7 @@ if [ "$peer" = redis-rs ]; then
     python3 tools/compare_redis_rs.py \
         --redcore-load "$load_bin" \
         --redis-rs-load "$rs_load_bin" \
+        --glommio-floor "$floor_bin" \
         --server "127.0.0.1:$single_port" \
         --cluster "127.0.0.1:${ports[0]}" \
         --cluster-ports "$cluster_csv" \

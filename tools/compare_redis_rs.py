@@ -19,8 +19,10 @@ import time
 from compare import (Target, cluster_masters, fail, fmt_int, fmt_ratio, fmt_us, header, keyspace_counts,
                      run, run_quiet)
 
-# Issue 17's shapes: (name, tasks, commands per pipeline).
-SHAPES = [("P64x4", 4, 64), ("c1", 1, 1), ("c64", 64, 1)]
+# Issue 17's shapes: (name, tasks, commands per pipeline, share of
+# --requests a run sends: one command at a time is some 30x slower per
+# command, so c1 runs send a twentieth, and still last seconds).
+SHAPES = [("P64x4", 4, 64, 1.0), ("c1", 1, 1, 0.05), ("c64", 64, 1, 1.0)]
 TOOLS = ["redcore", "redis-rs"]
 # What the table shows of a run, each the median over the rounds.
 METRICS = ["ops_per_sec", "p50", "p99", "cpu_us_per_cmd"]
@@ -66,9 +68,12 @@ class Runner:
         print(f"compare: {t.name}: {self.o.keys} {self.layout(t)} keys written in "
               f"{time.monotonic() - started:.0f} s", file=sys.stderr)
 
+    def requests(self, shape):
+        return max(64, int(self.o.requests * shape[3]))
+
     def measure(self, tool, t, shape):
-        name, tasks, pipeline = shape
-        requests = self.o.requests
+        name, tasks, pipeline, _ = shape
+        requests = self.requests(shape)
         cmd = self.cmd(tool, t, tasks, pipeline, requests)
         h0 = keyspace_counts(t.node_ports)
         proc = run(cmd, tool, requests)
@@ -92,6 +97,27 @@ class Runner:
         looked = (h1[0] - h0[0]) + (h1[1] - h0[1])
         r["hit"] = (h1[0] - h0[0]) / looked if looked else None
         print(f"compare: {t.name} {name} {tool}: {r['ops_per_sec']:.0f} ops/s, p50 {r['p50']:.1f} us, "
+              f"{r['cpu_us_per_cmd']:.2f} us CPU/cmd", file=sys.stderr)
+        return r
+
+    def floor(self, t, mode):
+        """examples/glommio_floor: one command at a time over a bare glommio
+        socket (mode bare, or deadline: with a timer per request), pinned
+        where redcore-load pins itself."""
+        requests = self.requests(SHAPES[1])
+        cmd = [self.o.glommio_floor, f"{t.host}:{t.port}", str(requests), mode]
+        if self.o.client_cpu is not None:
+            cmd.append(str(self.o.client_cpu))
+        proc = run(cmd, f"glommio_floor {mode}", requests)
+        if proc.returncode != 0:
+            fail(f"glommio_floor failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+        fields = dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f)
+        try:
+            r = {"ops_per_sec": float(fields["ops_per_sec"]), "p50": float(fields["p50_us"]),
+                 "cpu_us_per_cmd": float(fields["cpu_us_per_cmd"])}
+        except (KeyError, ValueError) as e:
+            fail(f"unexpected output from glommio_floor ({e}): {proc.stdout}")
+        print(f"compare: {t.name} c1 glommio {mode}: {r['ops_per_sec']:.0f} ops/s, p50 {r['p50']:.1f} us, "
               f"{r['cpu_us_per_cmd']:.2f} us CPU/cmd", file=sys.stderr)
         return r
 
@@ -126,7 +152,11 @@ def fmt_hit(row):
     return "-" if row["hit"] is None else f"{100 * row['hit']:.0f}"
 
 
-def table(opts, cells, load):
+# examples/glommio_floor's modes, as the floor table names them.
+FLOOR_MODES = {"bare": "nothing else", "deadline": "a deadline timer per request"}
+
+
+def table(opts, cells, load, floors):
     lines = [header(opts, load, f"redis-server; redis-rs {redis_rs_version()}"), ""]
     lines.append("| target | shape "
                  "| redcore ops/s | redcore p50 µs | redcore p99 µs | redcore CPU µs/cmd "
@@ -147,6 +177,18 @@ def table(opts, cells, load):
         for tool, row in by_tool.items():
             if row["errors"]:
                 errors.append(f"{target} {shape}: {tool} reported {row['errors']} errors over the rounds")
+    if floors:
+        lines += ["", "The floor under c1 on the server: the same commands, one at a time, over a bare glommio "
+                  "socket (`examples/glommio_floor.rs`), interleaved with the runs above; redcore's c1 "
+                  "over it.", "",
+                  "| client | ops/s | p50 µs | CPU µs/cmd | redcore c1 p50 / it | redcore c1 CPU / it |",
+                  "|---|--:|--:|--:|--:|--:|"]
+        a = cells[("server", "c1")]["redcore"]
+        for mode, runs in floors.items():
+            f = {m: statistics.median(r[m] for r in runs) for m in ("ops_per_sec", "p50", "cpu_us_per_cmd")}
+            lines.append(f"| bare glommio, {FLOOR_MODES[mode]} | {fmt_int(f['ops_per_sec'])} | {fmt_us(f['p50'])} "
+                         f"| {f['cpu_us_per_cmd']:.2f} | {fmt_ratio(a['p50'], f['p50'])} "
+                         f"| {fmt_ratio(a['cpu_us_per_cmd'], f['cpu_us_per_cmd'])} |")
     pin = (f"Clients pinned to CPU {opts.client_cpu} (redcore-load pins its one executor there itself, "
            f"redis-rs-load with --cpu), servers to CPUs {opts.server_cpus}"
            if opts.client_cpu is not None else "Nothing pinned (one CPU only)")
@@ -157,7 +199,8 @@ def table(opts, cells, load):
         "current-thread runtime; its tasks share one `MultiplexedConnection`, or one async cluster "
         "client; pipelines are `redis::pipe()`, not atomic).",
         f"Shapes: P64x4 = 4 tasks, each sending pipelines of 64; c1 = 1 task, one command at a time; "
-        f"c64 = 64 tasks, one command at a time. Every run: {opts.requests} commands, SET:GET 1:1 mixed "
+        f"c64 = 64 tasks, one command at a time. Every run: {opts.requests} commands (c1: "
+        f"{max(64, int(opts.requests * SHAPES[1][3]))}), SET:GET 1:1 mixed "
         f"in the run, {opts.data_size}-byte values, {opts.keys} keys drawn uniformly at random. Server: "
         f"keys `key:N`; cluster (3 masters + 3 replicas): keys `key:{{T}}:N` (`--key-layout tagged`, "
         f"1024 hash tags), a pipeline's keys share its first key's tag, so each pipeline is one slot "
@@ -181,6 +224,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--redcore-load", required=True)
     ap.add_argument("--redis-rs-load", required=True)
+    ap.add_argument("--glommio-floor", required=True, help="the built examples/glommio_floor")
     ap.add_argument("--server", required=True, help="host:port of the single server")
     ap.add_argument("--cluster", required=True, help="host:port of one cluster node")
     ap.add_argument("--cluster-ports", required=True, help="every cluster node's port, comma-separated")
@@ -215,6 +259,7 @@ def main():
     for t in targets:
         runner.prefill(t)
     runs = {(t.name, s[0]): {tool: [] for tool in TOOLS} for t in targets for s in SHAPES}
+    floors = {mode: [] for mode in FLOOR_MODES}
     for rnd in range(opts.rounds):
         order = TOOLS if rnd % 2 == 0 else TOOLS[::-1]
         print(f"compare: round {rnd + 1} of {opts.rounds} ({' then '.join(order)})", file=sys.stderr)
@@ -222,6 +267,9 @@ def main():
             for shape in SHAPES:
                 for tool in order:
                     runs[(t.name, shape[0])][tool].append(runner.measure(tool, t, shape))
+                if not t.cluster and shape[0] == "c1":
+                    for mode in FLOOR_MODES:
+                        floors[mode].append(runner.floor(t, mode))
     after = cluster_masters(targets[1])
     if after != masters:
         nodes = run_quiet(["redis-cli", "-p", targets[1].port, "cluster", "nodes"], "redis-cli cluster nodes")
@@ -231,7 +279,7 @@ def main():
     print(f"compare: all runs took {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     cells = {cell: {tool: median_row(r) for tool, r in by_tool.items()} for cell, by_tool in runs.items()}
-    text = table(opts, cells, load)
+    text = table(opts, cells, load, floors)
     sys.stdout.write(text)
     if opts.out:
         try:
