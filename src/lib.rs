@@ -16,7 +16,8 @@
 //! - [`Connection`]: one socket (TCP, Unix, TLS) on the current glommio
 //!   executor, shared by every task on the core and auto-pipelined:
 //!   each call encodes its command into the connection's batch buffer, one
-//!   task writes the whole batch and reads replies back in order. It
+//!   task writes the whole batch (an explicit pipeline of 1 KiB or more is
+//!   sent by its caller at once) and reads replies back in order. It
 //!   handshakes with `HELLO` (falling back to RESP2), reconnects with
 //!   backoff, and never resends a command that may have been applied.
 //!   [`config::ConnectionConfig`] holds its options; a Redis URI works too.

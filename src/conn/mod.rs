@@ -13,6 +13,16 @@
 //! only, so RESP3 push frames are routed to a separate receiver and never
 //! shift that order.
 //!
+//! One exception to "the connection task writes": an explicit pipeline or
+//! transaction of 1 KiB or more is sent by its caller at once, with what is
+//! queued before it, in one non-blocking `send` on glommio's plain socket
+//! (not TLS, not the io_uring transport). Otherwise a few tasks sending
+//! pipelines make client and server take turns: every pipeline of a round
+//! would reach the server only after the last one was prepared. Bytes
+//! leave from the front of the same buffer whoever sends, so the order on
+//! the wire is the queue order; what the socket does not take is left to
+//! the connection task.
+//!
 //! Two transports carry the bytes, chosen by
 //! [`ConnectionConfig::transport`] (or `REDCORE_TRANSPORT`); both keep every
 //! guarantee below.
