@@ -117,3 +117,25 @@ fn pipelines_sent_by_their_callers_survive_a_reconnect() {
     restarted_tx.send(()).unwrap();
     client.join().unwrap();
 }
+
+#[test]
+fn a_call_dropped_before_it_was_written_stays_unsent_when_a_pipeline_goes_out() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = connect(&server).await;
+        // Queued, then dropped before the driver could write it: withdrawn.
+        let r = futures_lite::future::or(
+            async { Some(conn.command::<i64>(["INCR", "withdrawn"]).await) },
+            async { None },
+        )
+        .await;
+        assert!(r.is_none());
+        // In the same turn, a pipeline its caller sends at once, from the
+        // same batch buffer: the withdrawn INCR must be cut out first.
+        incr_pipelines(&conn, "after-withdrawn").await;
+        let v: Option<i64> = conn.command(["GET", "withdrawn"]).await.unwrap();
+        assert_eq!(v, None, "a call dropped before being written was sent");
+        let n: i64 = conn.command(["INCR", "after-withdrawn"]).await.unwrap();
+        assert_eq!(n, 641);
+    });
+}

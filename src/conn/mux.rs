@@ -465,10 +465,15 @@ impl Mux {
             && (end - start) as usize >= PIPELINE_SEND_NOW_BYTES
             && self.write_through.is_on()
             && !self.holds_writes()
+            && self.give_up.is_none()
         {
             // A pipeline: sent now, with what is queued before it (see
             // `write_through`); what the socket does not take is the
-            // driver's.
+            // driver's. As before any write, withdrawn calls are cut out
+            // first: they must never reach the server.
+            if self.needs_compaction() {
+                self.compact();
+            }
             let n = self.write_through.send(&self.out);
             if n > 0 {
                 self.wrote(n);
