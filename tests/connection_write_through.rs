@@ -6,11 +6,18 @@
 use std::time::Duration;
 
 use glommio::spawn_local;
-use redcore::{Cmd, Commands, Connection, Error, Value, cmd};
+use redcore::{Cmd, Commands, Connection, Error, TransportKind, Value, cmd};
 use redcore_test_support::RedisServer;
 use redcore_test_support::client::{bulk, connect, fast, run, wait_for_pong, within};
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// Callers send only on glommio's sockets: under `REDCORE_TRANSPORT=io_uring`
+/// (`tools/test.sh` runs this file on both) these tests check the order
+/// of the stream alone.
+fn sends_by_callers(conn: &Connection) -> bool {
+    conn.transport() == TransportKind::Glommio
+}
 
 /// A value of `len` bytes that says which task and round wrote it.
 fn value(task: usize, round: usize, len: usize) -> Vec<u8> {
@@ -81,6 +88,13 @@ fn large_and_small_calls_from_many_tasks_stay_paired() {
             let mismatch = within("a task", 60 * SECOND, task).await.unwrap();
             assert_eq!(mismatch, None);
         }
+        if sends_by_callers(&conn) {
+            assert!(
+                conn.stats().caller_sends > 0,
+                "no pipeline was sent by its caller: {:?}",
+                conn.stats()
+            );
+        }
     });
 }
 
@@ -105,6 +119,9 @@ fn pipelines_sent_by_their_callers_survive_a_reconnect() {
             let conn = Connection::connect(config).await.unwrap();
             // One pipeline at a time, each sent by its caller.
             incr_pipelines(&conn, "lone").await;
+            if sends_by_callers(&conn) {
+                assert!(conn.stats().caller_sends >= 9, "{:?}", conn.stats());
+            }
             first_half_tx.send(()).unwrap();
             restarted_rx.recv().unwrap();
             wait_for_pong(&conn, 10 * SECOND).await;
@@ -123,6 +140,10 @@ fn a_call_dropped_before_it_was_written_stays_unsent_when_a_pipeline_goes_out() 
     let server = RedisServer::start();
     run(move || async move {
         let conn = connect(&server).await;
+        // One round trip first, so that the I/O loop runs and lends the
+        // socket to callers.
+        wait_for_pong(&conn, 5 * SECOND).await;
+        let sends = conn.stats().caller_sends;
         // Queued, then dropped before the driver could write it: withdrawn.
         let r = futures_lite::future::or(
             async { Some(conn.command::<i64>(["INCR", "withdrawn"]).await) },
@@ -133,6 +154,9 @@ fn a_call_dropped_before_it_was_written_stays_unsent_when_a_pipeline_goes_out() 
         // In the same turn, a pipeline its caller sends at once, from the
         // same batch buffer: the withdrawn INCR must be cut out first.
         incr_pipelines(&conn, "after-withdrawn").await;
+        if sends_by_callers(&conn) {
+            assert_eq!(conn.stats().caller_sends, sends + 10, "{:?}", conn.stats());
+        }
         let v: Option<i64> = conn.command(["GET", "withdrawn"]).await.unwrap();
         assert_eq!(v, None, "a call dropped before being written was sent");
         let n: i64 = conn.command(["INCR", "after-withdrawn"]).await.unwrap();

@@ -262,6 +262,7 @@ async fn io_loop(
                 }
                 Poll::Ready(Ok(n)) => {
                     st.wrote(n);
+                    st.write_through.room_again();
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(e.into()),

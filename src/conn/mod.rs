@@ -15,13 +15,16 @@
 //!
 //! One exception to "the connection task writes": an explicit pipeline or
 //! transaction of 1 KiB or more is sent by its caller at once, with what is
-//! queued before it, in one non-blocking `send` on glommio's plain socket
-//! (not TLS, not the io_uring transport). Otherwise a few tasks sending
+//! queued before it, in one non-blocking `send` on glommio's plain TCP
+//! socket (not TLS, not the io_uring transport). Otherwise a few tasks sending
 //! pipelines make client and server take turns: every pipeline of a round
 //! would reach the server only after the last one was prepared. Bytes
 //! leave from the front of the same buffer whoever sends, so the order on
 //! the wire is the queue order; what the socket does not take is left to
-//! the connection task.
+//! the connection task. Such a pipeline is written as soon as it is
+//! queued, so dropping its future no longer withdraws it (a call dropped
+//! before anything wrote it is still never sent);
+//! [`ConnectionStats::caller_sends`] counts these sends.
 //!
 //! Two transports carry the bytes, chosen by
 //! [`ConnectionConfig::transport`] (or `REDCORE_TRANSPORT`); both keep every

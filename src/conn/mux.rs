@@ -234,6 +234,11 @@ pub struct ConnectionStats {
     /// past `max_reply_bytes`, or their caller gave up while they streamed
     /// in (each also counts in `replies`).
     pub replies_skipped: u64,
+    /// Pipelines and transactions of 1 KiB or more sent by their caller
+    /// at once, with whatever was queued before them, instead of by the
+    /// connection task (each also counts in `writes`; see
+    /// [`Connection`](crate::Connection)).
+    pub caller_sends: u64,
 }
 
 /// What a connection's handles and tasks share (behind an `Rc`): its
@@ -463,7 +468,7 @@ impl Mux {
         self.hibernating = false;
         if replies > 1
             && (end - start) as usize >= PIPELINE_SEND_NOW_BYTES
-            && self.write_through.is_on()
+            && self.write_through.may_send()
             && !self.holds_writes()
             && self.give_up.is_none()
         {
@@ -477,6 +482,7 @@ impl Mux {
             let n = self.write_through.send(&self.out);
             if n > 0 {
                 self.wrote(n);
+                self.stats.caller_sends += 1;
             }
             if !self.out.is_empty() {
                 wake(&mut self.io_waker);

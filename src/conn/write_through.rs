@@ -12,16 +12,24 @@
 //! get them all, while the client waits for the server to work through
 //! them all. Client and server take turns instead of working side by
 //! side. Sent as soon as it is encoded, the first pipeline is being
-//! served while the next is prepared. (Measured with `redcore-load
-//! --tasks 4 --pipeline 64` against one server: about 1.4x the commands
-//! per second; see the README's speed section.) A pipeline is already a
+//! served while the next is prepared (see "Against redis-rs" in the
+//! README's speed section for what it measured). A pipeline is already a
 //! batch, so its own system call costs little per command; single
 //! commands, however large, are left to the driver, so that many tasks
 //! sending large values still share one write per round.
 //!
-//! Only for sockets the glommio I/O loop runs in plain TCP or Unix mode:
-//! TLS needs rustls's framing, and the io_uring transport sends from its
-//! own registered buffers. The bytes leave from the front of the batch
+//! Only for plain TCP sockets on glommio's transport (and Unix sockets
+//! redcore connected itself, which happens only when the io_uring
+//! transport was asked for and could not take the socket): TLS needs
+//! rustls's framing, glommio's `UnixStream` does not give its descriptor
+//! out, and the io_uring transport sends from its own registered buffers.
+//! A send that finds the socket full stops callers from trying again
+//! until the driver has written.
+//!
+//! One consequence: a pipeline sent this way is on the wire as soon as it
+//! is queued, so dropping its future can no longer withdraw it (a smaller
+//! call dropped before the driver wrote it is still never sent). Its
+//! error says so as for any written call: `maybe_applied`. The bytes leave from the front of the batch
 //! buffer, exactly as the driver would send them, so the stream order is
 //! the queue order whoever sends. A send that would block, or fails,
 //! leaves the bytes where they are and the driver is woken: it waits for
@@ -38,12 +46,16 @@ pub(crate) const PIPELINE_SEND_NOW_BYTES: usize = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct WriteThrough {
     fd: Option<RawFd>,
+    /// The last send did not take everything: the socket is full until
+    /// the driver writes again, and callers do not try in between.
+    full: bool,
 }
 
 impl WriteThrough {
     /// Callers may send on `fd` until [`stop`](Self::stop).
     pub fn start(&mut self, fd: RawFd) {
         self.fd = Some(fd);
+        self.full = false;
     }
 
     /// The I/O loop is done with the socket: callers leave it alone.
@@ -51,15 +63,21 @@ impl WriteThrough {
         self.fd = None;
     }
 
-    /// True while a caller may send.
-    pub fn is_on(&self) -> bool {
-        self.fd.is_some()
+    /// True while a caller may send: the I/O loop lends the socket, and
+    /// the last send did not find it full.
+    pub fn may_send(&self) -> bool {
+        self.fd.is_some() && !self.full
+    }
+
+    /// The driver wrote: the socket took bytes again.
+    pub fn room_again(&mut self) {
+        self.full = false;
     }
 
     /// Sends what the socket takes of `bytes` now, without waiting: the
     /// number of bytes sent (0 when it would block, or on any error,
     /// which the driver will meet itself).
-    pub fn send(&self, bytes: &[u8]) -> usize {
+    pub fn send(&mut self, bytes: &[u8]) -> usize {
         let Some(fd) = self.fd else { return 0 };
         if bytes.is_empty() {
             return 0;
@@ -75,6 +93,8 @@ impl WriteThrough {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        usize::try_from(n).unwrap_or(0)
+        let sent = usize::try_from(n).unwrap_or(0);
+        self.full = sent < bytes.len();
+        sent
     }
 }

@@ -79,6 +79,7 @@ float_arg!(f32, f64);
 /// The most bytes a `<kind><len>\r\n` header takes: a kind byte, 20
 /// digits (`u64::MAX`) and CRLF.
 const HEADER_MAX: usize = 23;
+const _: () = assert!(usize::BITS <= 64, "HEADER_MAX holds 20 digits at most");
 
 /// Writes `<kind><n>\r\n` at `dst` and returns how many bytes it wrote
 /// (at most [`HEADER_MAX`]). Counts under 100 (most argument lengths, and
