@@ -178,6 +178,8 @@ pub use cmd::{Args, Cmd, Route, cmd};
 pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
 pub use conn::commands;
 pub use conn::commands::Commands;
+pub use conn::pubsub;
+pub use conn::pubsub::{PubSubEvent, Subscription};
 pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};
 #[doc(hidden)]
 pub use conn::{RingStats, io_uring_stats};

@@ -11,6 +11,6 @@
 //! ```
 
 pub use crate::commands::{
-    Commands, HashCommands, KeyCommands, ListCommands, SetCommands, SortedSetCommands,
-    StreamCommands, StringCommands,
+    Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, SetCommands,
+    SortedSetCommands, StreamCommands, StringCommands,
 };

@@ -100,6 +100,16 @@ pub struct ConnectionConfig {
     /// Push frames (RESP3 `>`) kept for the push receiver before the
     /// newest are dropped (default 1024).
     pub push_capacity: usize,
+    /// Messages a [`Subscription`](crate::Subscription) queues for its
+    /// reader before its [`Overflow`](crate::pubsub::Overflow) policy
+    /// drops some (default 16 384).
+    pub subscription_capacity: usize,
+    /// Bytes of messages (channel, pattern and payload, plus 64 per
+    /// message) a subscription queues, at most (default 64 MiB).
+    pub subscription_max_bytes: usize,
+    /// What a subscription whose queue is full drops (default: the
+    /// oldest message); the reader is told with a gap either way.
+    pub subscription_overflow: crate::pubsub::Overflow,
     /// How bytes move to and from the socket (default
     /// [`TransportKind::Auto`]).
     pub transport: TransportKind,
@@ -131,6 +141,9 @@ impl Default for ConnectionConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             decoder_limits: DecoderLimits::default(),
             push_capacity: 1024,
+            subscription_capacity: 16384,
+            subscription_max_bytes: 64 << 20,
+            subscription_overflow: crate::pubsub::Overflow::DropOldest,
             transport: TransportKind::Auto,
         }
     }
@@ -162,6 +175,9 @@ impl fmt::Debug for ConnectionConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("decoder_limits", &self.decoder_limits)
             .field("push_capacity", &self.push_capacity)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("subscription_max_bytes", &self.subscription_max_bytes)
+            .field("subscription_overflow", &self.subscription_overflow)
             .field("transport", &self.transport)
             .finish()
     }
@@ -258,6 +274,8 @@ impl ConnectionConfig {
             ("max_in_flight", self.max_in_flight),
             ("max_batch_bytes", self.max_batch_bytes),
             ("push_capacity", self.push_capacity),
+            ("subscription_capacity", self.subscription_capacity),
+            ("subscription_max_bytes", self.subscription_max_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(option, "must be greater than zero"));
@@ -539,6 +557,21 @@ impl ConnectionConfigBuilder {
     /// Push frames kept for the push receiver (default 1024).
     pub fn push_capacity(mut self, capacity: usize) -> Self {
         self.config.push_capacity = capacity;
+        self
+    }
+
+    /// Messages a subscription queues for its reader, at most (default
+    /// 16 384), and bytes (default 64 MiB).
+    pub fn subscription_capacity(mut self, messages: usize, bytes: usize) -> Self {
+        self.config.subscription_capacity = messages;
+        self.config.subscription_max_bytes = bytes;
+        self
+    }
+
+    /// What a subscription whose queue is full drops (default
+    /// [`Overflow::DropOldest`](crate::pubsub::Overflow::DropOldest)).
+    pub fn subscription_overflow(mut self, overflow: crate::pubsub::Overflow) -> Self {
+        self.config.subscription_overflow = overflow;
         self
     }
 

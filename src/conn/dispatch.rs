@@ -13,6 +13,7 @@
 use bytes::BytesMut;
 
 use super::mux::Mux;
+use super::pubsub::is_resp2_pubsub;
 use crate::Error;
 use crate::resp::{Decoder, ProtocolError, Step};
 
@@ -50,6 +51,9 @@ pub(crate) fn dispatch(
         *budget = budget.saturating_sub(before - buf.len());
         match step {
             Step::Frame(v) if v.is_push() => st.on_push(v, push_capacity),
+            Step::Frame(v) if st.resp2_pubsub && is_resp2_pubsub(&v) => {
+                st.on_push(v, push_capacity)
+            }
             Step::Frame(v) => st.on_reply(v)?,
             Step::TooLarge { push } => {
                 let limit = decoder.limits().max_reply_bytes;

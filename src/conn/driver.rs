@@ -15,12 +15,14 @@ use glommio::timer::Timer;
 use super::dispatch::{self, DECODE_BUDGET, Drained, dispatch};
 use super::handshake::{self, Negotiated};
 use super::health::{self, Finding, ProbeOutcome};
-use super::mux::{Link, Shared};
+use super::mux::{Link, Mux, Shared};
+use super::pubsub;
 use super::read_buf::ReadBuf;
 use super::transport::{self, Transport};
 use super::uring;
 use crate::Error;
-use crate::config::TransportKind;
+use crate::cmd::Args;
+use crate::config::{ConnectionConfig, TransportKind};
 use crate::resp::Decoder;
 
 /// Reads per wake-up before the driver yields, so callers woken by the
@@ -85,7 +87,13 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
                 // Bytes that came after the handshake's last reply can only
                 // be pushes: a reply nobody asked for would be paired with
                 // the next caller's command, so such a socket is dropped.
-                match take_early_frames(&shared, &mut decoder, &mut rbuf) {
+                // Subscriptions are made again before anything else is
+                // written to the new socket.
+                let early = match take_early_frames(&shared, &mut decoder, &mut rbuf) {
+                    Ok(()) => pubsub::restore(&mut io, &shared, &mut decoder, &mut rbuf.buf).await,
+                    Err(e) => Err(e),
+                };
+                match early {
                     Ok(()) => Ok((io, negotiated)),
                     Err(e) => {
                         let _ = io.close().await;
@@ -205,7 +213,8 @@ fn take_early_frames(
     rbuf: &mut ReadBuf,
 ) -> Result<(), Error> {
     while let Some(v) = decoder.decode(&mut rbuf.buf)? {
-        if !v.is_push() {
+        let pubsub = shared.mux.borrow().resp2_pubsub && pubsub::is_resp2_pubsub(&v);
+        if !v.is_push() && !pubsub {
             return Err(Error::Protocol(crate::resp::ProtocolError::UnexpectedReply));
         }
         shared
@@ -367,6 +376,9 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
             if let Some(next) = next {
                 at = at.min(next);
             }
+            if let Some(next) = ping_subscribed(&mut st, config, now) {
+                at = at.min(next);
+            }
             if let Some(idle) = config.hibernate_after {
                 if st.is_idle() && !st.hibernating {
                     let when = st.last_activity + idle;
@@ -404,6 +416,27 @@ pub(crate) async fn sweeper(shared: Rc<Shared>) {
         })
         .await;
     }
+}
+
+/// A connection carrying subscriptions and nothing else would never
+/// notice a silent server (the health check watches replies due): it
+/// sends a `PING` once per health interval while idle. Returns when to
+/// look again.
+fn ping_subscribed(st: &mut Mux, config: &ConnectionConfig, now: Instant) -> Option<Instant> {
+    let interval = config.health_interval?;
+    if st.pubsub.is_empty() || st.link != Link::Up {
+        st.pubsub_ping_at = None;
+        return None;
+    }
+    let at = *st.pubsub_ping_at.get_or_insert(now + interval);
+    if now < at {
+        return Some(at);
+    }
+    if st.is_idle() {
+        st.queue_detached(config, &mut |out| ["PING"].encode(out));
+    }
+    st.pubsub_ping_at = Some(now + interval);
+    Some(now + interval)
 }
 
 /// Probes a silent socket's server (see [`health::probe`]) and acts on

@@ -123,6 +123,7 @@ mod driver;
 mod handshake;
 mod health;
 mod mux;
+pub mod pubsub;
 mod read_buf;
 pub(crate) mod tls;
 mod transport;
@@ -193,6 +194,9 @@ struct CloseOnDrop(Rc<Shared>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.mux.borrow_mut().close("every handle was dropped");
+        if let Some(link) = self.0.pubsub_link.borrow_mut().take() {
+            link.close();
+        }
     }
 }
 
@@ -359,6 +363,9 @@ impl Connection {
     /// [`Error::ConnectionLost`], and later calls with `Closed`.
     pub fn close(&self) {
         self.shared.mux.borrow_mut().close("closed by the user");
+        if let Some(link) = self.shared.pubsub_link.borrow().as_ref() {
+            link.close();
+        }
     }
 
     /// Takes the receiver of RESP3 push frames (client-side caching
@@ -390,7 +397,7 @@ impl Connection {
         replies: usize,
         gather: bool,
         blocking: bool,
-        mut encode: impl FnMut(&mut BytesMut),
+        encode: impl FnMut(&mut BytesMut),
     ) -> Result<Value, Error> {
         let call = Call {
             watch: self.watch,
@@ -400,17 +407,31 @@ impl Connection {
             detached: false,
             blocking,
         };
+        self.queue_and_wait(&call, encode, |_| {}).await
+    }
+
+    /// Queues `call`, waiting for room if need be, and then for its
+    /// reply; `queued` runs on the multiplexer right after the call is
+    /// queued, in the same borrow.
+    async fn queue_and_wait(
+        &self,
+        call: &Call,
+        mut encode: impl FnMut(&mut BytesMut),
+        mut queued: impl FnMut(&mut mux::Mux),
+    ) -> Result<Value, Error> {
         // Without room, the call waits in the admission queue: woken once
         // a place is granted to it (oldest first), or by the sweeper at
         // its deadline. One deadline for the whole call, waiting included.
         let mut waiter = Waiter::new(&self.shared, Queue::Calls);
         loop {
-            let admitted = self.shared.mux.borrow_mut().admit(
-                &self.shared.config,
-                &call,
-                &mut encode,
-                &mut waiter.key,
-            );
+            let admitted = {
+                let mut st = self.shared.mux.borrow_mut();
+                let admitted = st.admit(&self.shared.config, call, &mut encode, &mut waiter.key);
+                if let Ok(Admit::Queued(_)) = admitted {
+                    queued(&mut st);
+                }
+                admitted
+            };
             match admitted? {
                 Admit::Queued(slot) => {
                     return Reply {
@@ -1007,8 +1028,8 @@ fn check_supported(args: &impl Args) -> Result<(), Error> {
                         || is("SUNSUBSCRIBE") =>
                 {
                     Some(
-                        "pub/sub changes what the socket sends; use a dedicated \
-                         connection (not offered yet)",
+                        "subscriptions are made with subscribe, psubscribe and ssubscribe \
+                         (and ended by dropping them)",
                     )
                 }
                 4 | 5 | 7 if is("SYNC") || is("PSYNC") || is("MONITOR") => {

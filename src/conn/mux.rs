@@ -25,11 +25,12 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
 use super::admission::WaitQueue;
 use super::health::{Finding, Health};
+use super::pubsub::{ChannelKind, Frame, Lost, Message, Registry};
 use super::write_through::{PIPELINE_SEND_NOW_BYTES, WriteThrough};
 use crate::Error;
 use crate::config::{ConnectionConfig, Protocol};
@@ -41,6 +42,13 @@ pub(crate) enum Expect {
     One,
     /// `n` replies, gathered into one array (pipelines, transactions).
     Many { left: usize, got: Vec<Value> },
+    /// A subscribe or unsubscribe: one confirmation push per name in
+    /// `left`, or one reply (an error) instead of them all.
+    Confirm {
+        kind: ChannelKind,
+        unsubscribe: bool,
+        left: Vec<Bytes>,
+    },
 }
 
 /// A call in the FIFO: its reply slot and its bytes in the stream.
@@ -184,6 +192,15 @@ pub(crate) struct Mux {
     pub push_waker: Option<Waker>,
     pub pushes_dropped: u64,
     pub push_taken: bool,
+    /// The subscriptions this connection carries.
+    pub pubsub: Registry,
+    /// A RESP2 socket given to subscriptions: its pub/sub arrays are read
+    /// as pushes.
+    pub resp2_pubsub: bool,
+    /// When the sweeper next sends a `PING` on a connection carrying
+    /// subscriptions and nothing else, so that a silent server is noticed
+    /// (see `health`).
+    pub pubsub_ping_at: Option<Instant>,
     /// Why the socket must be given up now (the oldest reply is overdue
     /// by far, a probe was refused, or the owner asked), for the I/O loop.
     pub give_up: Option<&'static str>,
@@ -239,6 +256,9 @@ pub struct ConnectionStats {
     /// connection task (each also counts in `writes`; see
     /// [`Connection`](crate::Connection)).
     pub caller_sends: u64,
+    /// Pub/sub messages received (each once, however many subscriptions
+    /// it went to).
+    pub messages: u64,
 }
 
 /// What a connection's handles and tasks share (behind an `Rc`): its
@@ -252,6 +272,9 @@ pub(crate) struct Shared {
     pub transport: std::cell::Cell<crate::config::TransportKind>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub mux: RefCell<Mux>,
+    /// On RESP2, the dedicated connection carrying this connection's
+    /// subscriptions, once one was asked for (see [`super::pubsub`]).
+    pub pubsub_link: RefCell<Option<super::Connection>>,
 }
 
 impl Shared {
@@ -288,6 +311,9 @@ impl Shared {
                 push_waker: None,
                 pushes_dropped: 0,
                 push_taken: false,
+                pubsub: Registry::default(),
+                resp2_pubsub: false,
+                pubsub_ping_at: None,
                 give_up: None,
                 health: Health::new(config.health_interval),
                 last_activity: Instant::now(),
@@ -299,6 +325,7 @@ impl Shared {
                 down: None,
                 write_through: WriteThrough::default(),
             }),
+            pubsub_link: RefCell::new(None),
             config,
         }
     }
@@ -498,6 +525,29 @@ impl Mux {
             .map_or(deadline, |t| t.min(deadline));
         self.sweep_by(look_by);
         Ok(Admit::Queued(slot))
+    }
+
+    /// Queues a command nobody waits for, if there is room now (else
+    /// nothing is queued).
+    pub fn queue_detached(
+        &mut self,
+        config: &ConnectionConfig,
+        encode: &mut impl FnMut(&mut BytesMut),
+    ) {
+        let call = Call {
+            watch: None,
+            timeout: config.timeout,
+            replies: 1,
+            gather: false,
+            detached: true,
+            blocking: false,
+        };
+        let mut waiter = None;
+        if let Ok(Admit::Wait) = self.admit(config, &call, encode, &mut waiter) {
+            if let Some(key) = waiter {
+                self.leave(Queue::Calls, key);
+            }
+        }
     }
 
     /// A call that cannot go now waits in line (or keeps its place, holding
@@ -819,7 +869,17 @@ impl Mux {
                 }
                 Ok(Value::Array(std::mem::take(got)))
             }
+            // A reply instead of confirmations: the server refused.
+            Expect::Confirm { .. } => Ok(value),
         };
+        self.finish_front(result);
+        Ok(())
+    }
+
+    /// The oldest call is answered with `result`: it leaves the FIFO and
+    /// its caller gets the result (a timeout when it came past the
+    /// deadline).
+    fn finish_front(&mut self, result: Result<Value, Error>) {
         let entry = self.entries.pop_front().expect("front exists");
         let now = *self.reply_clock.get_or_insert_with(Instant::now);
         let result = if entry.deadline <= now {
@@ -843,7 +903,6 @@ impl Mux {
         if !self.admission.is_empty() {
             self.on_room();
         }
-        Ok(())
     }
 
     /// The reply being received passed `max_reply_bytes`: the call fails
@@ -895,8 +954,39 @@ impl Mux {
         true
     }
 
-    /// A push frame arrived.
+    /// A push frame arrived (or, on a RESP2 socket given to
+    /// subscriptions, a pub/sub array): a message goes to the
+    /// subscriptions wanting it, a confirmation to the subscribe call
+    /// awaiting it, anything else to the push receiver.
     pub fn on_push(&mut self, value: Value, capacity: usize) {
+        if let Value::Push(items) | Value::Array(items) = &value {
+            match Frame::of(items) {
+                Frame::Message {
+                    kind,
+                    channel,
+                    pattern,
+                    payload,
+                } => {
+                    self.stats.messages += 1;
+                    self.pubsub.deliver(Message {
+                        kind,
+                        channel,
+                        pattern,
+                        payload,
+                    });
+                    return;
+                }
+                Frame::Confirm {
+                    kind,
+                    unsubscribe,
+                    name,
+                } => {
+                    self.on_confirm(kind, unsubscribe, name);
+                    return;
+                }
+                Frame::Other => {}
+            }
+        }
         if !self.push_taken {
             return;
         }
@@ -912,6 +1002,54 @@ impl Mux {
         }
         self.pushes.push_back(value);
         wake(&mut self.push_waker);
+    }
+
+    /// A subscribe or unsubscribe confirmation: it counts for the oldest
+    /// call if that call awaits it (confirmations come in command order,
+    /// after the replies of the calls before); otherwise the server sent
+    /// it on its own, and an unsubscribe means it no longer serves the
+    /// name.
+    fn on_confirm(&mut self, kind: ChannelKind, unsubscribe: bool, name: Option<Bytes>) {
+        if let Some(e) = self.entries.front_mut() {
+            if let Expect::Confirm {
+                kind: k,
+                unsubscribe: u,
+                left,
+            } = &mut e.expect
+            {
+                let at = name.as_ref().and_then(|n| left.iter().position(|l| l == n));
+                if let (true, true, Some(at)) =
+                    (e.start < self.written, *k == kind && *u == unsubscribe, at)
+                {
+                    left.swap_remove(at);
+                    if left.is_empty() {
+                        self.finish_front(Ok(Value::Nil));
+                    }
+                    return;
+                }
+            }
+        }
+        if let (true, Some(name)) = (unsubscribe, name) {
+            tracing::info!(?kind, name = %String::from_utf8_lossy(&name), "the server unsubscribed on its own");
+            self.pubsub.lose(kind, &name, Lost::Dropped);
+        }
+    }
+
+    /// The call just queued ([`admit`](Self::admit) returned its slot) is
+    /// a subscribe or unsubscribe of `names`: it is answered by their
+    /// confirmations.
+    pub fn expect_confirmations(
+        &mut self,
+        kind: ChannelKind,
+        unsubscribe: bool,
+        names: Vec<Bytes>,
+    ) {
+        let e = self.entries.back_mut().expect("a call was just queued");
+        e.expect = Expect::Confirm {
+            kind,
+            unsubscribe,
+            left: names,
+        };
     }
 
     /// Expires calls and waiters whose deadline passed; returns when to
@@ -1027,6 +1165,9 @@ impl Mux {
             }
         }
         self.swept = self.swept.max(self.written);
+        if !self.pubsub.is_empty() {
+            self.pubsub.on_socket_lost(Instant::now());
+        }
         let old_generation = self.generation;
         let fail_fast = self.fail_fast;
         if fail_fast {
@@ -1044,6 +1185,7 @@ impl Mux {
             }
         });
         self.link = if exit {
+            self.pubsub.close();
             Link::Closed(EXITED)
         } else {
             Link::Connecting
@@ -1086,6 +1228,7 @@ impl Mux {
         self.out.clear();
         self.withdrawn = 0;
         self.link = Link::Closed(why);
+        self.pubsub.close();
         wake(&mut self.io_waker);
         wake(&mut self.sweeper_waker);
         wake(&mut self.push_waker);

@@ -3,7 +3,8 @@
 //! all of them; and typed helpers for the commands used most, one trait per
 //! kind of value ([`StringCommands`], [`KeyCommands`], [`HashCommands`],
 //! [`ListCommands`], [`SetCommands`], [`SortedSetCommands`],
-//! [`StreamCommands`]), each implemented for every [`Commands`].
+//! [`StreamCommands`], [`PubSubCommands`]), each implemented for every
+//! [`Commands`].
 //!
 //! Bring them into scope with the prelude:
 //!
@@ -47,6 +48,7 @@
 mod hashes;
 mod keys;
 mod lists;
+mod pubsub;
 mod sets;
 mod sorted_sets;
 mod streams;
@@ -57,6 +59,7 @@ use std::future::Future;
 pub use hashes::HashCommands;
 pub use keys::{ExpireCondition, KeyCommands};
 pub use lists::ListCommands;
+pub use pubsub::PubSubCommands;
 pub use sets::SetCommands;
 pub use sorted_sets::SortedSetCommands;
 pub use streams::{StreamCommands, StreamRead, StreamTrim};

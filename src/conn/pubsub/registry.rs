@@ -1,0 +1,275 @@
+//! Who wants which name: the subscriptions attached to one connection,
+//! by kind and name, and the gaps they are owed.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{ChannelKind, Gap, GapCause, Message};
+use crate::ServerError;
+
+/// Why a name stopped being served.
+#[derive(Debug, Clone)]
+pub(crate) enum Lost {
+    /// The server unsubscribed it on its own (`SUNSUBSCRIBE` pushed when a
+    /// sharded channel's slot moved away).
+    Dropped,
+    /// Subscribing again (after a reconnect) was refused.
+    Refused(ServerError),
+}
+
+/// Where a connection hands what it hears for one attachment.
+pub(crate) trait Sink {
+    /// A message for a name the attachment wants.
+    fn message(&self, message: Message);
+    /// Messages may have been missed.
+    fn gap(&self, gap: Gap);
+    /// The server stopped serving `name`; the attachment no longer holds
+    /// it.
+    fn lost(&self, kind: ChannelKind, name: &Bytes, why: Lost);
+    /// The connection closed for good: nothing more comes.
+    fn closed(&self);
+}
+
+struct Attached {
+    id: u64,
+    sink: Rc<dyn Sink>,
+}
+
+/// The attachments of one connection (see the module docs of
+/// [`super`]). A name is subscribed on the server while at least one
+/// attachment wants it.
+#[derive(Default)]
+pub(crate) struct Registry {
+    names: HashMap<(ChannelKind, Bytes), Vec<Attached>>,
+    next_id: u64,
+    /// Attachments owed a gap: since when they may have missed messages.
+    /// Filled when the socket is lost, emptied when the names are
+    /// subscribed again (or before an attachment's next message).
+    owed: HashMap<u64, (Rc<dyn Sink>, Instant)>,
+}
+
+impl Registry {
+    /// True when no name is wanted.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Attaches `sink` to `names`; returns its id and the names nobody
+    /// wanted before (to subscribe to on the server).
+    pub fn attach(
+        &mut self,
+        kind: ChannelKind,
+        names: &[Bytes],
+        sink: Rc<dyn Sink>,
+    ) -> (u64, Vec<Bytes>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut new = Vec::new();
+        for name in names {
+            let list = self.names.entry((kind, name.clone())).or_default();
+            if list.iter().any(|a| a.id == id) {
+                continue; // a name given twice
+            }
+            if list.is_empty() {
+                new.push(name.clone());
+            }
+            list.push(Attached {
+                id,
+                sink: sink.clone(),
+            });
+        }
+        (id, new)
+    }
+
+    /// Detaches attachment `id` from `names`; returns the names nobody
+    /// wants any more (to unsubscribe from on the server).
+    pub fn detach(&mut self, id: u64, kind: ChannelKind, names: &[Bytes]) -> Vec<Bytes> {
+        let mut gone = Vec::new();
+        for name in names {
+            let key = (kind, name.clone());
+            let Some(list) = self.names.get_mut(&key) else {
+                continue;
+            };
+            list.retain(|a| a.id != id);
+            if list.is_empty() {
+                self.names.remove(&key);
+                gone.push(name.clone());
+            }
+        }
+        self.owed.remove(&id);
+        gone
+    }
+
+    /// Hands a message to every attachment wanting its channel (or, for
+    /// a pattern, its pattern), after the gap it is owed, if any.
+    pub fn deliver(&mut self, message: Message) {
+        let name = match &message.pattern {
+            Some(p) => p,
+            None => &message.channel,
+        };
+        let Some(list) = self.names.get(&(message.kind, name.clone())) else {
+            return; // unsubscribed meanwhile
+        };
+        if !self.owed.is_empty() {
+            let now = Instant::now();
+            for a in list {
+                if let Some((sink, from)) = self.owed.remove(&a.id) {
+                    sink.gap(reconnected(from, now));
+                }
+            }
+        }
+        match list.as_slice() {
+            [one] => one.sink.message(message),
+            many => {
+                for a in many {
+                    a.sink.message(message.clone());
+                }
+            }
+        }
+    }
+
+    /// The server stopped serving `name` (or refused it): every
+    /// attachment wanting it is told and no longer holds it.
+    pub fn lose(&mut self, kind: ChannelKind, name: &Bytes, why: Lost) {
+        let Some(list) = self.names.remove(&(kind, name.clone())) else {
+            return;
+        };
+        for a in list {
+            a.sink.lost(kind, name, why.clone());
+        }
+    }
+
+    /// The socket was lost at `at`: every attachment is owed a gap from
+    /// then (an earlier loss not yet made good keeps its time).
+    pub fn on_socket_lost(&mut self, at: Instant) {
+        for list in self.names.values() {
+            for a in list {
+                self.owed
+                    .entry(a.id)
+                    .or_insert_with(|| (a.sink.clone(), at));
+            }
+        }
+    }
+
+    /// Every name was subscribed again: the gaps still owed are paid.
+    pub fn on_restored(&mut self, now: Instant) {
+        for (_, (sink, from)) in self.owed.drain() {
+            sink.gap(reconnected(from, now));
+        }
+    }
+
+    /// The names wanted, by kind (for subscribing again).
+    pub fn wanted(&self) -> Vec<(ChannelKind, Bytes)> {
+        self.names.keys().cloned().collect()
+    }
+
+    /// The connection closed for good: every attachment is told, once.
+    pub fn close(&mut self) {
+        let mut told = std::collections::HashSet::new();
+        for (_, list) in self.names.drain() {
+            for a in list {
+                if told.insert(a.id) {
+                    a.sink.closed();
+                }
+            }
+        }
+        self.owed.clear();
+    }
+}
+
+fn reconnected(from: Instant, to: Instant) -> Gap {
+    Gap {
+        from,
+        to,
+        missed: None,
+        cause: GapCause::Reconnected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Log(RefCell<Vec<String>>);
+
+    impl Sink for Log {
+        fn message(&self, m: Message) {
+            self.0
+                .borrow_mut()
+                .push(format!("msg {}", String::from_utf8_lossy(&m.payload)));
+        }
+        fn gap(&self, _: Gap) {
+            self.0.borrow_mut().push("gap".into());
+        }
+        fn lost(&self, _: ChannelKind, name: &Bytes, _: Lost) {
+            self.0
+                .borrow_mut()
+                .push(format!("lost {}", String::from_utf8_lossy(name)));
+        }
+        fn closed(&self) {
+            self.0.borrow_mut().push("closed".into());
+        }
+    }
+
+    fn msg(ch: &'static str, p: &'static str) -> Message {
+        Message {
+            kind: ChannelKind::Channel,
+            channel: Bytes::from_static(ch.as_bytes()),
+            pattern: None,
+            payload: Bytes::from_static(p.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_name_is_subscribed_once_and_unsubscribed_with_its_last_attachment() {
+        let mut r = Registry::default();
+        let (a, _) = (Rc::new(Log::default()), ());
+        let b = Rc::new(Log::default());
+        let names = [Bytes::from("x"), Bytes::from("y")];
+        let (ia, new) = r.attach(ChannelKind::Channel, &names, a.clone());
+        assert_eq!(new, names);
+        let (ib, new) = r.attach(ChannelKind::Channel, &names[..1], b.clone());
+        assert!(new.is_empty());
+        r.deliver(msg("x", "1"));
+        assert_eq!(*a.0.borrow(), ["msg 1"]);
+        assert_eq!(*b.0.borrow(), ["msg 1"]);
+        assert_eq!(
+            r.detach(ia, ChannelKind::Channel, &names),
+            [Bytes::from("y")]
+        );
+        assert_eq!(
+            r.detach(ib, ChannelKind::Channel, &names[..1]),
+            [Bytes::from("x")]
+        );
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_lost_socket_owes_one_gap_before_the_next_message() {
+        let mut r = Registry::default();
+        let a = Rc::new(Log::default());
+        r.attach(ChannelKind::Channel, &["x".into(), "y".into()], a.clone());
+        r.on_socket_lost(Instant::now());
+        r.deliver(msg("x", "1"));
+        r.deliver(msg("y", "2"));
+        r.on_restored(Instant::now());
+        assert_eq!(*a.0.borrow(), ["gap", "msg 1", "msg 2"]);
+    }
+
+    #[test]
+    fn a_dropped_name_is_reported_and_forgotten() {
+        let mut r = Registry::default();
+        let a = Rc::new(Log::default());
+        r.attach(ChannelKind::Shard, &["s".into()], a.clone());
+        r.lose(ChannelKind::Shard, &"s".into(), Lost::Dropped);
+        assert!(r.is_empty());
+        r.close();
+        assert_eq!(*a.0.borrow(), ["lost s"]);
+    }
+}
