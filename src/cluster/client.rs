@@ -183,7 +183,7 @@ impl Cluster {
     }
 
     /// The end-to-end deadline of a call starting now.
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.timeout.unwrap_or(self.router.config.timeout())
     }
 

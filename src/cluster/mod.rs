@@ -120,6 +120,7 @@ pub(crate) mod client;
 mod health;
 pub(crate) mod node;
 pub(crate) mod peers;
+pub(crate) mod pubsub;
 mod refresh;
 pub(crate) mod router;
 #[cfg(test)]

@@ -138,6 +138,10 @@ pub(crate) struct Router {
     /// reached through them; the one that leads refreshes runs them, and
     /// their results, like `MOVED` corrections, reach every router.
     pub peers: Rc<dyn Peers>,
+    /// The cluster subscriptions of this client (see [`super::pubsub`]).
+    pub pubsub: super::pubsub::Followers,
+    /// Connections opened for subscriptions only, to nodes a peer owns.
+    pubsub_links: RefCell<HashMap<NodeAddr, Connection>>,
 }
 
 impl Router {
@@ -163,6 +167,8 @@ impl Router {
             closed: Cell::new(false),
             silence: Rc::default(),
             peers,
+            pubsub: Default::default(),
+            pubsub_links: RefCell::new(HashMap::new()),
         })
     }
 
@@ -230,6 +236,28 @@ impl Router {
         Ok(node.via.connection().expect("an own connection").clone())
     }
 
+    /// A connection of this router's own to `addr` for subscriptions: the
+    /// node's connection when this router has one, else one opened for
+    /// subscriptions alone (a peer owns the node).
+    pub fn subscriber_connection(&self, addr: &NodeAddr) -> Result<Connection, Error> {
+        if self.closed.get() {
+            return Err(Error::Closed("the cluster client was closed"));
+        }
+        if let Some(c) = self.node(addr).via.connection() {
+            return Ok(c.clone());
+        }
+        let mut links = self.pubsub_links.borrow_mut();
+        let link = links.entry(addr.clone()).or_insert_with(|| {
+            let silence = self.silence.clone();
+            Connection::open_node(
+                self.config.node_config(addr),
+                self.tls.clone(),
+                Box::new(move || silence.raise()),
+            )
+        });
+        Ok(link.clone())
+    }
+
     /// Runs `op` on this router's own connection to `addr` before
     /// `deadline`, for a peer that handed it over.
     pub async fn serve(
@@ -283,6 +311,7 @@ impl Router {
             .map(|a| self.node_among(a, map.masters()))
             .collect();
         *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
+        self.pubsub.signal.raise();
     }
 
     /// Applies a MOVED: `slot` is served by `addr` from now on.
@@ -313,6 +342,10 @@ impl Router {
                 c.close();
             }
         }
+        for (_, link) in self.pubsub_links.borrow_mut().drain() {
+            link.close();
+        }
+        self.pubsub.signal.raise();
         super::refresh::wake_all(self);
         self.silence.raise();
     }

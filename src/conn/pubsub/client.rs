@@ -262,6 +262,32 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
+    /// The names still attached.
+    pub fn names(&self) -> &[Bytes] {
+        &self.names
+    }
+
+    /// Detaches from some of the names (unsubscribing on the server from
+    /// those no one else wants); the others stay attached.
+    pub fn detach_some(&mut self, names: &[Bytes]) {
+        let (gone_here, kept): (Vec<Bytes>, Vec<Bytes>) =
+            self.names.drain(..).partition(|n| names.contains(n));
+        self.names = kept;
+        if gone_here.is_empty() {
+            return;
+        }
+        let gone = self
+            .carrier
+            .shared
+            .mux
+            .borrow_mut()
+            .pubsub
+            .detach(self.id, self.kind, &gone_here);
+        if !gone.is_empty() && !self.carrier.shared.is_closed() {
+            self.carrier.unsubscribe_later(self.kind, gone);
+        }
+    }
+
     /// Detaches without unsubscribing: the server refused the names.
     fn forget(&mut self) {
         if std::mem::take(&mut self.live) {

@@ -41,10 +41,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+pub(crate) use client::{Attachment, names_of};
 pub(crate) use frame::{Frame, is_resp2_pubsub};
 pub(crate) use inbox::Inbox;
 pub use inbox::{Overflow, Subscription};
-pub(crate) use registry::{Lost, Registry};
+pub(crate) use registry::{Lost, Registry, Sink};
 pub(crate) use restore::restore;
 
 /// The three kinds of subscription.

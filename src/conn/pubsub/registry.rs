@@ -31,6 +31,9 @@ pub(crate) trait Sink {
     fn lost(&self, kind: ChannelKind, name: &Bytes, why: Lost);
     /// The connection closed for good: nothing more comes.
     fn closed(&self);
+    /// The socket was lost at `at`; the names will be subscribed again on
+    /// the next one, and a [`gap`](Self::gap) follows then.
+    fn disconnected(&self, _at: Instant) {}
 }
 
 struct Attached {
@@ -147,9 +150,10 @@ impl Registry {
     pub fn on_socket_lost(&mut self, at: Instant) {
         for list in self.names.values() {
             for a in list {
-                self.owed
-                    .entry(a.id)
-                    .or_insert_with(|| (a.sink.clone(), at));
+                self.owed.entry(a.id).or_insert_with(|| {
+                    a.sink.disconnected(at);
+                    (a.sink.clone(), at)
+                });
             }
         }
     }
