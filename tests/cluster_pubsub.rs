@@ -187,6 +187,18 @@ fn a_sharded_channel_follows_its_slot_when_it_is_migrated() {
 
 #[test]
 fn subscriptions_move_to_the_promoted_replica_when_a_master_is_killed() {
+    master_lost(false);
+}
+
+#[test]
+fn subscriptions_move_to_the_promoted_replica_when_a_master_is_frozen() {
+    master_lost(true);
+}
+
+/// Kills (or freezes with `SIGSTOP`) the master of a sharded channel's
+/// and a channel's slot; both subscriptions must move to the promoted
+/// replica by themselves.
+fn master_lost(freeze: bool) {
     const NODE_TIMEOUT: Duration = Duration::from_millis(2000);
     let cluster = RedisCluster::builder()
         .node_timeout_ms(NODE_TIMEOUT.as_millis() as u64)
@@ -210,7 +222,11 @@ fn subscriptions_move_to_the_promoted_replica_when_a_master_is_killed() {
         assert_eq!(message(next(&mut shard).await).payload, "before");
         let killed = on_cluster(&cluster, move |c| {
             let at = Instant::now();
-            c.kill_node(master);
+            if freeze {
+                c.node(master).pause(true);
+            } else {
+                c.kill_node(master);
+            }
             at
         })
         .await;
@@ -241,8 +257,9 @@ fn subscriptions_move_to_the_promoted_replica_when_a_master_is_killed() {
             let after_kill = at.duration_since(killed);
             let after_promotion = at.saturating_duration_since(promoted);
             println!(
-                "RESUBSCRIBED {:.2} s after the kill, {:.2} s after the nodes agreed on the new master \
+                "RESUBSCRIBED ({}) {:.2} s after the kill, {:.2} s after the nodes agreed on the new master \
                  (they agreed {:.2} s after the kill; node-timeout {:.1} s)",
+                if freeze { "frozen" } else { "killed" },
                 after_kill.as_secs_f64(),
                 after_promotion.as_secs_f64(),
                 promoted.duration_since(killed).as_secs_f64(),
@@ -272,5 +289,8 @@ fn subscriptions_move_to_the_promoted_replica_when_a_master_is_killed() {
         // PUBLISH may have reached the subscriber before a try that
         // counted it; every delivery says "after".
         assert_eq!(message(next(&mut chan).await).payload, "after");
+        if freeze {
+            on_cluster(&cluster, move |c| c.node(master).pause(false)).await;
+        }
     });
 }

@@ -346,9 +346,25 @@ fn migrate_keys(args: &impl Args) -> Result<KeyPositions, Error> {
 }
 
 /// Computes the route of a command: the slot all of its keys share.
+///
+/// `PUBLISH` has no key, but goes to its channel's slot: a cluster
+/// delivers a message published on one node to subscribers on the others
+/// over its bus, so publishes sent to different nodes can reach a
+/// subscriber out of order. Sent to one node per channel (the one a
+/// redcore cluster subscription to the channel also uses), they keep
+/// their order, and reach such a subscriber without the bus hop.
 pub(super) fn route(args: &impl Args) -> Result<Route, Error> {
     let mut route = Route::Keyless;
-    for index in key_positions(args)?.iter() {
+    let positions = key_positions(args)?;
+    if positions.is_empty()
+        && args.arg_count() >= 2
+        && args.with_arg(0, |n| n.eq_ignore_ascii_case(b"PUBLISH")) == Some(true)
+    {
+        return Ok(args
+            .with_arg(1, key_slot)
+            .map_or(Route::Keyless, Route::Slot));
+    }
+    for index in positions.iter() {
         let Some(slot) = args.with_arg(index, key_slot) else {
             break;
         };
@@ -534,6 +550,9 @@ mod tests {
         assert_eq!(["GET", "foo"].route().unwrap(), Route::Slot(12182));
         assert_eq!(["PING"].route().unwrap(), Route::Keyless);
         assert_eq!(["EVAL", "s", "0"].route().unwrap(), Route::Keyless);
+        // PUBLISH goes to its channel's slot, without a key.
+        assert_eq!(["publish", "foo", "m"].route().unwrap(), Route::Slot(12182));
+        assert_eq!(["PUBLISH"].route().unwrap(), Route::Keyless);
         assert_eq!(
             ["MGET", "{user1000}.following", "{user1000}.followers"]
                 .route()

@@ -32,10 +32,14 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 use slab::Slab;
 
+use bytes::Bytes;
+
+use super::pubsub::{CorePubSub, Fed, Wanted};
 use crate::Error;
 use crate::cluster::peers::{LeaderRefresh, NodeOp, NodeReply, Peers, Ticket};
 use crate::cluster::router::Router;
 use crate::cluster::{NodeAddr, Topology};
+use crate::conn::pubsub::ChannelKind;
 
 /// What a request asks of another core.
 enum Asked {
@@ -43,12 +47,31 @@ enum Asked {
     Node { addr: NodeAddr, op: NodeOp },
     /// A topology refresh (asked of the leader, peer 0).
     Refresh,
+    /// The asking core wants messages of `names`, of which this core is
+    /// the home (see [`super::pubsub`]).
+    Want {
+        kind: ChannelKind,
+        names: Vec<Bytes>,
+    },
+    /// ... and no longer wants them (never answered).
+    Unwant {
+        kind: ChannelKind,
+        names: Vec<Bytes>,
+    },
+}
+
+/// A request being served.
+enum Work {
+    Node { addr: NodeAddr, op: NodeOp },
+    Refresh,
+    Follow { kind: ChannelKind, wanted: Wanted },
 }
 
 /// The answer to an [`Asked`].
 enum Answer {
     Node(NodeReply),
     Refreshed,
+    Wanted,
 }
 
 /// A request to another core.
@@ -67,6 +90,9 @@ pub(crate) struct Message {
     moved: Vec<(u16, NodeAddr)>,
     topology: Option<(Topology, u64)>,
     refresh: bool,
+    /// What homes forward to the cores wanting it (see
+    /// [`super::pubsub`]).
+    pub(super) pubsub: Vec<(ChannelKind, Bytes, Fed)>,
 }
 
 impl Message {
@@ -76,6 +102,7 @@ impl Message {
             && self.moved.is_empty()
             && self.topology.is_none()
             && !self.refresh
+            && self.pubsub.is_empty()
     }
 }
 
@@ -157,6 +184,8 @@ pub(crate) struct CoreMesh {
     work: Cell<usize>,
     idle_waiters: RefCell<Vec<Waker>>,
     counters: Counters,
+    /// This core's subscriptions, and the names it is home to.
+    pub(super) pubsub: CorePubSub,
 }
 
 impl CoreMesh {
@@ -180,6 +209,7 @@ impl CoreMesh {
             work: Cell::new(0),
             idle_waiters: RefCell::new(Vec::new()),
             counters: Counters::default(),
+            pubsub: CorePubSub::default(),
         }
     }
 
@@ -237,7 +267,7 @@ impl CoreMesh {
     }
 
     /// Puts something into the outbox of `peer` and wakes its flusher.
-    fn push(&self, peer: usize, f: impl FnOnce(&mut Message)) {
+    pub(super) fn push(&self, peer: usize, f: impl FnOnce(&mut Message)) {
         f(&mut self.outboxes.borrow_mut()[peer]);
         if let Some(w) = self.flushers.borrow_mut()[peer].take() {
             w.wake();
@@ -255,6 +285,35 @@ impl CoreMesh {
     /// Sends `asked` to `peer`, to be answered by `deadline`; the answer
     /// comes through [`poll_answer`](Self::poll_answer).
     fn send_asked(&self, peer: usize, deadline: Instant, asked: Asked) -> Result<Ticket, Error> {
+        self.send_request(peer, deadline, asked, true)
+    }
+
+    /// Sends `asked` to `peer`; with `answered`, a pending call waits for
+    /// its answer (else none comes: an unwant).
+    fn send_request(
+        &self,
+        peer: usize,
+        deadline: Instant,
+        asked: Asked,
+        answered: bool,
+    ) -> Result<Ticket, Error> {
+        if !answered {
+            if self.gone[peer].get() || self.stopped.get() {
+                return Err(self.stopped(peer, false));
+            }
+            let ticket = Ticket {
+                index: u32::MAX,
+                seq: 0,
+            };
+            self.push(peer, |m| {
+                m.requests.push(Request {
+                    ticket,
+                    deadline,
+                    asked,
+                })
+            });
+            return Ok(ticket);
+        }
         if self.gone[peer].get() || self.stopped.get() {
             return Err(self.stopped(peer, false));
         }
@@ -380,7 +439,28 @@ impl CoreMesh {
         for (ticket, result) in message.replies {
             self.complete(ticket, result);
         }
+        for (kind, name, fed) in message.pubsub {
+            self.take_fed(kind, &name, fed);
+        }
         for req in message.requests {
+            // Wants and unwants change who gets a name at once, in the
+            // order they arrive (see `CoreMesh::want`).
+            let asked = match req.asked {
+                Asked::Unwant { kind, names } => {
+                    self.unwant(peer, kind, &names);
+                    continue;
+                }
+                Asked::Want { kind, names } => {
+                    let wanted = self.want(peer, kind, &names);
+                    if wanted.is_settled() {
+                        self.push(peer, |b| b.replies.push((req.ticket, Ok(Answer::Wanted))));
+                        continue;
+                    }
+                    Work::Follow { kind, wanted }
+                }
+                Asked::Node { addr, op } => Work::Node { addr, op },
+                Asked::Refresh => Work::Refresh,
+            };
             self.counters.served.set(self.counters.served.get() + 1);
             let Some(router) = router.clone() else {
                 self.push(peer, |b| {
@@ -392,15 +472,19 @@ impl CoreMesh {
             self.begin_work();
             let mesh = self.clone();
             glommio::spawn_local(async move {
-                let result = match req.asked {
-                    Asked::Node { addr, op } => router
+                let result = match asked {
+                    Work::Node { addr, op } => router
                         .serve(&addr, req.deadline, op)
                         .await
                         .map(Answer::Node),
-                    Asked::Refresh => router
+                    Work::Refresh => router
                         .refresh_until(req.deadline)
                         .await
                         .map(|()| Answer::Refreshed),
+                    Work::Follow { kind, wanted } => mesh
+                        .settle(kind, wanted, req.deadline)
+                        .await
+                        .map(|()| Answer::Wanted),
                 };
                 mesh.push(peer, |b| b.replies.push((req.ticket, result)));
                 mesh.end_work();
@@ -437,9 +521,11 @@ impl CoreMesh {
         .await
     }
 
-    /// Stops the mesh tasks and closes this core's channels.
+    /// Stops the mesh tasks and closes this core's channels; this core's
+    /// subscriptions end.
     pub fn stop(&self) {
         self.stopped.set(true);
+        self.close_pubsub();
         for w in self
             .flushers
             .borrow_mut()
@@ -454,6 +540,30 @@ impl CoreMesh {
         if let Some(senders) = self.senders.borrow_mut().take() {
             senders.close();
         }
+    }
+
+    /// This core's router, unless the runtime stopped.
+    pub(super) fn router(&self) -> Option<Rc<Router>> {
+        self.router.borrow().upgrade()
+    }
+
+    /// Asks `home` for the messages of `names` and waits, until
+    /// `deadline`, until it subscribed.
+    pub(super) async fn ask_want(
+        &self,
+        home: usize,
+        deadline: Instant,
+        kind: ChannelKind,
+        names: Vec<Bytes>,
+    ) -> Result<(), Error> {
+        let ticket = self.send_asked(home, deadline, Asked::Want { kind, names })?;
+        let _forget = Forget { mesh: self, ticket };
+        poll_fn(|cx| self.poll_answer(ticket, cx)).await.map(drop)
+    }
+
+    /// Tells `home` this core no longer wants `names`.
+    pub(super) fn tell_unwant(&self, home: usize, kind: ChannelKind, names: Vec<Bytes>) {
+        let _ = self.send_request(home, Instant::now(), Asked::Unwant { kind, names }, false);
     }
 
     /// The core number of mesh peer `peer`.
@@ -490,7 +600,9 @@ impl Peers for CoreMesh {
     fn poll_reply(&self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Result<NodeReply, Error>> {
         self.poll_answer(ticket, cx).map(|answer| match answer? {
             Answer::Node(reply) => Ok(reply),
-            Answer::Refreshed => unreachable!("work on a node is answered by the node"),
+            Answer::Refreshed | Answer::Wanted => {
+                unreachable!("work on a node is answered by the node")
+            }
         })
     }
 

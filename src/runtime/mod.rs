@@ -64,6 +64,7 @@ mod core_client;
 mod executor;
 pub(crate) mod mesh;
 mod overdue;
+mod pubsub;
 mod remote_client;
 
 pub use core_client::CoreClient;

@@ -134,6 +134,16 @@ impl Registry {
         }
     }
 
+    /// A gap for every attachment wanting `name` (told by whoever serves
+    /// the name for this registry: the per-core runtime's home core).
+    pub fn gap_for(&mut self, kind: ChannelKind, name: &Bytes, gap: Gap) {
+        if let Some(list) = self.names.get(&(kind, name.clone())) {
+            for a in list {
+                a.sink.gap(gap);
+            }
+        }
+    }
+
     /// The server stopped serving `name` (or refused it): every
     /// attachment wanting it is told and no longer holds it.
     pub fn lose(&mut self, kind: ChannelKind, name: &Bytes, why: Lost) {

@@ -1,0 +1,422 @@
+//! Pub/sub on the per-core runtime: one server-side subscription per name
+//! per process, whichever cores subscribe, and each message carried to
+//! every subscribing core once.
+//!
+//! Every name has a *home* core (its slot, modulo the number of cores).
+//! The home subscribes to it on the cluster through its own router (a
+//! [`Follow`](crate::cluster::pubsub), which keeps it on the right node
+//! through migrations and failovers) and forwards what it hears — each
+//! message, gap and refusal — once to every core that wants the name,
+//! in the batch the mesh already sends each turn. A core fans what
+//! arrives out to its own subscriptions through a
+//! [`Registry`](crate::conn::pubsub::Registry), the same a connection
+//! uses: a core asks the home for a name when its first subscription
+//! wants it and tells the home when its last one is dropped; the home
+//! unsubscribes when no core wants the name any more.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::CoreClient;
+use super::mesh::CoreMesh;
+use crate::cluster::pubsub::{FollowGuard, follow};
+use crate::cluster::router::join_all;
+use crate::conn::pubsub::{
+    ChannelKind, Gap, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
+};
+use crate::resp::Arg;
+use crate::{Error, ServerError};
+
+/// What a home core forwards for one name.
+#[derive(Clone)]
+pub(crate) enum Fed {
+    Message(Message),
+    Gap(Gap),
+    /// The cluster refused the name for good (or dropped it, `None`).
+    Lost(Option<ServerError>),
+}
+
+/// A name as the home serves it: its follow on the cluster (once placed)
+/// and the cores that want it.
+struct Homed {
+    follow: Option<FollowGuard>,
+    cores: BTreeSet<usize>,
+    /// Tells this entry from a later one for the same name.
+    generation: u64,
+    /// Whether the name is subscribed on the cluster yet, for the cores
+    /// that want it meanwhile.
+    placed: Rc<Placed>,
+}
+
+/// The outcome of a name's first subscription on the cluster, awaited by
+/// every core that asks for the name before it is known.
+#[derive(Default)]
+pub(super) struct Placed {
+    outcome: RefCell<Option<Result<(), Error>>>,
+    wakers: RefCell<Vec<std::task::Waker>>,
+}
+
+impl Placed {
+    fn set(&self, outcome: Result<(), Error>) {
+        *self.outcome.borrow_mut() = Some(outcome);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// True once placed (or failed).
+    pub fn is_known(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(&self) -> Result<(), Error> {
+        std::future::poll_fn(|cx| match &*self.outcome.borrow() {
+            Some(r) => std::task::Poll::Ready(r.clone()),
+            None => {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// What a core's request for some names needs: the names to subscribe
+/// to on the cluster now, and the outcomes to wait for (those names and
+/// the ones another request is placing).
+pub(super) struct Wanted {
+    pub new: Vec<(Bytes, u64)>,
+    pub waits: Vec<Rc<Placed>>,
+}
+
+impl Wanted {
+    /// True when every name is subscribed already.
+    pub fn is_settled(&self) -> bool {
+        self.new.is_empty() && self.waits.iter().all(|p| p.is_known())
+    }
+}
+
+/// This core's pub/sub state.
+#[derive(Default)]
+pub(crate) struct CorePubSub {
+    /// This core's subscriptions, by name.
+    pub local: RefCell<Registry>,
+    /// The names this core is home to.
+    homed: RefCell<HashMap<(ChannelKind, Bytes), Homed>>,
+    generation: std::cell::Cell<u64>,
+}
+
+/// The home's sink for one name: forwards to every core that wants it.
+struct Fanout {
+    mesh: Weak<CoreMesh>,
+    kind: ChannelKind,
+    name: Bytes,
+}
+
+impl Fanout {
+    fn forward(&self, fed: Fed) {
+        if let Some(mesh) = self.mesh.upgrade() {
+            mesh.fan_out(self.kind, &self.name, fed);
+        }
+    }
+}
+
+impl Sink for Fanout {
+    fn message(&self, message: Message) {
+        self.forward(Fed::Message(message));
+    }
+
+    fn gap(&self, gap: Gap) {
+        self.forward(Fed::Gap(gap));
+    }
+
+    fn lost(&self, _: ChannelKind, _: &Bytes, why: Lost) {
+        self.forward(Fed::Lost(match why {
+            Lost::Refused(e) => Some(e),
+            Lost::Dropped => None,
+        }));
+    }
+
+    // The cluster client closes only when the runtime stops, which ends
+    // every core's subscriptions itself.
+    fn closed(&self) {}
+}
+
+impl CoreMesh {
+    /// The core that is home to `name`.
+    pub(super) fn home_of(&self, name: &[u8]) -> usize {
+        usize::from(crate::slot::key_slot(name)) % self.count
+    }
+
+    /// Hands `fed` for `name` to every core that wants it (this one
+    /// directly, the others through their outboxes).
+    fn fan_out(&self, kind: ChannelKind, name: &Bytes, fed: Fed) {
+        let homed = self.pubsub.homed.borrow();
+        let Some(h) = homed.get(&(kind, name.clone())) else {
+            return;
+        };
+        for &core in &h.cores {
+            if core == self.index {
+                self.take_fed(kind, name, fed.clone());
+            } else {
+                self.push(core, |m| m.pubsub.push((kind, name.clone(), fed.clone())));
+            }
+        }
+    }
+
+    /// What a home forwarded for `name`: to this core's subscriptions.
+    pub(super) fn take_fed(&self, kind: ChannelKind, name: &Bytes, fed: Fed) {
+        let mut local = self.pubsub.local.borrow_mut();
+        match fed {
+            Fed::Message(m) => local.deliver(m),
+            Fed::Gap(g) => local.gap_for(kind, name, g),
+            Fed::Lost(error) => {
+                let why = error.map_or(Lost::Dropped, Lost::Refused);
+                local.lose(kind, name, why);
+            }
+        }
+    }
+
+    /// Core `core` wants `names` (as their home). Done at once, in the
+    /// order requests arrive, so that a later [`unwant`](Self::unwant) is
+    /// never overtaken; then [`settle`](Self::settle) finishes it.
+    pub(super) fn want(&self, core: usize, kind: ChannelKind, names: &[Bytes]) -> Wanted {
+        let mut homed = self.pubsub.homed.borrow_mut();
+        let mut wanted = Wanted {
+            new: Vec::new(),
+            waits: Vec::new(),
+        };
+        for name in names {
+            let h = homed.entry((kind, name.clone())).or_insert_with(|| {
+                let generation = self.pubsub.generation.get() + 1;
+                self.pubsub.generation.set(generation);
+                wanted.new.push((name.clone(), generation));
+                Homed {
+                    follow: None,
+                    cores: BTreeSet::new(),
+                    generation,
+                    placed: Rc::default(),
+                }
+            });
+            h.cores.insert(core);
+            wanted.waits.push(h.placed.clone());
+        }
+        wanted
+    }
+
+    /// Subscribes to the new names of `wanted` on the cluster and waits
+    /// until every name of it is subscribed, before `deadline`.
+    pub(super) async fn settle(
+        self: &Rc<Self>,
+        kind: ChannelKind,
+        wanted: Wanted,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let mut result = self.follow_names(kind, wanted.new, deadline).await;
+        for placed in wanted.waits {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = futures_lite::future::or(placed.wait(), async {
+                glommio::timer::sleep(left).await;
+                Err(Error::Timeout {
+                    maybe_applied: false,
+                })
+            })
+            .await;
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+
+    /// Subscribes to `names` on the cluster (their entries made by
+    /// [`want`](Self::want)), each followed on its own, before
+    /// `deadline`. A failure takes the name's entry away.
+    pub(super) async fn follow_names(
+        self: &Rc<Self>,
+        kind: ChannelKind,
+        names: Vec<(Bytes, u64)>,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let Some(router) = self.router() else {
+            return Err(Error::Closed("the core is shutting down"));
+        };
+        let results = join_all(names.into_iter().map(|(name, generation)| {
+            let router = router.clone();
+            let sink = Rc::new(Fanout {
+                mesh: Rc::downgrade(self),
+                kind,
+                name: name.clone(),
+            });
+            async move {
+                let r = follow(&router, kind, vec![name.clone()], sink, deadline).await;
+                (name, generation, r)
+            }
+        }))
+        .await;
+        let mut first_error = None;
+        let mut homed = self.pubsub.homed.borrow_mut();
+        for (name, generation, r) in results {
+            let key = (kind, name);
+            let Some(h) = homed.get_mut(&key).filter(|h| h.generation == generation) else {
+                // Every core gave it up meanwhile: dropped at once.
+                continue;
+            };
+            match r {
+                Ok(guard) => {
+                    h.follow = Some(guard);
+                    h.placed.set(Ok(()));
+                }
+                Err(e) => {
+                    h.placed.set(Err(e.clone()));
+                    homed.remove(&key);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Core `core` no longer wants `names`: a name no core wants is
+    /// unsubscribed.
+    pub(super) fn unwant(&self, core: usize, kind: ChannelKind, names: &[Bytes]) {
+        let mut homed = self.pubsub.homed.borrow_mut();
+        let mut gone = Vec::new();
+        for name in names {
+            let key = (kind, name.clone());
+            if let Some(h) = homed.get_mut(&key) {
+                h.cores.remove(&core);
+                if h.cores.is_empty() {
+                    gone.push(homed.remove(&key));
+                }
+            }
+        }
+        drop(homed);
+        // Dropping the follows unsubscribes, with nothing borrowed.
+        drop(gone);
+    }
+
+    /// The runtime stops: every subscription of this core ends, and the
+    /// names it is home to are given up.
+    pub(super) fn close_pubsub(&self) {
+        self.pubsub.local.borrow_mut().close();
+        let homed = std::mem::take(&mut *self.pubsub.homed.borrow_mut());
+        drop(homed);
+    }
+}
+
+/// One subscription's names on this core: dropping it detaches them, and
+/// tells the homes of the names no subscription here wants any more.
+struct CoreAttachment {
+    mesh: Rc<CoreMesh>,
+    id: u64,
+    kind: ChannelKind,
+    names: Vec<Bytes>,
+}
+
+impl Drop for CoreAttachment {
+    fn drop(&mut self) {
+        let gone = self
+            .mesh
+            .pubsub
+            .local
+            .borrow_mut()
+            .detach(self.id, self.kind, &self.names);
+        for (home, names) in by_home(&self.mesh, gone) {
+            if home == self.mesh.index {
+                self.mesh.unwant(home, self.kind, &names);
+            } else {
+                self.mesh.tell_unwant(home, self.kind, names);
+            }
+        }
+    }
+}
+
+/// `names` grouped by their home core.
+fn by_home(mesh: &CoreMesh, names: Vec<Bytes>) -> HashMap<usize, Vec<Bytes>> {
+    let mut groups: HashMap<usize, Vec<Bytes>> = HashMap::new();
+    for n in names {
+        groups.entry(mesh.home_of(&n)).or_default().push(n);
+    }
+    groups
+}
+
+impl CoreClient {
+    /// `SUBSCRIBE` on the runtime: a [`Subscription`] on this core to
+    /// `channels`. However many cores subscribe to a channel, the process
+    /// subscribes to it once on the cluster (on the channel's home core,
+    /// which forwards each message once to every core that wants it), with
+    /// everything [`Cluster::subscribe`](crate::Cluster::subscribe) does:
+    /// the channel follows its node through failovers, with gaps.
+    pub async fn subscribe(
+        &self,
+        channels: impl IntoIterator<Item = impl Arg>,
+    ) -> Result<Subscription, Error> {
+        self.subscription(ChannelKind::Channel, channels).await
+    }
+
+    /// `PSUBSCRIBE` on the runtime (see [`subscribe`](Self::subscribe)).
+    pub async fn psubscribe(
+        &self,
+        patterns: impl IntoIterator<Item = impl Arg>,
+    ) -> Result<Subscription, Error> {
+        self.subscription(ChannelKind::Pattern, patterns).await
+    }
+
+    /// `SSUBSCRIBE` on the runtime (see [`subscribe`](Self::subscribe) and
+    /// [`Cluster::ssubscribe`](crate::Cluster::ssubscribe)).
+    pub async fn ssubscribe(
+        &self,
+        channels: impl IntoIterator<Item = impl Arg>,
+    ) -> Result<Subscription, Error> {
+        self.subscription(ChannelKind::Shard, channels).await
+    }
+
+    async fn subscription(
+        &self,
+        kind: ChannelKind,
+        names: impl IntoIterator<Item = impl Arg>,
+    ) -> Result<Subscription, Error> {
+        let _work = self.enter()?;
+        let names = names_of(kind, names)?;
+        let c = &self.cluster.config().node;
+        let inbox = Inbox::new(
+            c.subscription_capacity,
+            c.subscription_max_bytes,
+            c.subscription_overflow,
+        );
+        let mesh = self.mesh.clone();
+        let (id, new) = mesh
+            .pubsub
+            .local
+            .borrow_mut()
+            .attach(kind, &names, inbox.clone());
+        let attachment = CoreAttachment {
+            mesh: mesh.clone(),
+            id,
+            kind,
+            names,
+        };
+        let deadline = self.cluster.deadline();
+        let asked = by_home(&mesh, new).into_iter().map(|(home, names)| {
+            let mesh = mesh.clone();
+            async move {
+                if home == mesh.index {
+                    let wanted = mesh.want(home, kind, &names);
+                    mesh.settle(kind, wanted, deadline).await
+                } else {
+                    mesh.ask_want(home, deadline, kind, names).await
+                }
+            }
+        });
+        for result in join_all(asked).await {
+            result?;
+        }
+        Ok(Subscription::new(inbox, Box::new(attachment)))
+    }
+}
