@@ -377,3 +377,79 @@ fn closing_the_connection_ends_its_subscriptions() {
         });
     });
 }
+
+#[test]
+fn unsubscribe_waits_for_the_server() {
+    both(|protocol| {
+        let server = std::sync::Arc::new(RedisServer::start());
+        let config = config(&server, protocol).build().unwrap();
+        let srv = server.clone();
+        run(move || async move {
+            let conn = Connection::connect(config).await.unwrap();
+            let sub = conn.subscribe(["x", "y"]).await.unwrap();
+            let keep = conn.subscribe(["y"]).await.unwrap();
+            sub.unsubscribe().await.unwrap();
+            // Confirmed: the server no longer has "x"; "y" stays for `keep`.
+            let numsub = |c: &str| {
+                let out = srv.cmd(&["PUBSUB", "NUMSUB", c]);
+                out.lines().last().unwrap_or_default().to_owned()
+            };
+            assert_eq!(numsub("x"), "0");
+            assert_eq!(numsub("y"), "1");
+            keep.unsubscribe().await.unwrap();
+            assert_eq!(numsub("y"), "0");
+        });
+    });
+}
+
+/// Subscribes, unsubscribes and messages interleaved with ordinary
+/// commands from many tasks on one RESP3 socket: every reply still goes
+/// to its own caller.
+#[test]
+fn subscriptions_churning_never_shift_replies() {
+    let server = RedisServer::start();
+    let config = config(&server, Protocol::Resp3).build().unwrap();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..20 {
+            let c = conn.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let key = format!("counter:{t}");
+                for i in 1..=300i64 {
+                    let n: i64 = c.incr(&key).await.unwrap();
+                    assert_eq!(n, i, "task {t} got another caller's reply");
+                }
+            }));
+        }
+        for t in 0..5 {
+            let c = conn.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for i in 0..60 {
+                    let names = [format!("churn:{}", (t + i) % 7), format!("churn:{}", i % 3)];
+                    let sub = if i % 2 == 0 {
+                        c.subscribe(&names).await.unwrap()
+                    } else {
+                        c.psubscribe(["churn:*"]).await.unwrap()
+                    };
+                    if i % 3 == 0 {
+                        sub.unsubscribe().await.unwrap();
+                    } else {
+                        drop(sub);
+                    }
+                }
+            }));
+        }
+        let c = conn.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..2000 {
+                c.publish(format!("churn:{}", i % 7), i).await.unwrap();
+            }
+        }));
+        for t in tasks {
+            within("the tasks", 60 * SECOND, t).await;
+        }
+        let v: Option<String> = conn.get("counter:0").await.unwrap();
+        assert_eq!(v.as_deref(), Some("300"));
+    });
+}

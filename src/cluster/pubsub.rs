@@ -40,7 +40,8 @@ use super::NodeAddr;
 use super::client::Cluster;
 use super::router::{Attempt, Router};
 use crate::conn::pubsub::{
-    Attachment, ChannelKind, Gap, GapCause, Inbox, Lost, Message, Sink, Subscription, names_of,
+    Attachment, ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Sink, Subscription,
+    names_of,
 };
 use crate::resp::Arg;
 use crate::slot::key_slot;
@@ -148,6 +149,24 @@ pub(crate) struct Follow {
 
 /// Keeps a follow alive; dropping it detaches every name.
 pub(crate) struct FollowGuard(Rc<Follow>);
+
+impl Feed for FollowGuard {
+    fn unsubscribe(
+        self: Box<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>>>> {
+        Box::pin(async move {
+            self.0.homeless.borrow_mut().clear();
+            let placed = std::mem::take(&mut *self.0.placed.borrow_mut());
+            let done = super::router::join_all(
+                placed
+                    .into_iter()
+                    .map(|p| Box::new(p.attachment).unsubscribe()),
+            )
+            .await;
+            done.into_iter().collect()
+        })
+    }
+}
 
 impl Drop for FollowGuard {
     fn drop(&mut self) {

@@ -26,7 +26,7 @@ use super::mesh::CoreMesh;
 use crate::cluster::pubsub::{FollowGuard, follow};
 use crate::cluster::router::join_all;
 use crate::conn::pubsub::{
-    ChannelKind, Gap, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
+    ChannelKind, Feed, Gap, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
 };
 use crate::resp::Arg;
 use crate::{Error, ServerError};
@@ -317,6 +317,15 @@ struct CoreAttachment {
     id: u64,
     kind: ChannelKind,
     names: Vec<Bytes>,
+}
+
+impl Feed for CoreAttachment {
+    fn unsubscribe(
+        self: Box<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>>>> {
+        drop(self);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl Drop for CoreAttachment {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::registry::Sink;
-use super::{ChannelKind, Inbox, Subscription};
+use super::{ChannelKind, Feed, Inbox, Subscription};
 use crate::Error;
 use crate::config::Protocol;
 use crate::conn::Connection;
@@ -298,6 +298,33 @@ impl Attachment {
                 .pubsub
                 .detach(self.id, self.kind, &self.names);
         }
+    }
+}
+
+impl Feed for Attachment {
+    fn unsubscribe(
+        mut self: Box<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>>>> {
+        Box::pin(async move {
+            if !std::mem::take(&mut self.live) {
+                return Ok(());
+            }
+            let gone =
+                self.carrier
+                    .shared
+                    .mux
+                    .borrow_mut()
+                    .pubsub
+                    .detach(self.id, self.kind, &self.names);
+            if gone.is_empty() || self.carrier.shared.is_closed() {
+                return Ok(());
+            }
+            match self.carrier.confirmed(self.kind, true, gone).await {
+                // The socket went with them: nothing is subscribed again.
+                Ok(()) | Err(Error::ConnectionLost) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 

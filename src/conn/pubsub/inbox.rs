@@ -1,9 +1,9 @@
 //! A subscription's bounded queue ([`Inbox`]) and the handle that reads
 //! it ([`Subscription`]).
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -225,18 +225,28 @@ fn note_drop(dropping: &mut Option<Dropping>, at: Instant, reconnect: bool) {
     }
 }
 
+/// What feeds a [`Subscription`], as the layer that made it knows it: a
+/// connection's attachment, a cluster follow, a core's attachment.
+/// Dropping it detaches in the background.
+pub(crate) trait Feed {
+    /// Detaches every name, and waits until the server confirmed the
+    /// unsubscribes this caused (as far as the layer can tell).
+    fn unsubscribe(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<(), crate::Error>>>>;
+}
+
 /// Messages of one or more channels, patterns or sharded channels, in the
 /// order the server sent them, with a [`PubSubEvent::Gap`] wherever some
 /// may have been missed. A `Stream` of [`PubSubEvent`]s; also
 /// [`recv`](Self::recv).
 ///
 /// Dropping it unsubscribes on the server from every name no other
-/// subscription wants (in the background). It ends (`None`) when the
-/// client it came from is closed for good.
+/// subscription wants (in the background);
+/// [`unsubscribe`](Self::unsubscribe) does it and waits. It ends (`None`)
+/// when the client it came from is closed for good.
 pub struct Subscription {
     inbox: Rc<Inbox>,
     /// Detaches from what feeds the inbox when dropped.
-    _attachment: Box<dyn Any>,
+    feed: Box<dyn Feed>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -249,12 +259,19 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// A handle on `inbox`; `attachment` detaches it when dropped.
-    pub(crate) fn new(inbox: Rc<Inbox>, attachment: Box<dyn Any>) -> Subscription {
-        Subscription {
-            inbox,
-            _attachment: attachment,
-        }
+    /// A handle on `inbox`, which `feed` fills.
+    pub(crate) fn new(inbox: Rc<Inbox>, feed: Box<dyn Feed>) -> Subscription {
+        Subscription { inbox, feed }
+    }
+
+    /// Unsubscribes on the server from every name of this subscription
+    /// that no other subscription wants, and waits for the server's
+    /// confirmation: no message of those names is received after it. (On
+    /// the per-core runtime it returns once this core stopped taking them;
+    /// the home core unsubscribes right after.)
+    pub async fn unsubscribe(self) -> Result<(), crate::Error> {
+        let Subscription { feed, .. } = self;
+        feed.unsubscribe().await
     }
 
     /// The next event; `None` once the client is closed and everything

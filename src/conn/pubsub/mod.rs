@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 pub(crate) use client::{Attachment, names_of};
 pub(crate) use frame::{Frame, is_resp2_pubsub};
-pub(crate) use inbox::Inbox;
+pub(crate) use inbox::{Feed, Inbox};
 pub use inbox::{Overflow, Subscription};
 pub(crate) use registry::{Lost, Registry, Sink};
 pub(crate) use restore::restore;
