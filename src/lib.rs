@@ -46,6 +46,15 @@
 //!   corrects every core.
 //!   [`RemoteClient`] serves code off the executors.
 //!
+//! - [`pubsub`]: channels, patterns and sharded channels on every client
+//!   (`subscribe`, `psubscribe`, `ssubscribe` give a [`Subscription`], a
+//!   stream of [`PubSubEvent`]s). On RESP3 subscriptions share the
+//!   connection's socket; on RESP2 the connection opens a second one. They
+//!   are made again after a reconnect before anything else is sent, follow
+//!   sharded channels' slots and failed nodes on a cluster, go once per
+//!   process to the server on the per-core runtime, and say where messages
+//!   may have been missed with a [`pubsub::Gap`].
+//!
 //! # One function for every client
 //!
 //! The four clients implement [`Commands`]: `command`, `pipeline`,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs examples/basic.rs against a throwaway local redis-server:
+# Runs an example (examples/basic.rs, or the one named: `tools/example.sh
+# pubsub`) against a throwaway local redis-server:
 # installs redis-server/redis-tools with apt-get when missing (Debian/Ubuntu),
 # starts a server on a free loopback port in a temporary directory, runs the
 # example, and stops the server (also on failure or Ctrl-C).
@@ -33,4 +34,4 @@ for _ in $(seq 1 200); do
     sleep 0.05
 done
 
-cargo run --quiet --example basic -- "redis://127.0.0.1:$port"
+cargo run --quiet --example "${1:-basic}" -- "redis://127.0.0.1:$port"

@@ -10,8 +10,10 @@
 //! `send` calls as the socket accepts, then reads whatever replies have
 //! arrived into one large buffer, decodes them in place and completes the
 //! waiting calls in FIFO order. Replies are matched to requests by order
-//! only, so RESP3 push frames are routed to a separate receiver and never
-//! shift that order.
+//! only, so RESP3 push frames never shift that order: pub/sub messages go
+//! to subscriptions, subscribe confirmations answer the subscribe call
+//! waiting for them (see [`pubsub`]), and other pushes go to a separate
+//! receiver.
 //!
 //! One exception to "the connection task writes": an explicit pipeline or
 //! transaction of 1 KiB or more is sent by its caller at once, with what is

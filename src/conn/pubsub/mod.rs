@@ -13,7 +13,7 @@
 //! is asked for, and owns it.
 //!
 //! A connection subscribes to a name on the server once, however many
-//! subscriptions want it; the [`Registry`] fans each message out to them.
+//! subscriptions want it; its registry fans each message out to them.
 //! Dropping the last subscription that wants a name unsubscribes from it.
 //!
 //! # Never silently deaf
