@@ -46,7 +46,10 @@ struct Attached {
 /// attachment wants it.
 #[derive(Default)]
 pub(crate) struct Registry {
-    names: HashMap<(ChannelKind, Bytes), Vec<Attached>>,
+    /// Per kind (channels, patterns, sharded channels), the attachments
+    /// wanting each name: looked up by the bytes of a message's channel
+    /// or pattern, with no copy.
+    names: [HashMap<Bytes, Vec<Attached>>; 3],
     next_id: u64,
     /// Attachments owed a gap: since when they may have missed messages.
     /// Filled when the socket is lost, emptied when the names are
@@ -57,7 +60,7 @@ pub(crate) struct Registry {
 impl Registry {
     /// True when no name is wanted.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.names.iter().all(HashMap::is_empty)
     }
 
     /// Attaches `sink` to `names`; returns its id and the names nobody
@@ -72,7 +75,7 @@ impl Registry {
         self.next_id += 1;
         let mut new = Vec::new();
         for name in names {
-            let list = self.names.entry((kind, name.clone())).or_default();
+            let list = self.names[kind as usize].entry(name.clone()).or_default();
             if list.iter().any(|a| a.id == id) {
                 continue; // a name given twice
             }
@@ -91,14 +94,14 @@ impl Registry {
     /// wants any more (to unsubscribe from on the server).
     pub fn detach(&mut self, id: u64, kind: ChannelKind, names: &[Bytes]) -> Vec<Bytes> {
         let mut gone = Vec::new();
+        let map = &mut self.names[kind as usize];
         for name in names {
-            let key = (kind, name.clone());
-            let Some(list) = self.names.get_mut(&key) else {
+            let Some(list) = map.get_mut(&name[..]) else {
                 continue;
             };
             list.retain(|a| a.id != id);
             if list.is_empty() {
-                self.names.remove(&key);
+                map.remove(&name[..]);
                 gone.push(name.clone());
             }
         }
@@ -113,7 +116,7 @@ impl Registry {
             Some(p) => p,
             None => &message.channel,
         };
-        let Some(list) = self.names.get(&(message.kind, name.clone())) else {
+        let Some(list) = self.names[message.kind as usize].get(&name[..]) else {
             return; // unsubscribed meanwhile
         };
         if !self.owed.is_empty() {
@@ -137,7 +140,7 @@ impl Registry {
     /// A gap for every attachment wanting `name` (told by whoever serves
     /// the name for this registry: the per-core runtime's home core).
     pub fn gap_for(&mut self, kind: ChannelKind, name: &Bytes, gap: Gap) {
-        if let Some(list) = self.names.get(&(kind, name.clone())) {
+        if let Some(list) = self.names[kind as usize].get(&name[..]) {
             for a in list {
                 a.sink.gap(gap);
             }
@@ -147,7 +150,7 @@ impl Registry {
     /// The server stopped serving `name` (or refused it): every
     /// attachment wanting it is told and no longer holds it.
     pub fn lose(&mut self, kind: ChannelKind, name: &Bytes, why: Lost) {
-        let Some(list) = self.names.remove(&(kind, name.clone())) else {
+        let Some(list) = self.names[kind as usize].remove(&name[..]) else {
             return;
         };
         for a in list {
@@ -158,7 +161,7 @@ impl Registry {
     /// The socket was lost at `at`: every attachment is owed a gap from
     /// then (an earlier loss not yet made good keeps its time).
     pub fn on_socket_lost(&mut self, at: Instant) {
-        for list in self.names.values() {
+        for list in self.names.iter().flat_map(HashMap::values) {
             for a in list {
                 self.owed.entry(a.id).or_insert_with(|| {
                     a.sink.disconnected(at);
@@ -177,13 +180,16 @@ impl Registry {
 
     /// The names wanted, by kind (for subscribing again).
     pub fn wanted(&self) -> Vec<(ChannelKind, Bytes)> {
-        self.names.keys().cloned().collect()
+        KINDS
+            .iter()
+            .flat_map(|&k| self.names[k as usize].keys().map(move |n| (k, n.clone())))
+            .collect()
     }
 
     /// The connection closed for good: every attachment is told, once.
     pub fn close(&mut self) {
         let mut told = std::collections::HashSet::new();
-        for (_, list) in self.names.drain() {
+        for (_, list) in self.names.iter_mut().flat_map(HashMap::drain) {
             for a in list {
                 if told.insert(a.id) {
                     a.sink.closed();
@@ -193,6 +199,13 @@ impl Registry {
         self.owed.clear();
     }
 }
+
+/// The kinds, in the order of `ChannelKind`'s discriminants.
+const KINDS: [ChannelKind; 3] = [
+    ChannelKind::Channel,
+    ChannelKind::Pattern,
+    ChannelKind::Shard,
+];
 
 fn reconnected(from: Instant, to: Instant) -> Gap {
     Gap {
