@@ -453,3 +453,57 @@ fn subscriptions_churning_never_shift_replies() {
         assert_eq!(v.as_deref(), Some("300"));
     });
 }
+
+/// A message past `max_reply_bytes` is skipped, never built; its
+/// subscriptions are told with a gap and later messages still arrive.
+#[test]
+fn a_message_past_the_reply_limit_is_a_gap() {
+    both(|protocol| {
+        let server = RedisServer::start();
+        let mut limits = redcore::resp::DecoderLimits::default();
+        limits.max_reply_bytes = 16 * 1024;
+        let config = config(&server, protocol)
+            .decoder_limits(limits)
+            .build()
+            .unwrap();
+        run(move || async move {
+            let conn = Connection::connect(config).await.unwrap();
+            let mut sub = conn.subscribe(["big"]).await.unwrap();
+            conn.publish("big", vec![b'x'; 256 * 1024]).await.unwrap();
+            conn.publish("big", "small").await.unwrap();
+            match next(&mut sub).await {
+                PubSubEvent::Gap(g) => {
+                    if protocol == Protocol::Resp3 {
+                        assert_eq!(g.cause, GapCause::Skipped);
+                    }
+                }
+                other => panic!("expected a gap, got {other:?}"),
+            }
+            if protocol == Protocol::Resp3 {
+                // The same socket goes on.
+                assert_eq!(payload(&mut sub).await, "small");
+            } else {
+                // The dedicated socket was dropped (the oversized array was
+                // a reply to nobody) and made again: publish until it is
+                // back.
+                let deadline = std::time::Instant::now() + 10 * SECOND;
+                loop {
+                    assert!(std::time::Instant::now() < deadline, "never resubscribed");
+                    conn.publish("big", "again").await.unwrap();
+                    let got = futures_lite::future::or(async { sub.recv().await }, async {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        None
+                    })
+                    .await;
+                    match got {
+                        Some(PubSubEvent::Message(m)) if m.payload == "again" => break,
+                        Some(PubSubEvent::Message(m)) if m.payload == "small" => {}
+                        Some(PubSubEvent::Gap(_)) | None => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            conn.set("k", "v").await.unwrap();
+        });
+    });
+}

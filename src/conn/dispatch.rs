@@ -59,6 +59,15 @@ pub(crate) fn dispatch(
                 let limit = decoder.limits().max_reply_bytes;
                 if push {
                     tracing::warn!(limit, "a push frame larger than max_reply_bytes is skipped");
+                    if !st.pubsub.is_empty() {
+                        let now = std::time::Instant::now();
+                        st.pubsub.gap_all(crate::pubsub::Gap {
+                            from: now,
+                            to: now,
+                            missed: None,
+                            cause: crate::pubsub::GapCause::Skipped,
+                        });
+                    }
                 } else {
                     st.on_reply_too_large(ProtocolError::ReplyTooLarge { limit }.into())?;
                 }

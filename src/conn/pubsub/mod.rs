@@ -106,6 +106,11 @@ pub enum GapCause {
     /// The server stopped serving a name (a sharded channel's slot moved,
     /// a node failed) and the subscription was moved to another node.
     Moved,
+    /// A push frame larger than
+    /// [`max_reply_bytes`](crate::resp::DecoderLimits::max_reply_bytes)
+    /// was skipped unread: it may have been a message for this
+    /// subscription (every subscription of the connection is told).
+    Skipped,
 }
 
 /// Messages published in `from..to` may have been missed by the

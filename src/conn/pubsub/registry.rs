@@ -147,6 +147,19 @@ impl Registry {
         }
     }
 
+    /// A gap for every attachment (once each): something that may have
+    /// been a message for any of them was lost.
+    pub fn gap_all(&mut self, gap: Gap) {
+        let mut told = std::collections::HashSet::new();
+        for list in self.names.iter().flat_map(HashMap::values) {
+            for a in list {
+                if told.insert(a.id) {
+                    a.sink.gap(gap);
+                }
+            }
+        }
+    }
+
     /// The server stopped serving `name` (or refused it): every
     /// attachment wanting it is told and no longer holds it.
     pub fn lose(&mut self, kind: ChannelKind, name: &Bytes, why: Lost) {
