@@ -129,6 +129,7 @@ pub(crate) async fn run(shared: Rc<Shared>, mut ready: Option<(Transport, Negoti
             let _ = io.close().await;
             break;
         }
+        shared.mux.borrow_mut().unsubscribe_stale(config);
         // The transport is chosen per socket: a ring that stopped working
         // sends the next socket to glommio.
         let mut io = match uring::choose(config) {

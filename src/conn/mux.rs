@@ -201,6 +201,9 @@ pub(crate) struct Mux {
     /// subscriptions and nothing else, so that a silent server is noticed
     /// (see `health`).
     pub pubsub_ping_at: Option<Instant>,
+    /// Names subscribed again on a new socket that nobody wants any more:
+    /// unsubscribed once the socket is up.
+    pub pubsub_stale: Vec<(ChannelKind, Vec<Bytes>)>,
     /// Why the socket must be given up now (the oldest reply is overdue
     /// by far, a probe was refused, or the owner asked), for the I/O loop.
     pub give_up: Option<&'static str>,
@@ -314,6 +317,7 @@ impl Shared {
                 pubsub: Registry::default(),
                 resp2_pubsub: false,
                 pubsub_ping_at: None,
+                pubsub_stale: Vec::new(),
                 give_up: None,
                 health: Health::new(config.health_interval),
                 last_activity: Instant::now(),
@@ -528,12 +532,12 @@ impl Mux {
     }
 
     /// Queues a command nobody waits for, if there is room now (else
-    /// nothing is queued).
+    /// nothing is queued); whether it was.
     pub fn queue_detached(
         &mut self,
         config: &ConnectionConfig,
         encode: &mut impl FnMut(&mut BytesMut),
-    ) {
+    ) -> bool {
         let call = Call {
             watch: None,
             timeout: config.timeout,
@@ -543,9 +547,31 @@ impl Mux {
             blocking: false,
         };
         let mut waiter = None;
-        if let Ok(Admit::Wait) = self.admit(config, &call, encode, &mut waiter) {
-            if let Some(key) = waiter {
-                self.leave(Queue::Calls, key);
+        match self.admit(config, &call, encode, &mut waiter) {
+            Ok(Admit::Queued(_)) => true,
+            Ok(Admit::Wait) => {
+                if let Some(key) = waiter {
+                    self.leave(Queue::Calls, key);
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Unsubscribes, without waiting, from the names `restore` found
+    /// stale.
+    pub fn unsubscribe_stale(&mut self, config: &ConnectionConfig) {
+        for (kind, names) in std::mem::take(&mut self.pubsub_stale) {
+            let mut encode = |out: &mut BytesMut| {
+                crate::resp::write_array_header(out, 1 + names.len());
+                crate::resp::write_arg(out, kind.unsubscribe_command());
+                for n in &names {
+                    crate::resp::write_arg(out, n);
+                }
+            };
+            if self.queue_detached(config, &mut encode) {
+                self.expect_confirmations(kind, true, names);
             }
         }
     }

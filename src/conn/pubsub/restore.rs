@@ -61,6 +61,7 @@ pub(crate) async fn restore(
     if wanted.is_empty() {
         return Ok(());
     }
+    let snapshot = wanted.clone();
     let groups = commands(wanted);
     let deadline = Timer::new(shared.config.timeout);
     let work = async {
@@ -85,7 +86,17 @@ pub(crate) async fn restore(
         })
     })
     .await?;
-    shared.mux.borrow_mut().pubsub.on_restored(Instant::now());
+    let mut st = shared.mux.borrow_mut();
+    st.pubsub.on_restored(Instant::now());
+    // Names given up while this ran (a node connection may not queue
+    // their unsubscribe while down) were subscribed all the same: they
+    // are unsubscribed once the socket serves calls.
+    let still = st.pubsub.wanted();
+    let stale: Vec<(ChannelKind, Bytes)> = snapshot
+        .into_iter()
+        .filter(|w| !still.contains(w))
+        .collect();
+    st.pubsub_stale = commands(stale);
     tracing::info!(addr = %shared.addr_text(), "subscriptions restored");
     Ok(())
 }
