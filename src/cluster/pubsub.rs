@@ -377,10 +377,9 @@ async fn mover(router: Weak<Router>) {
             r.pubsub.mover.set(false);
             return;
         }
-        let mut unsettled = false;
-        for f in follows {
-            unsettled |= f.settle(&r).await;
-        }
+        // Side by side: after a failover every follow moves at once.
+        let settled = super::router::join_all(follows.iter().map(|f| f.settle(&r))).await;
+        let unsettled = settled.into_iter().any(|u| u);
         let signal = r.pubsub.signal.clone();
         drop(r);
         signal
