@@ -177,6 +177,7 @@ pub mod config;
 mod conn;
 mod error;
 pub mod hooks;
+mod join;
 pub mod prelude;
 pub mod resp;
 pub mod runtime;

@@ -216,7 +216,7 @@ fn a_push_arriving_past_a_deadline_is_not_skipped() {
     // The push's payload streams in for about half a second; the call's
     // deadline passes meanwhile; its reply comes after the push.
     const PAYLOAD: usize = 100_000;
-    let head: Arc<[u8]> = format!(">3\r\n+message\r\n+ch\r\n${PAYLOAD}\r\n")
+    let head: Arc<[u8]> = format!(">3\r\n+custom\r\n+ch\r\n${PAYLOAD}\r\n")
         .into_bytes()
         .into();
     let body: Arc<[u8]> = vec![b'p'; 10_000].into();

@@ -507,3 +507,81 @@ fn a_message_past_the_reply_limit_is_a_gap() {
         });
     });
 }
+
+/// Every event that comes within `quiet` of the previous one.
+async fn events_until_quiet(sub: &mut Subscription, quiet: Duration) -> Vec<PubSubEvent> {
+    let mut out = Vec::new();
+    loop {
+        let e = futures_lite::future::or(async { sub.recv().await }, async {
+            glommio::timer::sleep(quiet).await;
+            None
+        })
+        .await;
+        match e {
+            Some(e) => out.push(e),
+            None => return out,
+        }
+    }
+}
+
+fn count_messages(events: &[PubSubEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, PubSubEvent::Message(_)))
+        .count()
+}
+
+/// On RESP2's dedicated socket, a large message streaming in while a call
+/// nobody waits for is in flight (a dropped subscription's unsubscribe,
+/// the keepalive `PING`) is a message, never that call's reply.
+#[test]
+fn resp2_large_messages_are_never_taken_for_replies() {
+    let server = RedisServer::start();
+    let config = config(&server, Protocol::Resp2)
+        .health_interval(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let publisher = fast(&server).build().unwrap();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        let publisher = Connection::connect(publisher).await.unwrap();
+        let mut a = conn.subscribe(["a"]).await.unwrap();
+        let big = vec![b'x'; 200 << 10];
+        let mut delivered = 0;
+        for round in 0..20 {
+            let other = conn.subscribe(["b"]).await.unwrap();
+            let cmds: Vec<_> = (0..10)
+                .map(|_| redcore::cmd("PUBLISH").arg("a").arg(&big[..]))
+                .collect();
+            publisher.pipeline(cmds).await.unwrap();
+            // Its unsubscribe goes out while the messages stream in.
+            drop(other);
+            let got = events_until_quiet(&mut a, Duration::from_millis(100)).await;
+            assert!(
+                got.iter().all(|e| matches!(e, PubSubEvent::Message(_))),
+                "round {round}: {got:?}"
+            );
+            delivered += count_messages(&got);
+        }
+        // No gap either: the socket was never dropped and made again.
+        assert_eq!(delivered, 200, "messages lost");
+    });
+}
+
+/// A second subscription to a name whose first subscribe is not sent yet
+/// does not count on it: the first may be withdrawn.
+#[test]
+fn a_second_subscriber_does_not_depend_on_the_first() {
+    let server = RedisServer::start();
+    let config = config(&server, Protocol::Resp3).build().unwrap();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        let mut first = Box::pin(conn.subscribe(["x"]));
+        // Queued, not written yet; then withdrawn.
+        assert!(futures_lite::future::poll_once(&mut first).await.is_none());
+        let mut second = conn.subscribe(["x"]).await.unwrap();
+        drop(first);
+        assert_eq!(conn.publish("x", "hello").await.unwrap(), 1);
+        assert_eq!(payload(&mut second).await, "hello");
+    });
+}

@@ -225,7 +225,7 @@ impl Commands for Cluster {
     /// ([`is_read_only`](crate::cmd::is_read_only): `GET`, `HGETALL`,
     /// `XREAD`, ...), which are sent again after a topology refresh.
     async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let route = args.route()?;
+        let route = crate::cmd::send_route(&args)?;
         let mut attempt = self.attempt();
         attempt.read_only = crate::cmd::is_read_only(&args);
         let value = self
@@ -262,7 +262,7 @@ impl Commands for Cluster {
         }
         let routes = cmds
             .iter()
-            .map(Args::route)
+            .map(crate::cmd::send_route)
             .collect::<Result<Vec<Route>, Error>>()?;
         let deadline = self.deadline();
         let table = self.router.routes();

@@ -93,8 +93,8 @@ pub(crate) struct Followers {
 struct Relay {
     sink: Rc<dyn Sink>,
     signal: Rc<Signal>,
-    /// Names the server stopped serving, for the mover.
-    lost: RefCell<Vec<(Bytes, Lost)>>,
+    /// Names the server stopped serving, and when, for the mover.
+    lost: RefCell<Vec<(Bytes, Lost, Instant)>>,
     /// Since when the node's socket is down (cleared when it is back).
     down_since: Cell<Option<Instant>>,
     closed: Cell<bool>,
@@ -113,7 +113,9 @@ impl Sink for Relay {
     // Called with the node connection borrowed: only notes it for the
     // mover.
     fn lost(&self, _: ChannelKind, name: &Bytes, why: Lost) {
-        self.lost.borrow_mut().push((name.clone(), why));
+        self.lost
+            .borrow_mut()
+            .push((name.clone(), why, Instant::now()));
         self.signal.raise();
     }
 
@@ -145,6 +147,9 @@ pub(crate) struct Follow {
     placed: RefCell<Vec<Placement>>,
     /// Names to place again, with when they stopped being heard.
     homeless: RefCell<Vec<(Bytes, Instant)>>,
+    /// The subscription was dropped: a placement under way when it was
+    /// is given up as soon as it is made.
+    ended: Cell<bool>,
 }
 
 /// Keeps a follow alive; dropping it detaches every name.
@@ -155,6 +160,7 @@ impl Feed for FollowGuard {
         self: Box<Self>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>>>> {
         Box::pin(async move {
+            self.0.ended.set(true);
             self.0.homeless.borrow_mut().clear();
             let placed = std::mem::take(&mut *self.0.placed.borrow_mut());
             let done = super::router::join_all(
@@ -170,6 +176,7 @@ impl Feed for FollowGuard {
 
 impl Drop for FollowGuard {
     fn drop(&mut self) {
+        self.0.ended.set(true);
         self.0.homeless.borrow_mut().clear();
         // Dropping the attachments unsubscribes on the nodes.
         let placed = std::mem::take(&mut *self.0.placed.borrow_mut());
@@ -206,7 +213,17 @@ impl Follow {
         let mut groups: HashMap<NodeAddr, Vec<Bytes>> = HashMap::new();
         let mut unplaced = Vec::new();
         for name in names {
-            match target(router, &name) {
+            let target = target(router, &name);
+            // Already attached there (placed while this was decided): once
+            // is enough, twice would deliver every message twice.
+            let held =
+                self.placed.borrow().iter().any(|p| {
+                    Some(&p.addr) == target.as_ref() && p.attachment.names().contains(&name)
+                });
+            if held {
+                continue;
+            }
+            match target {
                 Some(addr) => groups.entry(addr).or_default().push(name),
                 None => unplaced.push((name, None)),
             }
@@ -227,6 +244,8 @@ impl Follow {
                 Err(e) => Err(e),
             };
             match attached {
+                // Dropping it unsubscribes again.
+                Ok(attachment) if self.ended.get() => drop(attachment),
                 Ok(attachment) => self.placed.borrow_mut().push(Placement {
                     addr,
                     attachment,
@@ -261,14 +280,19 @@ impl Follow {
             let masters = router.routes().map.masters().to_vec();
             let mut placed = self.placed.borrow_mut();
             placed.retain_mut(|p| {
-                let lost: Vec<(Bytes, Lost)> = p.relay.lost.borrow_mut().drain(..).collect();
-                for (name, why) in lost {
+                let lost: Vec<(Bytes, Lost, Instant)> =
+                    p.relay.lost.borrow_mut().drain(..).collect();
+                for (name, why, at) in lost {
+                    // Left here already (moved meanwhile): nothing to do.
+                    if !p.attachment.names().contains(&name) {
+                        continue;
+                    }
                     p.attachment.detach_some(std::slice::from_ref(&name));
                     match why {
                         Lost::Refused(e) if !refused_for_now(&e) => {
                             self.sink.lost(self.kind, &name, Lost::Refused(e));
                         }
-                        _ => moving.push((name, now)),
+                        _ => moving.push((name, at)),
                     }
                 }
                 let since = p.relay.down_since.get();
@@ -307,9 +331,15 @@ impl Follow {
         if moving.is_empty() {
             return unsettled;
         }
-        let from: HashMap<Bytes, Instant> = moving.iter().cloned().collect();
-        let first = moving.iter().map(|(_, t)| *t).min().unwrap_or(now);
-        let names: Vec<Bytes> = moving.into_iter().map(|(n, _)| n).collect();
+        // A name may come twice (waiting for a home, and still on a node
+        // it is leaving): once, with the earliest time.
+        let mut from: HashMap<Bytes, Instant> = HashMap::new();
+        for (name, at) in moving {
+            let t = from.entry(name).or_insert(at);
+            *t = (*t).min(at);
+        }
+        let first = from.values().copied().min().unwrap_or(now);
+        let names: Vec<Bytes> = from.keys().cloned().collect();
         let deadline = Instant::now() + router.config.timeout();
         let unplaced = self.place(router, names, deadline).await;
         let mut homeless = Vec::new();
@@ -344,7 +374,9 @@ impl Follow {
             });
         }
         let unsettled = unsettled || !homeless.is_empty();
-        self.homeless.borrow_mut().extend(homeless);
+        if !self.ended.get() {
+            self.homeless.borrow_mut().extend(homeless);
+        }
         unsettled
     }
 }
@@ -406,6 +438,7 @@ pub(crate) async fn follow(
         sink,
         placed: RefCell::new(Vec::new()),
         homeless: RefCell::new(Vec::new()),
+        ended: Cell::new(false),
     });
     let guard = FollowGuard(follow.clone());
     let mut names = names;

@@ -346,15 +346,19 @@ fn migrate_keys(args: &impl Args) -> Result<KeyPositions, Error> {
 }
 
 /// Computes the route of a command: the slot all of its keys share.
-///
-/// `PUBLISH` has no key, but goes to its channel's slot: a cluster
-/// delivers a message published on one node to subscribers on the others
-/// over its bus, so publishes sent to different nodes can reach a
-/// subscriber out of order. Sent to one node per channel (the one a
-/// redcore cluster subscription to the channel also uses), they keep
-/// their order, and reach such a subscriber without the bus hop.
 pub(super) fn route(args: &impl Args) -> Result<Route, Error> {
-    let mut route = Route::Keyless;
+    route_of(args, key_positions(args)?)
+}
+
+/// Where a cluster client sends a command on its own (or in a
+/// pipeline): its [`route`], except that `PUBLISH`, which has no key,
+/// goes to its channel's slot. A cluster delivers a message published on
+/// one node to subscribers on the others over its bus, so publishes sent
+/// to different nodes can reach a subscriber out of order; sent to one
+/// node per channel (the one a redcore cluster subscription to the
+/// channel also uses) they keep their order, and reach such a subscriber
+/// without the bus hop. In a transaction `PUBLISH` stays keyless.
+pub(crate) fn send_route(args: &impl Args) -> Result<Route, Error> {
     let positions = key_positions(args)?;
     if positions.is_empty()
         && args.arg_count() >= 2
@@ -364,6 +368,11 @@ pub(super) fn route(args: &impl Args) -> Result<Route, Error> {
             .with_arg(1, key_slot)
             .map_or(Route::Keyless, Route::Slot));
     }
+    route_of(args, positions)
+}
+
+fn route_of(args: &impl Args, positions: KeyPositions) -> Result<Route, Error> {
+    let mut route = Route::Keyless;
     for index in positions.iter() {
         let Some(slot) = args.with_arg(index, key_slot) else {
             break;
@@ -550,9 +559,15 @@ mod tests {
         assert_eq!(["GET", "foo"].route().unwrap(), Route::Slot(12182));
         assert_eq!(["PING"].route().unwrap(), Route::Keyless);
         assert_eq!(["EVAL", "s", "0"].route().unwrap(), Route::Keyless);
-        // PUBLISH goes to its channel's slot, without a key.
-        assert_eq!(["publish", "foo", "m"].route().unwrap(), Route::Slot(12182));
-        assert_eq!(["PUBLISH"].route().unwrap(), Route::Keyless);
+        // Sent alone, PUBLISH goes to its channel's slot; in a
+        // transaction it has no key.
+        assert_eq!(
+            send_route(&["publish", "foo", "m"]).unwrap(),
+            Route::Slot(12182)
+        );
+        assert_eq!(["PUBLISH", "foo", "m"].route().unwrap(), Route::Keyless);
+        assert_eq!(send_route(&["PUBLISH"]).unwrap(), Route::Keyless);
+        assert_eq!(send_route(&["GET", "foo"]).unwrap(), Route::Slot(12182));
         assert_eq!(
             ["MGET", "{user1000}.following", "{user1000}.followers"]
                 .route()

@@ -23,6 +23,7 @@ use smallvec::SmallVec;
 
 use crate::resp::{Arg, write_array_header, write_bulk};
 
+pub(crate) use keys::send_route;
 pub use keys::{KeyPositions, Route, is_blocking, is_read_only, key_positions};
 
 /// A command's arguments, name first. Implemented by [`Cmd`] and by slices,

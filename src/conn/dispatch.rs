@@ -57,6 +57,10 @@ pub(crate) fn dispatch(
             Step::Frame(v) => st.on_reply(v)?,
             Step::TooLarge { push } => {
                 let limit = decoder.limits().max_reply_bytes;
+                // On a RESP2 socket given to subscriptions, only messages
+                // are ever large (its replies are confirmations, errors
+                // and `pong`s): it is a message, skipped, and no call's.
+                let push = push || st.resp2_pubsub;
                 if push {
                     tracing::warn!(limit, "a push frame larger than max_reply_bytes is skipped");
                     if !st.pubsub.is_empty() {
@@ -77,14 +81,21 @@ pub(crate) fn dispatch(
                 return Ok(Drained::Budget);
             }
             Step::Skipped { push } => {
-                if !push {
+                if !push && !st.resp2_pubsub {
                     st.on_skipped_reply()?;
                 }
             }
             Step::NeedMore | Step::Paused => {
                 // One look at the clock per read or per slice of a
                 // reply, and only while a reply streams in.
-                if decoder.in_frame() && !decoder.is_skipping() && st.front_reply_unwanted() {
+                // Never on a RESP2 socket given to subscriptions: what
+                // streams in there is a message (an array), not the
+                // oldest call's reply.
+                if decoder.in_frame()
+                    && !decoder.is_skipping()
+                    && !st.resp2_pubsub
+                    && st.front_reply_unwanted()
+                {
                     let held = decoder.frame_bytes();
                     if decoder.skip_frame() {
                         released(held);

@@ -93,6 +93,8 @@ pub(crate) struct Message {
     /// What homes forward to the cores wanting it (see
     /// [`super::pubsub`]).
     pub(super) pubsub: Vec<(ChannelKind, Bytes, Fed)>,
+    /// The bytes of the messages in `pubsub` (see `Fed::size`).
+    pub(super) pubsub_bytes: usize,
 }
 
 impl Message {

@@ -10,11 +10,18 @@
 //! in the batch the mesh already sends each turn. A core fans what
 //! arrives out to its own subscriptions through a
 //! [`Registry`](crate::conn::pubsub::Registry), the same a connection
-//! uses: a core asks the home for a name when its first subscription
-//! wants it and tells the home when its last one is dropped; the home
-//! unsubscribes when no core wants the name any more.
+//! uses. Each subscription asks the homes of all its names (a request
+//! for a name already served is answered once it is placed); a core
+//! tells a home when its last subscription to a name is dropped, and the
+//! home unsubscribes when no core wants the name any more.
+//!
+//! What a home has queued for one peer core is bounded
+//! ([`FED_MAX_EVENTS`], [`FED_MAX_BYTES`]): past that, messages for that
+//! core are dropped and the core's subscriptions get a gap with the
+//! number dropped before the next message, as a full subscription queue
+//! does.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
@@ -24,20 +31,38 @@ use bytes::Bytes;
 use super::CoreClient;
 use super::mesh::CoreMesh;
 use crate::cluster::pubsub::{FollowGuard, follow};
-use crate::cluster::router::join_all;
 use crate::conn::pubsub::{
-    ChannelKind, Feed, Gap, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
+    ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
 };
+use crate::join::join_all;
 use crate::resp::Arg;
 use crate::{Error, ServerError};
+
+/// Events a home queues for one peer core in one turn, at most.
+pub(super) const FED_MAX_EVENTS: usize = 65_536;
+/// Bytes of messages (channel, pattern, payload) a home queues for one
+/// peer core in one turn, at most.
+pub(super) const FED_MAX_BYTES: usize = 64 << 20;
 
 /// What a home core forwards for one name.
 #[derive(Clone)]
 pub(crate) enum Fed {
     Message(Message),
     Gap(Gap),
-    /// The cluster refused the name for good (or dropped it, `None`).
+    /// The cluster refused the name for good.
     Lost(Option<ServerError>),
+}
+
+impl Fed {
+    /// The bytes it holds, as counted against [`FED_MAX_BYTES`].
+    pub(super) fn size(&self) -> usize {
+        match self {
+            Fed::Message(m) => {
+                m.channel.len() + m.payload.len() + m.pattern.as_ref().map_or(0, Bytes::len)
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// A name as the home serves it: its follow on the cluster (once placed)
@@ -52,8 +77,8 @@ struct Homed {
     placed: Rc<Placed>,
 }
 
-/// The outcome of a name's first subscription on the cluster, awaited by
-/// every core that asks for the name before it is known.
+/// The outcome of a name's subscription on the cluster, awaited by every
+/// core that asks for the name.
 #[derive(Default)]
 pub(super) struct Placed {
     outcome: RefCell<Option<Result<(), Error>>>,
@@ -87,8 +112,8 @@ impl Placed {
 }
 
 /// What a core's request for some names needs: the names to subscribe
-/// to on the cluster now, and the outcomes to wait for (those names and
-/// the ones another request is placing).
+/// to on the cluster now, and the outcomes to wait for (every name of the
+/// request, placed by this request or an earlier one).
 pub(super) struct Wanted {
     pub new: Vec<(Bytes, u64)>,
     pub waits: Vec<Rc<Placed>>,
@@ -101,6 +126,14 @@ impl Wanted {
     }
 }
 
+/// Messages a home dropped for one peer core and one name, not yet told.
+#[derive(Clone, Copy)]
+struct Dropped {
+    from: Instant,
+    to: Instant,
+    count: u64,
+}
+
 /// This core's pub/sub state.
 #[derive(Default)]
 pub(crate) struct CorePubSub {
@@ -108,7 +141,10 @@ pub(crate) struct CorePubSub {
     pub local: RefCell<Registry>,
     /// The names this core is home to.
     homed: RefCell<HashMap<(ChannelKind, Bytes), Homed>>,
-    generation: std::cell::Cell<u64>,
+    generation: Cell<u64>,
+    /// Messages dropped for a peer core whose outbox was full: (peer,
+    /// kind, name).
+    dropped: RefCell<HashMap<(usize, ChannelKind, Bytes), Dropped>>,
 }
 
 /// The home's sink for one name: forwards to every core that wants it.
@@ -116,12 +152,14 @@ struct Fanout {
     mesh: Weak<CoreMesh>,
     kind: ChannelKind,
     name: Bytes,
+    /// The entry it serves (a later entry for the same name has its own).
+    generation: u64,
 }
 
 impl Fanout {
     fn forward(&self, fed: Fed) {
         if let Some(mesh) = self.mesh.upgrade() {
-            mesh.fan_out(self.kind, &self.name, fed);
+            mesh.fan_out(self.kind, &self.name, self.generation, fed);
         }
     }
 }
@@ -135,11 +173,26 @@ impl Sink for Fanout {
         self.forward(Fed::Gap(gap));
     }
 
+    // A refusal for good (the cluster layer moves everything else): every
+    // core is told, and the entry goes once this call is over (the follow
+    // calling this is borrowed).
     fn lost(&self, _: ChannelKind, _: &Bytes, why: Lost) {
         self.forward(Fed::Lost(match why {
             Lost::Refused(e) => Some(e),
             Lost::Dropped => None,
         }));
+        let (mesh, kind, name, generation) = (
+            self.mesh.clone(),
+            self.kind,
+            self.name.clone(),
+            self.generation,
+        );
+        glommio::spawn_local(async move {
+            if let Some(mesh) = mesh.upgrade() {
+                mesh.forget_homed(kind, &name, generation);
+            }
+        })
+        .detach();
     }
 
     // The cluster client closes only when the runtime stops, which ends
@@ -154,19 +207,57 @@ impl CoreMesh {
     }
 
     /// Hands `fed` for `name` to every core that wants it (this one
-    /// directly, the others through their outboxes).
-    fn fan_out(&self, kind: ChannelKind, name: &Bytes, fed: Fed) {
+    /// directly, the others through their outboxes), if `generation` is
+    /// the entry's.
+    fn fan_out(&self, kind: ChannelKind, name: &Bytes, generation: u64, fed: Fed) {
         let homed = self.pubsub.homed.borrow();
-        let Some(h) = homed.get(&(kind, name.clone())) else {
+        let Some(h) = homed
+            .get(&(kind, name.clone()))
+            .filter(|h| h.generation == generation)
+        else {
             return;
         };
         for &core in &h.cores {
             if core == self.index {
                 self.take_fed(kind, name, fed.clone());
             } else {
-                self.push(core, |m| m.pubsub.push((kind, name.clone(), fed.clone())));
+                self.push_fed(core, kind, name, fed.clone());
             }
         }
+    }
+
+    /// Queues `fed` for peer `core`, within the outbox's bounds: a message
+    /// past them is dropped, and a gap saying how many goes before the
+    /// next one that fits.
+    fn push_fed(&self, core: usize, kind: ChannelKind, name: &Bytes, fed: Fed) {
+        let size = fed.size();
+        let key = (core, kind, name.clone());
+        self.push(core, |m| {
+            let full = m.pubsub.len() >= FED_MAX_EVENTS || m.pubsub_bytes + size > FED_MAX_BYTES;
+            let mut dropped = self.pubsub.dropped.borrow_mut();
+            if full && matches!(fed, Fed::Message(_)) {
+                let now = Instant::now();
+                let d = dropped.entry(key).or_insert(Dropped {
+                    from: now,
+                    to: now,
+                    count: 0,
+                });
+                d.to = now;
+                d.count += 1;
+                return;
+            }
+            if let Some(d) = dropped.remove(&key) {
+                let gap = Gap {
+                    from: d.from,
+                    to: d.to,
+                    missed: Some(d.count),
+                    cause: GapCause::Overflow,
+                };
+                m.pubsub.push((kind, name.clone(), Fed::Gap(gap)));
+            }
+            m.pubsub_bytes += size;
+            m.pubsub.push((kind, name.clone(), fed));
+        });
     }
 
     /// What a home forwarded for `name`: to this core's subscriptions.
@@ -209,42 +300,55 @@ impl CoreMesh {
         wanted
     }
 
-    /// Subscribes to the new names of `wanted` on the cluster and waits
-    /// until every name of it is subscribed, before `deadline`.
+    /// Subscribes to the new names of `wanted` on the cluster, in a task
+    /// of its own (nobody's dropped future cancels a placement others
+    /// may wait for), and waits until every name of it is placed, before
+    /// `deadline`.
     pub(super) async fn settle(
         self: &Rc<Self>,
         kind: ChannelKind,
         wanted: Wanted,
         deadline: Instant,
     ) -> Result<(), Error> {
-        let mut result = self.follow_names(kind, wanted.new, deadline).await;
-        for placed in wanted.waits {
+        if !wanted.new.is_empty() {
+            let mesh = self.clone();
+            let new = wanted.new;
+            glommio::spawn_local(async move { mesh.follow_names(kind, new, deadline).await })
+                .detach();
+        }
+        let waits = join_all(wanted.waits.iter().map(|placed| async move {
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = futures_lite::future::or(placed.wait(), async {
+            futures_lite::future::or(placed.wait(), async {
                 glommio::timer::sleep(left).await;
                 Err(Error::Timeout {
                     maybe_applied: false,
                 })
             })
-            .await;
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
+            .await
+        }))
+        .await;
+        waits.into_iter().collect()
     }
 
     /// Subscribes to `names` on the cluster (their entries made by
     /// [`want`](Self::want)), each followed on its own, before
-    /// `deadline`. A failure takes the name's entry away.
-    pub(super) async fn follow_names(
+    /// `deadline`; each entry's outcome is set. A failure takes the
+    /// name's entry away.
+    async fn follow_names(
         self: &Rc<Self>,
         kind: ChannelKind,
         names: Vec<(Bytes, u64)>,
         deadline: Instant,
-    ) -> Result<(), Error> {
+    ) {
         let Some(router) = self.router() else {
-            return Err(Error::Closed("the core is shutting down"));
+            let homed = self.pubsub.homed.borrow();
+            for (name, _) in &names {
+                if let Some(h) = homed.get(&(kind, name.clone())) {
+                    h.placed
+                        .set(Err(Error::Closed("the core is shutting down")));
+                }
+            }
+            return;
         };
         let results = join_all(names.into_iter().map(|(name, generation)| {
             let router = router.clone();
@@ -252,6 +356,7 @@ impl CoreMesh {
                 mesh: Rc::downgrade(self),
                 kind,
                 name: name.clone(),
+                generation,
             });
             async move {
                 let r = follow(&router, kind, vec![name.clone()], sink, deadline).await;
@@ -259,7 +364,6 @@ impl CoreMesh {
             }
         }))
         .await;
-        let mut first_error = None;
         let mut homed = self.pubsub.homed.borrow_mut();
         for (name, generation, r) in results {
             let key = (kind, name);
@@ -273,13 +377,11 @@ impl CoreMesh {
                     h.placed.set(Ok(()));
                 }
                 Err(e) => {
-                    h.placed.set(Err(e.clone()));
+                    h.placed.set(Err(e));
                     homed.remove(&key);
-                    first_error.get_or_insert(e);
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Core `core` no longer wants `names`: a name no core wants is
@@ -298,6 +400,20 @@ impl CoreMesh {
         }
         drop(homed);
         // Dropping the follows unsubscribes, with nothing borrowed.
+        drop(gone);
+    }
+
+    /// The cluster refused `name` for good: its entry goes (the cores
+    /// were told, and forgot it).
+    fn forget_homed(&self, kind: ChannelKind, name: &Bytes, generation: u64) {
+        let key = (kind, name.clone());
+        let gone = {
+            let mut homed = self.pubsub.homed.borrow_mut();
+            match homed.get(&key) {
+                Some(h) if h.generation == generation => homed.remove(&key),
+                _ => None,
+            }
+        };
         drop(gone);
     }
 
@@ -400,7 +516,7 @@ impl CoreClient {
             c.subscription_overflow,
         );
         let mesh = self.mesh.clone();
-        let (id, new) = mesh
+        let id = mesh
             .pubsub
             .local
             .borrow_mut()
@@ -409,10 +525,12 @@ impl CoreClient {
             mesh: mesh.clone(),
             id,
             kind,
-            names,
+            names: names.clone(),
         };
         let deadline = self.cluster.deadline();
-        let asked = by_home(&mesh, new).into_iter().map(|(home, names)| {
+        // Every name is asked of its home, even one another subscription
+        // here wants: its placement may be under way, and may fail.
+        let asked = by_home(&mesh, names).into_iter().map(|(home, names)| {
             let mesh = mesh.clone();
             async move {
                 if home == mesh.index {
@@ -424,6 +542,7 @@ impl CoreClient {
             }
         });
         for result in join_all(asked).await {
+            // Dropping the attachment gives the names back.
             result?;
         }
         Ok(Subscription::new(inbox, Box::new(attachment)))

@@ -6,11 +6,13 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::registry::Sink;
+use super::restore::command_groups;
 use super::{ChannelKind, Feed, Inbox, Subscription};
 use crate::Error;
 use crate::config::Protocol;
 use crate::conn::Connection;
 use crate::conn::mux::{Admit, Call, Queue};
+use crate::join::join_all;
 use crate::resp::{Arg, write_arg, write_array_header};
 
 impl Connection {
@@ -96,28 +98,38 @@ impl Connection {
         sink: Rc<dyn Sink>,
     ) -> Result<Attachment, Error> {
         let carrier = self.carrier().await?;
-        let (id, new) = carrier
+        let id = carrier
             .shared
             .mux
             .borrow_mut()
             .pubsub
             .attach(kind, &names, sink);
-        let mut attachment = Attachment {
+        let attachment = Attachment {
             carrier,
             id,
             kind,
             names,
             live: true,
         };
-        if !new.is_empty() {
-            match attachment.carrier.confirmed(kind, false, new).await {
+        // Every name is subscribed by this attachment's own calls, even
+        // one another attachment wants: that one's subscribe may still be
+        // unconfirmed, and then withdrawn or refused (the server takes a
+        // name twice as once). Sharded channels go one slot per command.
+        let groups = groups_of(kind, &attachment.names);
+        let confirmed = join_all(
+            groups
+                .into_iter()
+                .map(|(_, group)| attachment.carrier.confirmed(kind, false, group)),
+        )
+        .await;
+        for result in confirmed {
+            match result {
                 // Written and lost with the socket: the next socket
                 // subscribes again, and the subscription gets its gap.
                 Ok(()) | Err(Error::ConnectionLost) => {}
-                Err(e) => {
-                    attachment.forget();
-                    return Err(e);
-                }
+                // Dropping the attachment unsubscribes from what no one
+                // else wants (a subscribe that timed out may yet run).
+                Err(e) => return Err(e),
             }
         }
         Ok(attachment)
@@ -181,6 +193,13 @@ impl Connection {
     /// Unsubscribes from `names` without waiting: queued now when there
     /// is room, else by a task of its own.
     fn unsubscribe_later(&self, kind: ChannelKind, names: Vec<Bytes>) {
+        // Sharded channels one slot per command, as when subscribing.
+        for (_, group) in groups_of(kind, &names) {
+            self.unsubscribe_group_later(kind, group);
+        }
+    }
+
+    fn unsubscribe_group_later(&self, kind: ChannelKind, names: Vec<Bytes>) {
         let config = &self.shared.config;
         let call = Call {
             watch: None,
@@ -215,6 +234,12 @@ impl Connection {
             Err(_) => {}
         }
     }
+}
+
+/// `names` split into commands: sharded channels one slot per command (a
+/// cluster refuses a command whose channels span slots).
+fn groups_of(kind: ChannelKind, names: &[Bytes]) -> Vec<(ChannelKind, Vec<Bytes>)> {
+    command_groups(names.iter().map(|n| (kind, n.clone())).collect())
 }
 
 fn encode(out: &mut BytesMut, kind: ChannelKind, unsubscribe: bool, names: &[Bytes]) {
@@ -287,18 +312,6 @@ impl Attachment {
             self.carrier.unsubscribe_later(self.kind, gone);
         }
     }
-
-    /// Detaches without unsubscribing: the server refused the names.
-    fn forget(&mut self) {
-        if std::mem::take(&mut self.live) {
-            self.carrier
-                .shared
-                .mux
-                .borrow_mut()
-                .pubsub
-                .detach(self.id, self.kind, &self.names);
-        }
-    }
 }
 
 impl Feed for Attachment {
@@ -319,11 +332,23 @@ impl Feed for Attachment {
             if gone.is_empty() || self.carrier.shared.is_closed() {
                 return Ok(());
             }
-            match self.carrier.confirmed(self.kind, true, gone).await {
-                // The socket went with them: nothing is subscribed again.
-                Ok(()) | Err(Error::ConnectionLost) => Ok(()),
-                Err(e) => Err(e),
+            let kind = self.kind;
+            let carrier = &self.carrier;
+            let done = join_all(
+                groups_of(kind, &gone)
+                    .into_iter()
+                    .map(|(_, group)| carrier.confirmed(kind, true, group)),
+            )
+            .await;
+            for result in done {
+                match result {
+                    // The socket went with them: nothing is subscribed
+                    // again.
+                    Ok(()) | Err(Error::ConnectionLost) => {}
+                    Err(e) => return Err(e),
+                }
             }
+            Ok(())
         })
     }
 }

@@ -62,6 +62,9 @@ impl Dropping {
 
 struct State {
     events: VecDeque<PubSubEvent>,
+    /// Messages among `events` (the bound counts these; gaps and notices
+    /// are few: gaps in a row join, and a name is unsubscribed once).
+    messages: usize,
     bytes: usize,
     capacity: usize,
     max_bytes: usize,
@@ -85,6 +88,7 @@ impl Inbox {
         Rc::new(Inbox {
             state: RefCell::new(State {
                 events: VecDeque::new(),
+                messages: 0,
                 bytes: 0,
                 capacity: capacity.max(1),
                 max_bytes: max_bytes.max(1),
@@ -122,6 +126,7 @@ impl Inbox {
         let event = st.events.pop_front()?;
         if let PubSubEvent::Message(m) = &event {
             st.bytes -= size(m);
+            st.messages -= 1;
         }
         Some(event)
     }
@@ -138,7 +143,7 @@ impl Sink for Inbox {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let n = size(&message);
-        let full = |st: &State| st.events.len() >= st.capacity || st.bytes + n > st.max_bytes;
+        let full = |st: &State| st.messages >= st.capacity || st.bytes + n > st.max_bytes;
         if full(st) {
             let now = Instant::now();
             match st.overflow {
@@ -149,22 +154,21 @@ impl Sink for Inbox {
                 }
                 Overflow::DropOldest => {
                     while full(st) {
-                        match st.events.pop_front() {
-                            Some(PubSubEvent::Message(m)) => {
-                                st.bytes -= size(&m);
-                                note_drop(&mut st.dropping, now, false);
-                                st.dropped_total += 1;
-                            }
-                            Some(PubSubEvent::Gap(g)) => {
-                                note_drop(&mut st.dropping, g.from, true);
-                            }
-                            // A refusal is kept: it says something no gap
-                            // can.
-                            Some(other) => {
-                                st.events.push_front(other);
-                                break;
-                            }
-                            None => break,
+                        // The oldest message, wherever it is: gaps and
+                        // notices before it stay (a gap before the
+                        // messages it precedes joins the overflow's).
+                        let Some(at) = st
+                            .events
+                            .iter()
+                            .position(|e| matches!(e, PubSubEvent::Message(_)))
+                        else {
+                            break;
+                        };
+                        if let Some(PubSubEvent::Message(m)) = st.events.remove(at) {
+                            st.bytes -= size(&m);
+                            st.messages -= 1;
+                            note_drop(&mut st.dropping, now, false);
+                            st.dropped_total += 1;
                         }
                     }
                 }
@@ -175,6 +179,7 @@ impl Sink for Inbox {
                 st.events.push_back(PubSubEvent::Gap(d.gap()));
             }
         }
+        st.messages += 1;
         st.bytes += n;
         st.events.push_back(PubSubEvent::Message(message));
         wake(&mut st.waker);
@@ -285,7 +290,7 @@ impl Subscription {
         Inbox::pop(&mut self.inbox.state.borrow_mut())
     }
 
-    /// Events queued and not taken yet.
+    /// Events queued and not taken yet (messages, gaps, notices).
     pub fn len(&self) -> usize {
         self.inbox.state.borrow().events.len()
     }
@@ -366,6 +371,23 @@ mod tests {
         assert_eq!(drain(&inbox), ["0", "1", "2"]);
         inbox.message(msg(5));
         assert_eq!(drain(&inbox), ["gap Some(2)", "5"]);
+    }
+
+    #[test]
+    fn a_notice_at_the_front_does_not_unbound_the_queue() {
+        let inbox = Inbox::new(3, usize::MAX, Overflow::DropOldest);
+        inbox.lost(ChannelKind::Channel, &Bytes::from("x"), Lost::Dropped);
+        for i in 0..1000 {
+            inbox.message(msg(i));
+        }
+        let st = inbox.state.borrow();
+        assert_eq!(st.messages, 3);
+        assert_eq!(st.events.len(), 4);
+        drop(st);
+        assert_eq!(
+            drain(&inbox),
+            ["gap Some(997)", "unsubscribed", "997", "998", "999"]
+        );
     }
 
     #[test]

@@ -63,31 +63,21 @@ impl Registry {
         self.names.iter().all(HashMap::is_empty)
     }
 
-    /// Attaches `sink` to `names`; returns its id and the names nobody
-    /// wanted before (to subscribe to on the server).
-    pub fn attach(
-        &mut self,
-        kind: ChannelKind,
-        names: &[Bytes],
-        sink: Rc<dyn Sink>,
-    ) -> (u64, Vec<Bytes>) {
+    /// Attaches `sink` to `names`; returns the attachment's id.
+    pub fn attach(&mut self, kind: ChannelKind, names: &[Bytes], sink: Rc<dyn Sink>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let mut new = Vec::new();
         for name in names {
             let list = self.names[kind as usize].entry(name.clone()).or_default();
             if list.iter().any(|a| a.id == id) {
                 continue; // a name given twice
-            }
-            if list.is_empty() {
-                new.push(name.clone());
             }
             list.push(Attached {
                 id,
                 sink: sink.clone(),
             });
         }
-        (id, new)
+        id
     }
 
     /// Detaches attachment `id` from `names`; returns the names nobody
@@ -272,10 +262,8 @@ mod tests {
         let (a, _) = (Rc::new(Log::default()), ());
         let b = Rc::new(Log::default());
         let names = [Bytes::from("x"), Bytes::from("y")];
-        let (ia, new) = r.attach(ChannelKind::Channel, &names, a.clone());
-        assert_eq!(new, names);
-        let (ib, new) = r.attach(ChannelKind::Channel, &names[..1], b.clone());
-        assert!(new.is_empty());
+        let ia = r.attach(ChannelKind::Channel, &names, a.clone());
+        let ib = r.attach(ChannelKind::Channel, &names[..1], b.clone());
         r.deliver(msg("x", "1"));
         assert_eq!(*a.0.borrow(), ["msg 1"]);
         assert_eq!(*b.0.borrow(), ["msg 1"]);

@@ -22,7 +22,7 @@ const NAMES_PER_COMMAND: usize = 256;
 /// Splits names into subscribe commands: sharded channels one slot per
 /// command (a cluster refuses a command whose channels span slots), at
 /// most [`NAMES_PER_COMMAND`] names each.
-pub(crate) fn commands(wanted: Vec<(ChannelKind, Bytes)>) -> Vec<(ChannelKind, Vec<Bytes>)> {
+pub(crate) fn command_groups(wanted: Vec<(ChannelKind, Bytes)>) -> Vec<(ChannelKind, Vec<Bytes>)> {
     let mut groups: BTreeMap<(u8, u16), Vec<Bytes>> = BTreeMap::new();
     for (kind, name) in wanted {
         let key = match kind {
@@ -62,7 +62,7 @@ pub(crate) async fn restore(
         return Ok(());
     }
     let snapshot = wanted.clone();
-    let groups = commands(wanted);
+    let groups = command_groups(wanted);
     let deadline = Timer::new(shared.config.timeout);
     let work = async {
         let mut out = BytesMut::new();
@@ -96,7 +96,7 @@ pub(crate) async fn restore(
         .into_iter()
         .filter(|w| !still.contains(w))
         .collect();
-    st.pubsub_stale = commands(stale);
+    st.pubsub_stale = command_groups(stale);
     tracing::info!(addr = %shared.addr_text(), "subscriptions restored");
     Ok(())
 }
@@ -109,8 +109,8 @@ async fn read_confirmations(
     groups: Vec<(ChannelKind, Vec<Bytes>)>,
 ) -> Result<(), Error> {
     let resp2 = shared.mux.borrow().resp2_pubsub;
-    let mut groups = groups.into_iter();
-    let mut current = groups.next();
+    let mut groups: std::collections::VecDeque<_> = groups.into();
+    let mut current = groups.pop_front();
     let mut chunk = vec![0u8; 16 * 1024];
     while let Some((kind, left)) = &mut current {
         let Some(v) = decoder.decode(rbuf)? else {
@@ -133,12 +133,28 @@ async fn read_confirmations(
             let Value::Error(e) = v else {
                 return Err(ProtocolError::UnexpectedReply.into());
             };
-            tracing::warn!(?kind, error = %e, "subscribing again was refused");
-            for name in left.drain(..) {
-                st.pubsub.lose(*kind, &name, Lost::Refused(e.clone()));
-            }
             drop(st);
-            current = groups.next();
+            let kind = *kind;
+            if left.len() > 1 {
+                // One name may have spoilt the command for all (an ACL
+                // that forbids one channel): each goes again on its own.
+                let mut out = BytesMut::new();
+                for name in left.drain(..) {
+                    let mut c = cmd(kind.subscribe_command());
+                    c.push_arg(&name);
+                    c.encode(&mut out);
+                    groups.push_back((kind, vec![name]));
+                }
+                io.write_all(&out).await?;
+                io.flush().await?;
+            } else {
+                tracing::warn!(?kind, error = %e, "subscribing again was refused");
+                let mut st = shared.mux.borrow_mut();
+                for name in left.drain(..) {
+                    st.pubsub.lose(kind, &name, Lost::Refused(e.clone()));
+                }
+            }
+            current = groups.pop_front();
             continue;
         };
         match Frame::of(items) {
@@ -152,7 +168,7 @@ async fn read_confirmations(
                 }
                 if left.is_empty() {
                     drop(st);
-                    current = groups.next();
+                    current = groups.pop_front();
                 }
             }
             Frame::Message {
@@ -187,7 +203,7 @@ mod tests {
             (ChannelKind::Shard, Bytes::from("{b}1")),
             (ChannelKind::Shard, Bytes::from("{a}2")),
         ];
-        let cmds = commands(wanted);
+        let cmds = command_groups(wanted);
         assert_eq!(cmds.len(), 3);
         assert_eq!(cmds[0], (ChannelKind::Channel, vec![Bytes::from("c")]));
         let shards: Vec<_> = cmds[1..].iter().map(|(_, n)| n.len()).collect();
