@@ -30,14 +30,6 @@ impl Kind {
             Kind::Sharded => "sharded",
         }
     }
-
-    /// The publishing command.
-    pub fn publish_command(self) -> &'static str {
-        match self {
-            Kind::Channels => "PUBLISH",
-            Kind::Sharded => "SPUBLISH",
-        }
-    }
 }
 
 /// What to load.

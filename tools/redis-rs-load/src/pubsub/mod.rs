@@ -323,7 +323,10 @@ async fn load<C: ConnectionLike + Clone + 'static>(
 /// due time with a rate.
 async fn publish_task<C: ConnectionLike>(hub: Rc<Hub>, mut conn: C, publisher: usize) {
     let mut payload = new_payload(hub.plan.message_size);
-    let command = hub.plan.kind.publish_command();
+    let command = match hub.plan.kind {
+        Kind::Channels => "PUBLISH",
+        Kind::Sharded => "SPUBLISH",
+    };
     let start = (Instant::now(), message::mono_ns());
     while let Some(slot) = hub.next_slot(publisher) {
         if let Some(due) = slot.due_ns {
