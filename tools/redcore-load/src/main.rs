@@ -181,6 +181,7 @@ fn run_pubsub(cli: &Cli, target: &Target, kind: PubSubArg) -> Result<ExitCode, S
         in_flight: cli.in_flight as usize,
         message_size: cli.message_size as usize,
         rate: cli.rate.unwrap_or(0.0),
+        tick: cli.tick,
         requests: cli.requests,
         duration: cli.measure_duration(),
         warmup: cli.warmup,

@@ -140,6 +140,15 @@ pub struct Cli {
           value_parser = parse_rate)]
     pub rate: f64,
 
+    /// Pub/sub with a rate: due times are rounded up to a multiple of this
+    /// (seconds), so that the messages due within one tick leave together
+    /// after one timer wake-up; 0: each at its own time. The default is
+    /// the resolution of tokio's timers, which round up to the millisecond
+    /// anyway; redcore-load's default is the same, so that both pace alike.
+    #[arg(long, value_name = "SECONDS", default_value = "0.001", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_seconds)]
+    pub tick: Duration,
+
     /// Pub/sub: after the last publish, how long subscribers may wait for
     /// missing messages, seconds (the run ends as soon as all came).
     #[arg(long, value_name = "SECONDS", default_value = "2", requires = "pubsub", help_heading = "Pub/sub",
@@ -332,6 +341,7 @@ mod tests {
         assert_eq!((cli.message_size, cli.rate), (32, 0.0));
         assert_eq!(cli.channel_prefix, "channel:");
         assert_eq!(cli.tail, Duration::from_secs(2));
+        assert_eq!(cli.tick, Duration::from_millis(1));
         assert_eq!(cli.subscriber_api, SubscriberApiArg::Pubsub);
         let cli = parse(&[
             "--cluster",

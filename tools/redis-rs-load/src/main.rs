@@ -135,6 +135,7 @@ fn run_pubsub(cli: &Cli, kind: PubSubArg) -> Result<ExitCode, String> {
         in_flight: cli.in_flight as usize,
         message_size: cli.message_size as usize,
         rate: cli.rate,
+        tick: cli.tick,
         requests: cli.requests,
         duration: cli.measure_duration(),
         warmup: cli.warmup,

@@ -52,6 +52,10 @@ pub struct Plan {
     /// Messages per second over all publishers; 0: as fast as the
     /// in-flight bound lets them.
     pub rate: f64,
+    /// With a rate: due times are rounded up to a multiple of this from
+    /// the start, so that the messages due within one tick leave together
+    /// after one timer wake-up (zero: each at its own time).
+    pub tick: Duration,
     /// Measured messages to publish in all.
     pub requests: Option<u64>,
     /// Measured time of publishing.
@@ -75,6 +79,8 @@ impl Plan {
 pub struct Slot {
     /// `mono_ns` when the message is due; `None` without a rate (now).
     pub due_ns: Option<u64>,
+    /// `mono_ns` when to send it: the due time rounded up to the tick.
+    pub wake_ns: Option<u64>,
 }
 
 /// One message to send now.
@@ -154,7 +160,10 @@ impl Hub {
     /// wait for; `None` when publishing is over.
     pub fn next_slot(&self, publisher: usize) -> Option<Slot> {
         if self.plan.rate <= 0.0 {
-            return (!self.over(mono_ns())).then_some(Slot { due_ns: None });
+            return (!self.over(mono_ns())).then_some(Slot {
+                due_ns: None,
+                wake_ns: None,
+            });
         }
         // Each publisher sends rate / publishers per second, the
         // publishers' schedules staggered evenly.
@@ -162,8 +171,17 @@ impl Hub {
         let k = self.slots[publisher].get();
         self.slots[publisher].set(k + 1);
         let offset = publisher as f64 / self.plan.publishers as f64;
-        let due = self.start_ns + ((k as f64 + offset) * interval) as u64;
-        (!self.over(due)).then_some(Slot { due_ns: Some(due) })
+        let due = ((k as f64 + offset) * interval) as u64;
+        let tick = self.plan.tick.as_nanos() as u64;
+        let wake = if tick > 0 {
+            due.div_ceil(tick) * tick
+        } else {
+            due
+        };
+        (!self.over(self.start_ns + due)).then_some(Slot {
+            due_ns: Some(self.start_ns + due),
+            wake_ns: Some(self.start_ns + wake),
+        })
     }
 
     fn over(&self, at_ns: u64) -> bool {
@@ -277,6 +295,7 @@ mod tests {
             in_flight: 1,
             message_size: 32,
             rate,
+            tick: Duration::ZERO,
             requests,
             duration,
             warmup: Duration::ZERO,
@@ -331,5 +350,20 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 5, "due at 0, 2, 4, 6 and 8 ms");
+
+        // With a 5 ms tick, sent at 0, 5, 5, 10 ms.
+        let mut p = plan(1000.0, None, None);
+        p.tick = Duration::from_millis(5);
+        let hub = Hub::new(p);
+        let wake = |p| {
+            hub.next_slot(p)
+                .and_then(|s| s.wake_ns)
+                .map(|d| d - hub.start_ns)
+        };
+        assert_eq!(wake(0), Some(0));
+        assert_eq!(wake(0), Some(5_000_000));
+        assert_eq!(wake(0), Some(5_000_000));
+        assert_eq!(wake(1), Some(5_000_000));
+        assert_eq!(wake(0), Some(10_000_000));
     }
 }

@@ -272,10 +272,10 @@ async fn load<C: PubSubClient>(client: C, plan: Plan, api: &str) -> Result<Run, 
 async fn publish_task<C: PubSubClient>(hub: Rc<Hub>, client: C, publisher: usize) {
     let mut payload = new_payload(hub.plan.message_size);
     while let Some(slot) = hub.next_slot(publisher) {
-        if let Some(due) = slot.due_ns {
+        if let Some(wake) = slot.wake_ns {
             let now = message::mono_ns();
-            if due > now {
-                glommio::timer::sleep(Duration::from_nanos(due - now)).await;
+            if wake > now {
+                glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
             }
         }
         let Some(m) = hub.message(publisher, slot) else {

@@ -37,6 +37,8 @@ pub struct Report {
     /// Messages per second over all publishers; `None`: as fast as
     /// possible.
     pub rate: Option<f64>,
+    /// With a rate: the tick due times were rounded up to, microseconds.
+    pub tick_us: Option<f64>,
     /// Warm-up, seconds (not counted).
     pub warmup_secs: f64,
     /// Measured messages whose publish succeeded.
@@ -80,8 +82,9 @@ pub struct Report {
     /// the publish call) to its arrival in the subscriber's code.
     pub latency_us: Latency,
     /// With a rate: how late messages were handed to the client after
-    /// they were due, microseconds (the timers' resolution, publishers
-    /// busy); not part of `latency_us`. `None` without a rate.
+    /// they were due, microseconds (the rounding to the tick, the timers'
+    /// resolution, publishers busy); not part of `latency_us`. `None`
+    /// without a rate.
     pub send_lag_us: Option<Latency>,
     /// CPU time of the whole process (every thread, user + system,
     /// `getrusage(RUSAGE_SELF)`) from the first measured publish until
@@ -193,6 +196,7 @@ pub fn build(
         in_flight: plan.in_flight,
         message_size: plan.message_size,
         rate: (plan.rate > 0.0).then_some(plan.rate),
+        tick_us: (plan.rate > 0.0).then_some(plan.tick.as_secs_f64() * 1e6),
         warmup_secs: plan.warmup.as_secs_f64(),
         published: hub.published_count(),
         published_per_sec: per_sec(hub.published_count(), secs_to(hub.last_publish_ns())),

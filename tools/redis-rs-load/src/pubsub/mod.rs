@@ -329,10 +329,10 @@ async fn publish_task<C: ConnectionLike>(hub: Rc<Hub>, mut conn: C, publisher: u
     };
     let start = (Instant::now(), message::mono_ns());
     while let Some(slot) = hub.next_slot(publisher) {
-        if let Some(due) = slot.due_ns {
+        if let Some(wake) = slot.wake_ns {
             let now = message::mono_ns();
-            if due > now {
-                let at = start.0 + Duration::from_nanos(due - start.1);
+            if wake > now {
+                let at = start.0 + Duration::from_nanos(wake - start.1);
                 tokio::time::sleep_until(at.into()).await;
             }
         }
