@@ -5,10 +5,12 @@
 # table with a header line naming the date, the kernel, the CPU, the Redis
 # version and this command.
 #
-# Usage: tools/compare.sh [--peer redis-benchmark|redis-rs] [--quick] [--requests N]
-#                         [--repeat K] [--rounds K] [--out FILE]
+# Usage: tools/compare.sh [--peer redis-benchmark|redis-rs] [--pubsub] [--quick]
+#                         [--requests N] [--repeat K] [--rounds K] [--out FILE]
 #   --peer P       what redcore is compared with: redis-benchmark (default)
 #                  or redis-rs (tools/redis-rs-load)
+#   --pubsub       pub/sub instead of SET/GET, against redis-rs
+#                  (tools/compare_pubsub.py; implies --peer redis-rs)
 #   --quick        small request counts (a smoke check, a minute or two)
 #   --requests N   redis-benchmark: base request count per run (default
 #                  200000, --quick 20000): c64 runs N commands, c1 N/4 and
@@ -16,7 +18,8 @@
 #                  600000, --quick 30000)
 #   --repeat K     redis-benchmark: run every cell K times and keep the
 #                  median run by ops/s (default 1)
-#   --rounds K     redis-rs: interleaved rounds, medians per cell (default 3)
+#   --rounds K     redis-rs: interleaved rounds, medians per cell (default 3;
+#                  --pubsub --quick: 1)
 #   --out FILE     also write the table to FILE
 #
 # What it does: builds redcore-load (and, for redis-rs, redis-rs-load)
@@ -77,6 +80,27 @@
 # (getrusage RUSAGE_SELF) from the first measured command to the end of the
 # load, over the commands that ended; start-up and connecting left out
 # (redcore's cluster connections open with the first commands: in).
+#
+# --- Pub/sub (--pubsub) ---
+# `redcore-load --pubsub` (one glommio executor: publishers and every
+# subscription on one Connection, or one CoreClient of a one-core
+# ClusterExecutor) against `redis-rs-load --pubsub` (one tokio
+# current-thread runtime: publishers on one MultiplexedConnection or cluster
+# client, each subscriber its own connection: aio::PubSub or RESP3 push on
+# the server, both measured; a RESP3 cluster client with a push sender on
+# the cluster). The server's load is channels (SUBSCRIBE/PUBLISH), the
+# cluster's sharded channels (SSUBSCRIBE/SPUBLISH); 1 publisher with up to 64
+# publishes in flight, 1 subscriber, 1 channel, 32-byte payloads carrying
+# publisher, sequence number and send time. Per target: a saturation run
+# (--rate 0, 2 s) of every client, the best delivered msg/s taken as the
+# saturation rate; then --rounds interleaved rounds at half that rate (3 s
+# per run), medians; both tools pace their publishers in 1 ms ticks (tokio's
+# timer resolution; --tick). The table: delivered msg/s, publish->receive p50/p99,
+# client CPU per delivered message (each tool's own getrusage RUSAGE_SELF,
+# as above), messages lost and gaps, the ratios redcore / each redis-rs
+# client, and issue 18's targets (CPU/msg at most the best peer's, p99 under
+# 1 ms at half the saturation rate). About two minutes; --quick: 0.5 s and
+# 1 s runs, one round.
 set -euo pipefail
 
 usage() {
@@ -93,6 +117,8 @@ command_line="tools/compare.sh"
 for arg in "$@"; do command_line+=" $(printf '%q' "$arg")"; done
 
 peer=redis-benchmark
+peer_given=""
+pubsub=""
 quick=""
 requests=""
 repeat=""
@@ -100,8 +126,9 @@ rounds=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --peer) [ $# -ge 2 ] || usage; peer=$2; shift ;;
-        --peer=*) peer=${1#--peer=} ;;
+        --peer) [ $# -ge 2 ] || usage; peer=$2; peer_given=1; shift ;;
+        --peer=*) peer=${1#--peer=}; peer_given=1 ;;
+        --pubsub) pubsub=1 ;;
         --rounds) [ $# -ge 2 ] || usage; rounds=$2; shift ;;
         --rounds=*) rounds=${1#--rounds=} ;;
         --quick) quick=1 ;;
@@ -116,6 +143,14 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ -n "$pubsub" ]; then
+    [ -z "$peer_given" ] || [ "$peer" = redis-rs ] || die "--pubsub compares with redis-rs, not '$peer'"
+    peer=redis-rs
+    [ -z "$requests" ] || die "--requests is not for --pubsub (runs are timed)"
+    [ -z "$repeat" ] || die "--repeat is not for --pubsub (--rounds)"
+    # Only to pass the checks below; compare_pubsub.py times its runs.
+    requests=256
+fi
 case "$peer" in
     redis-benchmark)
         [ -z "$rounds" ] || die "--rounds is for --peer redis-rs (redis-benchmark: --repeat)"
@@ -164,7 +199,7 @@ rs_load_bin=$release_dir/redis-rs-load
 [ -x "$load_bin" ] || die "$load_bin is missing after the build"
 if [ "$peer" = redis-rs ] && [ ! -x "$rs_load_bin" ]; then die "$rs_load_bin is missing after the build"; fi
 floor_bin=$release_dir/examples/glommio_floor
-if [ "$peer" = redis-rs ]; then
+if [ "$peer" = redis-rs ] && [ -z "$pubsub" ]; then
     cargo build --release --example glommio_floor >&2 || die "cargo build --release --example glommio_floor failed"
     [ -x "$floor_bin" ] || die "$floor_bin is missing after the build"
 fi
@@ -246,6 +281,23 @@ for port in "${ports[@]}"; do
 done
 cluster_csv=$(IFS=,; echo "${ports[*]}")
 
+if [ -n "$pubsub" ]; then
+    quick_args=()
+    if [ -n "$quick" ]; then quick_args=(--quick); fi
+    python3 tools/compare_pubsub.py \
+        --redcore-load "$load_bin" \
+        --redis-rs-load "$rs_load_bin" \
+        --server "127.0.0.1:$single_port" \
+        --cluster "127.0.0.1:${ports[0]}" \
+        --cluster-ports "$cluster_csv" \
+        --rounds "$rounds" \
+        ${quick_args[@]+"${quick_args[@]}"} \
+        ${pin_args[@]+"${pin_args[@]}"} \
+        --git-rev "$git_rev" \
+        --command "$command_line" \
+        ${out_args[@]+"${out_args[@]}"} || die "the comparison failed (see above)"
+    exit 0
+fi
 if [ "$peer" = redis-rs ]; then
     python3 tools/compare_redis_rs.py \
         --redcore-load "$load_bin" \

@@ -104,8 +104,11 @@ pub struct Cli {
     /// all cores (`50000`, `50k`, `1.5M`); latency counts from the intended
     /// send time, so a stall is not hidden (no coordinated omission).
     /// Without it, the load is closed-loop: each task sends as soon as its
-    /// last reply came.
-    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    /// last reply came. With `--pubsub`: messages per second over all
+    /// publishers, each publisher on its own schedule (the report gives
+    /// how late sends were: send_lag_us; latency counts from the send);
+    /// `0` or none: as fast as `--in-flight` lets them.
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate_or_zero)]
     pub rate: Option<f64>,
 
     /// A command to send instead of the SET/GET mix, arguments separated
@@ -159,6 +162,100 @@ pub struct Cli {
     /// system roots (for `rediss://` targets with a private CA).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Pub/sub load instead of commands, on one core: `channels`
+    /// (SUBSCRIBE / PUBLISH) or `sharded` (SSUBSCRIBE / SPUBLISH).
+    /// Publishers and subscribers share one connection (`--server`) or one
+    /// cluster client (`--cluster`). `--requests` counts published
+    /// messages, `--duration` the time of publishing; `--rate` is
+    /// messages per second. The report: messages published and delivered
+    /// per second, publish→receive latency, lost messages and gaps, client
+    /// CPU per delivered message.
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Pub/sub",
+          conflicts_with_all = ["tasks", "pipeline", "ratio", "data_size", "keys", "key_pattern",
+                                "key_prefix", "key_layout", "key_tags", "commands", "verify",
+                                "hdr_out", "timeline", "stall_limit", "ownership"])]
+    pub pubsub: Option<PubSubArg>,
+
+    /// Pub/sub: channels, named `PREFIX0`..; each publisher sends to them
+    /// in turn.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub channels: u32,
+
+    /// Pub/sub: the channels' name prefix.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "channel:",
+        requires = "pubsub",
+        help_heading = "Pub/sub"
+    )]
+    pub channel_prefix: String,
+
+    /// Pub/sub: publishers (all on the one client).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub publishers: u32,
+
+    /// Pub/sub: subscribers, each a subscription to every channel on the
+    /// one client.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub subscribers: u32,
+
+    /// Pub/sub: publishes in flight per publisher at most (its tasks).
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub in_flight: u32,
+
+    /// Pub/sub: payload size in bytes (at least 16: publisher, sequence
+    /// number, send time).
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(16..=(512 << 20)))]
+    pub message_size: u32,
+
+    /// Pub/sub with a rate: due times are rounded up to a multiple of this
+    /// (`100us`; a bare number is seconds), so that the messages due
+    /// within one tick leave together after one timer wake-up; 0: each at
+    /// its own time. The default is redis-rs-load's, the resolution of
+    /// tokio's timers, so that both tools pace their publishers alike
+    /// (at 100k/s a wake-up per message costs redcore-load some 3 µs of
+    /// CPU per message more than one per millisecond).
+    #[arg(long, value_name = "TIME", default_value = "1ms", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_duration)]
+    pub tick: Duration,
+
+    /// Pub/sub: after the last publish, how long subscribers may wait for
+    /// missing messages (the run ends as soon as all came).
+    #[arg(long, value_name = "TIME", default_value = "2s", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_duration)]
+    pub tail: Duration,
+
+    /// Pub/sub on a --cluster: which redcore client: `executor` (a
+    /// one-core ClusterExecutor's CoreClient, as the other loads use) or
+    /// `cluster` (a bare Cluster client on one executor).
+    #[arg(long, value_name = "CLIENT", value_enum, default_value_t = ClusterClientArg::Executor,
+          requires = "pubsub", help_heading = "Pub/sub")]
+    pub cluster_client: ClusterClientArg,
+}
+
+/// `--cluster-client`: which redcore client a pub/sub cluster load uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterClientArg {
+    /// A one-core ClusterExecutor and its CoreClient.
+    Executor,
+    /// A bare Cluster client.
+    Cluster,
+}
+
+/// `--pubsub`: plain or sharded channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PubSubArg {
+    /// SUBSCRIBE / PUBLISH.
+    Channels,
+    /// SSUBSCRIBE / SPUBLISH.
+    Sharded,
 }
 
 impl Cli {
@@ -194,7 +291,9 @@ client_cpu_us_per_cmd) gives the user + system CPU time of this whole process, e
 and that per measured command that ended (succeeded or failed). Left out: start-up, the \
 warm-up, connecting to a --server, shutting down, the --verify read-back. In: the once-a-second \
 progress line and timeline, and on a --cluster the connections to the nodes, which open \
-with the first commands.";
+with the first commands. With --pubsub: client_cpu_s, client_cpu_us_per_msg, from the first \
+measured publish until every subscriber had every message (or --tail ran out), per measured \
+message delivered; connecting and subscribing are left out.";
 
 /// Weights of SET and GET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +465,15 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(format!("the rate must be above zero, got {s:?}"));
     }
     Ok(r)
+}
+
+/// [`parse_rate`], also taking `0` (as fast as possible: `--pubsub`
+/// only).
+pub fn parse_rate_or_zero(s: &str) -> Result<f64, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    parse_rate(s)
 }
 
 /// One piece of a command argument.
@@ -605,6 +713,55 @@ mod tests {
         assert!(parse_command("SET 'k").is_err());
         assert!(parse_command("   ").is_err());
         assert!(parse_command("__key__ a").is_err());
+    }
+
+    #[test]
+    fn pubsub_command_line() {
+        let cli = parse(&["--server", "redis://a", "--pubsub", "channels"]).unwrap();
+        assert_eq!(cli.pubsub, Some(PubSubArg::Channels));
+        assert_eq!(
+            (cli.channels, cli.publishers, cli.subscribers, cli.in_flight),
+            (1, 1, 1, 64)
+        );
+        assert_eq!((cli.message_size, cli.rate), (32, None));
+        assert_eq!(cli.channel_prefix, "channel:");
+        assert_eq!(cli.tail, Duration::from_secs(2));
+        assert_eq!(cli.tick, Duration::from_millis(1));
+        assert_eq!(cli.cluster_client, ClusterClientArg::Executor);
+        let cli = parse(&[
+            "--cluster",
+            "h:1",
+            "--pubsub",
+            "sharded",
+            "--channels",
+            "8",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "3",
+            "--message-size",
+            "16",
+            "--rate",
+            "0",
+            "--cluster-client",
+            "cluster",
+        ])
+        .unwrap();
+        assert_eq!(cli.pubsub, Some(PubSubArg::Sharded));
+        assert_eq!((cli.channels, cli.publishers, cli.subscribers), (8, 2, 3));
+        assert_eq!((cli.message_size, cli.rate), (16, Some(0.0)));
+        assert_eq!(cli.cluster_client, ClusterClientArg::Cluster);
+        assert_eq!(parse_rate_or_zero("0"), Ok(0.0));
+        assert_eq!(parse_rate_or_zero("1.5k"), Ok(1500.0));
+        assert!(parse_rate_or_zero("-1").is_err());
+        let usage = |args: &[&str]| parse(args).unwrap_err().exit_code();
+        let pubsub = ["--server", "redis://a", "--pubsub", "channels"];
+        let with = |more: &[&'static str]| [&pubsub[..], more].concat();
+        assert_eq!(usage(&["--server", "redis://a", "--channels", "2"]), 2);
+        assert_eq!(usage(&with(&["--tasks", "2"])), 2);
+        assert_eq!(usage(&with(&["--verify"])), 2);
+        assert_eq!(usage(&with(&["--message-size", "15"])), 2);
+        assert_eq!(usage(&with(&["--publishers", "0"])), 2);
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

@@ -1,14 +1,18 @@
 //! `redcore-load`: a load generator for Redis and Redis Cluster on
 //! redcore's per-core runtime. `redcore-load --help` lists the options.
 //!
+//! `--pubsub channels|sharded` runs a pub/sub load on one core instead
+//! (the `pubsub` module says how).
+//!
 //! Exit status: 0 when the run completed, 1 when the target could not be
-//! reached, no command succeeded, the run stopped early (commands failed
+//! reached, no command succeeded (with `--pubsub`: no message delivered), the run stopped early (commands failed
 //! and none succeeded for `--stall-limit`), or `--verify` found a lost or
 //! wrong write, 2 for bad arguments.
 
 mod args;
 mod cpu;
 mod plan;
+mod pubsub;
 mod report;
 mod timeline;
 mod verify;
@@ -28,7 +32,7 @@ use redcore::config::{ConnectionConfigBuilder, ServerAddr};
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
 
-use crate::args::{Cli, OwnershipArg};
+use crate::args::{Cli, ClusterClientArg, OwnershipArg, PubSubArg};
 use crate::cpu::CpuTime;
 use crate::plan::Plan;
 use crate::report::Merged;
@@ -134,6 +138,23 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(msg) => usage_error(&msg),
     };
+    if let Some(kind) = cli.pubsub {
+        if cli.cores.is_some_and(|n| n != 1) {
+            usage_error("--pubsub runs on one core: leave --cores out or give 1");
+        }
+        return match run_pubsub(&cli, &target, kind) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("redcore-load: {msg}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if cli.rate == Some(0.0) {
+        usage_error(
+            "--rate 0 (as fast as possible) is for --pubsub; leave --rate out for a closed loop",
+        );
+    }
     match run(&cli, &target, timeline) {
         Ok(code) => code,
         Err(msg) => {
@@ -141,6 +162,58 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The pub/sub load (`--pubsub`) on the first online CPU: runs it and
+/// prints its report.
+fn run_pubsub(cli: &Cli, target: &Target, kind: PubSubArg) -> Result<ExitCode, String> {
+    let plan = pubsub::hub::Plan {
+        kind: match kind {
+            PubSubArg::Channels => pubsub::hub::Kind::Channels,
+            PubSubArg::Sharded => pubsub::hub::Kind::Sharded,
+        },
+        channel_names: (0..cli.channels as usize)
+            .map(|i| pubsub::message::channel_name(&cli.channel_prefix, i))
+            .collect(),
+        prefix: cli.channel_prefix.clone(),
+        publishers: cli.publishers as usize,
+        subscribers: cli.subscribers as usize,
+        in_flight: cli.in_flight as usize,
+        message_size: cli.message_size as usize,
+        rate: cli.rate.unwrap_or(0.0),
+        tick: cli.tick,
+        requests: cli.requests,
+        duration: cli.measure_duration(),
+        warmup: cli.warmup,
+        tail: cli.tail,
+    };
+    let cpu = online_cpus()?[0];
+    let cluster_client = match cli.cluster_client {
+        ClusterClientArg::Executor => pubsub::ClusterClient::Executor,
+        ClusterClientArg::Cluster => pubsub::ClusterClient::Cluster,
+    };
+    let run = pubsub::run(target, plan, cpu, cli.spin, cluster_client)?;
+    let report = pubsub::report::build(
+        "redcore",
+        target.describe(),
+        run.api,
+        &run.hub,
+        &run.outcome,
+    );
+    let out = if cli.json {
+        let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        json.push('\n');
+        json
+    } else {
+        pubsub::report::text(&report)
+    };
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    if report.delivered == 0 {
+        eprintln!("redcore-load: no message was delivered");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The largest key space `--verify` tracks (800 MB of table).

@@ -86,6 +86,118 @@ pub struct Cli {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Pub/sub load instead of SET/GET: `channels` (SUBSCRIBE / PUBLISH)
+    /// or `sharded` (SSUBSCRIBE / SPUBLISH). `--requests` then counts
+    /// published messages, `--duration` the time of publishing.
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Pub/sub",
+          conflicts_with_all = ["tasks", "pipeline", "ratio", "data_size", "keys", "key_prefix", "key_layout", "key_tags"])]
+    pub pubsub: Option<PubSubArg>,
+
+    /// Pub/sub: channels, named `PREFIX0`..; each publisher sends to them
+    /// in turn.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub channels: u32,
+
+    /// Pub/sub: the channels' name prefix.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "channel:",
+        requires = "pubsub",
+        help_heading = "Pub/sub"
+    )]
+    pub channel_prefix: String,
+
+    /// Pub/sub: publishers (all on one connection or cluster client).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub publishers: u32,
+
+    /// Pub/sub: subscribers, each subscribed to every channel, each on its
+    /// own connection (or cluster client).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub subscribers: u32,
+
+    /// Pub/sub: publishes in flight per publisher at most (its tasks).
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub in_flight: u32,
+
+    /// Pub/sub: payload size in bytes (at least 16: publisher, sequence
+    /// number, send time).
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = clap::value_parser!(u32).range(16..=(512 << 20)))]
+    pub message_size: u32,
+
+    /// Pub/sub: messages per second over all publishers (`50000`, `50k`,
+    /// `1.5M`), each publisher on its own schedule (the report gives how
+    /// late sends were: send_lag_us); 0: as fast as `--in-flight` lets
+    /// them.
+    #[arg(long, value_name = "PER_SEC", default_value = "0", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Pub/sub with a rate: due times are rounded up to a multiple of this
+    /// (seconds), so that the messages due within one tick leave together
+    /// after one timer wake-up; 0: each at its own time. The default is
+    /// the resolution of tokio's timers, which round up to the millisecond
+    /// anyway; redcore-load's default is the same, so that both pace alike.
+    #[arg(long, value_name = "SECONDS", default_value = "0.001", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_seconds)]
+    pub tick: Duration,
+
+    /// Pub/sub: after the last publish, how long subscribers may wait for
+    /// missing messages, seconds (the run ends as soon as all came).
+    #[arg(long, value_name = "SECONDS", default_value = "2", requires = "pubsub", help_heading = "Pub/sub",
+          value_parser = parse_seconds)]
+    pub tail: Duration,
+
+    /// Pub/sub on a --server: how subscribers receive: `pubsub`
+    /// (`Client::get_async_pubsub`, a RESP2 connection each) or `resp3`
+    /// (a RESP3 multiplexed connection each, with a push sender; needed
+    /// for `--pubsub sharded`). On a --cluster: always RESP3 push.
+    #[arg(long, value_name = "API", value_enum, default_value_t = SubscriberApiArg::Pubsub,
+          requires = "pubsub", help_heading = "Pub/sub")]
+    pub subscriber_api: SubscriberApiArg,
+}
+
+/// `--pubsub`: plain or sharded channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PubSubArg {
+    /// SUBSCRIBE / PUBLISH.
+    Channels,
+    /// SSUBSCRIBE / SPUBLISH.
+    Sharded,
+}
+
+/// `--subscriber-api`: how redis-rs subscribers receive on a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SubscriberApiArg {
+    /// `aio::PubSub`.
+    Pubsub,
+    /// RESP3 push messages.
+    Resp3,
+}
+
+/// Parses a rate: `0`, `50000`, `50k`, `1.5M`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let r: f64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (messages per second, such as 50000 or 50k)"))?;
+    let r = r * scale;
+    if !(r.is_finite() && r >= 0.0) {
+        return Err(format!("the rate must be 0 or more, got {s:?}"));
+    }
+    Ok(r)
 }
 
 /// What `--help` says about the client CPU in the report.
@@ -94,7 +206,9 @@ client_cpu_us_per_cmd) gives the user + system CPU time of this whole process, e
 (getrusage RUSAGE_SELF), from the first measured command to the end of the last task, and \
 that per measured command that ended (succeeded or failed), as redcore-load does. Left out: \
 start-up, connecting (the cluster client connects to every node before the load), the \
-warm-up, shutting down.";
+warm-up, shutting down. With --pubsub: client_cpu_s, client_cpu_us_per_msg, from the first \
+measured publish until every subscriber had every message (or --tail ran out), per measured \
+message delivered; subscribing is left out.";
 
 impl Cli {
     /// The measured duration, when the run is bounded by time.
@@ -214,5 +328,56 @@ mod tests {
             2
         );
         assert_eq!(usage(&["--server", "redis://a", "--warmup", "-1"]), 2);
+    }
+
+    #[test]
+    fn pubsub_command_line() {
+        let cli = parse(&["--server", "redis://a", "--pubsub", "channels"]).unwrap();
+        assert_eq!(cli.pubsub, Some(PubSubArg::Channels));
+        assert_eq!(
+            (cli.channels, cli.publishers, cli.subscribers, cli.in_flight),
+            (1, 1, 1, 64)
+        );
+        assert_eq!((cli.message_size, cli.rate), (32, 0.0));
+        assert_eq!(cli.channel_prefix, "channel:");
+        assert_eq!(cli.tail, Duration::from_secs(2));
+        assert_eq!(cli.tick, Duration::from_millis(1));
+        assert_eq!(cli.subscriber_api, SubscriberApiArg::Pubsub);
+        let cli = parse(&[
+            "--cluster",
+            "h:1",
+            "--pubsub",
+            "sharded",
+            "--channels",
+            "8",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "3",
+            "--message-size",
+            "16",
+            "--rate",
+            "1.5k",
+            "--requests",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(cli.pubsub, Some(PubSubArg::Sharded));
+        assert_eq!((cli.channels, cli.publishers, cli.subscribers), (8, 2, 3));
+        assert_eq!((cli.message_size, cli.rate), (16, 1500.0));
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert_eq!(parse_rate("2M"), Ok(2e6));
+        assert!(parse_rate("-1").is_err());
+        let usage = |args: &[&str]| parse(args).unwrap_err().exit_code();
+        let pubsub = ["--server", "redis://a", "--pubsub", "channels"];
+        let with = |more: &[&'static str]| [&pubsub[..], more].concat();
+        // Pub/sub flags need --pubsub; SET/GET flags do not go with it.
+        assert_eq!(usage(&["--server", "redis://a", "--channels", "2"]), 2);
+        assert_eq!(usage(&["--server", "redis://a", "--rate", "5"]), 2);
+        assert_eq!(usage(&with(&["--tasks", "2"])), 2);
+        assert_eq!(usage(&with(&["--data-size", "2"])), 2);
+        assert_eq!(usage(&with(&["--message-size", "15"])), 2);
+        assert_eq!(usage(&with(&["--subscribers", "0"])), 2);
+        assert_eq!(usage(&with(&["--pubsub", "patterns"])), 2);
     }
 }

@@ -33,14 +33,22 @@
 //! are redcore-load's, for the subset needed (no `--cores`, `--rate`,
 //! `--key-pattern`, `--command`, `--verify`); durations are seconds.
 //!
+//! `--pubsub channels|sharded`: a pub/sub load instead (publishers and
+//! subscribers on the same runtime, redis-rs's subscriber APIs), reported
+//! with redcore-load's pub/sub fields: messages published and delivered
+//! per second, publish→receive latency, lost messages, client CPU per
+//! delivered message. The `pubsub` module says how.
+//!
 //! Exit status: 0 when the run completed, 1 when the target could not be
-//! reached or no command succeeded, 2 for bad arguments.
+//! reached or no command succeeded (no message was delivered), 2 for bad
+//! arguments.
 
 mod args;
 mod cpu;
 mod keys;
 mod load;
 mod pin;
+mod pubsub;
 mod report;
 
 use std::io::Write as _;
@@ -51,7 +59,7 @@ use clap::Parser;
 use redis::AsyncConnectionConfig;
 use redis::cluster::ClusterClientBuilder;
 
-use crate::args::{Cli, KeyLayoutArg};
+use crate::args::{Cli, KeyLayoutArg, PubSubArg, SubscriberApiArg};
 use crate::keys::{KeySpace, filler};
 use crate::load::{Outcome, Plan};
 
@@ -69,6 +77,9 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     if let Some(cpu) = cli.cpu {
         pin::pin_to_cpu(cpu)?;
+    }
+    if let Some(kind) = cli.pubsub {
+        return run_pubsub(cli, kind);
     }
     let keys = match cli.key_layout {
         KeyLayoutArg::Plain => KeySpace::plain(&cli.key_prefix, cli.keys),
@@ -108,22 +119,65 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects (one multiplexed connection, or one cluster client) and runs
-/// the load on it; returns the target's description and the outcome.
-async fn connect_and_load(cli: &Cli, plan: Rc<Plan>) -> Result<(String, Outcome), String> {
-    if let Some(uri) = &cli.server {
-        let client = redis::Client::open(uri.as_str()).map_err(|e| format!("--server: {e}"))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(cli.timeout))
-            .set_response_timeout(Some(cli.timeout));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
-        let outcome = load::run(plan, conn).await;
-        let addr = client.get_connection_info().addr();
-        return Ok((format!("server {addr}"), outcome));
+/// The pub/sub load (`--pubsub`): runs it and prints its report.
+fn run_pubsub(cli: &Cli, kind: PubSubArg) -> Result<ExitCode, String> {
+    let plan = pubsub::hub::Plan {
+        kind: match kind {
+            PubSubArg::Channels => pubsub::hub::Kind::Channels,
+            PubSubArg::Sharded => pubsub::hub::Kind::Sharded,
+        },
+        channel_names: (0..cli.channels as usize)
+            .map(|i| pubsub::message::channel_name(&cli.channel_prefix, i))
+            .collect(),
+        prefix: cli.channel_prefix.clone(),
+        publishers: cli.publishers as usize,
+        subscribers: cli.subscribers as usize,
+        in_flight: cli.in_flight as usize,
+        message_size: cli.message_size as usize,
+        rate: cli.rate,
+        tick: cli.tick,
+        requests: cli.requests,
+        duration: cli.measure_duration(),
+        warmup: cli.warmup,
+        tail: cli.tail,
+    };
+    let connect = pubsub::Connect {
+        server: cli.server.clone(),
+        seeds: if cli.server.is_some() {
+            Vec::new()
+        } else {
+            seeds(cli)?
+        },
+        api: match cli.subscriber_api {
+            SubscriberApiArg::Pubsub => pubsub::SubscriberApi::PubSub,
+            SubscriberApiArg::Resp3 => pubsub::SubscriberApi::Resp3,
+        },
+        timeout: cli.timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    let run = local.block_on(&runtime, pubsub::run(&connect, plan))?;
+    let report = pubsub::report::build("redis-rs", run.target, run.api, &run.hub, &run.outcome);
+    let out = if cli.json {
+        let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        json.push('\n');
+        json
+    } else {
+        pubsub::report::text(&report)
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    if report.delivered == 0 {
+        eprintln!("redis-rs-load: no message was delivered");
+        return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--cluster`'s seeds as `redis://` URIs.
+fn seeds(cli: &Cli) -> Result<Vec<String>, String> {
     let seeds: Vec<String> = cli
         .cluster
         .as_deref()
@@ -142,6 +196,26 @@ async fn connect_and_load(cli: &Cli, plan: Rc<Plan>) -> Result<(String, Outcome)
     if seeds.is_empty() {
         return Err("--cluster: no seed given; expected host:port[,host:port...]".into());
     }
+    Ok(seeds)
+}
+
+/// Connects (one multiplexed connection, or one cluster client) and runs
+/// the load on it; returns the target's description and the outcome.
+async fn connect_and_load(cli: &Cli, plan: Rc<Plan>) -> Result<(String, Outcome), String> {
+    if let Some(uri) = &cli.server {
+        let client = redis::Client::open(uri.as_str()).map_err(|e| format!("--server: {e}"))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cli.timeout))
+            .set_response_timeout(Some(cli.timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+        let outcome = load::run(plan, conn).await;
+        let addr = client.get_connection_info().addr();
+        return Ok((format!("server {addr}"), outcome));
+    }
+    let seeds = seeds(cli)?;
     let client = ClusterClientBuilder::new(seeds.clone())
         .connection_timeout(cli.timeout)
         .response_timeout(cli.timeout)
