@@ -10,13 +10,14 @@
 //! wrong write, 2 for bad arguments.
 
 mod args;
-mod cpu;
 mod plan;
 mod pubsub;
 mod report;
 mod timeline;
 mod verify;
 mod worker;
+
+use load_common::cpu;
 
 use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;

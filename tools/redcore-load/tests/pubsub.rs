@@ -197,11 +197,9 @@ fn pubsub_on_a_cluster() {
     }
 }
 
-/// Ignored until the library sends a node's sharded channels one slot per
-/// `SSUBSCRIBE`: today a subscription to sharded channels of different
-/// slots on one master fails with CROSSSLOT.
+/// Sharded channels of many slots, several on one master: the library
+/// subscribes one slot per `SSUBSCRIBE` (a cluster refuses more).
 #[test]
-#[ignore = "redcore: SSUBSCRIBE groups a node's channels across slots (CROSSSLOT)"]
 fn sharded_channels_across_slots_on_a_cluster() {
     let cluster = RedisCluster::start();
     let seeds = seeds(&cluster);

@@ -44,12 +44,13 @@
 //! arguments.
 
 mod args;
-mod cpu;
 mod keys;
 mod load;
 mod pin;
 mod pubsub;
 mod report;
+
+use load_common::cpu;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -182,25 +182,3 @@ fn pubsub_on_a_cluster() {
         );
     }
 }
-
-/// The payload, the counting and the report are the same code in both
-/// tools: the files are copies.
-#[test]
-fn shared_files_match_redcore_load() {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in [
-        "src/pubsub/hub.rs",
-        "src/pubsub/message.rs",
-        "src/pubsub/report.rs",
-        "src/cpu.rs",
-    ] {
-        let read = |crate_dir: &std::path::Path| {
-            std::fs::read_to_string(crate_dir.join(file))
-                .unwrap_or_else(|e| panic!("{}: {e}", crate_dir.join(file).display()))
-        };
-        assert!(
-            read(here) == read(&here.join("../redcore-load")),
-            "{file} differs between redis-rs-load and redcore-load"
-        );
-    }
-}

@@ -22,9 +22,7 @@
 //! redis-rs-load (a test there checks), so both tools send the same
 //! payloads and count the same way.
 
-pub mod hub;
-pub mod message;
-pub mod report;
+pub use load_common::pubsub::{hub, message, report};
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;

@@ -21,9 +21,7 @@
 //! `hub.rs`, `message.rs` and `report.rs` are the same files in
 //! redcore-load (a test checks).
 
-pub mod hub;
-pub mod message;
-pub mod report;
+pub use load_common::pubsub::{hub, message, report};
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;

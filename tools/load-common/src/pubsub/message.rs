@@ -1,6 +1,6 @@
 //! What a pub/sub load message carries and how a subscriber checks what
-//! it received. The same code (and bytes) in redcore-load and
-//! redis-rs-load, so that both tools measure the same thing.
+//! it received. redcore-load and redis-rs-load both use it (the same
+//! bytes on the wire), so that both tools measure the same thing.
 //!
 //! A message's payload: bytes 0..4 the publisher's number, 4..8 its
 //! sequence number on that channel (both `u32`, little-endian), 8..16 the

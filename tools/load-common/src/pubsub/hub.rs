@@ -2,7 +2,7 @@
 //! fixed rate, the budget of `--requests`, the sequence numbers of each
 //! publisher's channels, and the counts the report needs. It does no I/O:
 //! each tool's publisher tasks ask it what to send next and tell it how
-//! the send went. The same code in redcore-load and redis-rs-load.
+//! the send went. Shared by redcore-load and redis-rs-load.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
-//! The pub/sub report, as JSON or as text. The same code (and field
-//! names) in redcore-load and redis-rs-load.
+//! The pub/sub report, as JSON or as text: the same fields from
+//! redcore-load and redis-rs-load.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
