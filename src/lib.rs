@@ -47,8 +47,8 @@
 //!   [`RemoteClient`] serves code off the executors.
 //!
 //! - [`pubsub`]: channels, patterns and sharded channels on every client
-//!   (`subscribe`, `psubscribe`, `ssubscribe` give a [`Subscription`], a
-//!   stream of [`PubSubEvent`]s). On RESP3 subscriptions share the
+//!   ([`Subscribe`]: `subscribe`, `psubscribe`, `ssubscribe` give a
+//!   [`Subscription`], a stream of [`PubSubEvent`]s). On RESP3 subscriptions share the
 //!   connection's socket; on RESP2 the connection opens a second one. They
 //!   are made again after a reconnect before anything else is sent, follow
 //!   sharded channels' slots and failed nodes on a cluster, go once per
@@ -189,7 +189,7 @@ pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
 pub use conn::commands;
 pub use conn::commands::Commands;
 pub use conn::pubsub;
-pub use conn::pubsub::{PubSubEvent, Subscription};
+pub use conn::pubsub::{PubSubEvent, Subscribe, Subscription};
 pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};
 #[doc(hidden)]
 pub use conn::{RingStats, io_uring_stats};

@@ -14,3 +14,4 @@ pub use crate::commands::{
     Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, SetCommands,
     SortedSetCommands, StreamCommands, StringCommands,
 };
+pub use crate::pubsub::Subscribe;

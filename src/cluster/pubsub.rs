@@ -40,10 +40,9 @@ use super::NodeAddr;
 use super::client::Cluster;
 use super::router::{Attempt, Router};
 use crate::conn::pubsub::{
-    Attachment, ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Sink, Subscription,
-    names_of,
+    Attachment, ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Sink, Subscribe,
+    Subscription,
 };
-use crate::resp::Arg;
 use crate::slot::key_slot;
 use crate::{Error, ServerError};
 
@@ -466,58 +465,29 @@ pub(crate) async fn follow(
     Ok(guard)
 }
 
-impl Cluster {
-    /// `SUBSCRIBE` on the cluster: a [`Subscription`] to `channels`. Each
-    /// channel is subscribed on the master of its slot (the cluster
-    /// broadcasts `PUBLISH` to every node), and moved to another master
-    /// when that node fails or leaves, with a
-    /// [`Gap`](crate::pubsub::Gap) (see the [`pubsub`](crate::pubsub)
-    /// module docs).
-    pub async fn subscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Channel, channels).await
-    }
-
-    /// `PSUBSCRIBE` on the cluster: like [`subscribe`](Self::subscribe),
-    /// for patterns.
-    pub async fn psubscribe(
-        &self,
-        patterns: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Pattern, patterns).await
-    }
-
-    /// `SSUBSCRIBE` on the cluster: each sharded channel is subscribed on
-    /// the master owning its slot, and follows the slot when it moves (a
-    /// reshard, a failover), with a gap. Channels in different slots may
-    /// share one subscription.
-    pub async fn ssubscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Shard, channels).await
-    }
-
-    async fn subscription(
+/// On a cluster: each name is subscribed on the master of its slot
+/// (channels and patterns too: the cluster broadcasts `PUBLISH` to every
+/// node, and the slot spreads them over the masters), and kept there by
+/// the client's mover (see the module docs): a sharded channel follows
+/// its slot when it moves (a reshard, a failover), a channel or pattern
+/// moves off a node that failed or left, each time with a
+/// [`Gap`](crate::pubsub::Gap). Sharded channels in different slots may
+/// share one subscription.
+impl Subscribe for Cluster {
+    async fn subscribe_to(
         &self,
         kind: ChannelKind,
-        names: impl IntoIterator<Item = impl Arg>,
+        names: Vec<Bytes>,
     ) -> Result<Subscription, Error> {
-        let names = names_of(kind, names)?;
-        let c = &self.router.config.node;
-        let inbox = Inbox::new(
-            c.subscription_capacity,
-            c.subscription_max_bytes,
-            c.subscription_overflow,
-        );
+        let inbox = Inbox::for_config(&self.router.config.node);
         let guard = self
             .follow(kind, names, inbox.clone(), self.deadline())
             .await?;
         Ok(Subscription::new(inbox, Box::new(guard)))
     }
+}
 
+impl Cluster {
     /// Subscribes `sink` to `names` and keeps them placed (for the
     /// per-core runtime, whose sinks fan messages out to cores).
     pub(crate) async fn follow(

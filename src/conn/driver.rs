@@ -434,7 +434,8 @@ fn ping_subscribed(st: &mut Mux, config: &ConnectionConfig, now: Instant) -> Opt
         return Some(at);
     }
     if st.is_idle() {
-        st.queue_detached(config, &mut |out| ["PING"].encode(out));
+        // No room or no socket: the health check has calls to watch.
+        let _ = st.queue_detached(config, &mut |out| ["PING"].encode(out));
     }
     st.pubsub_ping_at = Some(now + interval);
     Some(now + interval)

@@ -531,13 +531,15 @@ impl Mux {
         Ok(Admit::Queued(slot))
     }
 
-    /// Queues a command nobody waits for, if there is room now (else
-    /// nothing is queued); whether it was.
+    /// Queues a command nobody waits for, if there is room now:
+    /// `Ok(true)` when it was, `Ok(false)` when there was no room
+    /// (nothing is queued), the error when the connection takes no calls
+    /// (closed, or a node connection whose server is unreachable).
     pub fn queue_detached(
         &mut self,
         config: &ConnectionConfig,
         encode: &mut impl FnMut(&mut BytesMut),
-    ) -> bool {
+    ) -> Result<bool, Error> {
         let call = Call {
             watch: None,
             timeout: config.timeout,
@@ -547,15 +549,14 @@ impl Mux {
             blocking: false,
         };
         let mut waiter = None;
-        match self.admit(config, &call, encode, &mut waiter) {
-            Ok(Admit::Queued(_)) => true,
-            Ok(Admit::Wait) => {
+        match self.admit(config, &call, encode, &mut waiter)? {
+            Admit::Queued(_) => Ok(true),
+            Admit::Wait => {
                 if let Some(key) = waiter {
                     self.leave(Queue::Calls, key);
                 }
-                false
+                Ok(false)
             }
-            Err(_) => false,
         }
     }
 
@@ -570,7 +571,7 @@ impl Mux {
                     crate::resp::write_arg(out, n);
                 }
             };
-            if self.queue_detached(config, &mut encode) {
+            if let Ok(true) = self.queue_detached(config, &mut encode) {
                 self.expect_confirmations(kind, true, names);
             }
         }
@@ -987,19 +988,8 @@ impl Mux {
     pub fn on_push(&mut self, value: Value, capacity: usize) {
         if let Value::Push(items) | Value::Array(items) = &value {
             match Frame::of(items) {
-                Frame::Message {
-                    kind,
-                    channel,
-                    pattern,
-                    payload,
-                } => {
-                    self.stats.messages += 1;
-                    self.pubsub.deliver(Message {
-                        kind,
-                        channel,
-                        pattern,
-                        payload,
-                    });
+                Frame::Message(m) => {
+                    self.on_message(m);
                     return;
                 }
                 Frame::Confirm {
@@ -1028,6 +1018,12 @@ impl Mux {
         }
         self.pushes.push_back(value);
         wake(&mut self.push_waker);
+    }
+
+    /// A pub/sub message arrived: to the subscriptions wanting it.
+    pub fn on_message(&mut self, message: Message) {
+        self.stats.messages += 1;
+        self.pubsub.deliver(message);
     }
 
     /// A subscribe or unsubscribe confirmation: it counts for the oldest

@@ -32,10 +32,9 @@ use super::CoreClient;
 use super::mesh::CoreMesh;
 use crate::cluster::pubsub::{FollowGuard, follow};
 use crate::conn::pubsub::{
-    ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Registry, Sink, Subscription, names_of,
+    ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Registry, Sink, Subscribe, Subscription,
 };
 use crate::join::join_all;
-use crate::resp::Arg;
 use crate::{Error, ServerError};
 
 /// Events a home queues for one peer core in one turn, at most.
@@ -471,50 +470,19 @@ fn by_home(mesh: &CoreMesh, names: Vec<Bytes>) -> HashMap<usize, Vec<Bytes>> {
     groups
 }
 
-impl CoreClient {
-    /// `SUBSCRIBE` on the runtime: a [`Subscription`] on this core to
-    /// `channels`. However many cores subscribe to a channel, the process
-    /// subscribes to it once on the cluster (on the channel's home core,
-    /// which forwards each message once to every core that wants it), with
-    /// everything [`Cluster::subscribe`](crate::Cluster::subscribe) does:
-    /// the channel follows its node through failovers, with gaps.
-    pub async fn subscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Channel, channels).await
-    }
-
-    /// `PSUBSCRIBE` on the runtime (see [`subscribe`](Self::subscribe)).
-    pub async fn psubscribe(
-        &self,
-        patterns: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Pattern, patterns).await
-    }
-
-    /// `SSUBSCRIBE` on the runtime (see [`subscribe`](Self::subscribe) and
-    /// [`Cluster::ssubscribe`](crate::Cluster::ssubscribe)).
-    pub async fn ssubscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Shard, channels).await
-    }
-
-    async fn subscription(
+/// On the runtime: however many cores subscribe to a name, the process
+/// subscribes to it once on the cluster (on the name's home core, which
+/// forwards each message once to every core that wants it), with
+/// everything a [`Cluster`](crate::Cluster) subscription does: the name
+/// follows its node through migrations and failovers, with gaps.
+impl Subscribe for CoreClient {
+    async fn subscribe_to(
         &self,
         kind: ChannelKind,
-        names: impl IntoIterator<Item = impl Arg>,
+        names: Vec<Bytes>,
     ) -> Result<Subscription, Error> {
         let _work = self.enter()?;
-        let names = names_of(kind, names)?;
-        let c = &self.cluster.config().node;
-        let inbox = Inbox::new(
-            c.subscription_capacity,
-            c.subscription_max_bytes,
-            c.subscription_overflow,
-        );
+        let inbox = Inbox::for_config(&self.cluster.config().node);
         let mesh = self.mesh.clone();
         let id = mesh
             .pubsub

@@ -7,86 +7,33 @@ use bytes::{Bytes, BytesMut};
 
 use super::registry::Sink;
 use super::restore::command_groups;
-use super::{ChannelKind, Feed, Inbox, Subscription};
+use super::{ChannelKind, Feed, Inbox, Subscribe, Subscription};
 use crate::Error;
 use crate::config::Protocol;
 use crate::conn::Connection;
-use crate::conn::mux::{Admit, Call, Queue};
+use crate::conn::mux::Call;
 use crate::join::join_all;
 use crate::resp::{Arg, write_arg, write_array_header};
 
-impl Connection {
-    /// `SUBSCRIBE`: a [`Subscription`] to messages published on
-    /// `channels`. Returns once the server confirmed every channel.
-    ///
-    /// On RESP3 the subscription shares this connection's socket with
-    /// every other command; on RESP2 it goes on a second connection this
-    /// one opens and owns. It lives through reconnects (see
-    /// [`pubsub`](crate::pubsub)): after one, it receives a
-    /// [`Gap`](crate::pubsub::Gap) before the next message.
-    ///
-    /// ```no_run
-    /// use redcore::prelude::*;
-    /// use redcore::{Connection, PubSubEvent};
-    ///
-    /// # async fn run() -> Result<(), redcore::Error> {
-    /// let conn = Connection::connect("redis://127.0.0.1:6379").await?;
-    /// let mut news = conn.subscribe(["news"]).await?;
-    /// conn.publish("news", "hello").await?;
-    /// while let Some(event) = news.recv().await {
-    ///     match event {
-    ///         PubSubEvent::Message(m) => println!("{:?}", m.payload),
-    ///         PubSubEvent::Gap(gap) => println!("may have missed messages: {gap:?}"),
-    ///         other => println!("{other:?}"),
-    ///     }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn subscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Channel, channels).await
-    }
-
-    /// `PSUBSCRIBE`: a [`Subscription`] to messages published on every
-    /// channel matching one of `patterns` (keyspace notifications are
-    /// patterns too: `__keyspace@0__:*`). Each message says which pattern
-    /// matched.
-    pub async fn psubscribe(
-        &self,
-        patterns: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Pattern, patterns).await
-    }
-
-    /// `SSUBSCRIBE`: a [`Subscription`] to sharded channels (Redis 7).
-    /// On a plain connection they must be served by this server; a
-    /// cluster client sends each to its slot's owner and follows it when
-    /// the slot moves.
-    pub async fn ssubscribe(
-        &self,
-        channels: impl IntoIterator<Item = impl Arg>,
-    ) -> Result<Subscription, Error> {
-        self.subscription(ChannelKind::Shard, channels).await
-    }
-
-    async fn subscription(
+/// On a connection: on RESP3 the subscription shares this connection's
+/// socket with every other command; on RESP2 it goes on a second
+/// connection this one opens and owns. Returns once the server confirmed
+/// every name. It lives through reconnects (see [`pubsub`](crate::pubsub)):
+/// after one, it receives a [`Gap`](crate::pubsub::Gap) before the next
+/// message. Sharded channels must be served by this server.
+impl Subscribe for Connection {
+    async fn subscribe_to(
         &self,
         kind: ChannelKind,
-        names: impl IntoIterator<Item = impl Arg>,
+        names: Vec<Bytes>,
     ) -> Result<Subscription, Error> {
-        let names = names_of(kind, names)?;
-        let c = &self.shared.config;
-        let inbox = Inbox::new(
-            c.subscription_capacity,
-            c.subscription_max_bytes,
-            c.subscription_overflow,
-        );
+        let inbox = Inbox::for_config(&self.shared.config);
         let attachment = self.attach(kind, names, inbox.clone()).await?;
         Ok(Subscription::new(inbox, Box::new(attachment)))
     }
+}
 
+impl Connection {
     /// Attaches `sink` to `names` on the socket carrying this
     /// connection's subscriptions, subscribing on the server to those no
     /// other attachment wants yet. `sink` is called with the connection
@@ -200,28 +147,13 @@ impl Connection {
     }
 
     fn unsubscribe_group_later(&self, kind: ChannelKind, names: Vec<Bytes>) {
-        let config = &self.shared.config;
-        let call = Call {
-            watch: None,
-            timeout: config.timeout,
-            replies: 1,
-            gather: false,
-            detached: true,
-            blocking: false,
-        };
-        let mut waiter = None;
         let mut st = self.shared.mux.borrow_mut();
-        match st.admit(
-            config,
-            &call,
-            &mut |out| encode(out, kind, true, &names),
-            &mut waiter,
-        ) {
-            Ok(Admit::Queued(_)) => st.expect_confirmations(kind, true, names),
-            Ok(Admit::Wait) => {
-                if let Some(key) = waiter {
-                    st.leave(Queue::Calls, key);
-                }
+        let queued = st.queue_detached(&self.shared.config, &mut |out| {
+            encode(out, kind, true, &names)
+        });
+        match queued {
+            Ok(true) => st.expect_confirmations(kind, true, names),
+            Ok(false) => {
                 drop(st);
                 let conn = self.clone();
                 glommio::spawn_local(async move {
@@ -301,16 +233,36 @@ impl Attachment {
         if gone_here.is_empty() {
             return;
         }
+        let gone = self.detach(&gone_here);
+        if !gone.is_empty() {
+            self.carrier.unsubscribe_later(self.kind, gone);
+        }
+    }
+
+    /// Detaches every name (once): the names no one else wants, to
+    /// unsubscribe from.
+    fn release(&mut self) -> Vec<Bytes> {
+        if !std::mem::take(&mut self.live) {
+            return Vec::new();
+        }
+        let names = std::mem::take(&mut self.names);
+        self.detach(&names)
+    }
+
+    /// Detaches `names` from the registry: those no one else wants, to
+    /// unsubscribe from (none once the connection is closed).
+    fn detach(&self, names: &[Bytes]) -> Vec<Bytes> {
         let gone = self
             .carrier
             .shared
             .mux
             .borrow_mut()
             .pubsub
-            .detach(self.id, self.kind, &gone_here);
-        if !gone.is_empty() && !self.carrier.shared.is_closed() {
-            self.carrier.unsubscribe_later(self.kind, gone);
+            .detach(self.id, self.kind, names);
+        if self.carrier.shared.is_closed() {
+            return Vec::new();
         }
+        gone
     }
 }
 
@@ -319,17 +271,8 @@ impl Feed for Attachment {
         mut self: Box<Self>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>>>> {
         Box::pin(async move {
-            if !std::mem::take(&mut self.live) {
-                return Ok(());
-            }
-            let gone =
-                self.carrier
-                    .shared
-                    .mux
-                    .borrow_mut()
-                    .pubsub
-                    .detach(self.id, self.kind, &self.names);
-            if gone.is_empty() || self.carrier.shared.is_closed() {
+            let gone = self.release();
+            if gone.is_empty() {
                 return Ok(());
             }
             let kind = self.kind;
@@ -355,17 +298,8 @@ impl Feed for Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        if !std::mem::take(&mut self.live) {
-            return;
-        }
-        let gone =
-            self.carrier
-                .shared
-                .mux
-                .borrow_mut()
-                .pubsub
-                .detach(self.id, self.kind, &self.names);
-        if !gone.is_empty() && !self.carrier.shared.is_closed() {
+        let gone = self.release();
+        if !gone.is_empty() {
             self.carrier.unsubscribe_later(self.kind, gone);
         }
     }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::ChannelKind;
+use super::{ChannelKind, Message};
 use crate::resp::Value;
 
 /// A push frame (RESP3), or an array on a RESP2 subscribed socket, read
@@ -11,12 +11,7 @@ use crate::resp::Value;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
     /// `message`, `pmessage` or `smessage`.
-    Message {
-        kind: ChannelKind,
-        channel: Bytes,
-        pattern: Option<Bytes>,
-        payload: Bytes,
-    },
+    Message(Message),
     /// `subscribe`, `unsubscribe` and the pattern and sharded forms: the
     /// server's word that it now does (or no longer does) serve `name`.
     /// `name` is `None` for an unsubscribe from nothing.
@@ -44,12 +39,12 @@ impl Frame {
         };
         let message = |kind, at: usize| match (items.get(at).and_then(bytes), items.get(at + 1)) {
             (Some(channel), Some(Value::BulkString(payload))) if items.len() == at + 2 => {
-                Frame::Message {
+                Frame::Message(Message {
                     kind,
                     channel: channel.clone(),
                     pattern: None,
                     payload: payload.clone(),
-                }
+                })
             }
             _ => Frame::Other,
         };
@@ -76,20 +71,10 @@ impl Frame {
                 items.get(1).and_then(bytes),
                 message(ChannelKind::Pattern, 2),
             ) {
-                (
-                    Some(pattern),
-                    Frame::Message {
-                        kind,
-                        channel,
-                        payload,
-                        ..
-                    },
-                ) => Frame::Message {
-                    kind,
-                    channel,
-                    pattern: Some(pattern.clone()),
-                    payload,
-                },
+                (Some(pattern), Frame::Message(mut m)) => {
+                    m.pattern = Some(pattern.clone());
+                    Frame::Message(m)
+                }
                 _ => Frame::Other,
             },
             b"subscribe" => confirm(ChannelKind::Channel, false),
@@ -127,21 +112,21 @@ mod tests {
     fn reads_messages_and_confirmations() {
         assert_eq!(
             Frame::of(&[b("message"), b("ch"), b("hi")]),
-            Frame::Message {
+            Frame::Message(Message {
                 kind: ChannelKind::Channel,
                 channel: "ch".into(),
                 pattern: None,
                 payload: "hi".into()
-            }
+            })
         );
         assert_eq!(
             Frame::of(&[b("pmessage"), b("c*"), b("ch"), b("hi")]),
-            Frame::Message {
+            Frame::Message(Message {
                 kind: ChannelKind::Pattern,
                 channel: "ch".into(),
                 pattern: Some("c*".into()),
                 payload: "hi".into()
-            }
+            })
         );
         assert_eq!(
             Frame::of(&[b("sunsubscribe"), b("s"), Value::Integer(0)]),

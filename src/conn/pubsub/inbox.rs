@@ -101,6 +101,15 @@ impl Inbox {
         })
     }
 
+    /// An empty queue with the bounds and policy of `config`.
+    pub fn for_config(config: &crate::ConnectionConfig) -> Rc<Inbox> {
+        Inbox::new(
+            config.subscription_capacity,
+            config.subscription_max_bytes,
+            config.subscription_overflow,
+        )
+    }
+
     /// Queues an event that is not a message (a gap, a refusal): never
     /// dropped, and a gap right after another gap joins it.
     pub fn notice(&self, event: PubSubEvent) {

@@ -37,16 +37,92 @@ mod inbox;
 mod registry;
 mod restore;
 
+use std::future::Future;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-pub(crate) use client::{Attachment, names_of};
+use crate::Error;
+use crate::resp::Arg;
+
+pub(crate) use client::Attachment;
+use client::names_of;
 pub(crate) use frame::{Frame, is_resp2_pubsub};
 pub(crate) use inbox::{Feed, Inbox};
 pub use inbox::{Overflow, Subscription};
 pub(crate) use registry::{Lost, Registry, Sink};
 pub(crate) use restore::restore;
+
+/// Subscribing, on every client that can: [`Connection`](crate::Connection),
+/// [`Cluster`](crate::Cluster) and [`CoreClient`](crate::CoreClient) (each
+/// impl says where its subscriptions go). Code written against
+/// `impl Subscribe` runs on any of them; the prelude brings it in.
+///
+/// ```no_run
+/// use redcore::prelude::*;
+/// use redcore::{Connection, PubSubEvent};
+///
+/// async fn first_message(client: &impl Subscribe) -> Result<Option<String>, redcore::Error> {
+///     let mut news = client.subscribe(["news"]).await?;
+///     while let Some(event) = news.recv().await {
+///         match event {
+///             PubSubEvent::Message(m) => {
+///                 return Ok(Some(String::from_utf8_lossy(&m.payload).into_owned()))
+///             }
+///             PubSubEvent::Gap(gap) => println!("may have missed messages: {gap:?}"),
+///             other => println!("{other:?}"),
+///         }
+///     }
+///     Ok(None)
+/// }
+///
+/// # async fn run() -> Result<(), redcore::Error> {
+/// let conn = Connection::connect("redis://127.0.0.1:6379").await?;
+/// println!("{:?}", first_message(&conn).await?);
+/// # Ok(()) }
+/// ```
+pub trait Subscribe {
+    /// A [`Subscription`] of `kind` to `names` (at least one; duplicates
+    /// count once): what [`subscribe`](Self::subscribe),
+    /// [`psubscribe`](Self::psubscribe) and [`ssubscribe`](Self::ssubscribe)
+    /// call. Returns once every name is subscribed.
+    fn subscribe_to(
+        &self,
+        kind: ChannelKind,
+        names: Vec<Bytes>,
+    ) -> impl Future<Output = Result<Subscription, Error>>;
+
+    /// `SUBSCRIBE`: a [`Subscription`] to messages published on
+    /// `channels`.
+    fn subscribe(
+        &self,
+        channels: impl IntoIterator<Item = impl Arg>,
+    ) -> impl Future<Output = Result<Subscription, Error>> {
+        let names = names_of(ChannelKind::Channel, channels);
+        async move { self.subscribe_to(ChannelKind::Channel, names?).await }
+    }
+
+    /// `PSUBSCRIBE`: a [`Subscription`] to messages published on every
+    /// channel matching one of `patterns` (keyspace notifications are
+    /// patterns too: `__keyspace@0__:*`). Each message says which pattern
+    /// matched.
+    fn psubscribe(
+        &self,
+        patterns: impl IntoIterator<Item = impl Arg>,
+    ) -> impl Future<Output = Result<Subscription, Error>> {
+        let names = names_of(ChannelKind::Pattern, patterns);
+        async move { self.subscribe_to(ChannelKind::Pattern, names?).await }
+    }
+
+    /// `SSUBSCRIBE` (Redis 7): a [`Subscription`] to sharded channels.
+    fn ssubscribe(
+        &self,
+        channels: impl IntoIterator<Item = impl Arg>,
+    ) -> impl Future<Output = Result<Subscription, Error>> {
+        let names = names_of(ChannelKind::Shard, channels);
+        async move { self.subscribe_to(ChannelKind::Shard, names?).await }
+    }
+}
 
 /// The three kinds of subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::timer::Timer;
 
 use super::frame::{Frame, is_resp2_pubsub};
-use super::{ChannelKind, Lost, Message};
+use super::{ChannelKind, Lost};
 use crate::Error;
 use crate::cmd::{Args, cmd};
 use crate::conn::mux::Shared;
@@ -171,20 +171,7 @@ async fn read_confirmations(
                     current = groups.pop_front();
                 }
             }
-            Frame::Message {
-                kind,
-                channel,
-                pattern,
-                payload,
-            } => {
-                st.stats.messages += 1;
-                st.pubsub.deliver(Message {
-                    kind,
-                    channel,
-                    pattern,
-                    payload,
-                });
-            }
+            Frame::Message(m) => st.on_message(m),
             _ => st.on_push(v, shared.config.push_capacity),
         }
     }

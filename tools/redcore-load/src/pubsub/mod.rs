@@ -8,7 +8,7 @@
 //!   the publishes; on RESP2 redcore opens one dedicated connection for
 //!   all of them).
 //! - `--cluster`: by default (`--cluster-client executor`) a
-//!   [`ClusterExecutor`] of one core and its [`CoreClient`], as the other
+//!   [`ClusterExecutor`] of one core and its [`CoreClient`](redcore::CoreClient), as the other
 //!   loads use; `--cluster-client cluster`: a bare [`Cluster`] client on
 //!   one executor. Either way the publishers and subscriptions all share
 //!   the one client (each channel subscribed once, on its slot's master;
@@ -26,7 +26,6 @@ pub use load_common::pubsub::{hub, message, report};
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +33,9 @@ use futures_lite::future;
 use glommio::{LocalExecutorBuilder, Placement};
 use redcore::commands::PubSubCommands;
 use redcore::config::Protocol;
+use redcore::pubsub::ChannelKind;
 use redcore::{
-    Cluster, ClusterExecutor, Commands, Connection, CoreClient, Error, PubSubEvent, Subscription,
+    Cluster, ClusterExecutor, Commands, Connection, PubSubEvent, Subscribe, Subscription,
 };
 
 use crate::Target;
@@ -45,40 +45,17 @@ use hub::{Hub, Kind, Plan};
 use message::{Tracker, new_payload};
 use report::Outcome;
 
-/// A client that publishes and subscribes: what the load needs of it.
-pub trait PubSubClient: Commands + Clone + 'static {
-    /// A subscription to every name of `names`, confirmed.
-    fn subscribe_to(
-        &self,
-        kind: Kind,
-        names: &[String],
-    ) -> impl Future<Output = Result<Subscription, Error>>;
-}
+/// A client that publishes and subscribes: what the load needs of it
+/// (`Connection`, `Cluster`, `CoreClient`).
+pub trait PubSubClient: Commands + Subscribe + Clone + 'static {}
 
-impl PubSubClient for Connection {
-    async fn subscribe_to(&self, kind: Kind, names: &[String]) -> Result<Subscription, Error> {
-        match kind {
-            Kind::Channels => self.subscribe(names).await,
-            Kind::Sharded => self.ssubscribe(names).await,
-        }
-    }
-}
+impl<C: Commands + Subscribe + Clone + 'static> PubSubClient for C {}
 
-impl PubSubClient for Cluster {
-    async fn subscribe_to(&self, kind: Kind, names: &[String]) -> Result<Subscription, Error> {
-        match kind {
-            Kind::Channels => self.subscribe(names).await,
-            Kind::Sharded => self.ssubscribe(names).await,
-        }
-    }
-}
-
-impl PubSubClient for CoreClient {
-    async fn subscribe_to(&self, kind: Kind, names: &[String]) -> Result<Subscription, Error> {
-        match kind {
-            Kind::Channels => self.subscribe(names).await,
-            Kind::Sharded => self.ssubscribe(names).await,
-        }
+/// The channel kind of the load, as redcore names it.
+fn channel_kind(kind: Kind) -> ChannelKind {
+    match kind {
+        Kind::Channels => ChannelKind::Channel,
+        Kind::Sharded => ChannelKind::Shard,
     }
 }
 
@@ -184,7 +161,13 @@ async fn load<C: PubSubClient>(client: C, plan: Plan, api: &str) -> Result<Run, 
     let mut subscriptions = Vec::with_capacity(plan.subscribers);
     for _ in 0..plan.subscribers {
         let sub = client
-            .subscribe_to(plan.kind, &plan.channel_names)
+            .subscribe_to(
+                channel_kind(plan.kind),
+                plan.channel_names
+                    .iter()
+                    .map(|n| n.clone().into())
+                    .collect(),
+            )
             .await
             .map_err(|e| format!("subscribing: {e}"))?;
         subscriptions.push(sub);
