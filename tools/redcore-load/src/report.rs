@@ -15,6 +15,7 @@ use crate::args::KeyPattern;
 use crate::cpu::CpuTime;
 use crate::plan::{KeyLayout, Plan};
 use crate::worker::{CoreResult, new_histogram};
+pub use load_common::latency::Latency;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -96,56 +97,6 @@ pub struct OpReport {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Latency of the successful commands, microseconds.
     pub latency_us: Latency,
-}
-
-/// Latency percentiles, microseconds.
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    /// Smallest.
-    pub min: f64,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p99_9: f64,
-    /// 99.99th percentile.
-    pub p99_99: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Latency {
-    /// The percentiles of a nanosecond histogram, in microseconds.
-    pub fn of(h: &Histogram<u64>) -> Latency {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        if h.is_empty() {
-            return Latency {
-                min: 0.0,
-                mean: 0.0,
-                p50: 0.0,
-                p90: 0.0,
-                p99: 0.0,
-                p99_9: 0.0,
-                p99_99: 0.0,
-                max: 0.0,
-            };
-        }
-        Latency {
-            min: us(h.min()),
-            mean: h.mean() / 1000.0,
-            p50: us(h.value_at_quantile(0.5)),
-            p90: us(h.value_at_quantile(0.9)),
-            p99: us(h.value_at_quantile(0.99)),
-            p99_9: us(h.value_at_quantile(0.999)),
-            p99_99: us(h.value_at_quantile(0.9999)),
-            max: us(h.max()),
-        }
-    }
 }
 
 /// What `--verify` found.

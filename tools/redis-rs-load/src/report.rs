@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::load::{OPS, Outcome, Plan, new_histogram};
+pub use load_common::latency::Latency;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -67,52 +68,6 @@ pub struct OpReport {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Latency of the successful commands, microseconds.
     pub latency_us: Latency,
-}
-
-/// Latency percentiles, microseconds.
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    /// Smallest.
-    pub min: f64,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p99_9: f64,
-    /// 99.99th percentile.
-    pub p99_99: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Latency {
-    /// The percentiles of a nanosecond histogram, in microseconds (all 0
-    /// for an empty one).
-    pub fn of(h: &Histogram<u64>) -> Latency {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let q = |q: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                us(h.value_at_quantile(q))
-            }
-        };
-        Latency {
-            min: if h.is_empty() { 0.0 } else { us(h.min()) },
-            mean: h.mean() / 1000.0,
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p99_9: q(0.999),
-            p99_99: q(0.9999),
-            max: if h.is_empty() { 0.0 } else { us(h.max()) },
-        }
-    }
 }
 
 /// Builds the report of a load.

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cpu::CpuTime;
+use crate::latency::Latency;
 use crate::pubsub::hub::Hub;
 use crate::pubsub::message::{Tracker, new_histogram};
 
@@ -92,52 +92,6 @@ pub struct Report {
     pub client_cpu_s: Option<f64>,
     /// `client_cpu_s` per measured message delivered, microseconds.
     pub client_cpu_us_per_msg: Option<f64>,
-}
-
-/// Latency percentiles, microseconds.
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    /// Smallest.
-    pub min: f64,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p99_9: f64,
-    /// 99.99th percentile.
-    pub p99_99: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Latency {
-    /// The percentiles of a nanosecond histogram, in microseconds (all 0
-    /// for an empty one).
-    pub fn of(h: &Histogram<u64>) -> Latency {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let q = |q: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                us(h.value_at_quantile(q))
-            }
-        };
-        Latency {
-            min: if h.is_empty() { 0.0 } else { us(h.min()) },
-            mean: h.mean() / 1000.0,
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p99_9: q(0.999),
-            p99_99: q(0.9999),
-            max: if h.is_empty() { 0.0 } else { us(h.max()) },
-        }
-    }
 }
 
 /// What the run gave besides the hub's counts.
