@@ -733,9 +733,10 @@ pub(crate) fn check_watch(slot: u16, watch: Watch) -> Result<Watch, Error> {
     Ok(watch)
 }
 
-/// Whether a pipelined command refused with `e` is sent again (the reply
-/// proves it was not applied: a redirect, `TRYAGAIN`, `CLUSTERDOWN`, ...).
-fn must_go_again(e: &ServerError) -> bool {
+/// Whether a command refused with `e` is sent again (the reply proves it
+/// was not applied: a redirect, `TRYAGAIN`, `CLUSTERDOWN`, ...): a
+/// pipelined command, or a subscription placed on another node.
+pub(super) fn must_go_again(e: &ServerError) -> bool {
     e.retry_action() != RetryAction::None
 }
 

@@ -37,14 +37,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::NodeAddr;
-use super::client::Cluster;
+use super::client::{Cluster, must_go_again};
 use super::router::{Attempt, Router};
+use crate::Error;
 use crate::conn::pubsub::{
     Attachment, ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Sink, Subscribe,
     Subscription,
 };
 use crate::slot::key_slot;
-use crate::{Error, ServerError};
 
 /// The mover's tick while some name is not where it belongs.
 const UNSETTLED_TICK: Duration = Duration::from_millis(100);
@@ -188,17 +188,6 @@ fn target(router: &Router, name: &[u8]) -> Option<NodeAddr> {
     router.routes().map.master_for_slot(key_slot(name)).cloned()
 }
 
-/// Whether a refusal means the name belongs elsewhere (or the cluster is
-/// changing) rather than never.
-fn refused_for_now(e: &ServerError) -> bool {
-    matches!(
-        crate::Error::Server(e.clone()).retry_action(),
-        crate::error::RetryAction::Redirect(_)
-            | crate::error::RetryAction::RefreshThenRetry
-            | crate::error::RetryAction::RetryAfterBackoff
-    )
-}
-
 impl Follow {
     /// Attaches `names` on the masters of their slots as the routes
     /// stand, before `deadline`. Returns the names not placed, each with
@@ -256,7 +245,7 @@ impl Follow {
                     let mut attempt = Attempt::new(deadline, false);
                     let fatal = match router.after_error(&node, e, &mut attempt).await {
                         Ok(()) => None,
-                        Err(Error::Server(e)) if !refused_for_now(&e) => Some(Error::Server(e)),
+                        Err(Error::Server(e)) if !must_go_again(&e) => Some(Error::Server(e)),
                         Err(_) => None,
                     };
                     unplaced.extend(group.into_iter().map(|n| (n, fatal.clone())));
@@ -288,7 +277,7 @@ impl Follow {
                     }
                     p.attachment.detach_some(std::slice::from_ref(&name));
                     match why {
-                        Lost::Refused(e) if !refused_for_now(&e) => {
+                        Lost::Refused(e) if !must_go_again(&e) => {
                             self.sink.lost(self.kind, &name, Lost::Refused(e));
                         }
                         _ => moving.push((name, at)),

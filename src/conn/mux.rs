@@ -30,7 +30,7 @@ use slab::Slab;
 
 use super::admission::WaitQueue;
 use super::health::{Finding, Health};
-use super::pubsub::{ChannelKind, Frame, Lost, Message, Registry};
+use super::pubsub::{ChannelKind, Frame, Lost, Message, Registry, encode_command};
 use super::write_through::{PIPELINE_SEND_NOW_BYTES, WriteThrough};
 use crate::Error;
 use crate::config::{ConnectionConfig, Protocol};
@@ -564,13 +564,7 @@ impl Mux {
     /// stale.
     pub fn unsubscribe_stale(&mut self, config: &ConnectionConfig) {
         for (kind, names) in std::mem::take(&mut self.pubsub_stale) {
-            let mut encode = |out: &mut BytesMut| {
-                crate::resp::write_array_header(out, 1 + names.len());
-                crate::resp::write_arg(out, kind.unsubscribe_command());
-                for n in &names {
-                    crate::resp::write_arg(out, n);
-                }
-            };
+            let mut encode = |out: &mut BytesMut| encode_command(out, kind, true, &names);
             if let Ok(true) = self.queue_detached(config, &mut encode) {
                 self.expect_confirmations(kind, true, names);
             }

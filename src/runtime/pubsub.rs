@@ -30,12 +30,12 @@ use bytes::Bytes;
 
 use super::CoreClient;
 use super::mesh::CoreMesh;
+use crate::Error;
 use crate::cluster::pubsub::{FollowGuard, follow};
 use crate::conn::pubsub::{
     ChannelKind, Feed, Gap, GapCause, Inbox, Lost, Message, Registry, Sink, Subscribe, Subscription,
 };
 use crate::join::join_all;
-use crate::{Error, ServerError};
 
 /// Events a home queues for one peer core in one turn, at most.
 pub(super) const FED_MAX_EVENTS: usize = 65_536;
@@ -49,7 +49,7 @@ pub(crate) enum Fed {
     Message(Message),
     Gap(Gap),
     /// The cluster refused the name for good.
-    Lost(Option<ServerError>),
+    Lost(Lost),
 }
 
 impl Fed {
@@ -176,10 +176,7 @@ impl Sink for Fanout {
     // core is told, and the entry goes once this call is over (the follow
     // calling this is borrowed).
     fn lost(&self, _: ChannelKind, _: &Bytes, why: Lost) {
-        self.forward(Fed::Lost(match why {
-            Lost::Refused(e) => Some(e),
-            Lost::Dropped => None,
-        }));
+        self.forward(Fed::Lost(why));
         let (mesh, kind, name, generation) = (
             self.mesh.clone(),
             self.kind,
@@ -265,10 +262,7 @@ impl CoreMesh {
         match fed {
             Fed::Message(m) => local.deliver(m),
             Fed::Gap(g) => local.gap_for(kind, name, g),
-            Fed::Lost(error) => {
-                let why = error.map_or(Lost::Dropped, Lost::Refused);
-                local.lose(kind, name, why);
-            }
+            Fed::Lost(why) => local.lose(kind, name, why),
         }
     }
 

@@ -3,17 +3,17 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::registry::Sink;
 use super::restore::command_groups;
-use super::{ChannelKind, Feed, Inbox, Subscribe, Subscription};
+use super::{ChannelKind, Feed, Inbox, Subscribe, Subscription, encode_command};
 use crate::Error;
 use crate::config::Protocol;
 use crate::conn::Connection;
 use crate::conn::mux::Call;
 use crate::join::join_all;
-use crate::resp::{Arg, write_arg, write_array_header};
+use crate::resp::Arg;
 
 /// On a connection: on RESP3 the subscription shares this connection's
 /// socket with every other command; on RESP2 it goes on a second
@@ -35,9 +35,9 @@ impl Subscribe for Connection {
 
 impl Connection {
     /// Attaches `sink` to `names` on the socket carrying this
-    /// connection's subscriptions, subscribing on the server to those no
-    /// other attachment wants yet. `sink` is called with the connection
-    /// borrowed: it must not call into it.
+    /// connection's subscriptions and subscribes to every one of them on
+    /// the server. `sink` is called with the connection borrowed: it must
+    /// not call into it.
     pub(crate) async fn attach(
         &self,
         kind: ChannelKind,
@@ -130,7 +130,7 @@ impl Connection {
         let reply = self
             .queue_and_wait(
                 &call,
-                |out| encode(out, kind, unsubscribe, &names),
+                |out| encode_command(out, kind, unsubscribe, &names),
                 |st| st.expect_confirmations(kind, unsubscribe, names.clone()),
             )
             .await?;
@@ -149,7 +149,7 @@ impl Connection {
     fn unsubscribe_group_later(&self, kind: ChannelKind, names: Vec<Bytes>) {
         let mut st = self.shared.mux.borrow_mut();
         let queued = st.queue_detached(&self.shared.config, &mut |out| {
-            encode(out, kind, true, &names)
+            encode_command(out, kind, true, &names)
         });
         match queued {
             Ok(true) => st.expect_confirmations(kind, true, names),
@@ -172,19 +172,6 @@ impl Connection {
 /// cluster refuses a command whose channels span slots).
 fn groups_of(kind: ChannelKind, names: &[Bytes]) -> Vec<(ChannelKind, Vec<Bytes>)> {
     command_groups(names.iter().map(|n| (kind, n.clone())).collect())
-}
-
-fn encode(out: &mut BytesMut, kind: ChannelKind, unsubscribe: bool, names: &[Bytes]) {
-    let command = if unsubscribe {
-        kind.unsubscribe_command()
-    } else {
-        kind.subscribe_command()
-    };
-    write_array_header(out, 1 + names.len());
-    write_arg(out, command);
-    for n in names {
-        write_arg(out, n);
-    }
 }
 
 /// The names of a subscribe call, deduplicated; at least one.

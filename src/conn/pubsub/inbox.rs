@@ -45,8 +45,6 @@ struct Dropping {
     from: Instant,
     to: Instant,
     count: u64,
-    /// A reconnect gap was dropped along with messages.
-    reconnect: bool,
 }
 
 impl Dropping {
@@ -54,7 +52,7 @@ impl Dropping {
         Gap {
             from: self.from,
             to: self.to,
-            missed: (!self.reconnect).then_some(self.count),
+            missed: Some(self.count),
             cause: GapCause::Overflow,
         }
     }
@@ -157,7 +155,7 @@ impl Sink for Inbox {
             let now = Instant::now();
             match st.overflow {
                 Overflow::DropNewest => {
-                    note_drop(&mut st.dropping, now, false);
+                    note_drop(&mut st.dropping, now);
                     st.dropped_total += 1;
                     return;
                 }
@@ -176,7 +174,7 @@ impl Sink for Inbox {
                         if let Some(PubSubEvent::Message(m)) = st.events.remove(at) {
                             st.bytes -= size(&m);
                             st.messages -= 1;
-                            note_drop(&mut st.dropping, now, false);
+                            note_drop(&mut st.dropping, now);
                             st.dropped_total += 1;
                         }
                     }
@@ -217,26 +215,15 @@ impl Sink for Inbox {
     }
 }
 
-/// Notes one more dropped message (or a dropped reconnect gap, which
-/// starts at `at`).
-fn note_drop(dropping: &mut Option<Dropping>, at: Instant, reconnect: bool) {
-    let count = u64::from(!reconnect);
-    match dropping {
-        Some(d) => {
-            d.from = d.from.min(at);
-            d.to = d.to.max(at);
-            d.count += count;
-            d.reconnect |= reconnect;
-        }
-        None => {
-            *dropping = Some(Dropping {
-                from: at,
-                to: at,
-                count,
-                reconnect,
-            })
-        }
-    }
+/// Notes one more message dropped at `now`.
+fn note_drop(dropping: &mut Option<Dropping>, now: Instant) {
+    let d = dropping.get_or_insert(Dropping {
+        from: now,
+        to: now,
+        count: 0,
+    });
+    d.to = now;
+    d.count += 1;
 }
 
 /// What feeds a [`Subscription`], as the layer that made it knows it: a

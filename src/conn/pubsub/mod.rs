@@ -156,6 +156,25 @@ impl ChannelKind {
     }
 }
 
+/// Encodes the subscribe (or unsubscribe) of `names` into `out`.
+pub(crate) fn encode_command(
+    out: &mut bytes::BytesMut,
+    kind: ChannelKind,
+    unsubscribe: bool,
+    names: &[Bytes],
+) {
+    let command = if unsubscribe {
+        kind.unsubscribe_command()
+    } else {
+        kind.subscribe_command()
+    };
+    crate::resp::write_array_header(out, 1 + names.len());
+    crate::resp::write_arg(out, command);
+    for n in names {
+        crate::resp::write_arg(out, n);
+    }
+}
+
 /// One message received on a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -9,9 +9,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::timer::Timer;
 
 use super::frame::{Frame, is_resp2_pubsub};
-use super::{ChannelKind, Lost};
+use super::{ChannelKind, Lost, encode_command};
 use crate::Error;
-use crate::cmd::{Args, cmd};
 use crate::conn::mux::Shared;
 use crate::conn::transport::Transport;
 use crate::resp::{Decoder, ProtocolError, Value};
@@ -67,11 +66,7 @@ pub(crate) async fn restore(
     let work = async {
         let mut out = BytesMut::new();
         for (kind, names) in &groups {
-            let mut c = cmd(kind.subscribe_command());
-            for n in names {
-                c.push_arg(n);
-            }
-            c.encode(&mut out);
+            encode_command(&mut out, *kind, false, names);
         }
         io.write_all(&out).await?;
         io.flush().await?;
@@ -91,7 +86,8 @@ pub(crate) async fn restore(
     // Names given up while this ran (a node connection may not queue
     // their unsubscribe while down) were subscribed all the same: they
     // are unsubscribed once the socket serves calls.
-    let still = st.pubsub.wanted();
+    let still: std::collections::HashSet<(ChannelKind, Bytes)> =
+        st.pubsub.wanted().into_iter().collect();
     let stale: Vec<(ChannelKind, Bytes)> = snapshot
         .into_iter()
         .filter(|w| !still.contains(w))
@@ -140,9 +136,7 @@ async fn read_confirmations(
                 // that forbids one channel): each goes again on its own.
                 let mut out = BytesMut::new();
                 for name in left.drain(..) {
-                    let mut c = cmd(kind.subscribe_command());
-                    c.push_arg(&name);
-                    c.encode(&mut out);
+                    encode_command(&mut out, kind, false, std::slice::from_ref(&name));
                     groups.push_back((kind, vec![name]));
                 }
                 io.write_all(&out).await?;
