@@ -188,6 +188,7 @@ pub use cmd::{Args, Cmd, Route, cmd};
 pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
 pub use conn::commands;
 pub use conn::commands::Commands;
+pub use conn::commands::Script;
 pub use conn::pubsub;
 pub use conn::pubsub::{PubSubEvent, Subscribe, Subscription};
 pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};

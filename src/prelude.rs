@@ -11,7 +11,7 @@
 //! ```
 
 pub use crate::commands::{
-    Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, SetCommands,
+    Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, ScriptCommands, SetCommands,
     SortedSetCommands, StreamCommands, StringCommands,
 };
 pub use crate::pubsub::Subscribe;

@@ -4,7 +4,7 @@
 //! kind of value ([`StringCommands`], [`KeyCommands`], [`HashCommands`],
 //! [`ListCommands`], [`SetCommands`], [`SortedSetCommands`],
 //! [`StreamCommands`], [`PubSubCommands`]), each implemented for every
-//! [`Commands`].
+//! [`Commands`]; and scripts: [`Script`] and [`ScriptCommands`].
 //!
 //! Bring them into scope with the prelude:
 //!
@@ -49,6 +49,7 @@ mod hashes;
 mod keys;
 mod lists;
 mod pubsub;
+mod scripting;
 mod sets;
 mod sorted_sets;
 mod streams;
@@ -60,6 +61,7 @@ pub use hashes::HashCommands;
 pub use keys::{ExpireCondition, KeyCommands};
 pub use lists::ListCommands;
 pub use pubsub::PubSubCommands;
+pub use scripting::{Script, ScriptCommands};
 pub use sets::SetCommands;
 pub use sorted_sets::SortedSetCommands;
 pub use streams::{StreamCommands, StreamRead, StreamTrim};
