@@ -179,11 +179,7 @@ enum Flavour {
 /// `name script numkeys keys... args...`: the shape of `EVAL`, `EVALSHA`,
 /// `FCALL` and their read-only variants.
 fn call<K: Arg, A: Arg>(name: &str, script: impl Arg, keys: &[K], args: &[A]) -> Cmd {
-    cmd(name)
-        .arg(script)
-        .arg(keys.len())
-        .args(keys)
-        .args(args)
+    cmd(name).arg(script).arg(keys.len()).args(keys).args(args)
 }
 
 /// Functions (`FCALL`, `FCALL_RO`, `FUNCTION LOAD`) and loading scripts
