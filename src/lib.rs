@@ -61,9 +61,11 @@
 //! `transaction`, `watch_transaction`, and `mget`, `mset`, `del`,
 //! `unlink`, `exists`, `touch` (split by slot on the cluster clients).
 //! Typed helpers for the usual commands ([`commands`]: strings and
-//! counters, keys, hashes, lists, sets, sorted sets, streams) come with
-//! every `Commands`; [`prelude`] brings them into scope. Write a function
-//! once by taking `&impl Commands`:
+//! counters, keys, hashes, lists, sets, sorted sets, streams, functions)
+//! come with every `Commands`; [`prelude`] brings them into scope. A
+//! [`Script`] runs a Lua script by its SHA-1 on any of them, loading it
+//! again on a node that lost it. Write a function once by taking
+//! `&impl Commands`:
 //!
 //! ```no_run
 //! use redcore::prelude::*;

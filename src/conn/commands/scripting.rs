@@ -30,10 +30,10 @@ use crate::{Error, FromValue, Value};
 /// keyless `SCRIPT LOAD` would be routed elsewhere or to every master; it
 /// is one round trip instead of two; and it cannot meet `NOSCRIPT` again,
 /// so no `SCRIPT FLUSH` between a load and a retry can make the call fail.
-/// The cost is the source sent once per node and cache loss. (From Redis
-/// 7.4 on, scripts cached by `EVAL` may be evicted when there are many of
-/// them, where `SCRIPT LOAD`ed ones are not; an evicted script is only one
-/// more `NOSCRIPT` and `EVAL` away.)
+/// The cost: the whole source travels each time a node turns out not to
+/// have the script. (Recent servers may evict scripts cached by `EVAL`
+/// once there are hundreds of them, where `SCRIPT LOAD`ed ones stay; an
+/// evicted script costs one more `NOSCRIPT` and `EVAL`, nothing else.)
 ///
 /// On a cluster client the keys must share one slot (use hash tags), as
 /// for any command: keys in several slots are [`Error::CrossSlot`] before
@@ -41,18 +41,24 @@ use crate::{Error, FromValue, Value};
 /// keyless command.
 ///
 /// ```no_run
+/// use std::sync::LazyLock;
+///
 /// use redcore::prelude::*;
 /// use redcore::{Error, Script};
 ///
-/// /// Adds `n` to a counter, at most up to `cap`, on any client.
-/// async fn add_capped(client: &impl Commands, key: &str, n: i64, cap: i64) -> Result<i64, Error> {
-///     // Made once; a `static` with `LazyLock` does it once per process.
-///     let script = Script::new(
+/// // Hashed once per process.
+/// static ADD_CAPPED: LazyLock<Script> = LazyLock::new(|| {
+///     Script::new(
 ///         "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
-///          if v > tonumber(ARGV[2]) then redis.call('SET', KEYS[1], ARGV[2]) return tonumber(ARGV[2]) end \
+///          local cap = tonumber(ARGV[2]) \
+///          if v > cap then redis.call('SET', KEYS[1], cap) return cap end \
 ///          return v",
-///     );
-///     script.invoke(client, &[key], &[n, cap]).await
+///     )
+/// });
+///
+/// /// Adds `n` to a counter, up to `cap`, on any client.
+/// async fn add_capped(client: &impl Commands, key: &str, n: i64, cap: i64) -> Result<i64, Error> {
+///     ADD_CAPPED.invoke(client, &[key], &[n, cap]).await
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -190,8 +196,8 @@ fn call<K: Arg, A: Arg>(name: &str, script: impl Arg, keys: &[K], args: &[A]) ->
 /// which must share one slot ([`Error::CrossSlot`] otherwise, nothing
 /// sent); the function's library must have been loaded on that slot's
 /// master. `SCRIPT LOAD` and `FUNCTION LOAD` have no keys and go where the
-/// client sends a keyless command (see
-/// [`Cluster::command`](crate::Cluster)); to load on each master yourself,
+/// client sends a keyless command (see `command` on
+/// [`Cluster`](crate::Cluster)); to load on each master yourself,
 /// use them on each of
 /// [`Cluster::master_connections`](crate::Cluster::master_connections).
 pub trait ScriptCommands: Commands {
