@@ -96,8 +96,10 @@ impl Script {
     /// Runs the script with `EVALSHA sha1 numkeys keys... args...` on
     /// `client` and converts its reply. On `NOSCRIPT` (the server does not
     /// have the script, so nothing ran) it is sent once more as `EVAL`
-    /// with the source, which loads and runs it in one round trip on the
-    /// same node (see the [type's documentation](Script)).
+    /// with the source and the same keys, which routes it the same way
+    /// (on a cluster, to the keys' master: the node that said `NOSCRIPT`
+    /// unless the slot moved in between) and loads and runs it in one
+    /// round trip (see the [type's documentation](Script)).
     ///
     /// An error raised by the script, or by a command it calls, is
     /// `Err(Error::Server(..))`, as is any other error reply; none of
