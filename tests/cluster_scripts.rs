@@ -4,7 +4,9 @@
 //! again there and only there (`INFO commandstats`, `SCRIPT EXISTS`); a
 //! script with keys in two slots is refused before anything is sent;
 //! `FCALL`/`FCALL_RO` reach the master of their keys after `FUNCTION LOAD`
-//! on each master by hand. The same through the per-core runtime's
+//! on each master by hand; a script follows its slot through a migration
+//! (`ASK`, then `MOVED`) and a failover, loaded again where missing. The
+//! same through the per-core runtime's
 //! `CoreClient` and `RemoteClient`. And, ignored until the fan-out routing
 //! lands, `SCRIPT LOAD`/`FUNCTION LOAD` through `Cluster::command` reach
 //! every master.
@@ -213,6 +215,86 @@ fn cluster_functions_reach_the_master_of_their_keys() {
             let expected = if i == owners[0] { (2, 1) } else { (1, 0) };
             assert_eq!(stats(cluster.node(i), "fcall"), expected, "node {i}");
         }
+    });
+}
+
+/// The replica of master `master`.
+fn replica_of(cluster: &RedisCluster, master: usize) -> usize {
+    let id = cluster.node_id(master);
+    cluster
+        .replica_indices()
+        .into_iter()
+        .find(|&r| {
+            cluster
+                .cluster_nodes(r)
+                .iter()
+                .any(|n| n.is_myself() && n.master_id.as_deref() == Some(id.as_str()))
+        })
+        .unwrap_or_else(|| panic!("no replica of node {master}"))
+}
+
+/// A script whose slot migrates to a master that never saw it: `ASK`,
+/// `NOSCRIPT` on the target, `EVAL` there after `ASK` again; once the slot
+/// moved, `MOVED` and `EVALSHA` on the new owner. Then a failover to a
+/// replica: the promoted node gets the script by `EVAL` if it lacks it.
+/// Every call ran the script exactly once (the counter says so).
+#[test]
+fn cluster_scripts_follow_a_migrating_slot_and_a_failover() {
+    let cluster = RedisCluster::start();
+    let config = config(&cluster);
+    run(move || async move {
+        let client = Cluster::connect(config).await.unwrap();
+        let slot = SLOTS[1];
+        let key = key_in_slot(slot, "moving:");
+        let from = cluster.slot_owner_index(slot);
+        let to = *cluster
+            .master_indices()
+            .iter()
+            .find(|&&m| m != from)
+            .unwrap();
+        let script = Script::new(COUNTER);
+        let n: i64 = script.invoke(&client, &[&key], &[1]).await.unwrap();
+        assert_eq!(n, 1);
+        assert!(!has_script(cluster.node(to), script.sha1()));
+
+        // The key moved to `to`, the slot is still `from`'s: ASK.
+        cluster.begin_migration(slot, from, to);
+        cluster.migrate_keys(slot, from, to, std::slice::from_ref(&key));
+        reset_stats(&cluster);
+        let n: i64 = script.invoke(&client, &[&key], &[1]).await.unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            stats(cluster.node(to), "evalsha"),
+            (1, 1),
+            "NOSCRIPT after ASK"
+        );
+        assert_eq!(stats(cluster.node(to), "eval"), (1, 0), "EVAL after ASK");
+        assert!(has_script(cluster.node(to), script.sha1()));
+
+        // The slot is `to`'s: MOVED, then EVALSHA finds the script there.
+        cluster.finish_migration(slot, to);
+        reset_stats(&cluster);
+        let n: i64 = script.invoke(&client, &[&key], &[1]).await.unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(stats(cluster.node(to), "evalsha"), (1, 0));
+        assert_eq!(stats(cluster.node(to), "eval"), (0, 0));
+
+        // `to`'s replica takes over. Whether it has the script depends on
+        // what the server replicates; the call works either way, and loads
+        // it there only if it was missing.
+        let replica = replica_of(&cluster, to);
+        cluster.failover(replica);
+        let had = has_script(cluster.node(replica), script.sha1());
+        reset_stats(&cluster);
+        let n: i64 = script.invoke(&client, &[&key], &[1]).await.unwrap();
+        assert_eq!(n, 4, "ran once on the new master");
+        let expected = if had { (0, 0) } else { (1, 0) };
+        assert_eq!(
+            stats(cluster.node(replica), "eval"),
+            expected,
+            "had it: {had}"
+        );
+        assert_eq!(cluster.node(replica).cmd(&["GET", &key]), "4");
     });
 }
 
