@@ -125,10 +125,12 @@ mod refresh;
 pub(crate) mod router;
 #[cfg(test)]
 mod router_tests;
+pub(crate) mod scan;
 mod slot_map;
 mod topology;
 
 pub use client::{Cluster, ClusterInfo, ClusterNodeInfo};
+pub use scan::{ClusterScan, ScanOptions, ScanState};
 pub use slot_map::SlotMap;
 pub use topology::{Health, NodeAddr, NodeInfo, Role, Shard, Topology};
 

@@ -1,0 +1,686 @@
+//! Cluster `SCAN`: every key of every master, page by page, through slot
+//! migrations and failovers.
+//!
+//! # How every key is found
+//!
+//! A scan keeps a [`ScanState`]: a bitmap of *finished* slots (16384
+//! bits) and the *pass* under way, if any: the node it scans, its cursor,
+//! the slots it may finish, and the node's config epoch when it began.
+//!
+//! A pass scans one master with `SCAN cursor [MATCH] [COUNT] [TYPE]` until
+//! the cursor comes back 0. Its node is the master (in the client's slot
+//! map) of the lowest unfinished slot at or after the slot the previous
+//! pass began at, wrapping around; so a slot that cannot be finished yet
+//! (it is migrating) does not hold up the others.
+//!
+//! Before the first `SCAN` of a pass and after its last one, the client
+//! asks the node itself for `CLUSTER NODES` and reads its `myself` line:
+//! its role, its config epoch, its slots and its `[slot->-id]`
+//! (migrating) and `[slot-<-id]` (importing) markers. A slot is marked
+//! finished only when, at both ends of the pass, the node was a master,
+//! owned the slot and had no marker on it, and its config epoch did not
+//! change. Why that is enough for a key `k` of slot `s` that exists for
+//! the whole scan:
+//!
+//! - While a node owns `s` with no marker, every key of `s` is on it (a
+//!   key leaves only by `MIGRATE`, which needs the slot migrating).
+//! - A key of `s` could leave the node in the middle of the pass only if
+//!   `s` migrated away; then either the node no longer owns `s` at the end,
+//!   or `s` came back, which raises the node's config epoch (a node taking
+//!   a slot, by migration or failover, takes a new epoch). Either way `s`
+//!   is not finished by this pass.
+//! - Otherwise `k` was on the node from the first `SCAN` to the last, and
+//!   `SCAN` returns every key present for a whole iteration, through
+//!   rehashing. So `k` was returned.
+//! - A slot not finished is scanned again by a later pass, on whichever
+//!   master owns it then, until some pass finishes it; the scan ends when
+//!   all 16384 are finished.
+//!
+//! A `SCAN` or `CLUSTER NODES` that fails (connection lost, node down,
+//! timeout, `CLUSTERDOWN`, ...) changed nothing, since both only read: the
+//! pass is dropped, the topology refreshed, and a new pass starts from
+//! cursor 0 on the slot's (new) master. A page retries so until the call
+//! deadline of the client ([`ClusterConfig::timeout`](crate::ClusterConfig::timeout),
+//! or [`Cluster::with_timeout`]); past it the page fails with the last
+//! error, the state stays valid, and the next page goes on from there.
+//!
+//! Duplicates: a key can be returned twice when its pass is repeated (an
+//! error, a migration, a failover). Keys whose slot is already finished
+//! are dropped from every page (one CRC16 per key), which keeps repeats
+//! to the slots that were moving.
+//!
+//! One limit: a key that is deleted and written again during the scan, or
+//! created during it, may or may not be returned, as with `SCAN` itself.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::NodeAddr;
+use super::client::Cluster;
+use crate::cmd::{Cmd, cmd};
+use crate::error::RetryAction;
+use crate::slot::{SLOT_COUNT, key_slot};
+use crate::{Error, FromValue, Value};
+
+/// 64-bit words in a set of every slot.
+const WORDS: usize = SLOT_COUNT as usize / 64;
+
+/// A set of hash slots, one bit each.
+#[derive(Clone, PartialEq, Eq)]
+struct SlotSet(Box<[u64; WORDS]>);
+
+impl fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlotSet({} slots)", self.len())
+    }
+}
+
+impl SlotSet {
+    fn new() -> SlotSet {
+        SlotSet(Box::new([0; WORDS]))
+    }
+
+    fn contains(&self, slot: u16) -> bool {
+        let s = usize::from(slot);
+        self.0[s / 64] & (1 << (s % 64)) != 0
+    }
+
+    fn insert(&mut self, slot: u16) {
+        let s = usize::from(slot);
+        self.0[s / 64] |= 1 << (s % 64);
+    }
+
+    fn remove(&mut self, slot: u16) {
+        let s = usize::from(slot);
+        self.0[s / 64] &= !(1 << (s % 64));
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    fn is_full(&self) -> bool {
+        self.0.iter().all(|&w| w == u64::MAX)
+    }
+
+    /// The lowest slot at or after `from` not in the set, wrapping around.
+    fn first_missing_from(&self, from: u16) -> Option<u16> {
+        (from..SLOT_COUNT)
+            .chain(0..from)
+            .find(|&slot| !self.contains(slot))
+    }
+
+    /// Adds every slot of `other`.
+    fn add_all(&mut self, other: &SlotSet) {
+        for (w, o) in self.0.iter_mut().zip(other.0.iter()) {
+            *w |= o;
+        }
+    }
+
+    /// Keeps only the slots also in `other`.
+    fn keep_only(&mut self, other: &SlotSet) {
+        for (w, o) in self.0.iter_mut().zip(other.0.iter()) {
+            *w &= o;
+        }
+    }
+
+    /// Removes every slot of `other`.
+    fn remove_all(&mut self, other: &SlotSet) {
+        for (w, o) in self.0.iter_mut().zip(other.0.iter()) {
+            *w &= !o;
+        }
+    }
+}
+
+/// What to scan for: `MATCH`, `COUNT` and `TYPE` of every `SCAN` sent.
+///
+/// ```
+/// use redcore::cluster::ScanOptions;
+///
+/// let options = ScanOptions::new().pattern("user:*").count(500).kind("hash");
+/// assert_eq!(options.count, Some(500));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanOptions {
+    /// `MATCH pattern`: only keys matching this glob (the server filters
+    /// after reading, so a page may come back empty).
+    pub pattern: Option<Bytes>,
+    /// `COUNT n`: how much work each `SCAN` does (a hint to the server).
+    pub count: Option<u64>,
+    /// `TYPE kind`: only keys of this type (`string`, `hash`, `zset`, ...;
+    /// Redis 6 and later).
+    pub kind: Option<Bytes>,
+}
+
+impl ScanOptions {
+    /// Every key, the server's default `COUNT`.
+    pub fn new() -> ScanOptions {
+        ScanOptions::default()
+    }
+
+    /// Sets `MATCH`.
+    pub fn pattern(mut self, pattern: impl Into<Bytes>) -> ScanOptions {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
+    /// Sets `COUNT`.
+    pub fn count(mut self, count: u64) -> ScanOptions {
+        self.count = Some(count);
+        self
+    }
+
+    /// Sets `TYPE`.
+    pub fn kind(mut self, kind: impl Into<Bytes>) -> ScanOptions {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// `SCAN cursor` with these options.
+    fn command(&self, cursor: u64) -> Cmd {
+        let mut c = cmd("SCAN").arg(cursor);
+        if let Some(p) = &self.pattern {
+            c = c.arg("MATCH").arg(p.as_ref());
+        }
+        if let Some(n) = self.count {
+            c = c.arg("COUNT").arg(n);
+        }
+        if let Some(k) = &self.kind {
+            c = c.arg("TYPE").arg(k.as_ref());
+        }
+        c
+    }
+}
+
+/// The pass under way: one master scanned from cursor 0 back to 0.
+#[derive(Clone, PartialEq, Eq)]
+struct Pass {
+    node: NodeAddr,
+    cursor: u64,
+    /// The unfinished slots the node owned, as a master and with no
+    /// marker, when the pass began: those it may finish.
+    slots: SlotSet,
+    /// The node's config epoch when the pass began.
+    config_epoch: u64,
+}
+
+/// Where a cluster scan is: which slots are finished, and the pass under
+/// way. Plain data: `Send`, `Clone`, about 2 KiB (4 KiB during a pass),
+/// so it can travel to another thread or core with each page. See the
+/// [module docs](self) for what it means.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScanState {
+    finished: SlotSet,
+    pass: Option<Pass>,
+    /// Where the next pass looks for its first unfinished slot.
+    next_slot: u16,
+}
+
+impl Default for ScanState {
+    fn default() -> ScanState {
+        ScanState::new()
+    }
+}
+
+impl fmt::Debug for ScanState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanState")
+            .field("finished_slots", &self.finished_slots())
+            .field("node", &self.pass.as_ref().map(|p| &p.node))
+            .field("cursor", &self.pass.as_ref().map(|p| p.cursor))
+            .finish()
+    }
+}
+
+impl ScanState {
+    /// A scan that has not begun.
+    pub fn new() -> ScanState {
+        ScanState {
+            finished: SlotSet::new(),
+            pass: None,
+            next_slot: 0,
+        }
+    }
+
+    /// True when every slot is finished: the scan has returned every key.
+    pub fn is_done(&self) -> bool {
+        self.finished.is_full()
+    }
+
+    /// How many of the 16384 slots are finished.
+    pub fn finished_slots(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// The node the pass under way scans, if a pass is under way.
+    pub fn node(&self) -> Option<&NodeAddr> {
+        self.pass.as_ref().map(|p| &p.node)
+    }
+}
+
+/// What a node said of itself in `CLUSTER NODES`.
+#[derive(Debug, PartialEq, Eq)]
+struct Myself {
+    master: bool,
+    config_epoch: u64,
+    /// Slots it owns with no migrating or importing marker.
+    stable: SlotSet,
+    /// Slots it owns, markers or not.
+    owned: SlotSet,
+}
+
+/// Reads the `myself` line of a `CLUSTER NODES` reply: `id addr flags
+/// master ping pong epoch link slot...`, where a slot is `n`, `a-b`,
+/// `[n->-id]` (migrating) or `[n-<-id]` (importing).
+fn parse_myself(text: &[u8]) -> Option<Myself> {
+    let text = std::str::from_utf8(text).ok()?;
+    let line = text.lines().find(|line| {
+        line.split(' ')
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
+    })?;
+    let mut fields = line.split(' ');
+    let flags = fields.nth(2)?;
+    let master = flags.split(',').any(|f| f == "master");
+    let config_epoch = fields.nth(3)?.parse().ok()?;
+    fields.next()?; // link state
+    let mut owned = SlotSet::new();
+    let mut marked = Vec::new();
+    for word in fields.filter(|w| !w.is_empty()) {
+        if let Some(marker) = word.strip_prefix('[') {
+            let end = marker.find('-')?;
+            let slot: u16 = marker[..end].parse().ok()?;
+            if slot >= SLOT_COUNT {
+                return None;
+            }
+            marked.push(slot);
+            continue;
+        }
+        let (start, end) = match word.split_once('-') {
+            Some((a, b)) => (a.parse::<u16>().ok()?, b.parse::<u16>().ok()?),
+            None => {
+                let s = word.parse::<u16>().ok()?;
+                (s, s)
+            }
+        };
+        if start > end || end >= SLOT_COUNT {
+            return None;
+        }
+        for slot in start..=end {
+            owned.insert(slot);
+        }
+    }
+    let mut stable = owned.clone();
+    for slot in marked {
+        stable.remove(slot);
+    }
+    Some(Myself {
+        master,
+        config_epoch,
+        stable,
+        owned,
+    })
+}
+
+/// Reads a `SCAN` reply: the next cursor and the keys.
+fn parse_scan(value: Value) -> Result<(u64, Vec<Bytes>), Error> {
+    let bad = |detail| {
+        Error::Conversion(crate::ConversionError {
+            found: "reply",
+            target: "SCAN cursor and keys",
+            detail: Some(detail),
+        })
+    };
+    let Value::Array(items) = value else {
+        return Err(bad("not an array"));
+    };
+    let [cursor, keys]: [Value; 2] = items.try_into().map_err(|_| bad("not two items"))?;
+    let cursor = Bytes::from_value(cursor)?;
+    let cursor = std::str::from_utf8(&cursor)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("a cursor that is not a number"))?;
+    Ok((cursor, Vec::from_value(keys)?))
+}
+
+/// True for an error that a new pass after a refresh may get past: the
+/// node was lost, slow, or refused for a cluster reason.
+fn worth_retrying(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::ConnectionLost
+            | Error::Connect { .. }
+            | Error::Timeout { .. }
+            | Error::Io(_)
+            | Error::SlotUnserved { .. }
+            | Error::CoreStopped { .. }
+    ) || err.retry_action() != RetryAction::None
+}
+
+/// What starting a pass came to.
+enum Begin {
+    Started,
+    Done,
+    /// The map sends the slot to a node that does not own it as a master.
+    Stale(u16),
+}
+
+/// Asks `addr` for its own view of itself.
+async fn myself(cluster: &Cluster, addr: &NodeAddr, deadline: Instant) -> Result<Myself, Error> {
+    let node = cluster.router.node(addr);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let reply = node
+        .command(&["CLUSTER", "NODES"], false, Some(left))
+        .await?;
+    let text = Bytes::from_value(reply)?;
+    parse_myself(&text).ok_or(Error::Conversion(crate::ConversionError {
+        found: "reply",
+        target: "CLUSTER NODES",
+        detail: Some("no readable myself line"),
+    }))
+}
+
+/// Starts a pass on the master of the next unfinished slot.
+async fn begin(cluster: &Cluster, state: &mut ScanState, deadline: Instant) -> Result<Begin, Error> {
+    let Some(slot) = state.finished.first_missing_from(state.next_slot) else {
+        return Ok(Begin::Done);
+    };
+    let addr = match cluster.router.routes().map.master_for_slot(slot) {
+        Some(addr) => addr.clone(),
+        None => return Err(Error::SlotUnserved { slot }),
+    };
+    let me = myself(cluster, &addr, deadline).await?;
+    if !me.master || !me.owned.contains(slot) {
+        return Ok(Begin::Stale(slot));
+    }
+    let mut slots = me.stable;
+    slots.remove_all(&state.finished);
+    state.next_slot = (slot + 1) % SLOT_COUNT;
+    state.pass = Some(Pass {
+        node: addr,
+        cursor: 0,
+        slots,
+        config_epoch: me.config_epoch,
+    });
+    Ok(Begin::Started)
+}
+
+/// Sends the next `SCAN` of the pass under way; at its end, marks what
+/// the pass finished.
+async fn step(
+    cluster: &Cluster,
+    options: &ScanOptions,
+    state: &mut ScanState,
+    deadline: Instant,
+) -> Result<Vec<Bytes>, Error> {
+    let pass = state.pass.as_ref().expect("a pass under way");
+    let node = cluster.router.node(&pass.node);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let reply = node
+        .command(&options.command(pass.cursor), false, Some(left))
+        .await?;
+    let (cursor, mut keys) = parse_scan(reply)?;
+    keys.retain(|k| !state.finished.contains(key_slot(k)));
+    if cursor != 0 {
+        state.pass.as_mut().expect("a pass under way").cursor = cursor;
+        return Ok(keys);
+    }
+    let addr = pass.node.clone();
+    // The keys are returned whatever the check says: a slot it does not
+    // confirm is scanned again elsewhere, and a key twice is allowed.
+    let end = myself(cluster, &addr, deadline).await;
+    let mut pass = state.pass.take().expect("a pass under way");
+    match end {
+        Ok(me) if me.master && me.config_epoch == pass.config_epoch => {
+            pass.slots.keep_only(&me.stable);
+            state.finished.add_all(&pass.slots);
+        }
+        Ok(me) => {
+            tracing::debug!(node = %addr, master = me.master, "scan pass not confirmed: the node changed");
+        }
+        Err(e) => tracing::debug!(node = %addr, error = %e, "scan pass not confirmed"),
+    }
+    Ok(keys)
+}
+
+/// The next page of the scan in `state`: `Ok(None)` once every slot is
+/// finished. Retries failed passes (after a refresh and a short delay)
+/// until the handle's call deadline.
+pub(crate) async fn next_page(
+    cluster: &Cluster,
+    options: &ScanOptions,
+    state: &mut ScanState,
+) -> Result<Option<Vec<Bytes>>, Error> {
+    let deadline = cluster.deadline();
+    let router = &cluster.router;
+    let backoff = router.config.retry_backoff_initial;
+    loop {
+        let outcome = match state.pass {
+            None => match begin(cluster, state, deadline).await {
+                Ok(Begin::Started) => continue,
+                Ok(Begin::Done) => return Ok(None),
+                Ok(Begin::Stale(slot)) => Err(Error::SlotUnserved { slot }),
+                Err(e) => Err(e),
+            },
+            Some(_) => step(cluster, options, state, deadline).await,
+        };
+        let err = match outcome {
+            Ok(keys) => return Ok(Some(keys)),
+            Err(e) if worth_retrying(&e) => e,
+            Err(e) => return Err(e),
+        };
+        // Both commands only read: a new pass on the slot's master, as the
+        // refreshed map has it, is always safe.
+        state.pass = None;
+        tracing::debug!(error = %err, "scan pass failed; refreshing and starting it again");
+        if deadline.saturating_duration_since(Instant::now()) < backoff {
+            return Err(err);
+        }
+        let _ = router.refresh_until(deadline).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < backoff {
+            return Err(err);
+        }
+        glommio::timer::sleep(backoff).await;
+    }
+}
+
+/// A page in flight, owning the state until it is done.
+type PageFuture =
+    Pin<Box<dyn Future<Output = (Box<ScanState>, Result<Option<Vec<Bytes>>, Error>)>>>;
+
+/// A scan over every key of every master of a [`Cluster`]: pages with
+/// [`next_page`](Self::next_page), or keys one by one as a
+/// [`Stream`](futures_lite::Stream). Every key that exists for the whole
+/// scan is returned at least once, through slot migrations and failovers
+/// (how: the [module docs](self)); keys can come twice, mostly those of
+/// slots that moved during the scan.
+///
+/// Each page has the handle's call deadline; a page that fails leaves the
+/// scan where it was, and the next call goes on from there. `!Send`, like
+/// the [`Cluster`] it runs on.
+pub struct ClusterScan {
+    cluster: Cluster,
+    options: Rc<ScanOptions>,
+    /// `None` while a page is in flight (it holds the state).
+    state: Option<Box<ScanState>>,
+    in_flight: Option<PageFuture>,
+    /// Keys of the last page not yet taken by the stream.
+    buffered: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl fmt::Debug for ClusterScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterScan")
+            .field("options", &self.options)
+            .field("state", &self.state)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl ClusterScan {
+    /// A scan over `cluster` from `state` (a new one, or one a previous
+    /// scan left).
+    pub fn resume(cluster: &Cluster, options: ScanOptions, state: ScanState) -> ClusterScan {
+        ClusterScan {
+            cluster: cluster.clone(),
+            options: Rc::new(options),
+            done: state.is_done(),
+            state: Some(Box::new(state)),
+            in_flight: None,
+            buffered: VecDeque::new(),
+        }
+    }
+
+    /// Where the scan is, to resume it later; `None` while a page is in
+    /// flight (a [`next_page`](Self::next_page) future was dropped before
+    /// it finished: the next call picks it up).
+    pub fn state(&self) -> Option<&ScanState> {
+        self.state.as_deref()
+    }
+
+    /// The next page of keys: `Ok(None)` when the scan is over. A page may
+    /// be empty (a `MATCH` or `TYPE` filter, or only keys of slots already
+    /// finished). Dropping the future before it finishes loses nothing:
+    /// the next call finishes that page.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Bytes>>, Error> {
+        std::future::poll_fn(|cx| self.poll_page(cx)).await
+    }
+
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<Bytes>>, Error>> {
+        if self.in_flight.is_none() {
+            if self.done {
+                return Poll::Ready(Ok(None));
+            }
+            let mut state = self.state.take().expect("the state, with no page in flight");
+            let (cluster, options) = (self.cluster.clone(), self.options.clone());
+            self.in_flight = Some(Box::pin(async move {
+                let result = next_page(&cluster, &options, &mut state).await;
+                (state, result)
+            }));
+        }
+        let page = self.in_flight.as_mut().expect("a page in flight");
+        let (state, result) = std::task::ready!(page.as_mut().poll(cx));
+        self.in_flight = None;
+        self.done = state.is_done() || matches!(result, Ok(None));
+        self.state = Some(state);
+        Poll::Ready(result)
+    }
+}
+
+/// Keys one by one; an error is yielded once, and polling again goes on
+/// with the scan.
+impl futures_lite::Stream for ClusterScan {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(key) = self.buffered.pop_front() {
+                return Poll::Ready(Some(Ok(key)));
+            }
+            match std::task::ready!(self.poll_page(cx)) {
+                Ok(Some(keys)) => self.buffered.extend(keys),
+                Ok(None) => return Poll::Ready(None),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// A scan over every key of every master, with `options`' `MATCH`,
+    /// `COUNT` and `TYPE`; see [`ClusterScan`].
+    pub fn scan(&self, options: ScanOptions) -> ClusterScan {
+        ClusterScan::resume(self, options, ScanState::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn myself_line_slots_markers_and_epoch() {
+        let text = b"a1 10.0.0.2:7001@17001 master - 0 1 2 connected 0-10\n\
+            b2 10.0.0.1:7000@17000 myself,master - 0 0 7 connected 100-102 200 [101->-a1] [300-<-a1]\n\
+            c3 10.0.0.3:7003@17003 slave b2 0 1 7 connected\n";
+        let me = parse_myself(text).unwrap();
+        assert!(me.master);
+        assert_eq!(me.config_epoch, 7);
+        assert_eq!(me.owned.len(), 4);
+        assert!(me.stable.contains(100) && me.stable.contains(102) && me.stable.contains(200));
+        assert!(me.owned.contains(101) && !me.stable.contains(101));
+        assert!(!me.owned.contains(300) && !me.owned.contains(5));
+        let replica = b"c3 10.0.0.3:7003@17003 myself,slave b2 0 1 7 connected\n";
+        let me = parse_myself(replica).unwrap();
+        assert!(!me.master && me.owned.len() == 0);
+        for bad in [
+            &b"x h:1@2 master - 0 0 1 connected 0-5\n"[..],
+            b"x h:1@2 myself,master - 0 0 1 connected 0-16384\n",
+            b"x h:1@2 myself,master - 0 0 1 connected 9-5\n",
+            b"x h:1@2 myself,master - 0 0 one connected\n",
+            b"x h:1@2 myself,master - 0 0 1 connected [x->-y]\n",
+        ] {
+            assert!(parse_myself(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn slot_set_wraps_and_combines() {
+        let mut s = SlotSet::new();
+        for slot in 0..SLOT_COUNT {
+            if slot != 3 && slot != 9000 {
+                s.insert(slot);
+            }
+        }
+        assert_eq!(s.first_missing_from(0), Some(3));
+        assert_eq!(s.first_missing_from(4), Some(9000));
+        assert_eq!(s.first_missing_from(9001), Some(3));
+        let mut t = SlotSet::new();
+        t.insert(3);
+        t.insert(9000);
+        let mut u = s.clone();
+        u.keep_only(&t);
+        assert_eq!(u.len(), 0);
+        s.add_all(&t);
+        assert!(s.is_full());
+        assert_eq!(s.first_missing_from(77), None);
+    }
+
+    #[test]
+    fn scan_command_and_reply() {
+        let c = ScanOptions::new().pattern("k*").count(10).kind("hash").command(42);
+        let words: Vec<&[u8]> = c.iter().collect();
+        assert_eq!(
+            words,
+            [&b"SCAN"[..], b"42", b"MATCH", b"k*", b"COUNT", b"10", b"TYPE", b"hash"]
+        );
+        let bulk = |s: &'static str| Value::BulkString(Bytes::from_static(s.as_bytes()));
+        let reply = Value::Array(vec![bulk("17"), Value::Array(vec![bulk("a"), bulk("b")])]);
+        assert_eq!(parse_scan(reply).unwrap(), (17, vec![bulk_bytes("a"), bulk_bytes("b")]));
+        assert!(parse_scan(Value::Array(vec![bulk("x"), Value::Array(vec![])])).is_err());
+        assert!(parse_scan(bulk("0")).is_err());
+    }
+
+    fn bulk_bytes(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn state_is_send_and_starts_empty() {
+        fn send<T: Send + Sync + Clone>() {}
+        send::<ScanState>();
+        let s = ScanState::new();
+        assert!(!s.is_done() && s.finished_slots() == 0 && s.node().is_none());
+    }
+}
