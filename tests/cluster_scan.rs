@@ -1,0 +1,359 @@
+//! Cluster SCAN on a real 3-master/3-replica cluster: every key returned
+//! (set equality, duplicates counted and printed), MATCH/COUNT/TYPE, and
+//! scans that go on while slots migrate and while a master fails over.
+//!
+//! Harness steps that block (slot moves, kills, failovers) run on
+//! glommio's blocking thread between pages, so the client keeps running.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use redcore::cluster::{Cluster, ClusterScan, ScanOptions};
+use redcore::prelude::*;
+use redcore::{ClusterConfig, Error};
+use redcore_test_support::client::{run, within};
+use redcore_test_support::{RedisCluster, keys_in_slot};
+
+const SECOND: Duration = Duration::from_secs(1);
+const N: usize = 3000;
+
+/// Runs `f` on the cluster on glommio's blocking thread.
+async fn on_cluster<R, F>(cluster: &Arc<Mutex<RedisCluster>>, f: F) -> R
+where
+    F: FnOnce(&mut RedisCluster) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let cluster = cluster.clone();
+    let outcome = glommio::executor()
+        .spawn_blocking(move || {
+            catch_unwind(AssertUnwindSafe(move || {
+                let mut c = cluster.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut c)
+            }))
+        })
+        .await;
+    outcome.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+async fn connect(seeds: Vec<std::net::SocketAddr>) -> Cluster {
+    let config = ClusterConfig::builder()
+        .seeds(seeds.iter().copied())
+        .timeout(3 * SECOND)
+        .build()
+        .unwrap();
+    Cluster::connect(config).await.unwrap()
+}
+
+/// Writes `scan:0..N` (strings) and returns their names.
+async fn write_keys(client: &Cluster, prefix: &str, n: usize) -> HashSet<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for chunk in keys.chunks(500) {
+        let pairs: Vec<(&str, &str)> = chunk.iter().map(|k| (k.as_str(), "v")).collect();
+        client.mset(&pairs).await.unwrap();
+    }
+    keys.into_iter().collect()
+}
+
+/// What a scan returned: how many times each key came.
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<Bytes, u32>,
+    pages: usize,
+    errors: usize,
+}
+
+impl Seen {
+    fn add(&mut self, keys: Vec<Bytes>) {
+        self.pages += 1;
+        for k in keys {
+            *self.counts.entry(k).or_default() += 1;
+        }
+    }
+
+    /// Asserts every key of `expected` came, and nothing else; prints the
+    /// duplicates.
+    fn check(&self, label: &str, expected: &HashSet<String>) {
+        let got: HashSet<String> = self
+            .counts
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        let missing: Vec<&String> = expected.difference(&got).collect();
+        // Keys of ours only: the harness's warm-up writes keys of its own.
+        let ours = |k: &&String| ["scan:", "hash:", "moving-"].iter().any(|p| k.starts_with(p));
+        let extra: Vec<&String> = got.difference(expected).filter(ours).collect();
+        let duplicates: u32 = self.counts.values().map(|&c| c - 1).sum();
+        println!(
+            "SCAN {label}: {} keys expected, {} distinct returned, {} duplicates, {} pages, {} page errors",
+            expected.len(),
+            got.iter().filter(ours).count(),
+            duplicates,
+            self.pages,
+            self.errors
+        );
+        assert!(
+            missing.is_empty(),
+            "{label}: {} keys missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert!(extra.is_empty(), "{label}: unexpected keys {extra:?}");
+    }
+}
+
+/// Takes one page; errors are counted and the page asked again, until
+/// `deadline`.
+async fn page(scan: &mut ClusterScan, seen: &mut Seen, deadline: Instant) -> bool {
+    loop {
+        match scan.next_page().await {
+            Ok(Some(keys)) => {
+                seen.add(keys);
+                return true;
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                println!("page error (scan goes on): {e}");
+                seen.errors += 1;
+                assert!(Instant::now() < deadline, "scan still failing: {e}");
+            }
+        }
+    }
+}
+
+async fn scan_to_end(scan: &mut ClusterScan, seen: &mut Seen, deadline: Instant) {
+    while page(scan, seen, deadline).await {}
+}
+
+#[test]
+fn every_key_with_match_count_and_type() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    run(move || async move {
+        let client = connect(seeds).await;
+        let strings = write_keys(&client, "scan:", N).await;
+        let hashes: HashSet<String> = (0..100).map(|i| format!("hash:{i}")).collect();
+        for h in &hashes {
+            client
+                .command::<()>(["HSET", h.as_str(), "f", "v"])
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + 60 * SECOND;
+
+        let mut all = Seen::default();
+        let mut scan = client.scan(ScanOptions::new());
+        scan_to_end(&mut scan, &mut all, deadline).await;
+        assert!(scan.state().unwrap().is_done());
+        assert_eq!(scan.next_page().await.unwrap(), None, "a finished scan stays finished");
+        all.check("all", &strings.union(&hashes).cloned().collect());
+        assert_eq!(all.errors, 0);
+
+        // The same through the Stream.
+        let keys: Vec<Bytes> = client
+            .scan(ScanOptions::new().count(200))
+            .map(|k| k.unwrap())
+            .collect()
+            .await;
+        let mut streamed = Seen::default();
+        streamed.add(keys);
+        streamed.check("stream", &strings.union(&hashes).cloned().collect());
+
+        // MATCH.
+        let mut matched = Seen::default();
+        scan_to_end(
+            &mut client.scan(ScanOptions::new().pattern("scan:1*")),
+            &mut matched,
+            deadline,
+        )
+        .await;
+        let want: HashSet<String> = strings
+            .iter()
+            .filter(|k| k.starts_with("scan:1"))
+            .cloned()
+            .collect();
+        matched.check("MATCH scan:1*", &want);
+
+        // TYPE.
+        let mut typed = Seen::default();
+        scan_to_end(
+            &mut client.scan(ScanOptions::new().kind("hash")),
+            &mut typed,
+            deadline,
+        )
+        .await;
+        typed.check("TYPE hash", &hashes);
+
+        // COUNT: more work per SCAN, fewer pages.
+        let mut small = Seen::default();
+        scan_to_end(
+            &mut client.scan(ScanOptions::new().count(10)),
+            &mut small,
+            deadline,
+        )
+        .await;
+        let mut large = Seen::default();
+        scan_to_end(
+            &mut client.scan(ScanOptions::new().count(1000)),
+            &mut large,
+            deadline,
+        )
+        .await;
+        small.check("COUNT 10", &strings.union(&hashes).cloned().collect());
+        large.check("COUNT 1000", &strings.union(&hashes).cloned().collect());
+        assert!(
+            large.pages * 10 < small.pages,
+            "COUNT 1000: {} pages, COUNT 10: {}",
+            large.pages,
+            small.pages
+        );
+
+        // A server error that no retry fixes reaches the caller at once.
+        let err = client
+            .scan(ScanOptions::new().count(0))
+            .next_page()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Server(_)), "{err:?}");
+    });
+}
+
+/// Slot `a` of the master being scanned moves to another master, and slot
+/// `b` of that master moves to the one being scanned, both in the middle
+/// of the first pass (keys moved in two `MIGRATE` batches, pages taken in
+/// between).
+#[test]
+fn every_key_while_slots_migrate() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    let first = cluster.slot_owner_index(0);
+    let other = cluster
+        .master_indices()
+        .into_iter()
+        .find(|&m| m != first)
+        .unwrap();
+    let a = 100u16;
+    assert_eq!(cluster.slot_owner_index(a), first);
+    let b = (0..16384u16)
+        .find(|&s| cluster.slot_owner_index(s) == other)
+        .unwrap();
+    let a_keys = keys_in_slot(a, 200, "moving-a:");
+    let b_keys = keys_in_slot(b, 200, "moving-b:");
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let mut expected = write_keys(&client, "scan:", N).await;
+        for k in a_keys.iter().chain(&b_keys) {
+            client.command::<()>(["SET", k.as_str(), "v"]).await.unwrap();
+            expected.insert(k.clone());
+        }
+        let deadline = Instant::now() + 90 * SECOND;
+        let mut seen = Seen::default();
+        let mut scan = client.scan(ScanOptions::new().count(20));
+        assert!(page(&mut scan, &mut seen, deadline).await);
+        let (ak, bk) = (a_keys.clone(), b_keys.clone());
+        on_cluster(&cluster, move |c| {
+            c.begin_migration(a, first, other);
+            c.begin_migration(b, other, first);
+            c.migrate_keys(a, first, other, &ak[..100]);
+            c.migrate_keys(b, other, first, &bk[..100]);
+        })
+        .await;
+        for _ in 0..5 {
+            assert!(page(&mut scan, &mut seen, deadline).await);
+        }
+        let (ak, bk) = (a_keys.clone(), b_keys.clone());
+        on_cluster(&cluster, move |c| {
+            c.migrate_keys(a, first, other, &ak[100..]);
+            c.migrate_keys(b, other, first, &bk[100..]);
+            c.finish_migration(a, other);
+            c.finish_migration(b, first);
+        })
+        .await;
+        within(
+            "the scan",
+            90 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        seen.check("while slots migrate", &expected);
+    });
+}
+
+/// The master being scanned is killed (`kill`) or demoted (`CLUSTER
+/// FAILOVER` on its replica) between two pages of its pass.
+fn every_key_through_a_failover(kill: bool) {
+    let cluster = RedisCluster::builder().node_timeout_ms(2000).start();
+    cluster.warm_up();
+    let seeds = cluster.seed_addrs();
+    let first = cluster.slot_owner_index(0);
+    let replica = {
+        let id = cluster
+            .cluster_nodes(first)
+            .into_iter()
+            .find(|n| n.is_myself())
+            .unwrap()
+            .id;
+        cluster
+            .replica_indices()
+            .into_iter()
+            .find(|&r| {
+                cluster
+                    .cluster_nodes(r)
+                    .into_iter()
+                    .any(|n| n.is_myself() && n.master_id.as_deref() == Some(id.as_str()))
+            })
+            .unwrap()
+    };
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let expected = write_keys(&client, "scan:", N).await;
+        // Every write is on a replica before the master goes.
+        for (_, conn) in client.master_connections() {
+            let acked: i64 = conn.command(["WAIT", "1", "5000"]).await.unwrap();
+            assert_eq!(acked, 1);
+        }
+        let deadline = Instant::now() + 90 * SECOND;
+        let mut seen = Seen::default();
+        let mut scan = client.scan(ScanOptions::new().count(20));
+        for _ in 0..3 {
+            assert!(page(&mut scan, &mut seen, deadline).await);
+        }
+        on_cluster(&cluster, move |c| {
+            if kill {
+                // Pages go on at once: they fail, and are asked again,
+                // until the replica takes over.
+                c.kill_node(first);
+            } else {
+                assert_eq!(c.failover(replica), first);
+            }
+        })
+        .await;
+        within(
+            "the scan",
+            90 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        let label = if kill {
+            "through a killed master"
+        } else {
+            "through a manual failover"
+        };
+        seen.check(label, &expected);
+    });
+}
+
+#[test]
+fn every_key_when_the_scanned_master_is_killed() {
+    every_key_through_a_failover(true);
+}
+
+#[test]
+fn every_key_through_a_manual_failover() {
+    every_key_through_a_failover(false);
+}
