@@ -14,4 +14,5 @@ pub use crate::commands::{
     Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, ScriptCommands, SetCommands,
     SortedSetCommands, StreamCommands, StringCommands,
 };
+pub use crate::cluster::ScanCommands;
 pub use crate::pubsub::Subscribe;

@@ -130,7 +130,7 @@ mod slot_map;
 mod topology;
 
 pub use client::{Cluster, ClusterInfo, ClusterNodeInfo};
-pub use scan::{ClusterScan, ScanOptions, ScanState};
+pub use scan::{ClusterScan, ScanCommands, ScanOptions, ScanState};
 pub use slot_map::SlotMap;
 pub use topology::{Health, NodeAddr, NodeInfo, Role, Shard, Topology};
 

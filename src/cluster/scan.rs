@@ -605,6 +605,28 @@ impl Cluster {
     }
 }
 
+/// The clients that scan a whole cluster: [`Cluster`],
+/// [`CoreClient`](crate::CoreClient) and
+/// [`RemoteClient`](crate::RemoteClient). Code written against it gets
+/// every key of every master as a stream, whichever client runs it.
+pub trait ScanCommands {
+    /// The scan this client returns: a stream of keys (each client's type
+    /// also has `next_page` for whole pages).
+    type Scan: futures_lite::Stream<Item = Result<Bytes, Error>> + Unpin;
+
+    /// A scan over every key of every master with `options`' `MATCH`,
+    /// `COUNT` and `TYPE`.
+    fn scan(&self, options: ScanOptions) -> Self::Scan;
+}
+
+impl ScanCommands for Cluster {
+    type Scan = ClusterScan;
+
+    fn scan(&self, options: ScanOptions) -> ClusterScan {
+        Cluster::scan(self, options)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,8 +66,10 @@ pub(crate) mod mesh;
 mod overdue;
 mod pubsub;
 mod remote_client;
+mod scan;
 
 pub use core_client::CoreClient;
 pub use executor::{ClusterExecutor, CoreError, ExecutorHandle, Ownership};
 pub use mesh::HopStats;
 pub use remote_client::RemoteClient;
+pub use scan::RemoteScan;
