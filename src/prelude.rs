@@ -10,9 +10,9 @@
 //! }
 //! ```
 
+pub use crate::cluster::ScanCommands;
 pub use crate::commands::{
     Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, ScriptCommands, SetCommands,
     SortedSetCommands, StreamCommands, StringCommands,
 };
-pub use crate::cluster::ScanCommands;
 pub use crate::pubsub::Subscribe;

@@ -84,7 +84,11 @@ impl Seen {
             .collect();
         let missing: Vec<&String> = expected.difference(&got).collect();
         // Keys of ours only: the harness's warm-up writes keys of its own.
-        let ours = |k: &&String| ["scan:", "hash:", "moving-"].iter().any(|p| k.starts_with(p));
+        let ours = |k: &&String| {
+            ["scan:", "hash:", "moving-"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        };
         let extra: Vec<&String> = got.difference(expected).filter(ours).collect();
         let duplicates: u32 = self.counts.values().map(|&c| c - 1).sum();
         println!(
@@ -148,7 +152,11 @@ fn every_key_with_match_count_and_type() {
         let mut scan = client.scan(ScanOptions::new());
         scan_to_end(&mut scan, &mut all, deadline).await;
         assert!(scan.state().unwrap().is_done());
-        assert_eq!(scan.next_page().await.unwrap(), None, "a finished scan stays finished");
+        assert_eq!(
+            scan.next_page().await.unwrap(),
+            None,
+            "a finished scan stays finished"
+        );
         all.check("all", &strings.union(&hashes).cloned().collect());
         assert_eq!(all.errors, 0);
 
@@ -247,7 +255,10 @@ fn every_key_while_slots_migrate() {
         let client = connect(seeds).await;
         let mut expected = write_keys(&client, "scan:", N).await;
         for k in a_keys.iter().chain(&b_keys) {
-            client.command::<()>(["SET", k.as_str(), "v"]).await.unwrap();
+            client
+                .command::<()>(["SET", k.as_str(), "v"])
+                .await
+                .unwrap();
             expected.insert(k.clone());
         }
         let deadline = Instant::now() + 90 * SECOND;

@@ -150,7 +150,9 @@ async fn remote_page(
                 .await;
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
             match page? {
-                Some(keys) => Ok(Value::Array(keys.into_iter().map(Value::BulkString).collect())),
+                Some(keys) => Ok(Value::Array(
+                    keys.into_iter().map(Value::BulkString).collect(),
+                )),
                 None => Ok(Value::Nil),
             }
         })
