@@ -160,6 +160,19 @@ fn every_key_with_match_count_and_type() {
         all.check("all", &strings.union(&hashes).cloned().collect());
         assert_eq!(all.errors, 0);
 
+        // A scan stopped after a few pages and resumed from its state.
+        let mut resumed = Seen::default();
+        let mut scan = client.scan(ScanOptions::new().count(100));
+        for _ in 0..20 {
+            assert!(page(&mut scan, &mut resumed, deadline).await);
+        }
+        let state = scan.state().unwrap().clone();
+        assert!(state.node().is_some() && !state.is_done());
+        drop(scan);
+        let mut scan = ClusterScan::resume(&client, ScanOptions::new().count(100), state);
+        scan_to_end(&mut scan, &mut resumed, deadline).await;
+        resumed.check("resumed", &strings.union(&hashes).cloned().collect());
+
         // The same through the Stream.
         let keys: Vec<Bytes> = client
             .scan(ScanOptions::new().count(200))
@@ -294,9 +307,20 @@ fn every_key_while_slots_migrate() {
     });
 }
 
-/// The master being scanned is killed (`kill`) or demoted (`CLUSTER
-/// FAILOVER` on its replica) between two pages of its pass.
-fn every_key_through_a_failover(kill: bool) {
+/// How the master being scanned goes.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// `SIGKILL`: its connections fail at once.
+    Killed,
+    /// `SIGSTOP`: its connections stay open and nothing answers.
+    Frozen,
+    /// `CLUSTER FAILOVER` on its replica: it becomes a replica.
+    Demoted,
+}
+
+/// The master being scanned goes, as `loss` says, between two pages of
+/// its pass.
+fn every_key_through_a_failover(loss: Loss) {
     let cluster = RedisCluster::builder().node_timeout_ms(2000).start();
     cluster.warm_up();
     let seeds = cluster.seed_addrs();
@@ -334,14 +358,12 @@ fn every_key_through_a_failover(kill: bool) {
         for _ in 0..3 {
             assert!(page(&mut scan, &mut seen, deadline).await);
         }
-        on_cluster(&cluster, move |c| {
-            if kill {
-                // Pages go on at once: they fail, and are asked again,
-                // until the replica takes over.
-                c.kill_node(first);
-            } else {
-                assert_eq!(c.failover(replica), first);
-            }
+        // Killed or frozen: pages go on at once; they fail, and are asked
+        // again, until the replica takes over.
+        on_cluster(&cluster, move |c| match loss {
+            Loss::Killed => c.kill_node(first),
+            Loss::Frozen => c.node(first).pause(true),
+            Loss::Demoted => assert_eq!(c.failover(replica), first),
         })
         .await;
         within(
@@ -350,21 +372,21 @@ fn every_key_through_a_failover(kill: bool) {
             scan_to_end(&mut scan, &mut seen, deadline),
         )
         .await;
-        let label = if kill {
-            "through a killed master"
-        } else {
-            "through a manual failover"
-        };
-        seen.check(label, &expected);
+        seen.check(&format!("through a {loss:?} master"), &expected);
     });
 }
 
 #[test]
 fn every_key_when_the_scanned_master_is_killed() {
-    every_key_through_a_failover(true);
+    every_key_through_a_failover(Loss::Killed);
+}
+
+#[test]
+fn every_key_when_the_scanned_master_is_frozen() {
+    every_key_through_a_failover(Loss::Frozen);
 }
 
 #[test]
 fn every_key_through_a_manual_failover() {
-    every_key_through_a_failover(false);
+    every_key_through_a_failover(Loss::Demoted);
 }

@@ -348,7 +348,12 @@ async fn begin(
     };
     let addr = match cluster.router.routes().map.master_for_slot(slot) {
         Some(addr) => addr.clone(),
-        None => return Err(Error::SlotUnserved { slot }),
+        None => {
+            // The next try starts after this slot: the slots that are
+            // served go on while this one has no master.
+            state.next_slot = (slot + 1) % SLOT_COUNT;
+            return Err(Error::SlotUnserved { slot });
+        }
     };
     let me = myself(cluster, &addr, deadline).await?;
     if !me.master || !me.owned.contains(slot) {
