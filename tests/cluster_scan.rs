@@ -15,7 +15,7 @@ use futures_lite::StreamExt;
 use redcore::cluster::{Cluster, ClusterScan, ScanOptions};
 use redcore::prelude::*;
 use redcore::{ClusterConfig, Error};
-use redcore_test_support::client::{run, within};
+use redcore_test_support::client::{run, wait_for_pong, within};
 use redcore_test_support::{RedisCluster, keys_in_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -389,4 +389,47 @@ fn every_key_when_the_scanned_master_is_frozen() {
 #[test]
 fn every_key_through_a_manual_failover() {
     every_key_through_a_failover(Loss::Demoted);
+}
+
+/// The master being scanned restarts between two pages, too fast for a
+/// failover, and loads its keys again from its append-only file: the
+/// same node, epoch and slots, but a new dictionary in which the pass's
+/// cursor means nothing. The pass must not be confirmed.
+#[test]
+fn every_key_when_the_scanned_master_restarts() {
+    let cluster = RedisCluster::builder()
+        .node_timeout_ms(30_000)
+        .config("appendonly yes")
+        .config("appendfsync always")
+        .start();
+    let seeds = cluster.seed_addrs();
+    let first = cluster.slot_owner_index(0);
+    let first_port = cluster.node(first).port();
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let expected = write_keys(&client, "scan:", N).await;
+        let deadline = Instant::now() + 90 * SECOND;
+        let mut seen = Seen::default();
+        let mut scan = client.scan(ScanOptions::new().count(20));
+        for _ in 0..20 {
+            assert!(page(&mut scan, &mut seen, deadline).await);
+        }
+        on_cluster(&cluster, move |c| c.restart_node(first)).await;
+        // The client's connection to it is back before the next page, so
+        // that page's SCAN reaches the new process.
+        let (_, conn) = client
+            .master_connections()
+            .into_iter()
+            .find(|(addr, _)| addr.port == first_port)
+            .expect("a connection to the restarted master");
+        wait_for_pong(&conn, 30 * SECOND).await;
+        within(
+            "the scan",
+            90 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        seen.check("through a restarted master", &expected);
+    });
 }

@@ -159,6 +159,9 @@ struct Pass {
     slots: SlotSet,
     /// The node's config epoch when the pass began.
     config_epoch: u64,
+    /// The run id of the node's process when the pass began: a cursor
+    /// means something only to the process that gave it.
+    run_id: Bytes,
 }
 
 /// Where a cluster scan is: which slots are finished, and the pass under
@@ -224,6 +227,8 @@ struct Myself {
     stable: SlotSet,
     /// Slots it owns, markers or not.
     owned: SlotSet,
+    /// The run id of its process (empty until read from `INFO`).
+    run_id: Bytes,
 }
 
 /// Reads the `myself` line of a `CLUSTER NODES` reply: `id addr flags
@@ -276,6 +281,7 @@ fn parse_myself(text: &[u8]) -> Option<Myself> {
         config_epoch,
         stable,
         owned,
+        run_id: Bytes::new(),
     })
 }
 
@@ -322,19 +328,37 @@ enum Begin {
     Stale(u16),
 }
 
-/// Asks `addr` for its own view of itself.
+/// Asks `addr` for its own view of itself (`CLUSTER NODES`, `myself`)
+/// and for the run id of its process (`INFO server`), in one round trip.
 async fn myself(cluster: &Cluster, addr: &NodeAddr, deadline: Instant) -> Result<Myself, Error> {
     let node = cluster.router.node(addr);
     let left = deadline.saturating_duration_since(Instant::now());
-    let reply = node
-        .command(&["CLUSTER", "NODES"], false, Some(left))
-        .await?;
-    let text = Bytes::from_value(reply)?;
-    parse_myself(&text).ok_or(Error::Conversion(crate::ConversionError {
-        found: "reply",
-        target: "CLUSTER NODES",
-        detail: Some("no readable myself line"),
-    }))
+    let asks = [cmd("CLUSTER").arg("NODES"), cmd("INFO").arg("server")];
+    let replies = node.pipeline(asks.iter(), Some(left)).await?;
+    let unreadable = |target| {
+        Error::Conversion(crate::ConversionError {
+            found: "reply",
+            target,
+            detail: Some("no myself line or run id"),
+        })
+    };
+    let [nodes, info]: [Value; 2] = replies
+        .try_into()
+        .map_err(|_| unreadable("CLUSTER NODES and INFO"))?;
+    let nodes = Bytes::from_value(nodes)?;
+    let info = Bytes::from_value(info)?;
+    let mut me = parse_myself(&nodes).ok_or_else(|| unreadable("CLUSTER NODES"))?;
+    me.run_id = parse_run_id(&info).ok_or_else(|| unreadable("INFO server"))?;
+    Ok(me)
+}
+
+/// The `run_id` of an `INFO server` reply: a new one for every start of
+/// the server process.
+fn parse_run_id(info: &[u8]) -> Option<Bytes> {
+    info.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"run_id:"))
+        .map(|id| Bytes::copy_from_slice(id.trim_ascii()))
+        .filter(|id| !id.is_empty())
 }
 
 /// Starts a pass on the master of the next unfinished slot.
@@ -367,6 +391,7 @@ async fn begin(
         cursor: 0,
         slots,
         config_epoch: me.config_epoch,
+        run_id: me.run_id,
     });
     Ok(Begin::Started)
 }
@@ -397,7 +422,7 @@ async fn step(
     let end = myself(cluster, &addr, deadline).await;
     let mut pass = state.pass.take().expect("a pass under way");
     match end {
-        Ok(me) if me.master && me.config_epoch == pass.config_epoch => {
+        Ok(me) if me.master && me.config_epoch == pass.config_epoch && me.run_id == pass.run_id => {
             pass.slots.keep_only(&me.stable);
             let routes = cluster.router.routes();
             for slot in 0..SLOT_COUNT {
@@ -500,7 +525,8 @@ type PageFuture =
 ///
 /// A scan keeps a [`ScanState`]: a bitmap of *finished* slots (16384
 /// bits) and the *pass* under way, if any: the node it scans, its cursor,
-/// the slots it may finish, and the node's config epoch when it began.
+/// the slots it may finish, and the node's config epoch and process run
+/// id when it began.
 ///
 /// A pass scans one master with `SCAN cursor [MATCH] [COUNT] [TYPE]` until
 /// the cursor comes back 0. Its node is the master (in the client's slot
@@ -509,12 +535,13 @@ type PageFuture =
 /// (it is migrating) does not hold up the others.
 ///
 /// Before the first `SCAN` of a pass and after its last one, the client
-/// asks the node itself for `CLUSTER NODES` and reads its `myself` line:
-/// its role, its config epoch, its slots and its `[slot->-id]`
-/// (migrating) and `[slot-<-id]` (importing) markers. A slot is marked
-/// finished only when, at both ends of the pass, the node was a master,
-/// owned the slot and had no marker on it, and its config epoch did not
-/// change; and the client's slot map (refreshed meanwhile, if anything
+/// asks the node itself for `CLUSTER NODES` and reads its `myself` line
+/// (its role, its config epoch, its slots and its `[slot->-id]`
+/// (migrating) and `[slot-<-id]` (importing) markers), and for `INFO
+/// server` (the `run_id` of its process), in one round trip. A slot is
+/// marked finished only when, at both ends of the pass, the node was a
+/// master, owned the slot and had no marker on it, and neither its config
+/// epoch nor its run id changed; and the client's slot map (refreshed meanwhile, if anything
 /// asked) still sends the slot there. Why that is enough for a key `k` of slot `s` that exists for
 /// the whole scan:
 ///
@@ -525,9 +552,14 @@ type PageFuture =
 ///   or `s` came back, which raises the node's config epoch (a node taking
 ///   a slot, by migration or failover, takes a new epoch). Either way `s`
 ///   is not finished by this pass.
-/// - Otherwise `k` was on the node from the first `SCAN` to the last, and
-///   `SCAN` returns every key present for a whole iteration, through
-///   rehashing. So `k` was returned.
+/// - A cursor means something only to the process that gave it: a node
+///   restarted in the middle of the pass (too fast for a failover, its
+///   keys loaded again from disk, the client's connection back between
+///   two pages) answers the next `SCAN` from a new table. Its run id
+///   changed, so the pass finishes nothing.
+/// - Otherwise `k` was on the node from the first `SCAN` to the last, in
+///   one process, and `SCAN` returns every key present for a whole
+///   iteration, through rehashing. So `k` was returned.
 /// - A slot not finished is scanned again by a later pass, on whichever
 ///   master owns it then, until some pass finishes it; the scan ends when
 ///   all 16384 are finished.
@@ -711,6 +743,14 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn run_id_from_info() {
+        let info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:4f2a9c\r\ntcp_port:7000\r\n";
+        assert_eq!(parse_run_id(info).unwrap(), Bytes::from_static(b"4f2a9c"));
+        assert_eq!(parse_run_id(b"# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(parse_run_id(b"# Server\r\n"), None);
     }
 
     #[test]
