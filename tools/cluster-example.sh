@@ -6,16 +6,17 @@
 # example, and stops every node (also on failure or Ctrl-C).
 #
 # Usage: tools/cluster-example.sh [EXAMPLE]
-#   EXAMPLE: cluster (examples/cluster.rs, the default) or per_core
-#   (examples/per_core.rs, the per-core runtime).
+#   EXAMPLE: cluster (examples/cluster.rs, the default), per_core
+#   (examples/per_core.rs, the per-core runtime) or cluster_scan
+#   (examples/cluster_scan.rs, SCAN over the whole cluster).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 example=${1:-cluster}
 case "$example" in
-    cluster | per_core) ;;
+    cluster | per_core | cluster_scan) ;;
     *)
-        echo "usage: tools/cluster-example.sh [cluster|per_core]" >&2
+        echo "usage: tools/cluster-example.sh [cluster|per_core|cluster_scan]" >&2
         exit 2
         ;;
 esac
