@@ -549,9 +549,13 @@ type PageFuture =
 ///   key leaves only by `MIGRATE`, which needs the slot migrating).
 /// - A key of `s` could leave the node in the middle of the pass only if
 ///   `s` migrated away; then either the node no longer owns `s` at the end,
-///   or `s` came back, which raises the node's config epoch (a node taking
-///   a slot, by migration or failover, takes a new epoch). Either way `s`
-///   is not finished by this pass.
+///   or `s` came back, which raises the node's config epoch. (A node that
+///   takes a slot takes a new epoch unless its own is already the
+///   greatest in the cluster; the node that took `s` away then had an
+///   epoch at least as great as ours, so ours is the greatest when `s`
+///   comes back only if the two are equal: a collision, which lasts until
+///   the cluster gives one of them a new epoch, and a window this check
+///   does not close.) Either way `s` is not finished by this pass.
 /// - A cursor means something only to the process that gave it: a node
 ///   restarted in the middle of the pass (too fast for a failover, its
 ///   keys loaded again from disk, the client's connection back between
