@@ -162,7 +162,24 @@ struct Pass {
     /// The run id of the node's process when the pass began: a cursor
     /// means something only to the process that gave it.
     run_id: Bytes,
+    /// `SCAN`s answered so far.
+    pages: u32,
 }
+
+impl Pass {
+    /// True when `me`, the node's view of itself now, still lets this
+    /// pass finish slots: a master, same process, same config epoch.
+    fn holds(&self, me: &Myself) -> bool {
+        me.master && me.config_epoch == self.config_epoch && me.run_id == self.run_id
+    }
+}
+
+/// Every this many pages of a pass, the node's view of itself goes with
+/// the `SCAN`, in the same round trip, so that a pass that can no longer
+/// finish anything (the node was demoted, restarted, or took a slot)
+/// stops early instead of returning the rest of the node's keys for
+/// nothing.
+const CHECK_EVERY: u32 = 8;
 
 /// Where a cluster scan is: which slots are finished, and the pass under
 /// way. Plain data: `Send`, `Clone`, about 2 KiB (4 KiB during a pass),
@@ -333,18 +350,28 @@ enum Begin {
 async fn myself(cluster: &Cluster, addr: &NodeAddr, deadline: Instant) -> Result<Myself, Error> {
     let node = cluster.router.node(addr);
     let left = deadline.saturating_duration_since(Instant::now());
-    let asks = [cmd("CLUSTER").arg("NODES"), cmd("INFO").arg("server")];
-    let replies = node.pipeline(asks.iter(), Some(left)).await?;
-    let unreadable = |target| {
-        Error::Conversion(crate::ConversionError {
-            found: "reply",
-            target,
-            detail: Some("no myself line or run id"),
-        })
-    };
+    let replies = node.pipeline(view_commands().iter(), Some(left)).await?;
     let [nodes, info]: [Value; 2] = replies
         .try_into()
         .map_err(|_| unreadable("CLUSTER NODES and INFO"))?;
+    read_myself(nodes, info)
+}
+
+/// What asks a node for its view of itself: `CLUSTER NODES`, `INFO server`.
+fn view_commands() -> [Cmd; 2] {
+    [cmd("CLUSTER").arg("NODES"), cmd("INFO").arg("server")]
+}
+
+fn unreadable(target: &'static str) -> Error {
+    Error::Conversion(crate::ConversionError {
+        found: "reply",
+        target,
+        detail: Some("not the expected shape"),
+    })
+}
+
+/// Reads the replies to [`view_commands`].
+fn read_myself(nodes: Value, info: Value) -> Result<Myself, Error> {
     let nodes = Bytes::from_value(nodes)?;
     let info = Bytes::from_value(info)?;
     let mut me = parse_myself(&nodes).ok_or_else(|| unreadable("CLUSTER NODES"))?;
@@ -392,6 +419,7 @@ async fn begin(
         slots,
         config_epoch: me.config_epoch,
         run_id: me.run_id,
+        pages: 0,
     });
     Ok(Begin::Started)
 }
@@ -407,13 +435,37 @@ async fn step(
     let pass = state.pass.as_ref().expect("a pass under way");
     let node = cluster.router.node(&pass.node);
     let left = deadline.saturating_duration_since(Instant::now());
-    let reply = node
-        .command(&options.command(pass.cursor), false, Some(left))
-        .await?;
+    let scan = options.command(pass.cursor);
+    let (reply, view) = if pass.pages % CHECK_EVERY == CHECK_EVERY - 1 {
+        let [nodes, info] = view_commands();
+        let replies = node
+            .pipeline([scan, nodes, info].iter(), Some(left))
+            .await?;
+        let [reply, nodes, info]: [Value; 3] = replies
+            .try_into()
+            .map_err(|_| unreadable("SCAN, CLUSTER NODES and INFO"))?;
+        (reply, Some(read_myself(nodes, info)?))
+    } else {
+        (node.command(&scan, false, Some(left)).await?, None)
+    };
+    if let Value::Error(e) = reply {
+        return Err(Error::Server(e));
+    }
     let (cursor, mut keys) = parse_scan(reply)?;
     keys.retain(|k| !state.finished.contains(key_slot(k)));
+    let pass = state.pass.as_mut().expect("a pass under way");
+    pass.pages += 1;
+    if let Some(me) = view {
+        if !pass.holds(&me) {
+            tracing::debug!(node = %pass.node, "scan pass stopped: the node changed");
+            state.pass = None;
+            return Ok(keys);
+        }
+        // A slot that started moving cannot be finished by this pass.
+        pass.slots.keep_only(&me.stable);
+    }
     if cursor != 0 {
-        state.pass.as_mut().expect("a pass under way").cursor = cursor;
+        pass.cursor = cursor;
         return Ok(keys);
     }
     let addr = pass.node.clone();
@@ -422,7 +474,7 @@ async fn step(
     let end = myself(cluster, &addr, deadline).await;
     let mut pass = state.pass.take().expect("a pass under way");
     match end {
-        Ok(me) if me.master && me.config_epoch == pass.config_epoch && me.run_id == pass.run_id => {
+        Ok(me) if pass.holds(&me) => {
             pass.slots.keep_only(&me.stable);
             let routes = cluster.router.routes();
             for slot in 0..SLOT_COUNT {
@@ -580,10 +632,14 @@ type PageFuture =
 /// page (one CRC16 per key), so a key comes twice only when the slot it
 /// was returned in was not finished by that pass: a slot that migrated
 /// away during the pass (its keys come again from the new owner), or a
-/// pass that confirmed nothing (an error, a failover of the node, or a
-/// slot migrating *into* the node, which raises its config epoch): then
-/// every key of that node's pass can come twice. The tests print the
-/// counts (`tests/cluster_scan.rs`).
+/// pass that confirmed nothing (an error, a failover of the node, its
+/// restart, or a slot migrating *into* the node, which raises its config
+/// epoch): then every key that pass returned can come twice. To stop such
+/// a pass early, every 8th `SCAN` of a pass is sent with `CLUSTER NODES`
+/// and `INFO server` in one pipeline (no extra round trip); a pass whose
+/// node changed stops there, and slots that started moving are dropped
+/// from what it may finish. The tests print the counts
+/// (`tests/cluster_scan.rs`).
 ///
 /// Limits: a key created, or deleted and written again, during the scan
 /// may or may not be returned, as with `SCAN` itself. A master cut off
