@@ -641,6 +641,9 @@ type PageFuture =
 /// from what it may finish. The tests print the counts
 /// (`tests/cluster_scan.rs`).
 ///
+/// Besides `SCAN`, a scan sends `CLUSTER NODES` and `INFO server` to each
+/// master it scans: a user restricted by ACLs needs all three.
+///
 /// Limits: a key created, or deleted and written again, during the scan
 /// may or may not be returned, as with `SCAN` itself. A master cut off
 /// from the cluster that was replaced without knowing it still calls
