@@ -114,3 +114,72 @@ fn core_clients_and_a_remote_client_scan_every_key() {
         check(&format!("core client {core}"), &keys, &expected);
     }
 }
+
+/// A `RemoteClient` scan while a slot with keys moves from the master
+/// being scanned to another, between pages (the harness runs on the test
+/// thread; the cores run on their own).
+#[test]
+fn a_remote_scan_while_a_slot_migrates() {
+    let cluster = RedisCluster::start();
+    let first = cluster.slot_owner_index(0);
+    let other = cluster
+        .master_indices()
+        .into_iter()
+        .find(|&m| m != first)
+        .unwrap();
+    let slot = 100u16;
+    assert_eq!(cluster.slot_owner_index(slot), first);
+    let moving = redcore_test_support::keys_in_slot(slot, 200, "scan:moving:");
+    let config = ClusterConfig::builder()
+        .seeds(cluster.seed_addrs())
+        .build()
+        .unwrap();
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let handle = ClusterExecutor::new(config)
+        .unwrap()
+        .cores(2)
+        .unwrap()
+        .spawn(move |_client| {
+            let stopped = stopped.clone();
+            async move {
+                let _ = stopped.recv().await;
+            }
+        })
+        .unwrap();
+    let remote = handle.remote();
+    let mut expected: HashSet<String> = (0..N).map(|i| format!("scan:{i}")).collect();
+    expected.extend(moving.iter().cloned());
+    let keys: Vec<&String> = expected.iter().collect();
+    for chunk in keys.chunks(500) {
+        let pairs: Vec<(&str, &str)> = chunk.iter().map(|k| (k.as_str(), "v")).collect();
+        block_on(remote.mset(&pairs)).unwrap();
+    }
+
+    let mut scan = remote.scan(ScanOptions::new().count(20));
+    let mut got = Vec::new();
+    let mut next = |got: &mut Vec<Bytes>| match block_on(scan.next_page()) {
+        Ok(Some(keys)) => {
+            got.extend(keys);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => panic!("a page failed: {e}"),
+    };
+    assert!(next(&mut got));
+    cluster.begin_migration(slot, first, other);
+    cluster.migrate_keys(slot, first, other, &moving[..100]);
+    for _ in 0..5 {
+        assert!(next(&mut got));
+    }
+    cluster.migrate_keys(slot, first, other, &moving[100..]);
+    cluster.finish_migration(slot, other);
+    while next(&mut got) {}
+    check("remote client, slot migrating", &got, &expected);
+    drop(stop);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.join());
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the runtime ends");
+}
