@@ -446,15 +446,18 @@ fn scan_cost_against_a_loop_over_the_masters() {
     run(move || async move {
         let client = connect(seeds).await;
         write_keys(&client, "scan:", 100_000).await;
+        // Rounds alternate the two; the fastest of each is reported (the
+        // machine is shared: the slower rounds measure the neighbours).
         for count in [100u64, 1000] {
-            for round in 0..3 {
+            let (mut ours, mut hand) = (Duration::MAX, Duration::MAX);
+            for _ in 0..7 {
                 let began = Instant::now();
                 let mut keys = 0;
                 let mut scan = client.scan(ScanOptions::new().count(count));
                 while let Some(page) = scan.next_page().await.unwrap() {
                     keys += page.len();
                 }
-                let ours = began.elapsed();
+                ours = ours.min(began.elapsed());
                 let began = Instant::now();
                 let mut by_hand = 0;
                 for (_, conn) in client.master_connections() {
@@ -471,15 +474,15 @@ fn scan_cost_against_a_loop_over_the_masters() {
                         }
                     }
                 }
-                let hand = began.elapsed();
+                hand = hand.min(began.elapsed());
                 assert_eq!((keys, by_hand), (100_000, 100_000));
-                println!(
-                    "COUNT {count} round {round}: ClusterScan {:.1} ms, SCAN loop over the masters {:.1} ms ({:+.1}%)",
-                    ours.as_secs_f64() * 1e3,
-                    hand.as_secs_f64() * 1e3,
-                    (ours.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
-                );
             }
+            println!(
+                "COUNT {count}, fastest of 7: ClusterScan {:.1} ms, SCAN loop over the masters {:.1} ms ({:+.1}%)",
+                ours.as_secs_f64() * 1e3,
+                hand.as_secs_f64() * 1e3,
+                (ours.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+            );
         }
     });
 }
