@@ -59,13 +59,6 @@ impl SlotSet {
         self.0.iter().all(|&w| w == u64::MAX)
     }
 
-    /// The lowest slot at or after `from` not in the set, wrapping around.
-    fn first_missing_from(&self, from: u16) -> Option<u16> {
-        (from..SLOT_COUNT)
-            .chain(0..from)
-            .find(|&slot| !self.contains(slot))
-    }
-
     /// Adds every slot of `other`.
     fn add_all(&mut self, other: &SlotSet) {
         for (w, o) in self.0.iter_mut().zip(other.0.iter()) {
@@ -154,6 +147,10 @@ impl ScanOptions {
 struct Pass {
     node: NodeAddr,
     cursor: u64,
+    /// The last `SCAN` came back with cursor 0: only the end check is left.
+    ended: bool,
+    /// Failures in a row of this pass (see [`PASS_RETRIES`]).
+    failures: u8,
     /// The unfinished slots the node owned, as a master and with no
     /// marker, when the pass began: those it may finish.
     slots: SlotSet,
@@ -232,6 +229,17 @@ impl ScanState {
     /// The node the pass under way scans, if a pass is under way.
     pub fn node(&self) -> Option<&NodeAddr> {
         self.pass.as_ref().map(|p| &p.node)
+    }
+
+    /// A state with slots `0..n` finished, for unit tests elsewhere in
+    /// the crate.
+    #[cfg(test)]
+    pub(crate) fn for_tests_with_finished(n: u16) -> ScanState {
+        let mut state = ScanState::new();
+        for slot in 0..n {
+            state.finished.insert(slot);
+        }
+        state
     }
 }
 
@@ -341,9 +349,52 @@ fn worth_retrying(err: &Error) -> bool {
 enum Begin {
     Started,
     Done,
-    /// The map sends the slot to a node that does not own it as a master.
-    Stale(u16),
+    /// The slot picked cannot be scanned now (recorded in [`Blocked`]);
+    /// `refresh` when the client's map may be wrong about it.
+    Skipped {
+        refresh: bool,
+    },
+    /// Every unfinished slot is blocked for this page.
+    Blocked,
 }
+
+/// What holds slots up during one page: the page goes on with the others,
+/// and waits (refreshing the topology) only when nothing else is left.
+#[derive(Default)]
+struct Blocked {
+    /// Nodes that failed during this page (unreachable, too slow, ...).
+    nodes: Vec<NodeAddr>,
+    /// Slots no pass can finish now (no master in the map, the map
+    /// stale about them, or migrating with nothing else to scan there).
+    slots: Option<SlotSet>,
+    /// Why the last one was blocked: what the page fails with if nothing
+    /// else can progress before its deadline.
+    last: Option<Error>,
+}
+
+impl Blocked {
+    fn node(&mut self, addr: NodeAddr, why: Error) {
+        if !self.nodes.contains(&addr) {
+            self.nodes.push(addr);
+        }
+        self.last = Some(why);
+    }
+
+    fn slot(&mut self, slot: u16, why: Error) {
+        self.slots.get_or_insert_with(SlotSet::new).insert(slot);
+        self.last = Some(why);
+    }
+
+    /// True when `slot`, served by `master` in the map, waits this page.
+    fn holds(&self, slot: u16, master: Option<&NodeAddr>) -> bool {
+        self.slots.as_ref().is_some_and(|s| s.contains(slot))
+            || master.is_some_and(|m| self.nodes.contains(m))
+    }
+}
+
+/// How many times in a row a pass may fail (its `SCAN` or its end check)
+/// and be tried again from its cursor before it is dropped.
+const PASS_RETRIES: u8 = 1;
 
 /// Asks `addr` for its own view of itself (`CLUSTER NODES`, `myself`)
 /// and for the run id of its process (`INFO server`), in one round trip.
@@ -388,34 +439,79 @@ fn parse_run_id(info: &[u8]) -> Option<Bytes> {
         .filter(|id| !id.is_empty())
 }
 
-/// Starts a pass on the master of the next unfinished slot.
+/// Starts a pass on the master of the next unfinished slot that is not
+/// blocked during this page.
 async fn begin(
     cluster: &Cluster,
     state: &mut ScanState,
+    blocked: &mut Blocked,
     deadline: Instant,
 ) -> Result<Begin, Error> {
-    let Some(slot) = state.finished.first_missing_from(state.next_slot) else {
-        return Ok(Begin::Done);
+    let routes = cluster.router.routes();
+    let from = state.next_slot;
+    let pick = (from..SLOT_COUNT).chain(0..from).find(|&slot| {
+        !state.finished.contains(slot) && !blocked.holds(slot, routes.map.master_for_slot(slot))
+    });
+    let Some(slot) = pick else {
+        return Ok(if state.is_done() {
+            Begin::Done
+        } else {
+            Begin::Blocked
+        });
     };
-    let addr = match cluster.router.routes().map.master_for_slot(slot) {
-        Some(addr) => addr.clone(),
-        None => {
-            // The next try starts after this slot: the slots that are
-            // served go on while this one has no master.
-            state.next_slot = (slot + 1) % SLOT_COUNT;
-            return Err(Error::SlotUnserved { slot });
+    let Some(addr) = routes.map.master_for_slot(slot).cloned() else {
+        // The next try starts after this slot: the slots that are served
+        // go on while this one has no master.
+        state.next_slot = (slot + 1) % SLOT_COUNT;
+        blocked.slot(slot, Error::SlotUnserved { slot });
+        return Ok(Begin::Skipped { refresh: true });
+    };
+    let me = match myself(cluster, &addr, deadline).await {
+        Ok(me) => me,
+        Err(e) if worth_retrying(&e) => {
+            // The next page, too, starts with the slots other masters
+            // serve: past this node's slots in the map.
+            let after = (slot..SLOT_COUNT)
+                .chain(0..slot)
+                .find(|&s| routes.map.master_for_slot(s) != Some(&addr))
+                .unwrap_or(slot);
+            state.next_slot = after;
+            tracing::debug!(node = %addr, error = %e, "scan: node unreachable; its slots wait");
+            blocked.node(addr, e);
+            return Ok(Begin::Skipped { refresh: true });
         }
+        Err(e) => return Err(e),
     };
-    let me = myself(cluster, &addr, deadline).await?;
-    if !me.master || !me.owned.contains(slot) {
-        return Ok(Begin::Stale(slot));
+    if !me.master {
+        // The map is stale about the node: a refresh may mend it.
+        blocked.node(addr, Error::SlotUnserved { slot });
+        return Ok(Begin::Skipped { refresh: true });
+    }
+    if !me.owned.contains(slot) {
+        // The map is stale about this slot, and maybe others it sends
+        // here: they wait, a refresh may mend them.
+        for s in 0..SLOT_COUNT {
+            if !me.owned.contains(s) && routes.map.master_for_slot(s) == Some(&addr) {
+                blocked.slot(s, Error::SlotUnserved { slot });
+            }
+        }
+        return Ok(Begin::Skipped { refresh: true });
     }
     let mut slots = me.stable;
     slots.remove_all(&state.finished);
     state.next_slot = (slot + 1) % SLOT_COUNT;
+    if slots.len() == 0 {
+        // The slot is migrating or importing, and the node has nothing
+        // else left to finish: a pass could finish nothing.
+        tracing::debug!(node = %addr, slot, "scan: slot migrating; it waits");
+        blocked.slot(slot, Error::SlotMigrating { slot });
+        return Ok(Begin::Skipped { refresh: false });
+    }
     state.pass = Some(Pass {
         node: addr,
         cursor: 0,
+        ended: false,
+        failures: 0,
         slots,
         config_epoch: me.config_epoch,
         run_id: me.run_id,
@@ -424,8 +520,9 @@ async fn begin(
     Ok(Begin::Started)
 }
 
-/// Sends the next `SCAN` of the pass under way; at its end, marks what
-/// the pass finished.
+/// Sends the next `SCAN` of the pass under way; after its last one, the
+/// end check ([`confirm`]). An error leaves the pass (and its cursor) in
+/// the state.
 async fn step(
     cluster: &Cluster,
     options: &ScanOptions,
@@ -433,6 +530,11 @@ async fn step(
     deadline: Instant,
 ) -> Result<Vec<Bytes>, Error> {
     let pass = state.pass.as_ref().expect("a pass under way");
+    if pass.ended {
+        // The last page's end check failed: only it is left.
+        confirm(cluster, state, deadline).await?;
+        return Ok(Vec::new());
+    }
     let node = cluster.router.node(&pass.node);
     let left = deadline.saturating_duration_since(Instant::now());
     let scan = options.command(pass.cursor);
@@ -455,6 +557,7 @@ async fn step(
     keys.retain(|k| !state.finished.contains(key_slot(k)));
     let pass = state.pass.as_mut().expect("a pass under way");
     pass.pages += 1;
+    pass.failures = 0;
     if let Some(me) = view {
         if !pass.holds(&me) {
             tracing::debug!(node = %pass.node, "scan pass stopped: the node changed");
@@ -468,33 +571,56 @@ async fn step(
         pass.cursor = cursor;
         return Ok(keys);
     }
-    let addr = pass.node.clone();
+    pass.ended = true;
     // The keys are returned whatever the check says: a slot it does not
-    // confirm is scanned again elsewhere, and a key twice is allowed.
-    let end = myself(cluster, &addr, deadline).await;
-    let mut pass = state.pass.take().expect("a pass under way");
-    match end {
-        Ok(me) if pass.holds(&me) => {
-            pass.slots.keep_only(&me.stable);
-            let routes = cluster.router.routes();
-            for slot in 0..SLOT_COUNT {
-                if pass.slots.contains(slot) && routes.map.master_for_slot(slot) != Some(&addr) {
-                    pass.slots.remove(slot);
-                }
+    // confirm is scanned again elsewhere, and a key twice is allowed. A
+    // check that fails, or finds the deadline spent, is left to the next
+    // page, which gives it its own deadline.
+    if Instant::now() >= deadline {
+        return Ok(keys);
+    }
+    match confirm(cluster, state, deadline).await {
+        Ok(()) => {}
+        Err(e) if worth_retrying(&e) => {
+            tracing::debug!(error = %e, "scan pass end check failed; the next page checks again");
+            if let Some(pass) = state.pass.as_mut() {
+                pass.failures += 1;
             }
-            state.finished.add_all(&pass.slots);
         }
-        Ok(me) => {
-            tracing::debug!(node = %addr, master = me.master, "scan pass not confirmed: the node changed");
+        Err(e) => {
+            tracing::debug!(error = %e, "scan pass not confirmed");
+            state.pass = None;
         }
-        Err(e) => tracing::debug!(node = %addr, error = %e, "scan pass not confirmed"),
     }
     Ok(keys)
 }
 
+/// The end check of a pass whose `SCAN` came back to cursor 0: marks the
+/// slots it finished and ends it. An error leaves the pass as it was.
+async fn confirm(cluster: &Cluster, state: &mut ScanState, deadline: Instant) -> Result<(), Error> {
+    let addr = state.pass.as_ref().expect("a pass under way").node.clone();
+    let me = myself(cluster, &addr, deadline).await?;
+    let mut pass = state.pass.take().expect("a pass under way");
+    if !pass.holds(&me) {
+        tracing::debug!(node = %addr, master = me.master, "scan pass not confirmed: the node changed");
+        return Ok(());
+    }
+    pass.slots.keep_only(&me.stable);
+    let routes = cluster.router.routes();
+    for slot in 0..SLOT_COUNT {
+        if pass.slots.contains(slot) && routes.map.master_for_slot(slot) != Some(&addr) {
+            pass.slots.remove(slot);
+        }
+    }
+    state.finished.add_all(&pass.slots);
+    Ok(())
+}
+
 /// The next page of the scan in `state`: `Ok(None)` once every slot is
-/// finished. Retries failed passes (after a refresh and a short delay)
-/// until the handle's call deadline.
+/// finished. Slots that cannot be scanned now (their node unreachable,
+/// their map stale, migrating) wait while the others are scanned; when
+/// nothing else is left, the page refreshes the topology and tries again
+/// after a short delay, until the handle's call deadline.
 pub(crate) async fn next_page(
     cluster: &Cluster,
     options: &ScanOptions,
@@ -503,33 +629,75 @@ pub(crate) async fn next_page(
     let deadline = cluster.deadline();
     let router = &cluster.router;
     let backoff = router.config.retry_backoff_initial;
+    let mut blocked = Blocked::default();
+    // What the last wait was for: the page's error if time runs out.
+    let mut waited: Option<Error> = None;
     loop {
-        let outcome = match state.pass {
-            None => match begin(cluster, state, deadline).await {
-                Ok(Begin::Started) => continue,
-                Ok(Begin::Done) => return Ok(None),
-                Ok(Begin::Stale(slot)) => Err(Error::SlotUnserved { slot }),
-                Err(e) => Err(e),
+        if Instant::now() >= deadline {
+            // Nothing more is tried on a spent deadline: a node would be
+            // taken for unreachable only for want of time.
+            return Err(blocked.last.take().or(waited).unwrap_or(Error::Timeout {
+                maybe_applied: false,
+            }));
+        }
+        let err = match state.pass {
+            None => match begin(cluster, state, &mut blocked, deadline).await? {
+                Begin::Started => continue,
+                Begin::Done => return Ok(None),
+                Begin::Skipped { refresh } => {
+                    if refresh && Instant::now() < deadline {
+                        let _ = router.refresh_until(deadline).await;
+                    }
+                    continue;
+                }
+                Begin::Blocked => {
+                    // Nothing can progress: wait for the cluster to change.
+                    let err = blocked.last.take().unwrap_or(Error::SlotUnserved {
+                        slot: state.next_slot,
+                    });
+                    blocked = Blocked::default();
+                    err
+                }
             },
-            Some(_) => step(cluster, options, state, deadline).await,
+            Some(_) => match step(cluster, options, state, deadline).await {
+                Ok(keys) => return Ok(Some(keys)),
+                Err(e) if worth_retrying(&e) => {
+                    let pass = state.pass.as_mut().expect("a pass under way");
+                    pass.failures += 1;
+                    if pass.failures > PASS_RETRIES {
+                        // Both commands only read: dropping the pass is
+                        // always safe; its slots are scanned again later.
+                        tracing::debug!(node = %pass.node, error = %e, "scan pass dropped");
+                        let addr = pass.node.clone();
+                        state.pass = None;
+                        blocked.node(addr, e);
+                        continue;
+                    }
+                    tracing::debug!(error = %e, "scan pass failed; refreshing, then going on from its cursor");
+                    e
+                }
+                Err(e) => return Err(e),
+            },
         };
-        let err = match outcome {
-            Ok(keys) => return Ok(Some(keys)),
-            Err(e) if worth_retrying(&e) => e,
-            Err(e) => return Err(e),
-        };
-        // Both commands only read: a new pass on the slot's master, as the
-        // refreshed map has it, is always safe.
-        state.pass = None;
-        tracing::debug!(error = %err, "scan pass failed; refreshing and starting it again");
         if deadline.saturating_duration_since(Instant::now()) < backoff {
             return Err(err);
         }
         let _ = router.refresh_until(deadline).await;
+        if let Some(pass) = &state.pass {
+            // A pass whose node the map no longer sends any of its slots
+            // to can finish nothing: drop it now.
+            let routes = router.routes();
+            if !(0..SLOT_COUNT).any(|s| {
+                pass.slots.contains(s) && routes.map.master_for_slot(s) == Some(&pass.node)
+            }) {
+                state.pass = None;
+            }
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left < backoff {
             return Err(err);
         }
+        waited = Some(err);
         glommio::timer::sleep(backoff).await;
     }
 }
@@ -824,9 +992,8 @@ mod tests {
                 s.insert(slot);
             }
         }
-        assert_eq!(s.first_missing_from(0), Some(3));
-        assert_eq!(s.first_missing_from(4), Some(9000));
-        assert_eq!(s.first_missing_from(9001), Some(3));
+        assert_eq!(s.len(), usize::from(SLOT_COUNT) - 2);
+        assert!(!s.contains(3) && !s.contains(9000) && s.contains(4));
         let mut t = SlotSet::new();
         t.insert(3);
         t.insert(9000);
@@ -835,7 +1002,6 @@ mod tests {
         assert_eq!(u.len(), 0);
         s.add_all(&t);
         assert!(s.is_full());
-        assert_eq!(s.first_missing_from(77), None);
     }
 
     #[test]
