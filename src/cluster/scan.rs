@@ -469,13 +469,8 @@ async fn begin(
     let me = match myself(cluster, &addr, deadline).await {
         Ok(me) => me,
         Err(e) if worth_retrying(&e) => {
-            // The next page, too, starts with the slots other masters
-            // serve: past this node's slots in the map.
-            let after = (slot..SLOT_COUNT)
-                .chain(0..slot)
-                .find(|&s| routes.map.master_for_slot(s) != Some(&addr))
-                .unwrap_or(slot);
-            state.next_slot = after;
+            state.next_slot = slot;
+            skip_node(cluster, state, &addr);
             tracing::debug!(node = %addr, error = %e, "scan: node unreachable; its slots wait");
             blocked.node(addr, e);
             return Ok(Begin::Skipped { refresh: true });
@@ -518,6 +513,19 @@ async fn begin(
         pages: 0,
     });
     Ok(Begin::Started)
+}
+
+/// Moves where the next pass looks first past the slots the map gives
+/// `addr`: the next page, too, starts with the slots other masters serve.
+fn skip_node(cluster: &Cluster, state: &mut ScanState, addr: &NodeAddr) {
+    let routes = cluster.router.routes();
+    let from = state.next_slot;
+    if let Some(after) = (from..SLOT_COUNT)
+        .chain(0..from)
+        .find(|&s| routes.map.master_for_slot(s) != Some(addr))
+    {
+        state.next_slot = after;
+    }
 }
 
 /// Sends the next `SCAN` of the pass under way; after its last one, the
@@ -670,6 +678,7 @@ pub(crate) async fn next_page(
                         tracing::debug!(node = %pass.node, error = %e, "scan pass dropped");
                         let addr = pass.node.clone();
                         state.pass = None;
+                        skip_node(cluster, state, &addr);
                         blocked.node(addr, e);
                         continue;
                     }
@@ -712,7 +721,8 @@ type PageFuture =
 /// scan is returned at least once, through slot migrations and failovers;
 /// keys can come twice, mostly those of nodes whose slots moved during
 /// the scan. Each page has the handle's call deadline; a page that fails
-/// leaves the scan where it was, and the next call goes on from there.
+/// has returned no keys, leaves a state from which the next call goes on
+/// (see [Failures](#failures) for what it kept), and may be asked again.
 /// `!Send`, like the [`Cluster`] it runs on.
 ///
 /// ```no_run
@@ -751,8 +761,10 @@ type PageFuture =
 /// A pass scans one master with `SCAN cursor [MATCH] [COUNT] [TYPE]` until
 /// the cursor comes back 0. Its node is the master (in the client's slot
 /// map) of the lowest unfinished slot at or after the slot the previous
-/// pass began at, wrapping around; so a slot that cannot be finished yet
-/// (it is migrating) does not hold up the others.
+/// pass began at, wrapping around, skipping the slots that wait during
+/// this page (see [Slots that wait](#slots-that-wait)). A pass is started
+/// only when it can finish something: its node owns, with no marker, at
+/// least one unfinished slot.
 ///
 /// Before the first `SCAN` of a pass and after its last one, the client
 /// asks the node itself for `CLUSTER NODES` and reads its `myself` line
@@ -766,7 +778,9 @@ type PageFuture =
 /// the whole scan:
 ///
 /// - While a node owns `s` with no marker, every key of `s` is on it (a
-///   key leaves only by `MIGRATE`, which needs the slot migrating).
+///   key leaves only by `MIGRATE`, and a resharding migrates a slot's keys
+///   only while the slot is marked migrating; see [Limits](#limits) for
+///   keys moved by hand).
 /// - A key of `s` could leave the node in the middle of the pass only if
 ///   `s` migrated away; then either the node no longer owns `s` at the end,
 ///   or `s` came back, which raises the node's config epoch. (A node that
@@ -788,13 +802,65 @@ type PageFuture =
 ///   master owns it then, until some pass finishes it; the scan ends when
 ///   all 16384 are finished.
 ///
-/// A `SCAN` or `CLUSTER NODES` that fails (connection lost, node down,
-/// timeout, `CLUSTERDOWN`, ...) changed nothing, since both only read: the
-/// pass is dropped, the topology refreshed, and a new pass starts from
-/// cursor 0 on the slot's (new) master. A page retries so until the call
+/// # Slots that wait
+///
+/// A slot that no pass can finish now waits, during the page, while the
+/// others are scanned:
+///
+/// - its master in the client's map cannot be reached (`CLUSTER NODES`
+///   fails: connection refused, timeout, ...): every slot the map gives
+///   that node waits, the topology is refreshed (as a command would), and
+///   the next pass starts on another master; the next page, too, starts
+///   past that node's slots, so a dead master is not asked first by every
+///   page;
+/// - the map is stale (the node is no longer a master, or does not own
+///   the slot): the slots the map wrongly gives it wait, and the topology
+///   is refreshed;
+/// - the slot is marked migrating or importing on its master and that
+///   master has no other unfinished slot without a marker (a pass there
+///   could finish nothing);
+/// - no master serves it in the map.
+///
+/// When every unfinished slot waits, the page refreshes the topology,
+/// sleeps the configured retry backoff and looks again, until the call
 /// deadline of the client ([`ClusterConfig::timeout`](crate::ClusterConfig::timeout),
-/// or [`Cluster::with_timeout`]); past it the page fails with the last
-/// error, the state stays valid, and the next page goes on from there.
+/// or [`Cluster::with_timeout`]); then it fails with what held the last
+/// slot up: [`Error::SlotMigrating`] naming a slot that stays migrating (a
+/// resharding tool that died leaves one so until an operator runs
+/// `CLUSTER SETSLOT <slot> STABLE` or `NODE`), the node's connection
+/// error, or [`Error::SlotUnserved`]. So a stuck slot does not make the
+/// scan loop forever: every other slot is finished first, then each page
+/// fails by its deadline naming the slot, and the scan can go on later
+/// from its state (keys of the stuck slot that a pass returned in the
+/// meantime stay returned; the slot is finished by a pass once it has
+/// settled). A page spends at most its deadline; a frozen master can take
+/// the whole deadline of a page (or two, if a pass under way is on it;
+/// see below) before its slots wait.
+///
+/// # Failures
+///
+/// Both `SCAN` and `CLUSTER NODES` only read, so a failure changed
+/// nothing on the server. A page that fails has returned no keys.
+///
+/// - A `SCAN` of a pass that fails with an error worth a retry
+///   (connection lost, timeout, `TRYAGAIN`, `CLUSTERDOWN`, ...) keeps the
+///   pass and its cursor: the topology is refreshed and, after the retry
+///   backoff, the pass goes on from its cursor (in this page if time
+///   remains, else in the next). That is sound because the end check
+///   still covers the whole pass: a node that restarted or changed in
+///   between fails it. A pass whose node the refreshed map no longer
+///   sends any of its slots to is dropped, and so is a pass that fails a
+///   second time in a row: its node's slots then wait (above), and are
+///   scanned again from cursor 0 by a later pass.
+/// - The end check, after the `SCAN` that returned cursor 0, uses what is
+///   left of the page's deadline; if that is spent, or the check fails
+///   with an error worth a retry, the page still returns its keys and the
+///   check is left for the next page, which makes it first, with its own
+///   deadline (the pass is not scanned again). A second failure in a row
+///   drops the pass: its slots are scanned again later.
+/// - Any other error (a refused `SCAN` option, an ACL denial, a reply
+///   that cannot be read) fails the page at once and leaves the state as
+///   it was before the command.
 ///
 /// Duplicates: keys whose slot is already finished are dropped from every
 /// page (one CRC16 per key), so a key comes twice only when the slot it
@@ -812,13 +878,39 @@ type PageFuture =
 /// Besides `SCAN`, a scan sends `CLUSTER NODES` and `INFO server` to each
 /// master it scans: a user restricted by ACLs needs all three.
 ///
-/// Limits: a key created, or deleted and written again, during the scan
-/// may or may not be returned, as with `SCAN` itself. A master cut off
-/// from the cluster that was replaced without knowing it still calls
-/// itself master with its slots; if the client's map also still names
-/// it, a pass on it is confirmed, and keys written to its replacement in
-/// the meantime are missed (the same window in which a write to it would
-/// be lost).
+/// # Limits
+///
+/// Holes in the argument above, where a key present for the whole scan
+/// can be missed:
+///
+/// - A key created, or deleted and written again, during the scan may or
+///   may not be returned, as with `SCAN` itself.
+/// - An aborted migration: the pass's node is set migrating, some keys
+///   are `MIGRATE`d to the target, and the migration is undone (`CLUSTER
+///   SETSLOT <slot> STABLE` on both) between two of the pass's checks
+///   (every 8th `SCAN` and the end). The node still owns the slot with no
+///   marker and its epoch did not change, so the pass is confirmed, and
+///   the keys that went to the target (where no routing finds them) are
+///   missed.
+/// - `CLUSTER SETSLOT <slot> NODE <its own id>` raises the node's config
+///   epoch only when the node was importing the slot and its epoch is not
+///   already the greatest in the cluster. A slot that leaves the pass's
+///   node and comes back to it that way, without a raise, looks unchanged
+///   at the end of the pass; keys that left and came back while the
+///   cursor was past their place are missed (an epoch collision, above,
+///   is one such case).
+/// - `MIGRATE` needs no migrating slot: keys moved by hand from a slot
+///   that stays stable, during a pass, are not seen to leave.
+/// - A master cut off from the cluster that was replaced without knowing
+///   it still calls itself master with its slots; if the client's map also
+///   still names it, a pass on it is confirmed, and keys written to its
+///   replacement in the meantime are missed (the same window in which a
+///   write to it would be lost).
+/// - A [`ScanState`] does not record the [`ScanOptions`] it was made with:
+///   [`ClusterScan::resume`] with other options is allowed, and the slots
+///   already finished are not scanned again, so keys of those slots that
+///   only the new options match are not returned. Resume with the same
+///   options.
 pub struct ClusterScan {
     cluster: Cluster,
     options: Rc<ScanOptions>,
@@ -842,7 +934,9 @@ impl fmt::Debug for ClusterScan {
 
 impl ClusterScan {
     /// A scan over `cluster` from `state` (a new one, or one a previous
-    /// scan left).
+    /// scan left). Pass the options the state was made with: the state
+    /// does not record them, and slots it has finished are not scanned
+    /// again under other options.
     pub fn resume(cluster: &Cluster, options: ScanOptions, state: ScanState) -> ClusterScan {
         ClusterScan {
             cluster: cluster.clone(),

@@ -100,7 +100,8 @@ impl fmt::Debug for RemoteScan {
 
 impl RemoteScan {
     /// A scan through `client` from `state` (a new one, or one a previous
-    /// scan left).
+    /// scan left). Pass the options the state was made with (see
+    /// [`ClusterScan`]'s limits).
     pub fn resume(client: &RemoteClient, options: ScanOptions, state: ScanState) -> RemoteScan {
         RemoteScan {
             client: client.clone(),
