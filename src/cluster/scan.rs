@@ -540,8 +540,16 @@ async fn step(
     let pass = state.pass.as_ref().expect("a pass under way");
     if pass.ended {
         // The last page's end check failed: only it is left.
-        confirm(cluster, state, deadline).await?;
-        return Ok(Vec::new());
+        return match confirm(cluster, state, deadline).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) if worth_retrying(&e) => Err(e),
+            Err(e) => {
+                // No retry mends it: the pass finishes nothing.
+                tracing::debug!(error = %e, "scan pass not confirmed");
+                state.pass = None;
+                Ok(Vec::new())
+            }
+        };
     }
     let node = cluster.router.node(&pass.node);
     let left = deadline.saturating_duration_since(Instant::now());
@@ -856,8 +864,9 @@ type PageFuture =
 ///   left of the page's deadline; if that is spent, or the check fails
 ///   with an error worth a retry, the page still returns its keys and the
 ///   check is left for the next page, which makes it first, with its own
-///   deadline (the pass is not scanned again). A second failure in a row
-///   drops the pass: its slots are scanned again later.
+///   deadline (the pass is not scanned again). A second failure in a row,
+///   or an error no retry mends (a reply that cannot be read), drops the
+///   pass: it finishes nothing, and its slots are scanned again later.
 /// - Any other error (a refused `SCAN` option, an ACL denial, a reply
 ///   that cannot be read) fails the page at once and leaves the state as
 ///   it was before the command.

@@ -116,7 +116,11 @@ impl Script {
     /// script's own error whose text starts with `NOSCRIPT` comes back as
     /// it is. (A script that raises exactly that text is taken at its
     /// word and run a second time, as `EVAL`: nothing on the wire tells
-    /// the two apart.) On a cluster client, keys in several slots are
+    /// the two apart.) On a [`Cluster`](crate::Cluster), likewise, a
+    /// refusal the router would follow or retry (`MOVED`, `ASK`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `BUSY`, ...) is taken as one
+    /// only in the server's own words, so a script's own error with such a
+    /// first word is returned, not run again. On a cluster client, keys in several slots are
     /// [`Error::CrossSlot`] and nothing is sent.
     ///
     /// With a [`RemoteClient`](crate::RemoteClient), the future is `Send`
