@@ -514,6 +514,48 @@ fn a_dead_master_does_not_hold_up_the_others() {
     });
 }
 
+/// A `SCAN` that times out in the middle of a pass (the master frozen for
+/// a moment, shorter than the cluster's node timeout) keeps the pass: the
+/// next page goes on from its cursor once the node answers, so no key of
+/// the pass comes twice (a pass started again from cursor 0 would return
+/// each of its keys so far a second time).
+#[test]
+fn a_scan_timeout_mid_pass_goes_on_from_the_cursor() {
+    let cluster = RedisCluster::builder().node_timeout_ms(30_000).start();
+    let seeds = cluster.seed_addrs();
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let expected = write_keys(&client, "scan:", N).await;
+        let deadline = Instant::now() + 60 * SECOND;
+        let short = client.with_timeout(Duration::from_millis(500));
+        let mut seen = Seen::default();
+        let mut scan = short.scan(ScanOptions::new().count(20));
+        for _ in 0..10 {
+            assert!(page(&mut scan, &mut seen, deadline).await);
+        }
+        let port = scan.state().unwrap().node().expect("a pass under way").port;
+        let index = on_cluster(&cluster, move |c| {
+            let i = (0..c.len()).find(|&i| c.node(i).port() == port).unwrap();
+            c.node(i).pause(true);
+            i
+        })
+        .await;
+        let err = scan.next_page().await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        on_cluster(&cluster, move |c| c.node(index).pause(false)).await;
+        within(
+            "the scan",
+            60 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        seen.check("a SCAN timed out mid-pass", &expected);
+        let duplicates: u32 = seen.counts.values().map(|&c| c - 1).sum();
+        assert_eq!(duplicates, 0, "the pass went on from its cursor");
+    });
+}
+
 /// The whole scan over RESP2 connections: `CLUSTER NODES` and `INFO` come
 /// as bulk strings rather than verbatim strings.
 #[test]
