@@ -996,22 +996,51 @@ impl ClusterScan {
     }
 }
 
+/// A scan that comes in pages: what its [`Stream`](futures_lite::Stream)
+/// of keys is made from ([`poll_next_key`]).
+pub(crate) trait Pages {
+    /// Polls for the next page (`Ok(None)` at the end).
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<Bytes>>, Error>>;
+    /// Keys of the last page not yet yielded.
+    fn buffered(&mut self) -> &mut VecDeque<Bytes>;
+}
+
+/// The next key of a paged scan: the buffered ones first, then a new
+/// page. An error is yielded once, and polling again goes on with the
+/// scan.
+pub(crate) fn poll_next_key(
+    scan: &mut impl Pages,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, Error>>> {
+    loop {
+        if let Some(key) = scan.buffered().pop_front() {
+            return Poll::Ready(Some(Ok(key)));
+        }
+        match std::task::ready!(scan.poll_page(cx)) {
+            Ok(Some(keys)) => scan.buffered().extend(keys),
+            Ok(None) => return Poll::Ready(None),
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+impl Pages for ClusterScan {
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<Bytes>>, Error>> {
+        ClusterScan::poll_page(self, cx)
+    }
+
+    fn buffered(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.buffered
+    }
+}
+
 /// Keys one by one; an error is yielded once, and polling again goes on
 /// with the scan.
 impl futures_lite::Stream for ClusterScan {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(key) = self.buffered.pop_front() {
-                return Poll::Ready(Some(Ok(key)));
-            }
-            match std::task::ready!(self.poll_page(cx)) {
-                Ok(Some(keys)) => self.buffered.extend(keys),
-                Ok(None) => return Poll::Ready(None),
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-        }
+        poll_next_key(&mut *self, cx)
     }
 }
 

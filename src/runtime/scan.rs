@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::commands::CoreJob;
 use super::core_client::CoreClient;
 use super::remote_client::{ExtKind, RemoteClient};
-use crate::cluster::scan::next_page;
+use crate::cluster::scan::{Pages, next_page, poll_next_key};
 use crate::cluster::{ClusterScan, ScanCommands, ScanOptions, ScanState};
 use crate::{Error, Value};
 
@@ -190,16 +190,17 @@ impl futures_lite::Stream for RemoteScan {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(key) = self.buffered.pop_front() {
-                return Poll::Ready(Some(Ok(key)));
-            }
-            match std::task::ready!(self.poll_page(cx)) {
-                Ok(Some(keys)) => self.buffered.extend(keys),
-                Ok(None) => return Poll::Ready(None),
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-        }
+        poll_next_key(&mut *self, cx)
+    }
+}
+
+impl Pages for RemoteScan {
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<Bytes>>, Error>> {
+        RemoteScan::poll_page(self, cx)
+    }
+
+    fn buffered(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.buffered
     }
 }
 
