@@ -750,6 +750,7 @@ mod tests {
             Error::TransactionAborted,
             Error::CrossSlot { first: 1, other: 2 },
             Error::SlotUnserved { slot: 7 },
+            Error::SlotMigrating { slot: 7 },
             Error::TooManyRedirects {
                 redirects: 5,
                 last: err("MOVED 1 a:1"),

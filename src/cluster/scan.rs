@@ -836,7 +836,9 @@ type PageFuture =
 /// slot up: [`Error::SlotMigrating`] naming a slot that stays migrating (a
 /// resharding tool that died leaves one so until an operator runs
 /// `CLUSTER SETSLOT <slot> STABLE` or `NODE`), the node's connection
-/// error, or [`Error::SlotUnserved`]. So a stuck slot does not make the
+/// error, or [`Error::SlotUnserved`] (no master in the map, or the map's
+/// master, after the refreshes, still not a master owning the slot: the
+/// nodes disagree about who serves it). So a stuck slot does not make the
 /// scan loop forever: every other slot is finished first, then each page
 /// fails by its deadline naming the slot, and the scan can go on later
 /// from its state (keys of the stuck slot that a pass returned in the
