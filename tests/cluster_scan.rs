@@ -1,6 +1,10 @@
 //! Cluster SCAN on a real 3-master/3-replica cluster: every key returned
 //! (set equality, duplicates counted and printed), MATCH/COUNT/TYPE, and
-//! scans that go on while slots migrate and while a master fails over.
+//! scans that go on while slots migrate and while a master fails over
+//! (each page within its deadline); a slot left migrating (a typed error,
+//! not an endless scan), a dead master (the others' keys all returned
+//! meanwhile), a `SCAN` timing out mid-pass (the pass goes on from its
+//! cursor), and RESP2.
 //!
 //! Harness steps that block (slot moves, kills, failovers) run on
 //! glommio's blocking thread between pages, so the client keeps running.

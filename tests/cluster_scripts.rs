@@ -9,7 +9,8 @@
 //! same through the per-core runtime's
 //! `CoreClient` and `RemoteClient`. And, ignored until the fan-out routing
 //! lands, `SCRIPT LOAD`/`FUNCTION LOAD` through `Cluster::command` reach
-//! every master.
+//! every master. A script raising a refusal's text itself (`TRYAGAIN x`,
+//! `MOVED ...`) runs once: the router retries only the server's own.
 //!
 //! The harness's blocking calls on the nodes (`CONFIG RESETSTAT`, `INFO`)
 //! are made while the client is idle.

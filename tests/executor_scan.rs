@@ -2,7 +2,8 @@
 //! of 2 cores scans with its `CoreClient` (the masters other cores own are
 //! reached over the mesh), and a `RemoteClient` scans from a plain thread
 //! (each page a job on a core, the state travelling with it). Every key
-//! must come back; duplicates are printed.
+//! must come back; duplicates are printed. Pages whose wait expires lose
+//! no key.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

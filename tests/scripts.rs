@@ -2,7 +2,8 @@
 //! runs with `EVALSHA` and is loaded with `EVAL` the first time and after
 //! `SCRIPT FLUSH`, which the server's own counters (`INFO commandstats`)
 //! show; the read-only variant; errors raised by a script come back as
-//! server errors and are not sent again; functions (`FUNCTION LOAD`,
+//! server errors and are not sent again, even when their text starts
+//! like a refusal (`NOSCRIPT fake`, `TRYAGAIN fake`, ...); functions (`FUNCTION LOAD`,
 //! `FCALL`, `FCALL_RO`) and `SCRIPT LOAD`.
 //!
 //! The cluster's side is tests/cluster_scripts.rs.
