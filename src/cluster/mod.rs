@@ -117,6 +117,7 @@
 //! ```
 
 pub(crate) mod client;
+mod code_refusal;
 mod health;
 pub(crate) mod node;
 pub(crate) mod peers;
