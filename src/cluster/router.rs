@@ -19,7 +19,7 @@ use super::peers::{NodeOp, NodeReply, Peers};
 use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadFrom};
 use crate::error::{Redirect, RedirectKind, RetryAction};
 use crate::{Connection, Error, Value};
 
@@ -28,6 +28,9 @@ pub(crate) struct Routes {
     pub map: SlotMap,
     /// `masters[i]` serves the slots `map` gives master `i`.
     pub masters: Vec<Rc<Node>>,
+    /// `replicas[i]` are the replicas of `masters[i]`, for reads (see
+    /// [`super::replicas`]).
+    pub replicas: Vec<Vec<Rc<Node>>>,
 }
 
 impl Routes {
@@ -92,6 +95,10 @@ pub(crate) struct Attempt {
     /// it is sent again after a connection lost in flight, which could not
     /// have applied anything.
     pub read_only: bool,
+    /// Where the call goes when it only reads.
+    pub read_from: ReadFrom,
+    /// A replica was tried (or none was to be): the rest goes to masters.
+    pub replica_done: bool,
 }
 
 impl Attempt {
@@ -106,7 +113,14 @@ impl Attempt {
             ask: None,
             own_timeout,
             read_only: false,
+            read_from: ReadFrom::Primary,
+            replica_done: false,
         }
+    }
+
+    /// From now on every try gets the time left as its own deadline.
+    pub fn own_timeout_off(&mut self) {
+        self.own_timeout = false;
     }
 
     /// Time left before the deadline.
@@ -139,6 +153,8 @@ pub(crate) struct Router {
     pub pubsub: super::pubsub::Followers,
     /// Connections opened for subscriptions only, to nodes a peer owns.
     pubsub_links: RefCell<HashMap<NodeAddr, Connection>>,
+    /// What the replica strategies keep between calls.
+    pub replica_state: super::replicas::ReplicaState,
 }
 
 impl Router {
@@ -155,6 +171,7 @@ impl Router {
             routes: RefCell::new(Rc::new(Routes {
                 map: SlotMap::empty(0),
                 masters: Vec::new(),
+                replicas: Vec::new(),
             })),
             nodes: RefCell::new(HashMap::new()),
             topology: RefCell::new(None),
@@ -166,6 +183,7 @@ impl Router {
             peers,
             pubsub: Default::default(),
             pubsub_links: RefCell::new(HashMap::new()),
+            replica_state: Default::default(),
         })
     }
 
@@ -179,21 +197,23 @@ impl Router {
     /// linking it to the peer that owns it).
     pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
         let routes = self.routes();
-        self.node_among(addr, routes.map.masters())
+        self.node_among(addr, &routes.map)
     }
 
-    /// [`node`](Self::node), with ownership decided by `masters`.
-    fn node_among(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Rc<Node> {
+    /// [`node`](Self::node), with ownership (and whether the connection
+    /// is a replica's, sending `READONLY`) decided by `map`.
+    fn node_among(&self, addr: &NodeAddr, map: &SlotMap) -> Rc<Node> {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let owner = self.peers.owner(addr, masters);
-        self.add_node(addr, owner)
+        let owner = self.peers.owner(addr, map.masters());
+        self.add_node(addr, owner, map.is_replica(addr))
     }
 
     /// Adds `addr` to the pool, reached through peer `owner`, or through a
-    /// connection of this router's own.
-    fn add_node(&self, addr: &NodeAddr, owner: Option<usize>) -> Rc<Node> {
+    /// connection of this router's own (sending `READONLY` when
+    /// `readonly`: a replica's).
+    fn add_node(&self, addr: &NodeAddr, owner: Option<usize>, readonly: bool) -> Rc<Node> {
         let via = match owner {
             Some(peer) => Via::Peer(PeerLink {
                 peer,
@@ -202,8 +222,10 @@ impl Router {
             }),
             None => {
                 let silence = self.silence.clone();
+                let mut config = self.config.node_config(addr);
+                config.readonly = readonly;
                 Via::Connection(Connection::open_node(
-                    self.config.node_config(addr),
+                    config,
                     self.tls.clone(),
                     Box::new(move || silence.raise()),
                 ))
@@ -213,6 +235,8 @@ impl Router {
             addr: addr.clone(),
             via,
             redirects: Cell::new(0),
+            skip_until: Cell::new(None),
+            latency: Cell::new(None),
         });
         self.nodes.borrow_mut().insert(addr.clone(), node.clone());
         node
@@ -228,7 +252,7 @@ impl Router {
         let known = self.nodes.borrow().get(addr).cloned();
         let node = match known {
             Some(n) if n.via.connection().is_some() => n,
-            _ => self.add_node(addr, None),
+            _ => self.add_node(addr, None, self.routes().map.is_replica(addr)),
         };
         Ok(node.via.connection().expect("an own connection").clone())
     }
@@ -290,24 +314,41 @@ impl Router {
     /// flight on the old link finish there.
     pub fn install(&self, map: SlotMap) {
         self.give_up_demoted(map.masters());
-        let relink: Vec<(NodeAddr, Option<usize>)> = self
+        let relink: Vec<(NodeAddr, Option<usize>, bool)> = self
             .nodes
             .borrow()
             .values()
             .filter_map(|n| {
                 let owner = self.peers.owner(&n.addr, map.masters());
-                (n.via.peer() != owner).then(|| (n.addr.clone(), owner))
+                let replica = map.is_replica(&n.addr);
+                // A demoted master's connection must send READONLY to
+                // serve replica reads (a promoted replica's may keep it).
+                let needs_readonly =
+                    replica && n.via.connection().is_some_and(|c| !c.config().readonly);
+                (n.via.peer() != owner || needs_readonly).then(|| (n.addr.clone(), owner, replica))
             })
             .collect();
-        for (addr, owner) in relink {
-            self.add_node(&addr, owner);
+        for (addr, owner, replica) in relink {
+            self.add_node(&addr, owner, replica);
         }
         let masters = map
             .masters()
             .iter()
-            .map(|a| self.node_among(a, map.masters()))
+            .map(|a| self.node_among(a, &map))
             .collect();
-        *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
+        let replicas = (0..map.masters().len())
+            .map(|i| {
+                map.replicas_of(i)
+                    .iter()
+                    .map(|a| self.node_among(a, &map))
+                    .collect()
+            })
+            .collect();
+        *self.routes.borrow_mut() = Rc::new(Routes {
+            map,
+            masters,
+            replicas,
+        });
         self.pubsub.signal.raise();
     }
 
@@ -357,6 +398,9 @@ impl Router {
         F: AsyncFn(&Node, bool, Option<Duration>) -> Result<Value, Error>,
     {
         loop {
+            if let Some(value) = self.read_from_replica(route, attempt, &op).await? {
+                return Ok(value);
+            }
             let (node, asking) = match attempt.ask.take() {
                 Some(node) => (node, true),
                 None => match self.routes().node(route) {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::read_from::{NodeZones, ReadFrom, ReplicaOptions};
 use super::{ConnectionConfig, ConnectionConfigBuilder, ServerAddr, TlsOptions, invalid};
 use crate::Error;
 use crate::cluster::NodeAddr;
@@ -61,6 +62,13 @@ pub struct ClusterConfig {
     pub retry_backoff_initial: Duration,
     /// Largest retry delay (default 500 ms).
     pub retry_backoff_max: Duration,
+    /// Where commands that only read go (default: the master). A handle
+    /// can override it per call with
+    /// [`Cluster::with_read_from`](crate::cluster::Cluster::with_read_from).
+    pub read_from: ReadFrom,
+    /// Zones and latency probing for the replica strategies (boxed: most
+    /// clients never read from replicas).
+    pub replicas: Box<ReplicaOptions>,
 }
 
 impl Default for ClusterConfig {
@@ -79,6 +87,8 @@ impl Default for ClusterConfig {
             refresh_fanout: 3,
             retry_backoff_initial: Duration::from_millis(20),
             retry_backoff_max: Duration::from_millis(500),
+            read_from: ReadFrom::Primary,
+            replicas: Box::default(),
         }
     }
 }
@@ -169,6 +179,7 @@ impl ClusterConfig {
                 "must not be less than retry_backoff_initial",
             ));
         }
+        self.replicas.validate(self.read_from)?;
         self.node.validate()
     }
 }
@@ -340,6 +351,55 @@ impl ClusterConfigBuilder {
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.retry_backoff_initial = initial;
         self.config.retry_backoff_max = max;
+        self
+    }
+
+    /// Where commands that only read go (default [`ReadFrom::Primary`]).
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.config.read_from = read_from;
+        self
+    }
+
+    /// The client's availability zone, for [`ReadFrom::AzAffinity`].
+    pub fn client_zone(mut self, zone: impl Into<String>) -> Self {
+        self.config.replicas.client_zone = Some(zone.into());
+        self
+    }
+
+    /// The zone of each node, by address, for [`ReadFrom::AzAffinity`].
+    pub fn node_zones(
+        mut self,
+        zones: impl IntoIterator<Item = (impl IntoNodeAddr, impl Into<String>)>,
+    ) -> Self {
+        let mut table = std::collections::HashMap::new();
+        for (addr, zone) in zones {
+            match addr.into_node_addr() {
+                Ok(addr) => {
+                    table.insert(addr, zone.into());
+                }
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        self.config.replicas.node_zones = NodeZones::Table(table);
+        self
+    }
+
+    /// A function naming the zone of a node, for
+    /// [`ReadFrom::AzAffinity`]; asked on every read routed by zone.
+    pub fn node_zone_fn(
+        mut self,
+        f: impl Fn(&NodeAddr) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.replicas.node_zones = NodeZones::Function(std::sync::Arc::new(f));
+        self
+    }
+
+    /// How often the round trip to each node is measured for
+    /// [`ReadFrom::LowestLatency`] (default 100 ms).
+    pub fn latency_probe_interval(mut self, interval: Duration) -> Self {
+        self.config.replicas.latency_probe_interval = interval;
         self
     }
 
