@@ -235,8 +235,10 @@ impl Cluster {
 }
 
 impl Commands for Cluster {
-    /// Sends one command to the master serving its slot and converts the
-    /// reply; a server error is `Err(Error::Server(..))`.
+    /// Sends one command to the master serving its slot (or, for a
+    /// command that only reads, where the handle's [`ReadFrom`] says: see
+    /// [`with_read_from`](Cluster::with_read_from)) and converts the reply;
+    /// a server error is `Err(Error::Server(..))`.
     ///
     /// Keys in different slots are [`Error::CrossSlot`] (nothing is sent;
     /// see [`mget`](Self::mget) and the other split helpers). A keyless
