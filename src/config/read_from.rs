@@ -64,7 +64,7 @@ impl ReadFrom {
 
 impl fmt::Display for ReadFrom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ReadFrom::Primary => "primary",
             ReadFrom::PreferReplica => "replica",
             ReadFrom::RoundRobin => "round-robin",
