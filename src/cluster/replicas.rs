@@ -233,3 +233,38 @@ async fn measure(node: &Node, wait: Duration) -> Duration {
         _ => wait,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::error::ServerError;
+
+    fn server(text: &'static str) -> Error {
+        Error::Server(ServerError::new(Bytes::from_static(text.as_bytes())))
+    }
+
+    #[test]
+    fn a_replica_failure_falls_back_unless_it_is_the_answer() {
+        for err in [
+            server("MOVED 3999 127.0.0.1:7001"),
+            server("LOADING Redis is loading the dataset in memory"),
+            server("CLUSTERDOWN The cluster is down"),
+            Error::ConnectionLost,
+            Error::Timeout {
+                maybe_applied: true,
+            },
+            Error::Connect {
+                addr: "h:1".into(),
+                reason: "refused".into(),
+                unsent_command: true,
+            },
+        ] {
+            assert!(falls_back(&err), "{err:?}");
+        }
+        assert!(!falls_back(&server(
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        )));
+    }
+}
