@@ -169,6 +169,11 @@ async fn primary_reads_never_touch_replicas(
     let info = client.info();
     for n in info.nodes.iter().filter(|n| n.role == Role::Replica) {
         assert_eq!(n.commands, 0, "calls the client sent to replica {}", n.addr);
+        assert!(
+            !n.connected,
+            "a client reading from masters only connects to no replica: {}",
+            n.addr
+        );
     }
 }
 

@@ -165,6 +165,9 @@ impl Cluster {
         if router.peers.leads_refreshes() {
             glommio::spawn_local(refresh::refresher(router.clone())).detach();
         }
+        if router.config.read_from.uses_replicas() {
+            router.want_replicas();
+        }
         if router.config.read_from == ReadFrom::LowestLatency {
             router.start_latency_probe();
         }
@@ -196,6 +199,9 @@ impl Cluster {
     /// [`ClusterConfig::read_from`] says. Pipelines and transactions
     /// always go to masters.
     pub fn with_read_from(&self, read_from: ReadFrom) -> Cluster {
+        if read_from.uses_replicas() {
+            self.router.want_replicas();
+        }
         if read_from == ReadFrom::LowestLatency {
             self.router.start_latency_probe();
         }

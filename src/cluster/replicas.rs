@@ -41,6 +41,16 @@ pub(crate) struct ReplicaState {
     next: Cell<usize>,
     /// Set once the latency probe task runs.
     probing: Cell<bool>,
+    /// Set once a call wanted replica reads: from then on the routes list
+    /// each master's replicas (and their connections open).
+    wanted: Cell<bool>,
+}
+
+impl ReplicaState {
+    /// Whether replica reads were wanted yet.
+    pub fn wanted(&self) -> bool {
+        self.wanted.get()
+    }
 }
 
 /// True when the node may serve reads now.
@@ -179,6 +189,18 @@ impl Router {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Makes the routes list each master's replicas from now on (the first
+    /// time a handle reads from replicas): a client that reads only from
+    /// masters never connects to a replica.
+    pub(crate) fn want_replicas(&self) {
+        if self.replica_state.wanted.replace(true) {
+            return;
+        }
+        let map = self.routes().map.clone();
+        let replicas = self.replica_nodes(&map);
+        self.set_replicas(replicas);
     }
 
     /// Starts this router's latency probe, once: every

@@ -336,20 +336,40 @@ impl Router {
             .iter()
             .map(|a| self.node_among(a, &map))
             .collect();
-        let replicas = (0..map.masters().len())
-            .map(|i| {
-                map.replicas_of(i)
-                    .iter()
-                    .map(|a| self.node_among(a, &map))
-                    .collect()
-            })
-            .collect();
+        let replicas = self.replica_nodes(&map);
         *self.routes.borrow_mut() = Rc::new(Routes {
             map,
             masters,
             replicas,
         });
         self.pubsub.signal.raise();
+    }
+
+    /// The nodes of each master's replicas in `map`, once some call wanted
+    /// replica reads (until then, none: no connection to a replica opens).
+    pub(super) fn replica_nodes(&self, map: &SlotMap) -> Vec<Vec<Rc<Node>>> {
+        if !self.replica_state.wanted() {
+            return Vec::new();
+        }
+        (0..map.masters().len())
+            .map(|i| {
+                map.replicas_of(i)
+                    .iter()
+                    .map(|a| self.node_among(a, map))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Replaces the current routes with the same map and masters and the
+    /// replica lists `replicas`.
+    pub(super) fn set_replicas(&self, replicas: Vec<Vec<Rc<Node>>>) {
+        let current = self.routes();
+        *self.routes.borrow_mut() = Rc::new(Routes {
+            map: current.map.clone(),
+            masters: current.masters.clone(),
+            replicas,
+        });
     }
 
     /// Applies a MOVED: `slot` is served by `addr` from now on.
