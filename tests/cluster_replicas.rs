@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ use redcore::config::ReadFrom;
 use redcore::prelude::*;
 use redcore::{ClusterConfig, ClusterExecutor, CoreClient, Value, cmd};
 use redcore_test_support::client::{eventually, run, wait_until};
-use redcore_test_support::{Conn, RedisCluster, RedisServer, key_in_slot};
+use redcore_test_support::{
+    Conn, FakeNode, FakeReply, RedisCluster, RedisServer, Reply as Frame, key_in_slot,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -544,4 +546,90 @@ fn core_and_remote_clients_read_from_replicas_on_two_cores() {
     // Two cores and the remote client each read every key once.
     assert_eq!(on_replicas, 3 * keys.len() as u64, "GETs on replicas");
     assert_eq!(gets(&cluster, &masters), [0, 0, 0], "GETs on masters");
+}
+
+/// `CLUSTER SLOTS` of a fake two-node cluster: every slot on `master`,
+/// `replica` its replica.
+fn fake_slots(master: SocketAddr, replica: SocketAddr) -> FakeReply {
+    let node = |a: SocketAddr| {
+        Frame::Array(vec![
+            Frame::Bulk(a.ip().to_string().into_bytes()),
+            Frame::Integer(a.port().into()),
+            Frame::Bulk(format!("{:040x}", a.port()).into_bytes()),
+        ])
+    };
+    FakeReply::Value(Frame::Array(vec![Frame::Array(vec![
+        Frame::Integer(0),
+        Frame::Integer(16383),
+        node(master),
+        node(replica),
+    ])]))
+}
+
+/// A fake node of that cluster; `get` answers its `GET`s.
+fn fake_node(
+    addrs: Arc<OnceLock<(SocketAddr, SocketAddr)>>,
+    get: impl Fn() -> FakeReply + Send + Sync + 'static,
+) -> FakeNode {
+    FakeNode::start_with(move |call| {
+        if call.is("CLUSTER SHARDS") {
+            FakeReply::error("ERR unknown subcommand 'SHARDS'")
+        } else if call.is("CLUSTER SLOTS") {
+            let (m, r) = *addrs.get().expect("both nodes started");
+            fake_slots(m, r)
+        } else if call.is("GET") {
+            get()
+        } else {
+            FakeReply::Default
+        }
+    })
+}
+
+/// A replica answering `MOVED` (scripted: a real one only does when its
+/// view is stale): the read is served by the master within the same call,
+/// the slot map still sends the slot to the master (no connection to the
+/// address the replica named), and the next read skips the replica.
+#[test]
+fn a_replicas_moved_falls_back_and_leaves_the_slot_map_alone() {
+    let addrs: Arc<OnceLock<(SocketAddr, SocketAddr)>> = Arc::new(OnceLock::new());
+    let elsewhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let master = fake_node(addrs.clone(), || FakeReply::bulk("from-master"));
+    let replica = fake_node(addrs.clone(), move || FakeReply::moved(1234, elsewhere));
+    addrs.set((master.addr(), replica.addr())).unwrap();
+    let (master_addr, seed) = (master.addr(), master.addr());
+    run(move || async move {
+        let config = ClusterConfig::builder()
+            .seed(seed)
+            .timeout(Duration::from_secs(2))
+            .refresh_interval(None)
+            .read_from(ReadFrom::PreferReplica)
+            .build()
+            .expect("config");
+        let client = Cluster::connect(config).await.expect("connect");
+        let epoch = client.info().epoch;
+        let v: String = client.get("k").await.expect("a read");
+        assert_eq!(v, "from-master");
+        let info = client.info();
+        assert!(
+            info.nodes.iter().all(|n| n.addr != node_addr(elsewhere)),
+            "the replica's MOVED target joined the map: {info:?}"
+        );
+        let on_master: Vec<_> = info
+            .nodes
+            .iter()
+            .filter(|n| n.addr == node_addr(master_addr))
+            .collect();
+        assert_eq!(on_master[0].slots, [(0, 16383)], "{info:?}");
+        assert!(info.epoch >= epoch);
+        // Within a second the replica is skipped.
+        let v: String = client.get("k").await.expect("a second read");
+        assert_eq!(v, "from-master");
+    });
+    assert_eq!(replica.count("GET"), 1, "the replica was tried once");
+    assert_eq!(master.count("GET"), 2, "the master served both reads");
+    assert!(
+        replica.count("READONLY") >= 1,
+        "the replica connection sent READONLY"
+    );
+    assert_eq!(master.count("READONLY"), 0, "the master connection did not");
 }
