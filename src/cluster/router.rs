@@ -206,8 +206,20 @@ impl Router {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let owner = self.peers.owner(addr, map.masters());
+        let owner = self.owner_in(addr, map);
         self.add_node(addr, owner, map.is_replica(addr))
+    }
+
+    /// The peer owning `addr` under `map`: a master by its place among the
+    /// masters, a replica by its place among the replicas (so the peers
+    /// share both evenly), anything else as the peers decide.
+    fn owner_in(&self, addr: &NodeAddr, map: &SlotMap) -> Option<usize> {
+        if map.is_replica(addr) {
+            let replicas: Vec<NodeAddr> = map.replicas().cloned().collect();
+            self.peers.owner(addr, &replicas)
+        } else {
+            self.peers.owner(addr, map.masters())
+        }
     }
 
     /// Adds `addr` to the pool, reached through peer `owner`, or through a
@@ -310,7 +322,8 @@ impl Router {
     }
 
     /// Makes `map` the current routes. A node whose owner changed with
-    /// the new master list (only ever with peers) is linked anew; calls in
+    /// the new master or replica list (only ever with peers), or a demoted
+    /// master whose connection lacks `READONLY`, is linked anew; calls in
     /// flight on the old link finish there.
     pub fn install(&self, map: SlotMap) {
         self.give_up_demoted(map.masters());
@@ -319,7 +332,7 @@ impl Router {
             .borrow()
             .values()
             .filter_map(|n| {
-                let owner = self.peers.owner(&n.addr, map.masters());
+                let owner = self.owner_in(&n.addr, &map);
                 let replica = map.is_replica(&n.addr);
                 // A demoted master's connection must send READONLY to
                 // serve replica reads (a promoted replica's may keep it).

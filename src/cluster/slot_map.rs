@@ -186,6 +186,11 @@ impl SlotMap {
         self.replicas.get(index).map_or(&[], Vec::as_slice)
     }
 
+    /// Every replica of every master.
+    pub(crate) fn replicas(&self) -> impl Iterator<Item = &NodeAddr> {
+        self.replicas.iter().flatten()
+    }
+
     /// True when `addr` is listed as a replica and not as a master.
     pub(crate) fn is_replica(&self, addr: &NodeAddr) -> bool {
         !self.masters.contains(addr) && self.replicas.iter().flatten().any(|r| r == addr)
