@@ -108,18 +108,26 @@ async fn connect(cluster: &RedisCluster) -> Cluster {
 
 /// Writes `key = value` and waits until a replica acknowledged it.
 async fn set_and_wait(client: &Cluster, key: &str, value: &str) {
-    // WAIT is keyless: in one pipeline with the SET it goes to the same
-    // master.
-    let replies = client
-        .pipeline([cmd("SET").arg(key).arg(value), cmd("WAIT").arg(1).arg(5000)])
-        .await
-        .expect("SET + WAIT");
-    assert_eq!(replies[0], Value::SimpleString("OK".into()), "SET {key}");
-    assert!(
-        matches!(replies[1], Value::Integer(n) if n >= 1),
-        "WAIT 1 for {key}: {:?}",
-        replies[1]
-    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // WAIT is keyless: in one pipeline with the SET it goes to the
+        // same master, unless the client's map is stale (after a
+        // failover): then the SET follows its MOVED alone and the WAIT
+        // meets a replica. Both are sent again after a refresh (setting
+        // the same value twice changes nothing).
+        let replies = client
+            .pipeline([cmd("SET").arg(key).arg(value), cmd("WAIT").arg(1).arg(5000)])
+            .await
+            .expect("SET + WAIT");
+        assert_eq!(replies[0], Value::SimpleString("OK".into()), "SET {key}");
+        match &replies[1] {
+            Value::Integer(n) if *n >= 1 => return,
+            Value::Error(e) if e.to_string().contains("replica") && Instant::now() < deadline => {
+                client.refresh().await.expect("a refresh");
+            }
+            other => panic!("WAIT 1 for {key}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -142,6 +150,8 @@ fn replica_reads_on_three_masters_and_three_replicas() {
         prefer_replica_reads_are_served_by_replicas(&cluster, &client, &keys, &masters, &replicas)
             .await;
         writes_with_prefer_replica_go_to_masters(&cluster, &client, &masters, &replicas).await;
+        replica_connections_reconnect_read_only(&cluster, &client, &keys, &masters, &replicas)
+            .await;
         lowest_latency_avoids_a_slowed_replica(&cluster, &client, masters[2]).await;
         reads_survive_a_killed_replica(&mut cluster, &client, masters[0]).await;
         reads_and_writes_survive_a_failover(&cluster, &client, masters[1]).await;
@@ -250,6 +260,40 @@ async fn writes_with_prefer_replica_go_to_masters(
         .sum();
     assert_eq!(incrs, 30, "INCRs on masters");
     let _ = replicas;
+}
+
+async fn replica_connections_reconnect_read_only(
+    cluster: &RedisCluster,
+    client: &Cluster,
+    keys: &[String],
+    masters: &[usize],
+    replicas: &[usize],
+) {
+    let prefer = client.with_read_from(ReadFrom::PreferReplica);
+    for &r in replicas {
+        // Our connections to the replica (the harness's own is skipped).
+        cluster.node(r).cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    }
+    // Reads during the reconnect may fall back to the masters; once the
+    // new sockets are up (READONLY again in their handshake), every read is
+    // a replica's again.
+    eventually("every read served by a replica again", WAIT, async || {
+        reset_stats(cluster, masters);
+        for k in keys {
+            let _: String = prefer.get(k).await.expect("a read while reconnecting");
+        }
+        gets(cluster, masters).iter().sum::<u64>() == 0
+    })
+    .await;
+    for &r in replicas {
+        let clients = cluster.node(r).cmd(&["CLIENT", "LIST"]);
+        assert!(
+            clients.lines().any(|l| l
+                .split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('r'))),
+            "a READONLY client on replica {r}: {clients}"
+        );
+    }
 }
 
 async fn lowest_latency_avoids_a_slowed_replica(
@@ -366,8 +410,6 @@ async fn reads_and_writes_survive_a_failover(
     // deadline while the client learns the change.
     for (i, k) in keys.iter().enumerate() {
         let v = format!("after-{i}");
-        // A lone SET first: a pipelined WAIT would stay on the demoted
-        // master while the SET follows its MOVED.
         let _: () = client.set(k, &v).await.expect("a write after the failover");
         set_and_wait(client, k, &v).await;
         let got: String = prefer.get(k).await.expect("a read after the failover");
