@@ -44,7 +44,10 @@ pub enum ReadFrom {
     RoundRobin,
     /// A replica in the client's zone
     /// ([`ReplicaOptions::client_zone`]) at random, else another replica
-    /// at random, else the master. Needs a client zone.
+    /// at random, else the master. A configuration with this strategy
+    /// needs a client zone; a handle switched to it
+    /// ([`with_read_from`](crate::cluster::Cluster::with_read_from)) on a
+    /// client without one reads from any replica.
     AzAffinity,
     /// The node with the lowest measured round trip among the slot's
     /// master and its replicas: each core's client sends `PING` to every
