@@ -102,8 +102,11 @@ impl ClusterConfig {
     /// The configuration a Redis URI describes, its host and port as the
     /// one seed: `redis://:secret@10.0.0.1:7000` or `rediss://...` for TLS.
     /// A database other than 0 is an error: a cluster has only database 0.
+    /// Besides the connection's query options, `read_from=` takes a
+    /// [`ReadFrom`] (`redis://10.0.0.1:7000?read_from=replica`).
     pub fn from_uri(uri: &str) -> Result<ClusterConfig, Error> {
-        let mut node = super::parse_uri(uri)?;
+        let (uri, read_from) = take_read_from(uri)?;
+        let mut node = super::parse_uri(&uri)?;
         // A URI carries no backoff: keep the cluster's shorter defaults.
         let defaults = ClusterConfig::default().node;
         node.backoff_initial = defaults.backoff_initial;
@@ -116,6 +119,9 @@ impl ClusterConfig {
         };
         let seed = NodeAddr::new(host.clone(), *port);
         let mut builder = ClusterConfig::builder().seed(seed);
+        if let Some(r) = read_from {
+            builder = builder.read_from(r);
+        }
         builder.node = node.into_builder();
         builder.build()
     }
@@ -182,6 +188,30 @@ impl ClusterConfig {
         self.replicas.validate(self.read_from)?;
         self.node.validate()
     }
+}
+
+/// `uri` without its `read_from=` query option, and that option's value.
+fn take_read_from(uri: &str) -> Result<(String, Option<ReadFrom>), Error> {
+    let Some((base, query)) = uri.split_once('?') else {
+        return Ok((uri.to_owned(), None));
+    };
+    let mut read_from = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("read_from=") {
+            Some(_) if read_from.is_some() => {
+                return Err(invalid("read_from", "given twice in the URI"));
+            }
+            Some(value) => read_from = Some(value.parse::<ReadFrom>()?),
+            None => rest.push(pair),
+        }
+    }
+    let uri = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((uri, read_from))
 }
 
 /// Anything that names one node: `"host:port"`, `"host"` (port 6379),
@@ -560,6 +590,19 @@ mod tests {
             .into_cluster_config()
             .unwrap();
         assert_eq!(list.seeds.len(), 2);
+        let replicas = "redis://10.0.0.1:7000?protocol=resp2&read_from=replica"
+            .into_cluster_config()
+            .unwrap();
+        assert_eq!(replicas.read_from, ReadFrom::PreferReplica);
+        assert_eq!(replicas.node.protocol, crate::Protocol::Resp2);
+        let bad = "redis://10.0.0.1:7000?read_from=nearest"
+            .into_cluster_config()
+            .unwrap_err();
+        assert_eq!(option_of(bad), "read_from");
+        let az = "redis://10.0.0.1:7000?read_from=az"
+            .into_cluster_config()
+            .unwrap_err();
+        assert_eq!(option_of(az), "read_from");
         let one = "10.0.0.1:7000".into_cluster_config().unwrap();
         assert_eq!(one.seeds, [NodeAddr::new("10.0.0.1", 7000)]);
     }
