@@ -33,7 +33,10 @@
 //!   node, follows `MOVED`/`ASK`, rides out failovers by refreshing its
 //!   slot map (merged, rate-limited refreshes; a periodic one too), splits
 //!   pipelines and `MGET`/`MSET`/`DEL`-style commands across nodes, and
-//!   runs transactions and watch transactions on one slot.
+//!   runs transactions and watch transactions on one slot. Commands that
+//!   only read can go to replicas ([`config::ReadFrom`]: prefer replica,
+//!   round-robin, same zone first, lowest measured latency), falling back
+//!   to the master within the call's deadline.
 //!   [`ClusterConfig`] holds its options; `examples/cluster.rs` with
 //!   `tools/cluster-example.sh` runs it against a throwaway cluster.
 //!

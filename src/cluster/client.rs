@@ -11,7 +11,7 @@ use super::router::{Attempt, Router, Step, join_all};
 use super::{Health, NodeAddr, Role};
 use crate::cmd::{Args, Cmd, Route, cmd};
 use crate::commands::WatchFn;
-use crate::config::{ClusterConfig, IntoClusterConfig};
+use crate::config::{ClusterConfig, IntoClusterConfig, ReadFrom};
 use crate::error::{RedirectKind, RetryAction, ServerError};
 use crate::resp::Arg;
 use crate::slot::key_slot;
@@ -70,6 +70,8 @@ pub struct Cluster {
     _close: Rc<CloseGuard>,
     /// Overrides the configured call deadline ([`Cluster::with_timeout`]).
     timeout: Option<Duration>,
+    /// Overrides the configured read strategy ([`Cluster::with_read_from`]).
+    read_from: Option<ReadFrom>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -123,6 +125,9 @@ pub struct ClusterNodeInfo {
     /// interval without a byte arriving (see
     /// [`ConnectionConfig::health_interval`](crate::ConnectionConfig::health_interval)).
     pub stalls: u64,
+    /// The moving average of the `PING` round trips this client measured
+    /// to it, once [`ReadFrom::LowestLatency`] was used (`None` before).
+    pub latency: Option<Duration>,
     /// On the per-core runtime, the core whose connection reaches this
     /// node when it is not this core; `connected`, `commands`,
     /// `reconnects` and `stalls` are then zero here (that core reports
@@ -160,11 +165,18 @@ impl Cluster {
         if router.peers.leads_refreshes() {
             glommio::spawn_local(refresh::refresher(router.clone())).detach();
         }
+        if router.config.read_from.uses_replicas() {
+            router.want_replicas();
+        }
+        if router.config.read_from == ReadFrom::LowestLatency {
+            router.start_latency_probe();
+        }
         glommio::spawn_local(super::health::watch_silent_nodes(router.clone())).detach();
         Cluster {
             _close: Rc::new(CloseGuard(router.clone())),
             router,
             timeout: None,
+            read_from: None,
         }
     }
 
@@ -180,6 +192,28 @@ impl Cluster {
             timeout: Some(timeout),
             ..self.clone()
         }
+    }
+
+    /// A handle on the same client whose commands that only read go where
+    /// `read_from` says instead of where
+    /// [`ClusterConfig::read_from`] says. Pipelines and transactions
+    /// always go to masters.
+    pub fn with_read_from(&self, read_from: ReadFrom) -> Cluster {
+        if read_from.uses_replicas() {
+            self.router.want_replicas();
+        }
+        if read_from == ReadFrom::LowestLatency {
+            self.router.start_latency_probe();
+        }
+        Cluster {
+            read_from: Some(read_from),
+            ..self.clone()
+        }
+    }
+
+    /// The read strategy of this handle's calls.
+    pub(crate) fn read_from(&self) -> ReadFrom {
+        self.read_from.unwrap_or(self.router.config.read_from)
     }
 
     /// The end-to-end deadline of a call starting now.
@@ -207,8 +241,10 @@ impl Cluster {
 }
 
 impl Commands for Cluster {
-    /// Sends one command to the master serving its slot and converts the
-    /// reply; a server error is `Err(Error::Server(..))`.
+    /// Sends one command to the master serving its slot (or, for a
+    /// command that only reads, where the handle's [`ReadFrom`] says: see
+    /// [`with_read_from`](Cluster::with_read_from)) and converts the reply;
+    /// a server error is `Err(Error::Server(..))`.
     ///
     /// Keys in different slots are [`Error::CrossSlot`] (nothing is sent;
     /// see [`mget`](Self::mget) and the other split helpers). A keyless
@@ -229,6 +265,7 @@ impl Commands for Cluster {
         let mut attempt = self.attempt();
         attempt.read_only = crate::cmd::is_read_only(&args);
         attempt.runs_code = super::code_refusal::runs_code(&args);
+        attempt.read_from = self.read_from();
         let value = self
             .router
             .run(route, &mut attempt, async |node, asking, timeout| {
@@ -608,6 +645,8 @@ impl Cluster {
         let deadline = self.deadline();
         let outs = join_all(groups.iter().zip(cmds).map(|((slot, _), c)| async move {
             let mut attempt = self.attempt_until(deadline);
+            attempt.read_only = crate::cmd::is_read_only(c);
+            attempt.read_from = self.read_from();
             self.router
                 .run(
                     Route::Slot(*slot),
@@ -648,6 +687,7 @@ impl Cluster {
                 redirects: node.map_or(0, |n| n.redirects.get()),
                 reconnects: stats.reconnects,
                 stalls: stats.stalls,
+                latency: node.and_then(|n| n.latency.get()),
                 owner_core: node.and_then(|n| n.via.peer()),
             }
         };

@@ -123,6 +123,7 @@ pub(crate) mod node;
 pub(crate) mod peers;
 pub(crate) mod pubsub;
 mod refresh;
+mod replicas;
 pub(crate) mod router;
 #[cfg(test)]
 mod router_tests;

@@ -25,6 +25,12 @@ pub(crate) struct Node {
     pub via: Via,
     /// MOVED and ASK replies this node sent.
     pub redirects: Cell<u64>,
+    /// Set when a read sent here as a replica failed: replica reads skip
+    /// the node until then (see [`super::replicas`]).
+    pub skip_until: Cell<Option<Instant>>,
+    /// The moving average of the `PING` round trips this client measured
+    /// (for [`ReadFrom::LowestLatency`](crate::config::ReadFrom::LowestLatency)).
+    pub latency: Cell<Option<Duration>>,
 }
 
 /// How a router reaches a node.

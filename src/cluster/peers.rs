@@ -100,8 +100,9 @@ pub(crate) struct Ticket {
 /// [`owner`](Self::owner) returned.
 pub(crate) trait Peers {
     /// The peer whose connection reaches `addr`, when it is not this
-    /// router's own, decided from the current master list `masters` (every
-    /// router decides the same from the same list).
+    /// router's own, decided from `masters`: the current master list, or
+    /// for a replica the current replica list (every router decides the
+    /// same from the same list).
     fn owner(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Option<usize>;
 
     /// Hands `op` for node `addr` to `peer`, to run on its connection

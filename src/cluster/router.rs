@@ -19,7 +19,7 @@ use super::peers::{NodeOp, NodeReply, Peers};
 use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadFrom};
 use crate::error::{Redirect, RedirectKind, RetryAction};
 use crate::{Connection, Error, Value};
 
@@ -28,6 +28,9 @@ pub(crate) struct Routes {
     pub map: SlotMap,
     /// `masters[i]` serves the slots `map` gives master `i`.
     pub masters: Vec<Rc<Node>>,
+    /// `replicas[i]` are the replicas of `masters[i]`, for reads (see
+    /// [`super::replicas`]).
+    pub replicas: Vec<Vec<Rc<Node>>>,
 }
 
 impl Routes {
@@ -95,6 +98,10 @@ pub(crate) struct Attempt {
     /// The command runs a script or function: a refusal is retried only
     /// in the server's own words ([`super::code_refusal`]).
     pub runs_code: bool,
+    /// Where the call goes when it only reads.
+    pub read_from: ReadFrom,
+    /// A replica was tried (or none was to be): the rest goes to masters.
+    pub replica_done: bool,
 }
 
 impl Attempt {
@@ -110,7 +117,14 @@ impl Attempt {
             own_timeout,
             read_only: false,
             runs_code: false,
+            read_from: ReadFrom::Primary,
+            replica_done: false,
         }
+    }
+
+    /// From now on every try gets the time left as its own deadline.
+    pub fn own_timeout_off(&mut self) {
+        self.own_timeout = false;
     }
 
     /// Time left before the deadline.
@@ -143,6 +157,8 @@ pub(crate) struct Router {
     pub pubsub: super::pubsub::Followers,
     /// Connections opened for subscriptions only, to nodes a peer owns.
     pubsub_links: RefCell<HashMap<NodeAddr, Connection>>,
+    /// What the replica strategies keep between calls.
+    pub replica_state: super::replicas::ReplicaState,
 }
 
 impl Router {
@@ -159,6 +175,7 @@ impl Router {
             routes: RefCell::new(Rc::new(Routes {
                 map: SlotMap::empty(0),
                 masters: Vec::new(),
+                replicas: Vec::new(),
             })),
             nodes: RefCell::new(HashMap::new()),
             topology: RefCell::new(None),
@@ -170,6 +187,7 @@ impl Router {
             peers,
             pubsub: Default::default(),
             pubsub_links: RefCell::new(HashMap::new()),
+            replica_state: Default::default(),
         })
     }
 
@@ -183,21 +201,35 @@ impl Router {
     /// linking it to the peer that owns it).
     pub fn node(&self, addr: &NodeAddr) -> Rc<Node> {
         let routes = self.routes();
-        self.node_among(addr, routes.map.masters())
+        self.node_among(addr, &routes.map)
     }
 
-    /// [`node`](Self::node), with ownership decided by `masters`.
-    fn node_among(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> Rc<Node> {
+    /// [`node`](Self::node), with ownership (and whether the connection
+    /// is a replica's, sending `READONLY`) decided by `map`.
+    fn node_among(&self, addr: &NodeAddr, map: &SlotMap) -> Rc<Node> {
         if let Some(n) = self.nodes.borrow().get(addr) {
             return n.clone();
         }
-        let owner = self.peers.owner(addr, masters);
-        self.add_node(addr, owner)
+        let owner = self.owner_in(addr, map);
+        self.add_node(addr, owner, map.is_replica(addr))
+    }
+
+    /// The peer owning `addr` under `map`: a master by its place among the
+    /// masters, a replica by its place among the replicas (so the peers
+    /// share both evenly), anything else as the peers decide.
+    fn owner_in(&self, addr: &NodeAddr, map: &SlotMap) -> Option<usize> {
+        if map.is_replica(addr) {
+            let replicas: Vec<NodeAddr> = map.replicas().cloned().collect();
+            self.peers.owner(addr, &replicas)
+        } else {
+            self.peers.owner(addr, map.masters())
+        }
     }
 
     /// Adds `addr` to the pool, reached through peer `owner`, or through a
-    /// connection of this router's own.
-    fn add_node(&self, addr: &NodeAddr, owner: Option<usize>) -> Rc<Node> {
+    /// connection of this router's own (sending `READONLY` when
+    /// `readonly`: a replica's).
+    fn add_node(&self, addr: &NodeAddr, owner: Option<usize>, readonly: bool) -> Rc<Node> {
         let via = match owner {
             Some(peer) => Via::Peer(PeerLink {
                 peer,
@@ -206,8 +238,10 @@ impl Router {
             }),
             None => {
                 let silence = self.silence.clone();
+                let mut config = self.config.node_config(addr);
+                config.readonly = readonly;
                 Via::Connection(Connection::open_node(
-                    self.config.node_config(addr),
+                    config,
                     self.tls.clone(),
                     Box::new(move || silence.raise()),
                 ))
@@ -217,6 +251,8 @@ impl Router {
             addr: addr.clone(),
             via,
             redirects: Cell::new(0),
+            skip_until: Cell::new(None),
+            latency: Cell::new(None),
         });
         self.nodes.borrow_mut().insert(addr.clone(), node.clone());
         node
@@ -232,7 +268,7 @@ impl Router {
         let known = self.nodes.borrow().get(addr).cloned();
         let node = match known {
             Some(n) if n.via.connection().is_some() => n,
-            _ => self.add_node(addr, None),
+            _ => self.add_node(addr, None, self.routes().map.is_replica(addr)),
         };
         Ok(node.via.connection().expect("an own connection").clone())
     }
@@ -290,29 +326,67 @@ impl Router {
     }
 
     /// Makes `map` the current routes. A node whose owner changed with
-    /// the new master list (only ever with peers) is linked anew; calls in
+    /// the new master or replica list (only ever with peers), or a demoted
+    /// master whose connection lacks `READONLY`, is linked anew; calls in
     /// flight on the old link finish there.
     pub fn install(&self, map: SlotMap) {
         self.give_up_demoted(map.masters());
-        let relink: Vec<(NodeAddr, Option<usize>)> = self
+        let relink: Vec<(NodeAddr, Option<usize>, bool)> = self
             .nodes
             .borrow()
             .values()
             .filter_map(|n| {
-                let owner = self.peers.owner(&n.addr, map.masters());
-                (n.via.peer() != owner).then(|| (n.addr.clone(), owner))
+                let owner = self.owner_in(&n.addr, &map);
+                let replica = map.is_replica(&n.addr);
+                // A demoted master's connection must send READONLY to
+                // serve replica reads (a promoted replica's may keep it).
+                let needs_readonly =
+                    replica && n.via.connection().is_some_and(|c| !c.config().readonly);
+                (n.via.peer() != owner || needs_readonly).then(|| (n.addr.clone(), owner, replica))
             })
             .collect();
-        for (addr, owner) in relink {
-            self.add_node(&addr, owner);
+        for (addr, owner, replica) in relink {
+            self.add_node(&addr, owner, replica);
         }
         let masters = map
             .masters()
             .iter()
-            .map(|a| self.node_among(a, map.masters()))
+            .map(|a| self.node_among(a, &map))
             .collect();
-        *self.routes.borrow_mut() = Rc::new(Routes { map, masters });
+        let replicas = self.replica_nodes(&map);
+        *self.routes.borrow_mut() = Rc::new(Routes {
+            map,
+            masters,
+            replicas,
+        });
         self.pubsub.signal.raise();
+    }
+
+    /// The nodes of each master's replicas in `map`, once some call wanted
+    /// replica reads (until then, none: no connection to a replica opens).
+    pub(super) fn replica_nodes(&self, map: &SlotMap) -> Vec<Vec<Rc<Node>>> {
+        if !self.replica_state.wanted() {
+            return Vec::new();
+        }
+        (0..map.masters().len())
+            .map(|i| {
+                map.replicas_of(i)
+                    .iter()
+                    .map(|a| self.node_among(a, map))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Replaces the current routes with the same map and masters and the
+    /// replica lists `replicas`.
+    pub(super) fn set_replicas(&self, replicas: Vec<Vec<Rc<Node>>>) {
+        let current = self.routes();
+        *self.routes.borrow_mut() = Rc::new(Routes {
+            map: current.map.clone(),
+            masters: current.masters.clone(),
+            replicas,
+        });
     }
 
     /// Applies a MOVED: `slot` is served by `addr` from now on.
@@ -361,6 +435,9 @@ impl Router {
         F: AsyncFn(&Node, bool, Option<Duration>) -> Result<Value, Error>,
     {
         loop {
+            if let Some(value) = self.read_from_replica(route, attempt, &op).await? {
+                return Ok(value);
+            }
             let (node, asking) = match attempt.ask.take() {
                 Some(node) => (node, true),
                 None => match self.routes().node(route) {

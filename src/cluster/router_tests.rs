@@ -297,3 +297,106 @@ fn redirects_stop_at_max_redirects() {
         assert!(peer.script.borrow().is_empty());
     });
 }
+
+/// The replica of `master` in the three-shard topology.
+fn replica_of(cluster: &Cluster, master: &NodeAddr) -> NodeAddr {
+    let routes = cluster.router.routes();
+    let i = routes
+        .map
+        .masters()
+        .iter()
+        .position(|m| m == master)
+        .unwrap();
+    routes.map.replicas_of(i)[0].clone()
+}
+
+#[test]
+fn a_loading_replica_falls_back_to_the_master_and_is_skipped() {
+    with_cluster(async |cluster, peer, master, _| {
+        let replica = replica_of(&cluster, &master);
+        let reads = cluster.with_read_from(crate::config::ReadFrom::PreferReplica);
+        peer.answer(&replica, Err(server("LOADING loading".into())));
+        peer.answer(&master, Ok(bulk("v")));
+        let v: String = reads.command(["GET", KEY]).await.unwrap();
+        assert_eq!(v, "v");
+        assert_eq!(
+            peer.sent(),
+            [sent(&replica, "GET", false), sent(&master, "GET", false)]
+        );
+        // Skipped for a while: the next read goes to the master at once.
+        peer.answer(&master, Ok(bulk("w")));
+        let w: String = reads.command(["GET", KEY]).await.unwrap();
+        assert_eq!(w, "w");
+        assert_eq!(peer.sent().last(), Some(&sent(&master, "GET", false)));
+        // A write never goes to a replica.
+        peer.answer(&master, Ok(Value::SimpleString("OK".into())));
+        let () = reads.command(["SET", KEY, "x"]).await.unwrap();
+        assert_eq!(peer.sent().last(), Some(&sent(&master, "SET", false)));
+    });
+}
+
+#[test]
+fn a_replicas_moved_is_not_applied_to_the_slot_map() {
+    with_cluster(async |cluster, peer, master, other| {
+        let replica = replica_of(&cluster, &master);
+        let slot = key_slot(KEY.as_bytes());
+        let epoch = cluster.router.routes().map.epoch();
+        let reads = cluster.with_read_from(crate::config::ReadFrom::PreferReplica);
+        peer.answer(&replica, Err(server(format!("MOVED {slot} {other}"))));
+        peer.answer(&master, Ok(bulk("v")));
+        let v: String = reads.command(["GET", KEY]).await.unwrap();
+        assert_eq!(v, "v");
+        let routes = cluster.router.routes();
+        assert_eq!(routes.map.master_for_slot(slot), Some(&master));
+        assert_eq!(routes.map.epoch(), epoch, "the map was not replaced");
+        assert!(peer.moved.borrow().is_empty(), "nothing spread to peers");
+        assert_eq!(peer.refresh_asks.get(), 1, "a refresh was asked for");
+    });
+}
+
+#[test]
+fn lowest_latency_picks_the_fastest_of_master_and_replica() {
+    use crate::config::ReadFrom;
+    with_cluster(async |cluster, _, master, _| {
+        let replica = replica_of(&cluster, &master);
+        let router = cluster.router.clone();
+        router.want_replicas();
+        let routes = router.routes();
+        let slot = key_slot(KEY.as_bytes());
+        let i = routes.map.master_index(slot).unwrap();
+        let (m, r) = (&routes.masters[i], &routes.replicas[i][0]);
+        assert_eq!(r.addr, replica);
+        // Nothing measured yet: a replica.
+        let pick = routes.read_node(slot, ReadFrom::LowestLatency, &router);
+        assert_eq!(pick.map(|n| n.addr.clone()), Some(replica.clone()));
+        m.latency.set(Some(Duration::from_micros(200)));
+        r.latency.set(Some(Duration::from_millis(20)));
+        for _ in 0..20 {
+            // The master is fastest: no replica to try.
+            assert!(
+                routes
+                    .read_node(slot, ReadFrom::LowestLatency, &router)
+                    .is_none()
+            );
+        }
+        r.latency.set(Some(Duration::from_micros(100)));
+        m.latency.set(Some(Duration::from_millis(5)));
+        for _ in 0..20 {
+            let pick = routes.read_node(slot, ReadFrom::LowestLatency, &router);
+            assert_eq!(pick.map(|n| n.addr.clone()), Some(replica.clone()));
+        }
+        // A skipped replica is no candidate.
+        r.skip_until
+            .set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(
+            routes
+                .read_node(slot, ReadFrom::LowestLatency, &router)
+                .is_none()
+        );
+        assert!(
+            routes
+                .read_node(slot, ReadFrom::PreferReplica, &router)
+                .is_none()
+        );
+    });
+}

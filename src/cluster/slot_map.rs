@@ -181,6 +181,21 @@ impl SlotMap {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The replicas of master `index` (of [`masters`](Self::masters)).
+    pub(crate) fn replicas_of(&self, index: usize) -> &[NodeAddr] {
+        self.replicas.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every replica of every master.
+    pub(crate) fn replicas(&self) -> impl Iterator<Item = &NodeAddr> {
+        self.replicas.iter().flatten()
+    }
+
+    /// True when `addr` is listed as a replica and not as a master.
+    pub(crate) fn is_replica(&self, addr: &NodeAddr) -> bool {
+        !self.masters.contains(addr) && self.replicas.iter().flatten().any(|r| r == addr)
+    }
+
     /// Restamps the snapshot (before anyone sees it).
     pub(crate) fn set_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;

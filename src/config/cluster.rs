@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::read_from::{NodeZones, ReadFrom, ReplicaOptions};
 use super::{ConnectionConfig, ConnectionConfigBuilder, ServerAddr, TlsOptions, invalid};
 use crate::Error;
 use crate::cluster::NodeAddr;
@@ -61,6 +62,13 @@ pub struct ClusterConfig {
     pub retry_backoff_initial: Duration,
     /// Largest retry delay (default 500 ms).
     pub retry_backoff_max: Duration,
+    /// Where commands that only read go (default: the master). A handle
+    /// can override it per call with
+    /// [`Cluster::with_read_from`](crate::cluster::Cluster::with_read_from).
+    pub read_from: ReadFrom,
+    /// Zones and latency probing for the replica strategies (boxed: most
+    /// clients never read from replicas).
+    pub replicas: Box<ReplicaOptions>,
 }
 
 impl Default for ClusterConfig {
@@ -79,6 +87,8 @@ impl Default for ClusterConfig {
             refresh_fanout: 3,
             retry_backoff_initial: Duration::from_millis(20),
             retry_backoff_max: Duration::from_millis(500),
+            read_from: ReadFrom::Primary,
+            replicas: Box::default(),
         }
     }
 }
@@ -92,8 +102,11 @@ impl ClusterConfig {
     /// The configuration a Redis URI describes, its host and port as the
     /// one seed: `redis://:secret@10.0.0.1:7000` or `rediss://...` for TLS.
     /// A database other than 0 is an error: a cluster has only database 0.
+    /// Besides the connection's query options, `read_from=` takes a
+    /// [`ReadFrom`] (`redis://10.0.0.1:7000?read_from=replica`).
     pub fn from_uri(uri: &str) -> Result<ClusterConfig, Error> {
-        let mut node = super::parse_uri(uri)?;
+        let (uri, read_from) = take_read_from(uri)?;
+        let mut node = super::parse_uri(&uri)?;
         // A URI carries no backoff: keep the cluster's shorter defaults.
         let defaults = ClusterConfig::default().node;
         node.backoff_initial = defaults.backoff_initial;
@@ -106,6 +119,9 @@ impl ClusterConfig {
         };
         let seed = NodeAddr::new(host.clone(), *port);
         let mut builder = ClusterConfig::builder().seed(seed);
+        if let Some(r) = read_from {
+            builder = builder.read_from(r);
+        }
         builder.node = node.into_builder();
         builder.build()
     }
@@ -169,8 +185,33 @@ impl ClusterConfig {
                 "must not be less than retry_backoff_initial",
             ));
         }
+        self.replicas.validate(self.read_from)?;
         self.node.validate()
     }
+}
+
+/// `uri` without its `read_from=` query option, and that option's value.
+fn take_read_from(uri: &str) -> Result<(String, Option<ReadFrom>), Error> {
+    let Some((base, query)) = uri.split_once('?') else {
+        return Ok((uri.to_owned(), None));
+    };
+    let mut read_from = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("read_from=") {
+            Some(_) if read_from.is_some() => {
+                return Err(invalid("read_from", "given twice in the URI"));
+            }
+            Some(value) => read_from = Some(value.parse::<ReadFrom>()?),
+            None => rest.push(pair),
+        }
+    }
+    let uri = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((uri, read_from))
 }
 
 /// Anything that names one node: `"host:port"`, `"host"` (port 6379),
@@ -343,6 +384,55 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Where commands that only read go (default [`ReadFrom::Primary`]).
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.config.read_from = read_from;
+        self
+    }
+
+    /// The client's availability zone, for [`ReadFrom::AzAffinity`].
+    pub fn client_zone(mut self, zone: impl Into<String>) -> Self {
+        self.config.replicas.client_zone = Some(zone.into());
+        self
+    }
+
+    /// The zone of each node, by address, for [`ReadFrom::AzAffinity`].
+    pub fn node_zones(
+        mut self,
+        zones: impl IntoIterator<Item = (impl IntoNodeAddr, impl Into<String>)>,
+    ) -> Self {
+        let mut table = std::collections::HashMap::new();
+        for (addr, zone) in zones {
+            match addr.into_node_addr() {
+                Ok(addr) => {
+                    table.insert(addr, zone.into());
+                }
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        self.config.replicas.node_zones = NodeZones::Table(table);
+        self
+    }
+
+    /// A function naming the zone of a node, for
+    /// [`ReadFrom::AzAffinity`]; asked on every read routed by zone.
+    pub fn node_zone_fn(
+        mut self,
+        f: impl Fn(&NodeAddr) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.replicas.node_zones = NodeZones::Function(std::sync::Arc::new(f));
+        self
+    }
+
+    /// How often the round trip to each node is measured for
+    /// [`ReadFrom::LowestLatency`] (default 100 ms).
+    pub fn latency_probe_interval(mut self, interval: Duration) -> Self {
+        self.config.replicas.latency_probe_interval = interval;
+        self
+    }
+
     /// The configuration, checked by [`ClusterConfig::validate`].
     pub fn build(self) -> Result<ClusterConfig, Error> {
         if let Some(e) = self.error {
@@ -500,6 +590,19 @@ mod tests {
             .into_cluster_config()
             .unwrap();
         assert_eq!(list.seeds.len(), 2);
+        let replicas = "redis://10.0.0.1:7000?protocol=resp2&read_from=replica"
+            .into_cluster_config()
+            .unwrap();
+        assert_eq!(replicas.read_from, ReadFrom::PreferReplica);
+        assert_eq!(replicas.node.protocol, crate::Protocol::Resp2);
+        let bad = "redis://10.0.0.1:7000?read_from=nearest"
+            .into_cluster_config()
+            .unwrap_err();
+        assert_eq!(option_of(bad), "read_from");
+        let az = "redis://10.0.0.1:7000?read_from=az"
+            .into_cluster_config()
+            .unwrap_err();
+        assert_eq!(option_of(az), "read_from");
         let one = "10.0.0.1:7000".into_cluster_config().unwrap();
         assert_eq!(one.seeds, [NodeAddr::new("10.0.0.1", 7000)]);
     }

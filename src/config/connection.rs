@@ -113,6 +113,13 @@ pub struct ConnectionConfig {
     /// How bytes move to and from the socket (default
     /// [`TransportKind::Auto`]).
     pub transport: TransportKind,
+    /// Send `READONLY` in the handshake of every socket (default false),
+    /// so a cluster replica serves reads of its master's slots, again
+    /// after each reconnect. The cluster client sets it on its replica
+    /// connections. A server that refuses it (not in cluster mode) is
+    /// logged and the connection goes on: its replica reads are then
+    /// redirected.
+    pub readonly: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -145,6 +152,7 @@ impl Default for ConnectionConfig {
             subscription_max_bytes: 64 << 20,
             subscription_overflow: crate::pubsub::Overflow::DropOldest,
             transport: TransportKind::Auto,
+            readonly: false,
         }
     }
 }
@@ -179,6 +187,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("subscription_max_bytes", &self.subscription_max_bytes)
             .field("subscription_overflow", &self.subscription_overflow)
             .field("transport", &self.transport)
+            .field("readonly", &self.readonly)
             .finish()
     }
 }
@@ -572,6 +581,13 @@ impl ConnectionConfigBuilder {
     /// [`Overflow::DropOldest`](crate::pubsub::Overflow::DropOldest)).
     pub fn subscription_overflow(mut self, overflow: crate::pubsub::Overflow) -> Self {
         self.config.subscription_overflow = overflow;
+        self
+    }
+
+    /// Send `READONLY` in the handshake of every socket (default false):
+    /// for reads from a cluster replica.
+    pub fn readonly(mut self, readonly: bool) -> Self {
+        self.config.readonly = readonly;
         self
     }
 

@@ -55,6 +55,7 @@
 mod addr;
 mod cluster;
 mod connection;
+mod read_from;
 mod tls;
 mod uri;
 mod wire;
@@ -64,6 +65,7 @@ use crate::Error;
 pub use addr::ServerAddr;
 pub use cluster::{ClusterConfig, ClusterConfigBuilder, IntoClusterConfig, IntoNodeAddr};
 pub use connection::{ConnectionConfig, ConnectionConfigBuilder, Password};
+pub use read_from::{NodeZones, ReadFrom, ReplicaOptions, ZoneFn};
 pub use tls::{ClientCert, TlsOptions, TlsRoots};
 pub use uri::parse_uri;
 pub use wire::{Protocol, TransportKind};

@@ -6,6 +6,7 @@
 //! RESP3 gets the RESP2 path instead: `AUTH`, then `CLIENT SETNAME`. Then
 //! `SELECT` (when a database is configured) and `CLIENT SETINFO` for the
 //! library name and version (errors ignored: servers before 7.2 lack it)
+//! and, for a cluster replica connection, `READONLY` (a refusal is logged)
 //! go out as one pipeline.
 
 use bytes::BytesMut;
@@ -80,7 +81,7 @@ pub(crate) async fn handshake(
         _ => {}
     }
 
-    let mut setup: Vec<Cmd> = Vec::with_capacity(3);
+    let mut setup: Vec<Cmd> = Vec::with_capacity(5);
     if let Some(db) = config.database {
         setup.push(cmd("SELECT").arg(db));
     }
@@ -91,6 +92,10 @@ pub(crate) async fn handshake(
             .arg("LIB-VER")
             .arg(env!("CARGO_PKG_VERSION")),
     );
+    let readonly_at = config.readonly.then(|| {
+        setup.push(cmd("READONLY"));
+        setup.len() - 1
+    });
     if unauthenticated_fallback {
         // No HELLO and no password: a PING tells whether the server wants
         // one (CLIENT SETINFO may fail for other reasons first).
@@ -114,6 +119,10 @@ pub(crate) async fn handshake(
             },
         }
         .into());
+    }
+    if let Some(Value::Error(e)) = readonly_at.map(|i| &replies[i]) {
+        // Not a cluster node: its replica reads are redirected instead.
+        tracing::warn!(error = %e, "READONLY refused");
     }
     Ok(Negotiated {
         protocol,

@@ -104,6 +104,17 @@ impl CoreClient {
         }
     }
 
+    /// A handle whose commands that only read go where `read_from` says
+    /// ([`Cluster::with_read_from`](crate::Cluster::with_read_from)); a
+    /// replica another core owns is reached through that core, like a
+    /// master.
+    pub fn with_read_from(&self, read_from: crate::config::ReadFrom) -> CoreClient {
+        CoreClient {
+            cluster: self.cluster.with_read_from(read_from),
+            ..self.clone()
+        }
+    }
+
     /// [`Cluster::info`] as this core sees the cluster. Nodes another core
     /// owns have `owner_core` set (a core number, as [`core`](Self::core))
     /// and report their connection counters there.

@@ -242,10 +242,11 @@ impl CoreMesh {
         glommio::spawn_local(sweeper(self.clone())).detach();
     }
 
-    /// The peer that owns `addr`: masters (in address order) go round
-    /// the cores, so each core owns as many as the others give or take
-    /// one; any other node goes by a hash of its address. Every core
-    /// computes the same answer from the same master list.
+    /// The peer that owns `addr`: the nodes of `masters` (the master
+    /// list, or the replica list for a replica), in address order, go
+    /// round the cores, so each core owns as many as the others give or
+    /// take one; any other node goes by a hash of its address. Every core
+    /// computes the same answer from the same list.
     pub fn owner_of(&self, addr: &NodeAddr, masters: &[NodeAddr]) -> usize {
         let mut sorted: Vec<&NodeAddr> = masters.iter().collect();
         sorted.sort_unstable();

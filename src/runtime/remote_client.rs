@@ -9,6 +9,7 @@ use super::commands::CoreJob;
 use super::core_client::CoreClient;
 use super::executor::Hub;
 use crate::cmd::Cmd;
+use crate::config::ReadFrom;
 use crate::{Commands, Error, Value};
 
 /// A client for code outside the executors: a plain thread
@@ -23,6 +24,7 @@ use crate::{Commands, Error, Value};
 pub struct RemoteClient {
     hub: Arc<Hub>,
     timeout: Option<Duration>,
+    read_from: Option<ReadFrom>,
 }
 
 impl std::fmt::Debug for RemoteClient {
@@ -36,13 +38,27 @@ impl std::fmt::Debug for RemoteClient {
 impl RemoteClient {
     /// A client of the runtime `hub` belongs to.
     pub(super) fn new(hub: Arc<Hub>) -> RemoteClient {
-        RemoteClient { hub, timeout: None }
+        RemoteClient {
+            hub,
+            timeout: None,
+            read_from: None,
+        }
     }
 
     /// A handle whose calls have `timeout` as their deadline.
     pub fn with_timeout(&self, timeout: Duration) -> RemoteClient {
         RemoteClient {
             timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// A handle whose commands that only read go where `read_from` says
+    /// ([`Cluster::with_read_from`](crate::Cluster::with_read_from)) on
+    /// the core that runs them.
+    pub fn with_read_from(&self, read_from: ReadFrom) -> RemoteClient {
+        RemoteClient {
+            read_from: Some(read_from),
             ..self.clone()
         }
     }
@@ -60,6 +76,7 @@ impl RemoteClient {
         let call = ExtCall {
             kind,
             deadline,
+            read_from: self.read_from,
             reply,
         };
         // Until the call is handed over, only the watch can answer: then
@@ -92,6 +109,8 @@ impl RemoteClient {
 pub(super) struct ExtCall {
     kind: ExtKind,
     deadline: Instant,
+    /// The handle's read strategy, when it overrides the configured one.
+    read_from: Option<ReadFrom>,
     reply: async_channel::Sender<Result<Value, Error>>,
 }
 
@@ -110,7 +129,10 @@ pub(super) async fn intake(client: CoreClient, calls: async_channel::Receiver<Ex
         let client = client.clone();
         glommio::spawn_local(async move {
             let left = call.deadline.saturating_duration_since(Instant::now());
-            let c = client.with_timeout(left);
+            let c = match call.read_from {
+                Some(r) => client.with_timeout(left).with_read_from(r),
+                None => client.with_timeout(left),
+            };
             let result = match call.kind {
                 ExtKind::Command(cmd) => c.command::<Value>(cmd).await,
                 ExtKind::Pipeline(cmds) => c.pipeline(cmds).await.map(Value::Array),

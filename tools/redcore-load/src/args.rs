@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, ValueEnum};
+use redcore::config::ReadFrom;
 
 /// Load generator for Redis and Redis Cluster on redcore's per-core runtime.
 ///
@@ -31,6 +32,16 @@ pub struct Cli {
     /// cores × nodes connections) [default: sharded].
     #[arg(long, value_name = "MODE")]
     pub ownership: Option<OwnershipArg>,
+
+    /// With `--cluster`: where GETs (and other commands that only read)
+    /// go: `primary` (the default), `replica` (a random replica of the
+    /// slot's master), `round-robin` (its replicas in turn), `az:<zone>`
+    /// (replicas in <zone> first; no node's zone is known from the
+    /// command line, so every replica counts as in another zone) or
+    /// `latency` (the lowest measured round trip). Not with `--verify`
+    /// (replicas lag their master).
+    #[arg(long, value_name = "STRATEGY", value_parser = parse_read_from, conflicts_with = "verify")]
+    pub read_from: Option<ReadFromArg>,
 
     /// Let each executor spin this long for new work before sleeping in
     /// the kernel (`50us`): lower latency for lone requests, CPU burnt
@@ -238,6 +249,40 @@ pub struct Cli {
     #[arg(long, value_name = "CLIENT", value_enum, default_value_t = ClusterClientArg::Executor,
           requires = "pubsub", help_heading = "Pub/sub")]
     pub cluster_client: ClusterClientArg,
+}
+
+/// `--read-from`: a replica read strategy, with the client's zone for
+/// `az:<zone>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadFromArg {
+    /// The strategy.
+    pub strategy: ReadFrom,
+    /// The client's zone (`az:<zone>`).
+    pub zone: Option<String>,
+}
+
+/// Parses `--read-from`: `primary`, `replica`, `round-robin`,
+/// `az:<zone>`, `latency`.
+pub fn parse_read_from(s: &str) -> Result<ReadFromArg, String> {
+    if let Some(zone) = s.strip_prefix("az:") {
+        if zone.is_empty() {
+            return Err("az:<zone> needs a zone name".into());
+        }
+        return Ok(ReadFromArg {
+            strategy: ReadFrom::AzAffinity,
+            zone: Some(zone.to_owned()),
+        });
+    }
+    if s == "az" {
+        return Err("az needs the client's zone: az:<zone>".into());
+    }
+    let strategy = s.parse::<ReadFrom>().map_err(|_| {
+        format!("{s:?} is not a strategy; use primary, replica, round-robin, az:<zone> or latency")
+    })?;
+    Ok(ReadFromArg {
+        strategy,
+        zone: None,
+    })
 }
 
 /// `--cluster-client`: which redcore client a pub/sub cluster load uses.
@@ -762,6 +807,34 @@ mod tests {
         assert_eq!(usage(&with(&["--verify"])), 2);
         assert_eq!(usage(&with(&["--message-size", "15"])), 2);
         assert_eq!(usage(&with(&["--publishers", "0"])), 2);
+    }
+
+    #[test]
+    fn read_from() {
+        let of = |s: &str| parse_read_from(s).map(|r| (r.strategy, r.zone));
+        assert_eq!(of("primary"), Ok((ReadFrom::Primary, None)));
+        assert_eq!(of("replica"), Ok((ReadFrom::PreferReplica, None)));
+        assert_eq!(of("round-robin"), Ok((ReadFrom::RoundRobin, None)));
+        assert_eq!(of("latency"), Ok((ReadFrom::LowestLatency, None)));
+        assert_eq!(
+            of("az:eu-west-1a"),
+            Ok((ReadFrom::AzAffinity, Some("eu-west-1a".to_owned())))
+        );
+        assert!(of("az").is_err());
+        assert!(of("az:").is_err());
+        assert!(of("nearest").is_err());
+        let cli = parse(&["--cluster", "h:1", "--read-from", "replica"]).unwrap();
+        assert_eq!(
+            cli.read_from.map(|r| r.strategy),
+            Some(ReadFrom::PreferReplica)
+        );
+        assert_eq!(parse(&["--cluster", "h:1"]).unwrap().read_from, None);
+        let usage = |args: &[&str]| parse(args).unwrap_err().exit_code();
+        assert_eq!(usage(&["--cluster", "h:1", "--read-from", "fastest"]), 2);
+        assert_eq!(
+            usage(&["--cluster", "h:1", "--read-from", "replica", "--verify"]),
+            2
+        );
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

@@ -13,6 +13,7 @@ mod args;
 mod plan;
 mod pubsub;
 mod report;
+mod served;
 mod timeline;
 mod verify;
 mod worker;
@@ -84,6 +85,10 @@ impl Target {
             node = node.tls_ca_file(ca);
         }
         config.node = node.build().map_err(|e| format!("--cluster: {e}"))?;
+        if let Some(r) = &cli.read_from {
+            config.read_from = r.strategy;
+            config.replicas.client_zone = r.zone.clone();
+        }
         config.validate().map_err(|e| format!("--cluster: {e}"))?;
         Ok(Target::Cluster(config))
     }
@@ -124,6 +129,9 @@ fn main() -> ExitCode {
     }
     if cli.ownership.is_some() && cli.server.is_some() {
         usage_error("--ownership is for --cluster: a --server core has its own connection");
+    }
+    if cli.read_from.is_some() && cli.server.is_some() {
+        usage_error("--read-from is for --cluster: a --server has no replicas to read from");
     }
     // Find out now, not after the run, that the log cannot be written.
     if let Some(path) = &cli.hdr_out {
@@ -245,6 +253,11 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
     let shared = Arc::new(Shared::new(Plan::new(cli, cores, progress)));
     let (events_tx, events) = mpsc::channel();
 
+    // GETs counted by every node before the run (INFO commandstats).
+    let served_before = match target {
+        Target::Cluster(config) => Some(served::count(config)?),
+        Target::Server(_) => None,
+    };
     let joiner: Box<dyn FnOnce() -> Vec<Result<CoreResult, String>>> = match target {
         Target::Server(config) => {
             let handles = start_servers(config, &cpus, &shared, events_tx, cli)?;
@@ -332,6 +345,11 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
     }
     let mut report = report::build(plan, name, &merged, elapsed, cpu, verify);
     report.stopped_early = stopped_early.clone();
+    if let (Target::Cluster(config), Some(before)) = (target, served_before) {
+        report.read_from = Some(config.read_from.to_string());
+        report.gets_by_node =
+            Some(served::count(config).map(|after| served::since(&before, &after))?);
+    }
 
     let out = if cli.json {
         let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

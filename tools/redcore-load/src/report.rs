@@ -80,6 +80,14 @@ pub struct Report {
     pub verify: Option<VerifyReport>,
     /// Why the run ended before its end, if it did.
     pub stopped_early: Option<String>,
+    /// On a cluster: where reads went (`--read-from`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
+    /// On a cluster: the GETs each node served over the whole run, warm-up
+    /// included (`INFO commandstats` before and after; other clients'
+    /// GETs count too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gets_by_node: Option<Vec<crate::served::NodeGets>>,
 }
 
 /// The figures of one kind of command.
@@ -286,6 +294,8 @@ pub fn build(
         late_call_threshold_us: plan.late_after.as_secs_f64() * 1e6,
         verify,
         stopped_early: None,
+        read_from: None,
+        gets_by_node: None,
     }
 }
 
@@ -387,6 +397,16 @@ pub fn text(r: &Report) -> String {
              replies (raise --tasks, or lower --rate); their latency is not in the figures",
             r.unsent
         );
+    }
+    if let Some(nodes) = &r.gets_by_node {
+        let _ = writeln!(
+            out,
+            "\nGETs served per node (read from {}, INFO commandstats, warm-up included):",
+            r.read_from.as_deref().unwrap_or("primary")
+        );
+        for n in nodes {
+            let _ = writeln!(out, "  {:<22} {:<8} {:>12}", n.addr, n.role, n.gets);
+        }
     }
     if let Some(v) = &r.verify {
         let _ = writeln!(

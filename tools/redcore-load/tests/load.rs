@@ -162,6 +162,50 @@ fn cluster_with_verify_json() {
 }
 
 #[test]
+fn cluster_reads_from_replicas_and_reports_gets_per_node() {
+    let cluster = RedisCluster::start();
+    cluster.warm_up();
+    let seeds = cluster.seed_addrs()[0].to_string();
+    let run = |read_from: &str| {
+        load(&[
+            "--cluster",
+            &seeds,
+            "--read-from",
+            read_from,
+            "--ratio",
+            "1:9",
+            "--tasks",
+            "8",
+            "--duration",
+            "1s",
+            "--cores",
+            "2",
+            "--json",
+        ])
+        .ok()
+    };
+    let gets = |report: &Value, role: &str| -> u64 {
+        report["gets_by_node"]
+            .as_array()
+            .unwrap_or_else(|| panic!("gets_by_node in {report:#}"))
+            .iter()
+            .filter(|n| n["role"] == role)
+            .map(|n| n["gets"].as_u64().expect("a count"))
+            .sum()
+    };
+    let replica = run("replica");
+    assert_eq!(replica["read_from"], "replica", "{replica:#}");
+    let (on_masters, on_replicas) = (gets(&replica, "master"), gets(&replica, "replica"));
+    assert!(
+        on_replicas > 0 && on_masters * 20 < on_replicas,
+        "replica reads: {on_masters} GETs on masters, {on_replicas} on replicas"
+    );
+    let primary = run("primary");
+    assert_eq!(gets(&primary, "replica"), 0, "{primary:#}");
+    assert!(gets(&primary, "master") > 0, "{primary:#}");
+}
+
+#[test]
 fn requests_pipeline_and_custom_commands_over_a_unix_socket() {
     let server = RedisServer::builder().unix_socket().start();
     let path = server
@@ -708,6 +752,9 @@ fn bad_arguments_exit_2() {
         &["--server", "redis://127.0.0.1:1", "--duration", "soon"],
         &["--server", "nonsense://x"],
         &["--cluster", ""],
+        &["--cluster", "127.0.0.1:1", "--read-from", "fastest"],
+        &["--cluster", "127.0.0.1:1", "--read-from", "az"],
+        &["--server", "redis://127.0.0.1:1", "--read-from", "replica"],
         &[
             "--server",
             "redis://127.0.0.1:1",
