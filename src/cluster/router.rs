@@ -139,6 +139,9 @@ pub(crate) struct Router {
     pub pubsub: super::pubsub::Followers,
     /// Connections opened for subscriptions only, to nodes a peer owns.
     pubsub_links: RefCell<HashMap<NodeAddr, Connection>>,
+    /// The command policies read from the servers' tips (see
+    /// [`super::fanout`]); unset until read.
+    pub policies: std::cell::OnceCell<crate::cmd::policy::PolicyTable>,
 }
 
 impl Router {
@@ -166,6 +169,7 @@ impl Router {
             peers,
             pubsub: Default::default(),
             pubsub_links: RefCell::new(HashMap::new()),
+            policies: std::cell::OnceCell::new(),
         })
     }
 
