@@ -7,16 +7,17 @@
 #
 # Usage: tools/cluster-example.sh [EXAMPLE]
 #   EXAMPLE: cluster (examples/cluster.rs, the default), per_core
-#   (examples/per_core.rs, the per-core runtime) or cluster_scan
-#   (examples/cluster_scan.rs, SCAN over the whole cluster).
+#   (examples/per_core.rs, the per-core runtime), cluster_scan
+#   (examples/cluster_scan.rs, SCAN over the whole cluster) or cluster_wide
+#   (examples/cluster_wide.rs, commands for every master or node).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 example=${1:-cluster}
 case "$example" in
-    cluster | per_core | cluster_scan) ;;
+    cluster | per_core | cluster_scan | cluster_wide) ;;
     *)
-        echo "usage: tools/cluster-example.sh [cluster|per_core|cluster_scan]" >&2
+        echo "usage: tools/cluster-example.sh [cluster|per_core|cluster_scan|cluster_wide]" >&2
         exit 2
         ;;
 esac
