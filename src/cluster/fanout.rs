@@ -191,6 +191,9 @@ impl Cluster {
         &self,
         args: &A,
     ) -> Result<Option<Value>, Error> {
+        if args.with_arg(0, |n| n.eq_ignore_ascii_case(b"PING")) != Some(false) {
+            return Ok(None);
+        }
         let Some(policy) = self.router.policies().policy_of(args) else {
             return Ok(None);
         };
@@ -199,9 +202,6 @@ impl Cluster {
             RequestPolicy::AllNodes => true,
             _ => return Ok(None),
         };
-        if args.with_arg(0, |n| n.eq_ignore_ascii_case(b"PING")) == Some(true) {
-            return Ok(None);
-        }
         let replies = self.fan_out(all, args, self.deadline()).await?;
         combine(args, policy.response, replies).map(Some)
     }
