@@ -17,7 +17,7 @@ use redcore::cluster::{ClusterCommands, NodeAddr, Target};
 use redcore::cmd::policy::{PolicyTable, builtin_policy};
 use redcore::prelude::*;
 use redcore::{Cluster, ClusterConfig, Connection, ConnectionConfig, Error, Protocol, Value};
-use redcore_test_support::client::{eventually, run};
+use redcore_test_support::client::{eventually, run, wait_until};
 use redcore_test_support::{RedisCluster, RedisServer};
 
 const N: usize = 300;
@@ -65,6 +65,10 @@ fn keyless_commands_follow_their_policies() {
     run(move || async move {
         let cluster = &cluster;
         let client = Cluster::connect(cluster.seed_addrs()).await.unwrap();
+        wait_until("the tips to be read", Duration::from_secs(5), || {
+            client.policies().len() >= 30
+        })
+        .await;
         write_keys(&client).await;
         dbsize_sums_the_keys_of_every_master(cluster, &client).await;
         keys_star_returns_every_key(&client).await;

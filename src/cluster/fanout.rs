@@ -182,6 +182,13 @@ impl ClusterCommands for Cluster {
 }
 
 impl Cluster {
+    /// The command policies this client routes by: the servers' tips once
+    /// read (shortly after connecting), the built-in table until then or
+    /// when they could not be read.
+    pub fn policies(&self) -> &PolicyTable {
+        self.router.policies()
+    }
+
     /// `Cluster::command` of a keyless command: `Some` reply when its
     /// policy sends it to every master or node, `None` when it goes to
     /// one master as any keyless command. `PING` stays on one node,
