@@ -147,7 +147,9 @@ impl Cluster {
             router.close();
             return Err(e);
         }
-        Ok(Cluster::started(router))
+        let cluster = Cluster::started(router);
+        cluster.read_policies_in_background();
+        Ok(cluster)
     }
 
     /// The client over `router`, whose first topology is installed; runs
@@ -161,7 +163,6 @@ impl Cluster {
             glommio::spawn_local(refresh::refresher(router.clone())).detach();
         }
         glommio::spawn_local(super::health::watch_silent_nodes(router.clone())).detach();
-        glommio::spawn_local(super::fanout::load_policies(router.clone())).detach();
         Cluster {
             _close: Rc::new(CloseGuard(router.clone())),
             router,

@@ -189,6 +189,12 @@ impl Cluster {
         self.router.policies()
     }
 
+    /// Starts reading the servers' command tips (`COMMAND INFO` on one
+    /// master); until they are read the built-in table serves.
+    pub(crate) fn read_policies_in_background(&self) {
+        glommio::spawn_local(load_policies(self.router.clone())).detach();
+    }
+
     /// `Cluster::command` of a keyless command: `Some` reply when its
     /// policy sends it to every master or node, `None` when it goes to
     /// one master as any keyless command. `PING` stays on one node,
@@ -451,7 +457,7 @@ impl Router {
 /// Reads the command tips with `COMMAND INFO` from one master, once, and
 /// keeps them on the router; the built-in table stays when that fails
 /// (the error is logged).
-pub(super) async fn load_policies(router: Rc<Router>) {
+async fn load_policies(router: Rc<Router>) {
     let Some(node) = router.routes().node(Route::Keyless).cloned() else {
         return;
     };
