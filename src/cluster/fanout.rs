@@ -454,13 +454,19 @@ impl Router {
     }
 }
 
-/// Reads the command tips with `COMMAND INFO` from one master, once, and
+/// Reads the command tips with `COMMAND INFO` from one master (one of
+/// this router's own connections when it has one), once, and
 /// keeps them on the router; the built-in table stays when that fails
 /// (the error is logged).
 async fn load_policies(router: Rc<Router>) {
-    let Some(node) = router.routes().node(Route::Keyless).cloned() else {
+    // A master this router connects to itself, when it has one: no hop
+    // to another core for it.
+    let routes = router.routes();
+    let own = routes.masters.iter().find(|n| n.via.connection().is_some());
+    let Some(node) = own.or_else(|| routes.node(Route::Keyless)).cloned() else {
         return;
     };
+    drop(routes);
     let reply = node
         .command(&["COMMAND", "INFO"], false, Some(router.config.timeout()))
         .await;
