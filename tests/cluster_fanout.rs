@@ -4,7 +4,8 @@
 //! node, `SCRIPT EXISTS` ANDed, `PING` on one node), multi-key commands
 //! split per slot through `command`, `command_to` and `per_node` with each
 //! kind of target, and a dead master failing a fan-out with
-//! `Error::Fanout` naming it. And, on a standalone server in RESP2 and
+//! `Error::Fanout` naming it; `INFO` (a `special` reply) as a map from
+//! each master to its reply. And, on a standalone server in RESP2 and
 //! RESP3, the built-in policy table checked against the server's tips.
 //!
 //! Every node is checked with the harness's own blocking connection,
@@ -80,6 +81,7 @@ fn keyless_commands_follow_their_policies() {
         script_exists_is_false_when_one_master_lacks_the_script(cluster, &client).await;
         config_set_reaches_every_node(cluster, &client).await;
         ping_answers_from_one_node(cluster, &client).await;
+        info_is_a_map_of_each_masters_reply(cluster, &client).await;
     });
 }
 
@@ -281,6 +283,33 @@ async fn ping_answers_from_one_node(cluster: &RedisCluster, client: &Cluster) {
     // connections' own health checks may add a few.
     let calls = ping_calls(cluster);
     assert!((20..40).contains(&calls), "{calls} PINGs counted");
+}
+
+async fn info_is_a_map_of_each_masters_reply(cluster: &RedisCluster, client: &Cluster) {
+    // INFO's response policy is `special`: one entry per master.
+    let info: Value = client.command(["INFO", "server"]).await.unwrap();
+    let Value::Map(entries) = info else {
+        panic!("INFO: {info:?}");
+    };
+    let named: BTreeSet<String> = entries
+        .iter()
+        .map(|(k, v)| {
+            let (Value::BulkString(text) | Value::Verbatim { text, .. }) = v else {
+                panic!("INFO of {k:?}: {v:?}");
+            };
+            assert!(String::from_utf8_lossy(text).contains("redis_version"));
+            match k {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("key {other:?}"),
+            }
+        })
+        .collect();
+    let masters: BTreeSet<String> = cluster
+        .master_indices()
+        .into_iter()
+        .map(|i| addr_of(cluster.node(i)).to_string())
+        .collect();
+    assert_eq!(named, masters);
 }
 
 /// A master killed: a fan-out fails with `Error::Fanout` naming it as
