@@ -266,8 +266,9 @@ impl Error {
             Error::ConnectionLost | Error::Io(_) | Error::Protocol(_) | Error::Conversion(_) => {
                 false
             }
-            // Some nodes ran it: sending it again would run it twice there.
-            Error::Fanout(_) => false,
+            // Safe only when no node ran it and none may have: otherwise
+            // sending it again would run it twice there.
+            Error::Fanout(e) => e.succeeded.is_empty() && !e.maybe_applied,
             // Never sent: refused before sending, or no connection to send on.
             Error::CrossSlot { .. }
             | Error::MalformedCommand { .. }
