@@ -150,6 +150,19 @@ pub enum Error {
         /// The slot.
         slot: u16,
     },
+    /// A cluster scan could not finish a slot: until the page's deadline
+    /// the slot stayed marked migrating (or importing) on its master, and
+    /// no other unfinished slot could be scanned meanwhile. A resharding
+    /// under way ends this; one whose tool died leaves the slot so until an
+    /// operator runs `CLUSTER SETSLOT <slot> STABLE` (or `NODE`). Every
+    /// key returned so far stays returned: the scan's state is intact, and
+    /// its next page tries again. See
+    /// [`ClusterScan`](crate::cluster::ClusterScan).
+    #[error("cluster scan: slot {slot} stays migrating; no pass can finish it")]
+    SlotMigrating {
+        /// The slot.
+        slot: u16,
+    },
     /// A command sent to several cluster nodes (`FLUSHALL`, `SCRIPT LOAD`,
     /// `DBSIZE`, ...) failed on some of them: which nodes ran it, which
     /// failed and why.
@@ -280,7 +293,8 @@ impl Error {
             | Error::Handshake(_)
             | Error::Closed(_)
             | Error::NoTopology { .. }
-            | Error::SlotUnserved { .. } => true,
+            | Error::SlotUnserved { .. }
+            | Error::SlotMigrating { .. } => true,
             // A transaction that was not sent, or that `EXEC` did not apply
             // (what a watch function ran itself, outside `MULTI`, is its
             // own: it should only read).
@@ -744,6 +758,7 @@ mod tests {
             Error::TransactionAborted,
             Error::CrossSlot { first: 1, other: 2 },
             Error::SlotUnserved { slot: 7 },
+            Error::SlotMigrating { slot: 7 },
             Error::TooManyRedirects {
                 redirects: 5,
                 last: err("MOVED 1 a:1"),

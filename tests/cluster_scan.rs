@@ -1,6 +1,10 @@
 //! Cluster SCAN on a real 3-master/3-replica cluster: every key returned
 //! (set equality, duplicates counted and printed), MATCH/COUNT/TYPE, and
-//! scans that go on while slots migrate and while a master fails over.
+//! scans that go on while slots migrate and while a master fails over
+//! (each page within its deadline); a slot left migrating (a typed error,
+//! not an endless scan), a dead master (the others' keys all returned
+//! meanwhile), a `SCAN` timing out mid-pass (the pass goes on from its
+//! cursor), and RESP2.
 //!
 //! Harness steps that block (slot moves, kills, failovers) run on
 //! glommio's blocking thread between pages, so the client keeps running.
@@ -14,7 +18,7 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use redcore::cluster::{Cluster, ClusterScan, ScanOptions};
 use redcore::prelude::*;
-use redcore::{ClusterConfig, Error};
+use redcore::{ClusterConfig, Error, Protocol};
 use redcore_test_support::client::{run, wait_for_pong, within};
 use redcore_test_support::{RedisCluster, keys_in_slot};
 
@@ -130,6 +134,34 @@ async fn page(scan: &mut ClusterScan, seen: &mut Seen, deadline: Instant) -> boo
 
 async fn scan_to_end(scan: &mut ClusterScan, seen: &mut Seen, deadline: Instant) {
     while page(scan, seen, deadline).await {}
+}
+
+/// [`scan_to_end`], asserting that every call of `next_page`, ok or not,
+/// returns within `limit` (the call's deadline and some slack).
+async fn scan_to_end_each_within(
+    scan: &mut ClusterScan,
+    seen: &mut Seen,
+    deadline: Instant,
+    limit: Duration,
+) {
+    let mut slowest = Duration::ZERO;
+    loop {
+        let began = Instant::now();
+        let outcome = scan.next_page().await;
+        let took = began.elapsed();
+        slowest = slowest.max(took);
+        assert!(took <= limit, "a page took {took:?}: {outcome:?}");
+        match outcome {
+            Ok(Some(keys)) => seen.add(keys),
+            Ok(None) => break,
+            Err(e) => {
+                println!("page error after {took:?} (scan goes on): {e}");
+                seen.errors += 1;
+                assert!(Instant::now() < deadline, "scan still failing: {e}");
+            }
+        }
+    }
+    println!("slowest page: {slowest:?} (limit {limit:?})");
 }
 
 #[test]
@@ -307,6 +339,252 @@ fn every_key_while_slots_migrate() {
     });
 }
 
+/// A slot left migrating, as when a resharding tool dies halfway
+/// (`SETSLOT MIGRATING` on its master, `IMPORTING` on the target, some
+/// keys already moved): the scan returns every key of every other slot,
+/// then its pages fail with [`Error::SlotMigrating`] naming the slot, each
+/// by the call's deadline, instead of scanning the same master forever.
+/// Once an operator ends the migration (`SETSLOT NODE` on both), the same
+/// scan goes on to its end with the slot's keys.
+#[test]
+fn a_slot_left_migrating_ends_each_page_with_a_typed_error() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    let first = cluster.slot_owner_index(0);
+    let other = cluster
+        .master_indices()
+        .into_iter()
+        .find(|&m| m != first)
+        .unwrap();
+    let stuck = 100u16;
+    assert_eq!(cluster.slot_owner_index(stuck), first);
+    let stuck_keys = keys_in_slot(stuck, 100, "moving-a:");
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let others = write_keys(&client, "scan:", N).await;
+        for k in &stuck_keys {
+            client
+                .command::<()>(["SET", k.as_str(), "v"])
+                .await
+                .unwrap();
+        }
+        let ks = stuck_keys.clone();
+        on_cluster(&cluster, move |c| {
+            c.begin_migration(stuck, first, other);
+            c.migrate_keys(stuck, first, other, &ks[..50]);
+        })
+        .await;
+        let timeout = SECOND;
+        let short = client.with_timeout(timeout);
+        let mut seen = Seen::default();
+        let mut scan = short.scan(ScanOptions::new().count(50));
+        let err = within("the scan to fail", 60 * SECOND, async {
+            loop {
+                let began = Instant::now();
+                let outcome = scan.next_page().await;
+                let took = began.elapsed();
+                assert!(
+                    took <= timeout + SECOND,
+                    "a page took {took:?}: {outcome:?}"
+                );
+                match outcome {
+                    Ok(Some(keys)) => seen.add(keys),
+                    Ok(None) => panic!("the scan ended with slot {stuck} unfinished"),
+                    Err(e) => return e,
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(err, Error::SlotMigrating { slot } if slot == stuck),
+            "{err:?}"
+        );
+        let state = scan.state().unwrap().clone();
+        assert_eq!(state.finished_slots(), 16383);
+        let got: HashSet<String> = seen
+            .counts
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        let missing = others.difference(&got).count();
+        assert_eq!(missing, 0, "keys of the other slots missing");
+        // Again from the same state: the same error, by the deadline.
+        let began = Instant::now();
+        let again = scan.next_page().await.unwrap_err();
+        assert!(matches!(again, Error::SlotMigrating { slot } if slot == stuck));
+        assert!(began.elapsed() <= timeout + SECOND);
+
+        // The operator finishes the move; the scan goes on from its state.
+        let ks = stuck_keys.clone();
+        on_cluster(&cluster, move |c| {
+            c.migrate_keys(stuck, first, other, &ks[50..]);
+            c.finish_migration(stuck, other);
+        })
+        .await;
+        let deadline = Instant::now() + 60 * SECOND;
+        let mut scan = ClusterScan::resume(&client, ScanOptions::new().count(50), state);
+        within(
+            "the resumed scan",
+            60 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        let all: HashSet<String> = others
+            .union(&stuck_keys.iter().cloned().collect())
+            .cloned()
+            .collect();
+        seen.check("a slot left migrating, then moved", &all);
+    });
+}
+
+/// A master killed before the scan, with no replica taking over (a long
+/// node timeout): its slots wait while the other masters' keys are all
+/// returned, each page ending by the call's deadline; when it comes back,
+/// the scan ends with its keys too.
+#[test]
+fn a_dead_master_does_not_hold_up_the_others() {
+    let cluster = RedisCluster::builder()
+        .node_timeout_ms(60_000)
+        .config("appendonly yes")
+        .config("appendfsync always")
+        .start();
+    let seeds = cluster.seed_addrs();
+    // The master of slot 0: the first a scan visits.
+    let dead = cluster.slot_owner_index(0);
+    let dead_port = cluster.node(dead).port();
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let expected = write_keys(&client, "scan:", N).await;
+        let on_dead: HashSet<String> = {
+            let c = cluster.lock().unwrap();
+            expected
+                .iter()
+                .filter(|k| c.node_for_key(k).port() == dead_port)
+                .cloned()
+                .collect()
+        };
+        assert!(!on_dead.is_empty() && on_dead.len() < expected.len());
+        on_cluster(&cluster, move |c| c.kill_node(dead)).await;
+        let timeout = SECOND;
+        let short = client.with_timeout(timeout);
+        let mut seen = Seen::default();
+        let mut scan = short.scan(ScanOptions::new().count(100));
+        let live: HashSet<String> = expected.difference(&on_dead).cloned().collect();
+        within("the live masters' keys", 60 * SECOND, async {
+            loop {
+                let got: HashSet<String> = seen
+                    .counts
+                    .keys()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect();
+                if live.is_subset(&got) {
+                    break;
+                }
+                let began = Instant::now();
+                let outcome = scan.next_page().await;
+                let took = began.elapsed();
+                assert!(
+                    took <= timeout + SECOND,
+                    "a page took {took:?}: {outcome:?}"
+                );
+                match outcome {
+                    Ok(Some(keys)) => seen.add(keys),
+                    Ok(None) => panic!("the scan ended with a master dead"),
+                    Err(e) => {
+                        println!("page error after {took:?}: {e}");
+                        seen.errors += 1;
+                    }
+                }
+            }
+        })
+        .await;
+        on_cluster(&cluster, move |c| c.restart_node(dead)).await;
+        let (_, conn) = client
+            .master_connections()
+            .into_iter()
+            .find(|(addr, _)| addr.port == dead_port)
+            .expect("a connection to the restarted master");
+        wait_for_pong(&conn, 30 * SECOND).await;
+        let deadline = Instant::now() + 60 * SECOND;
+        within(
+            "the scan",
+            60 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        seen.check("a dead master, back later", &expected);
+    });
+}
+
+/// A `SCAN` that times out in the middle of a pass (the master frozen for
+/// a moment, shorter than the cluster's node timeout) keeps the pass: the
+/// next page goes on from its cursor once the node answers, so no key of
+/// the pass comes twice (a pass started again from cursor 0 would return
+/// each of its keys so far a second time).
+#[test]
+fn a_scan_timeout_mid_pass_goes_on_from_the_cursor() {
+    let cluster = RedisCluster::builder().node_timeout_ms(30_000).start();
+    let seeds = cluster.seed_addrs();
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let client = connect(seeds).await;
+        let expected = write_keys(&client, "scan:", N).await;
+        let deadline = Instant::now() + 60 * SECOND;
+        let short = client.with_timeout(Duration::from_millis(500));
+        let mut seen = Seen::default();
+        let mut scan = short.scan(ScanOptions::new().count(20));
+        for _ in 0..10 {
+            assert!(page(&mut scan, &mut seen, deadline).await);
+        }
+        let port = scan.state().unwrap().node().expect("a pass under way").port;
+        let index = on_cluster(&cluster, move |c| {
+            let i = (0..c.len()).find(|&i| c.node(i).port() == port).unwrap();
+            c.node(i).pause(true);
+            i
+        })
+        .await;
+        let err = scan.next_page().await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        on_cluster(&cluster, move |c| c.node(index).pause(false)).await;
+        within(
+            "the scan",
+            60 * SECOND,
+            scan_to_end(&mut scan, &mut seen, deadline),
+        )
+        .await;
+        seen.check("a SCAN timed out mid-pass", &expected);
+        let duplicates: u32 = seen.counts.values().map(|&c| c - 1).sum();
+        assert_eq!(duplicates, 0, "the pass went on from its cursor");
+    });
+}
+
+/// The whole scan over RESP2 connections: `CLUSTER NODES` and `INFO` come
+/// as bulk strings rather than verbatim strings.
+#[test]
+fn every_key_over_resp2() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    run(move || async move {
+        let config = ClusterConfig::builder()
+            .seeds(seeds.iter().copied())
+            .timeout(3 * SECOND)
+            .connection(|c| c.protocol(Protocol::Resp2))
+            .build()
+            .unwrap();
+        let client = Cluster::connect(config).await.unwrap();
+        let expected = write_keys(&client, "scan:", N).await;
+        let deadline = Instant::now() + 60 * SECOND;
+        let mut seen = Seen::default();
+        let mut scan = client.scan(ScanOptions::new().count(100));
+        scan_to_end(&mut scan, &mut seen, deadline).await;
+        assert!(scan.state().unwrap().is_done());
+        assert_eq!(seen.errors, 0);
+        seen.check("RESP2", &expected);
+    });
+}
+
 /// How the master being scanned goes.
 #[derive(Clone, Copy, Debug)]
 enum Loss {
@@ -366,10 +644,11 @@ fn every_key_through_a_failover(loss: Loss) {
             Loss::Demoted => assert_eq!(c.failover(replica), first),
         })
         .await;
+        // Each page, failed or not, ends by the call's deadline (3 s).
         within(
             "the scan",
             90 * SECOND,
-            scan_to_end(&mut scan, &mut seen, deadline),
+            scan_to_end_each_within(&mut scan, &mut seen, deadline, 4 * SECOND),
         )
         .await;
         seen.check(&format!("through a {loss:?} master"), &expected);

@@ -9,7 +9,8 @@
 //! same through the per-core runtime's
 //! `CoreClient` and `RemoteClient`. And `SCRIPT LOAD`/`FUNCTION LOAD`
 //! through `Cluster::command` reach every master (their policy routes
-//! them so).
+//! them so). A script raising a refusal's text itself (`TRYAGAIN x`,
+//! `MOVED ...`) runs once: the router retries only the server's own.
 //!
 //! The harness's blocking calls on the nodes (`CONFIG RESETSTAT`, `INFO`)
 //! are made while the client is idle.
@@ -428,6 +429,52 @@ fn cluster_script_load_and_function_load_reach_every_master() {
         }
         for i in cluster.master_indices() {
             assert_eq!(stats(cluster.node(i), "eval"), (0, 0), "node {i}");
+        }
+    });
+}
+
+/// A script's own error whose text starts like a cluster refusal
+/// (`TRYAGAIN`, `MOVED`, `ASK`, `CLUSTERDOWN`, `NOSCRIPT`, ...) is the
+/// script's error, not a refusal: the script ran (its `INCR` shows it) and
+/// is not sent again.
+#[test]
+fn cluster_a_script_raising_a_refusal_text_runs_once() {
+    let cluster = RedisCluster::start();
+    let config = config(&cluster);
+    let owner = cluster.slot_owner(SLOTS[0]);
+    run(move || async move {
+        let client = Cluster::connect(config)
+            .await
+            .unwrap()
+            .with_timeout(std::time::Duration::from_secs(1));
+        let moved_here = format!("MOVED {} {owner}", SLOTS[0]);
+        let ask_here = format!("ASK {} {owner}", SLOTS[0]);
+        for (i, text) in [
+            "NOSCRIPT fake",
+            "TRYAGAIN fake",
+            "CLUSTERDOWN fake",
+            "LOADING fake",
+            "BUSY fake",
+            "READONLY fake",
+            "MASTERDOWN fake",
+            "MOVED 1 127.0.0.1:1",
+            moved_here.as_str(),
+            ask_here.as_str(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let counter = key_in_slot(SLOTS[0], &format!("raised-{i}:"));
+            let script = Script::new(format!(
+                "redis.call('INCR', KEYS[1]) return redis.error_reply('{text}')"
+            ));
+            let outcome = script
+                .invoke::<i64, _, _>(&client, &[counter.as_str()], &[""; 0])
+                .await;
+            let runs: i64 = client.get(counter.as_str()).await.unwrap();
+            println!("{text}: {outcome:?}, ran {runs} times");
+            assert_eq!(runs, 1, "{text}: the script ran once ({outcome:?})");
+            assert!(outcome.is_err(), "{text}");
         }
     });
 }

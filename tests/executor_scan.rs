@@ -2,7 +2,8 @@
 //! of 2 cores scans with its `CoreClient` (the masters other cores own are
 //! reached over the mesh), and a `RemoteClient` scans from a plain thread
 //! (each page a job on a core, the state travelling with it). Every key
-//! must come back; duplicates are printed.
+//! must come back; duplicates are printed. Pages whose wait expires lose
+//! no key.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -175,6 +176,68 @@ fn a_remote_scan_while_a_slot_migrates() {
     cluster.finish_migration(slot, other);
     while next(&mut got) {}
     check("remote client, slot migrating", &got, &expected);
+    drop(stop);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.join());
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the runtime ends");
+}
+
+/// Pages of a `RemoteClient` scan whose wait expires (a deadline so short
+/// that the caller's wait, or the job's own, runs out) lose no key: the
+/// scan takes a job's state only with the page that reached the caller,
+/// so the keys of a page that failed come again later. Pages alternate
+/// between such a client and one with the default deadline, on one
+/// state.
+#[test]
+fn a_remote_scan_with_pages_timing_out_loses_no_key() {
+    let cluster = RedisCluster::start();
+    let config = ClusterConfig::builder()
+        .seeds(cluster.seed_addrs())
+        .build()
+        .unwrap();
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let handle = ClusterExecutor::new(config)
+        .unwrap()
+        .cores(2)
+        .unwrap()
+        .spawn(move |_client| {
+            let stopped = stopped.clone();
+            async move {
+                let _ = stopped.recv().await;
+            }
+        })
+        .unwrap();
+    let remote = handle.remote();
+    let expected: HashSet<String> = (0..N).map(|i| format!("scan:{i}")).collect();
+    let keys: Vec<&String> = expected.iter().collect();
+    for chunk in keys.chunks(500) {
+        let pairs: Vec<(&str, &str)> = chunk.iter().map(|k| (k.as_str(), "v")).collect();
+        block_on(remote.mset(&pairs)).unwrap();
+    }
+    let options = ScanOptions::new().count(20);
+    let hasty = remote.with_timeout(Duration::from_micros(300));
+    let mut state = redcore::cluster::ScanState::new();
+    let (mut got, mut failed) = (Vec::new(), 0);
+    for round in 0.. {
+        assert!(round < 10_000, "the scan does not end");
+        let client = if round % 2 == 0 { &hasty } else { &remote };
+        let mut scan = redcore::runtime::RemoteScan::resume(client, options.clone(), state.clone());
+        match block_on(scan.next_page()) {
+            Ok(Some(keys)) => got.extend(keys),
+            Ok(None) => break,
+            Err(e) => {
+                assert!(matches!(e, redcore::Error::Timeout { .. }), "{e:?}");
+                failed += 1;
+            }
+        }
+        state = scan.state().clone();
+    }
+    println!("{failed} pages timed out");
+    assert!(failed > 0, "some pages timed out");
+    check("remote client, pages timing out", &got, &expected);
     drop(stop);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

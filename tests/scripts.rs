@@ -2,7 +2,8 @@
 //! runs with `EVALSHA` and is loaded with `EVAL` the first time and after
 //! `SCRIPT FLUSH`, which the server's own counters (`INFO commandstats`)
 //! show; the read-only variant; errors raised by a script come back as
-//! server errors and are not sent again; functions (`FUNCTION LOAD`,
+//! server errors and are not sent again, even when their text starts
+//! like a refusal (`NOSCRIPT fake`, `TRYAGAIN fake`, ...); functions (`FUNCTION LOAD`,
 //! `FCALL`, `FCALL_RO`) and `SCRIPT LOAD`.
 //!
 //! The cluster's side is tests/cluster_scripts.rs.
@@ -154,6 +155,51 @@ fn errors_raised_by_a_script_are_server_errors_and_not_sent_again() {
             .await
             .unwrap_err();
         assert!(err.server_error().is_some(), "{err:?}");
+    });
+}
+
+/// A script's own error whose text starts like a refusal that proves a
+/// command did not run (`NOSCRIPT`, `MOVED`, `ASK`, `TRYAGAIN`, ...) is
+/// still the script's error: the script ran (its `INCR` shows it) and is
+/// not run again, neither as `EVAL` nor as a second `EVALSHA`.
+#[test]
+fn a_script_raising_a_refusal_text_runs_once() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = connect(&server, Protocol::Resp3).await;
+        for (i, text) in [
+            "NOSCRIPT fake",
+            "NOSCRIPT No matching",
+            "MOVED 1 127.0.0.1:1",
+            "ASK 1 127.0.0.1:1",
+            "TRYAGAIN fake",
+            "CLUSTERDOWN fake",
+            "LOADING fake",
+            "BUSY fake",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let counter = format!("raised-{i}");
+            let script = Script::new(format!(
+                "redis.call('INCR', KEYS[1]) return redis.error_reply('{text}')"
+            ));
+            // Loaded first: the call below is one EVALSHA that runs it.
+            conn.script_load(script.source()).await.unwrap();
+            let err = script
+                .invoke::<i64, _, _>(&conn, &[counter.as_str()], &[""; 0])
+                .await
+                .unwrap_err();
+            let Error::Server(e) = &err else {
+                panic!("{text}: expected a server error, got {err:?}");
+            };
+            assert_eq!(e.message_lossy(), text, "the script's own error");
+            assert_eq!(
+                conn.get::<i64>(counter.as_str()).await.unwrap(),
+                1,
+                "{text}: the script ran once"
+            );
+        }
     });
 }
 

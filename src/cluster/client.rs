@@ -250,6 +250,7 @@ impl Commands for Cluster {
         }
         let mut attempt = self.attempt();
         attempt.read_only = crate::cmd::is_read_only(&args);
+        attempt.runs_code = super::code_refusal::runs_code(&args);
         let value = self
             .router
             .run(route, &mut attempt, async |node, asking, timeout| {

@@ -330,6 +330,7 @@ impl Cluster {
     ) -> Result<NodeReplies, Error> {
         let mut attempt = Attempt::new(deadline, false);
         attempt.read_only = crate::cmd::is_read_only(args);
+        attempt.runs_code = super::code_refusal::runs_code(args);
         let last: RefCell<Option<NodeAddr>> = RefCell::new(None);
         let reply = self
             .router
@@ -360,6 +361,7 @@ async fn on_node<A: Args>(
     deadline: Instant,
 ) -> Result<Value, Error> {
     let mut attempt = Attempt::new(deadline, false);
+    let runs_code = super::code_refusal::runs_code(args);
     loop {
         let left = attempt.left();
         if left.is_zero() {
@@ -371,6 +373,14 @@ async fn on_node<A: Args>(
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
+        // A script's own error may read like a refusal: only the server's
+        // own words are one.
+        if let Error::Server(e) = &err {
+            if runs_code && !super::code_refusal::refusal_is_genuine(e, Route::Keyless, &node.addr)
+            {
+                return Err(err);
+            }
+        }
         match Step::of(&err) {
             Step::Backoff => router.backoff(&mut attempt, err).await?,
             Step::Refresh => {

@@ -117,6 +117,7 @@
 //! ```
 
 pub(crate) mod client;
+mod code_refusal;
 mod fanout;
 mod health;
 pub(crate) mod node;

@@ -92,6 +92,9 @@ pub(crate) struct Attempt {
     /// it is sent again after a connection lost in flight, which could not
     /// have applied anything.
     pub read_only: bool,
+    /// The command runs a script or function: a refusal is retried only
+    /// in the server's own words ([`super::code_refusal`]).
+    pub runs_code: bool,
 }
 
 impl Attempt {
@@ -106,6 +109,7 @@ impl Attempt {
             ask: None,
             own_timeout,
             read_only: false,
+            runs_code: false,
         }
     }
 
@@ -398,6 +402,12 @@ impl Router {
             };
             match result {
                 Ok(v) => return Ok(v),
+                Err(Error::Server(e))
+                    if attempt.runs_code
+                        && !super::code_refusal::refusal_is_genuine(&e, route, &node.addr) =>
+                {
+                    return Err(Error::Server(e));
+                }
                 Err(e) => self.after_error(&node, e, attempt).await?,
             }
         }

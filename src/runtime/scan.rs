@@ -15,9 +15,9 @@ use bytes::Bytes;
 use super::commands::CoreJob;
 use super::core_client::CoreClient;
 use super::remote_client::{ExtKind, RemoteClient};
-use crate::cluster::scan::next_page;
+use crate::cluster::scan::{Pages, next_page, poll_next_key};
 use crate::cluster::{ClusterScan, ScanCommands, ScanOptions, ScanState};
-use crate::{Error, FromValue, Value};
+use crate::{Error, Value};
 
 impl CoreClient {
     /// A scan over every key of every master, run on this core: the
@@ -55,8 +55,13 @@ impl ScanCommands for RemoteClient {
     }
 }
 
-/// What a page job answers: the state it left (when it ran) and the page.
+/// What a page job answers: the state it left (when its page reached
+/// the caller) and the page.
 type PageOutcome = (Option<Box<ScanState>>, Result<Option<Vec<Bytes>>, Error>);
+
+/// A page as the job on the core left it: the state after it, and what it
+/// returned.
+type PageLeft = (Box<ScanState>, Result<Option<Vec<Bytes>>, Error>);
 
 /// A page in flight on a core.
 type RemotePage = Pin<Box<dyn Future<Output = PageOutcome> + Send>>;
@@ -64,8 +69,15 @@ type RemotePage = Pin<Box<dyn Future<Output = PageOutcome> + Send>>;
 /// [`ClusterScan`] for a [`RemoteClient`]: the same pages and guarantee,
 /// each page run on one of the cores. `Send`; pages with
 /// [`next_page`](Self::next_page), or keys as a
-/// [`Stream`](futures_lite::Stream). A page that fails, or whose core did
-/// not answer by the deadline, leaves the scan where it was before it.
+/// [`Stream`](futures_lite::Stream).
+///
+/// The state and the page travel together: the scan takes the state a
+/// job left only with the page (or the page's own error) that job
+/// returned. When the job's answer does not reach the caller (its core
+/// did not answer by the deadline, or stopped), the scan stays where it
+/// was before that page, even if the job went on and finished a pass on
+/// its core: that page's keys are returned again by a later page rather
+/// than lost.
 pub struct RemoteScan {
     client: RemoteClient,
     options: Arc<ScanOptions>,
@@ -88,7 +100,8 @@ impl fmt::Debug for RemoteScan {
 
 impl RemoteScan {
     /// A scan through `client` from `state` (a new one, or one a previous
-    /// scan left).
+    /// scan left). Pass the options the state was made with (see
+    /// [`ClusterScan`]'s limits).
     pub fn resume(client: &RemoteClient, options: ScanOptions, state: ScanState) -> RemoteScan {
         RemoteScan {
             client: client.clone(),
@@ -135,35 +148,40 @@ impl RemoteScan {
 }
 
 /// Runs one page on a core with a copy of the state; the state comes back
-/// through `back` when the job ran.
+/// with the page, in one piece.
 async fn remote_page(
     client: RemoteClient,
     options: Arc<ScanOptions>,
     mut state: Box<ScanState>,
 ) -> PageOutcome {
-    let back: Arc<Mutex<Option<Box<ScanState>>>> = Arc::new(Mutex::new(None));
+    let back: Arc<Mutex<Option<PageLeft>>> = Arc::new(Mutex::new(None));
     let slot = back.clone();
     let job: CoreJob = Box::new(move |core| {
         Box::pin(async move {
             let page = core
                 .entered(next_page(&core.cluster, &options, &mut state))
                 .await;
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
-            match page? {
-                Some(keys) => Ok(Value::Array(
-                    keys.into_iter().map(Value::BulkString).collect(),
-                )),
-                None => Ok(Value::Nil),
-            }
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((state, page));
+            Ok(Value::Nil)
         })
     });
-    let result = client.submit(ExtKind::Job(job)).await;
-    let state = back.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let page = result.and_then(|value| match value {
-        Value::Nil => Ok(None),
-        keys => Vec::<Bytes>::from_value(keys).map(Some),
-    });
-    (state, page)
+    let submitted = client.submit(ExtKind::Job(job)).await;
+    let left = back.lock().unwrap_or_else(PoisonError::into_inner).take();
+    settle(submitted, left)
+}
+
+/// The outcome of a page job: the state it left, and its page, only when
+/// the job's own answer reached the caller; otherwise no state (the scan
+/// stays where it was) and the error the caller got.
+fn settle(submitted: Result<Value, Error>, left: Option<PageLeft>) -> PageOutcome {
+    match (submitted, left) {
+        (Ok(_), Some((state, page))) => (Some(state), page),
+        (Ok(_), None) => (
+            None,
+            Err(Error::Closed("the scan job ended without its page")),
+        ),
+        (Err(e), _) => (None, Err(e)),
+    }
 }
 
 /// Keys one by one; an error is yielded once, and polling again goes on
@@ -172,15 +190,54 @@ impl futures_lite::Stream for RemoteScan {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(key) = self.buffered.pop_front() {
-                return Poll::Ready(Some(Ok(key)));
-            }
-            match std::task::ready!(self.poll_page(cx)) {
-                Ok(Some(keys)) => self.buffered.extend(keys),
-                Ok(None) => return Poll::Ready(None),
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-        }
+        poll_next_key(&mut *self, cx)
+    }
+}
+
+impl Pages for RemoteScan {
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<Bytes>>, Error>> {
+        RemoteScan::poll_page(self, cx)
+    }
+
+    fn buffered(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.buffered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advanced() -> Box<ScanState> {
+        Box::new(ScanState::for_tests_with_finished(100))
+    }
+
+    #[test]
+    fn the_state_moves_on_only_with_a_page_that_reached_the_caller() {
+        let keys = vec![Bytes::from_static(b"k")];
+        // The job finished its page, but the caller's wait had expired:
+        // the keys never reach the caller, so neither does the state.
+        let timeout = Error::Timeout {
+            maybe_applied: false,
+        };
+        let (state, page) = settle(Err(timeout), Some((advanced(), Ok(Some(keys.clone())))));
+        assert!(state.is_none());
+        assert!(matches!(page, Err(Error::Timeout { .. })), "{page:?}");
+        // The core stopped before the job ran.
+        let stopped = Error::CoreStopped {
+            core: 0,
+            maybe_applied: true,
+        };
+        let (state, page) = settle(Err(stopped), None);
+        assert!(state.is_none() && page.is_err());
+        // The page reached the caller: the state with it.
+        let (state, page) = settle(Ok(Value::Nil), Some((advanced(), Ok(Some(keys.clone())))));
+        assert_eq!(state.unwrap().finished_slots(), 100);
+        assert_eq!(page.unwrap(), Some(keys));
+        // The page's own error reached the caller: the state it left too.
+        let unserved = Error::SlotUnserved { slot: 3 };
+        let (state, page) = settle(Ok(Value::Nil), Some((advanced(), Err(unserved))));
+        assert_eq!(state.unwrap().finished_slots(), 100);
+        assert!(matches!(page, Err(Error::SlotUnserved { slot: 3 })));
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::Commands;
 use crate::cmd::{Cmd, cmd};
-use crate::error::ServerErrorKind;
+use crate::error::{ServerError, ServerErrorKind};
 use crate::resp::Arg;
 use crate::{Error, FromValue, Value};
 
@@ -38,7 +38,15 @@ use crate::{Error, FromValue, Value};
 /// On a cluster client the keys must share one slot (use hash tags), as
 /// for any command: keys in several slots are [`Error::CrossSlot`] before
 /// anything is sent. A script without keys goes where the client sends a
-/// keyless command.
+/// keyless command: on a [`Cluster`](crate::Cluster), a master chosen at
+/// random for each command, so the `EVAL` that follows a `NOSCRIPT` may go
+/// to another master than the one that said `NOSCRIPT`. That is harmless
+/// (`NOSCRIPT` proved nothing ran; the script runs once, where the `EVAL`
+/// lands, and is cached there), but the node that lacked the script still
+/// lacks it, and a later call that lands there pays one more `NOSCRIPT`
+/// and `EVAL`. To have a keyless script on every master, `SCRIPT LOAD` it
+/// on each of [`master_connections`](crate::Cluster::master_connections)
+/// first.
 ///
 /// ```no_run
 /// use std::sync::LazyLock;
@@ -103,7 +111,16 @@ impl Script {
     ///
     /// An error raised by the script, or by a command it calls, is
     /// `Err(Error::Server(..))`, as is any other error reply; none of
-    /// those is retried. On a cluster client, keys in several slots are
+    /// those is retried. Only the server's own refusal, whose text starts
+    /// with `NOSCRIPT No matching script`, is taken for `NOSCRIPT`: a
+    /// script's own error whose text starts with `NOSCRIPT` comes back as
+    /// it is. (A script that raises exactly that text is taken at its
+    /// word and run a second time, as `EVAL`: nothing on the wire tells
+    /// the two apart.) On a [`Cluster`](crate::Cluster), likewise, a
+    /// refusal the router would follow or retry (`MOVED`, `ASK`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `BUSY`, ...) is taken as one
+    /// only in the server's own words, so a script's own error with such a
+    /// first word is returned, not run again. On a cluster client, keys in several slots are
     /// [`Error::CrossSlot`] and nothing is sent.
     ///
     /// With a [`RemoteClient`](crate::RemoteClient), the future is `Send`
@@ -156,7 +173,7 @@ impl Script {
             .command::<Value>(call(by_sha, &self.sha1, keys, args))
             .await;
         match reply {
-            Err(Error::Server(e)) if e.kind() == ServerErrorKind::NoScript => {
+            Err(Error::Server(e)) if is_missing_script(&e) => {
                 client
                     .command(call(by_source, &self.source, keys, args))
                     .await
@@ -173,6 +190,18 @@ impl std::fmt::Debug for Script {
             .field("source_len", &self.source.len())
             .finish()
     }
+}
+
+/// The start of the server's own reply to an `EVALSHA` of a script it does
+/// not have (`NOSCRIPT No matching script. Please use EVAL.` on Redis 6
+/// and 7).
+const MISSING_SCRIPT: &[u8] = b"NOSCRIPT No matching script";
+
+/// True only for the server's own `NOSCRIPT` refusal, which proves the
+/// script did not run: not for an error the script raised itself whose
+/// text merely starts with `NOSCRIPT` (`redis.error_reply('NOSCRIPT x')`).
+fn is_missing_script(e: &ServerError) -> bool {
+    e.kind() == ServerErrorKind::NoScript && e.message().starts_with(MISSING_SCRIPT)
 }
 
 /// Which pair of commands runs a script.
