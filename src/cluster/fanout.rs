@@ -27,6 +27,7 @@ use crate::{Commands, Error, FromValue, Value};
 
 /// Where [`ClusterCommands::command_to`] sends a command.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Target {
     /// Every master the slot map routes to.
     AllMasters,
@@ -45,6 +46,7 @@ pub enum Target {
 /// The reply of each node a command went to, in the order the nodes were
 /// asked (the masters in slot-map order, then the replicas).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct NodeReplies {
     /// Each node's address with its reply (a server error reply is
     /// `Err(Error::Server(..))`).
@@ -80,6 +82,7 @@ impl IntoIterator for NodeReplies {
 /// A command sent to several nodes failed on some of them
 /// ([`Error::Fanout`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FanoutError {
     /// The command's name (and subcommand), as sent.
     pub command: String,
