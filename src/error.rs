@@ -163,6 +163,11 @@ pub enum Error {
         /// The slot.
         slot: u16,
     },
+    /// A command sent to several cluster nodes (`FLUSHALL`, `SCRIPT LOAD`,
+    /// `DBSIZE`, ...) failed on some of them: which nodes ran it, which
+    /// failed and why.
+    #[error("{0}")]
+    Fanout(Box<crate::cluster::FanoutError>),
     /// A command the connection cannot carry (it would break the pairing
     /// of requests and replies), such as `SUBSCRIBE` or `CLIENT REPLY`.
     #[error("{command} is not supported here: {reason}")]
@@ -274,6 +279,9 @@ impl Error {
             Error::ConnectionLost | Error::Io(_) | Error::Protocol(_) | Error::Conversion(_) => {
                 false
             }
+            // Safe only when no node ran it and none may have: otherwise
+            // sending it again would run it twice there.
+            Error::Fanout(e) => e.succeeded.is_empty() && !e.maybe_applied,
             // Never sent: refused before sending, or no connection to send on.
             Error::CrossSlot { .. }
             | Error::MalformedCommand { .. }

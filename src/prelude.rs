@@ -10,7 +10,7 @@
 //! }
 //! ```
 
-pub use crate::cluster::ScanCommands;
+pub use crate::cluster::{ClusterCommands, ScanCommands};
 pub use crate::commands::{
     Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, ScriptCommands, SetCommands,
     SortedSetCommands, StreamCommands, StringCommands,

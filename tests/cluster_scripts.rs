@@ -7,9 +7,9 @@
 //! on each master by hand; a script follows its slot through a migration
 //! (`ASK`, then `MOVED`) and a failover, loaded again where missing. The
 //! same through the per-core runtime's
-//! `CoreClient` and `RemoteClient`. And, ignored until the fan-out routing
-//! lands, `SCRIPT LOAD`/`FUNCTION LOAD` through `Cluster::command` reach
-//! every master. A script raising a refusal's text itself (`TRYAGAIN x`,
+//! `CoreClient` and `RemoteClient`. And `SCRIPT LOAD`/`FUNCTION LOAD`
+//! through `Cluster::command` reach every master (their policy routes
+//! them so). A script raising a refusal's text itself (`TRYAGAIN x`,
 //! `MOVED ...`) runs once: the router retries only the server's own.
 //!
 //! The harness's blocking calls on the nodes (`CONFIG RESETSTAT`, `INFO`)
@@ -389,10 +389,9 @@ fn remote_script_futures_are_send(remote: &RemoteClient, script: &Script) {
 }
 
 /// `SCRIPT LOAD` and `FUNCTION LOAD` sent as plain commands through the
-/// cluster client reach every master (the routing the fan-out work adds;
-/// today a keyless command goes to one master).
+/// cluster client reach every master (their policies: `SCRIPT LOAD` every
+/// node, `FUNCTION LOAD` every master).
 #[test]
-#[ignore = "needs the fan-out branch"]
 fn cluster_script_load_and_function_load_reach_every_master() {
     let cluster = RedisCluster::start();
     let config = config(&cluster);

@@ -8,16 +8,17 @@
 # Usage: tools/cluster-example.sh [EXAMPLE]
 #   EXAMPLE: cluster (examples/cluster.rs, the default), per_core
 #   (examples/per_core.rs, the per-core runtime), cluster_scan
-#   (examples/cluster_scan.rs, SCAN over the whole cluster) or
+#   (examples/cluster_scan.rs, SCAN over the whole cluster), cluster_wide
+#   (examples/cluster_wide.rs, commands for every master or node) or
 #   replica_reads (examples/replica_reads.rs, reads from replicas).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 example=${1:-cluster}
 case "$example" in
-    cluster | per_core | cluster_scan | replica_reads) ;;
+    cluster | per_core | cluster_scan | cluster_wide | replica_reads) ;;
     *)
-        echo "usage: tools/cluster-example.sh [cluster|per_core|cluster_scan|replica_reads]" >&2
+        echo "usage: tools/cluster-example.sh [cluster|per_core|cluster_scan|cluster_wide|replica_reads]" >&2
         exit 2
         ;;
 esac

@@ -152,7 +152,9 @@ impl Cluster {
             router.close();
             return Err(e);
         }
-        Ok(Cluster::started(router))
+        let cluster = Cluster::started(router);
+        cluster.read_policies_in_background();
+        Ok(cluster)
     }
 
     /// The client over `router`, whose first topology is installed; runs
@@ -246,12 +248,21 @@ impl Commands for Cluster {
     /// [`with_read_from`](Cluster::with_read_from)) and converts the reply;
     /// a server error is `Err(Error::Server(..))`.
     ///
-    /// Keys in different slots are [`Error::CrossSlot`] (nothing is sent;
-    /// see [`mget`](Self::mget) and the other split helpers). A keyless
-    /// command goes to one master, chosen at random: commands meant for
-    /// every node (`FLUSHALL`, `KEYS`, `SCAN`, `DBSIZE`, `SCRIPT LOAD`)
-    /// reach only that one here; run them on each of
-    /// [`master_connections`](Self::master_connections) instead.
+    /// Keys in different slots: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `MGET`
+    /// and `MSET` are split per slot, sent side by side and their replies
+    /// combined (as [`mget`](Self::mget) and the other split helpers do);
+    /// any other command is [`Error::CrossSlot`] and nothing is sent
+    /// (`MSETNX` among them: split, it would not be all or nothing).
+    ///
+    /// A keyless command goes where its policy (the servers' command
+    /// tips, or the built-in table: [`crate::cmd::policy`]) says: to every
+    /// master (`DBSIZE` summed, `KEYS` concatenated, `FLUSHALL`, `FUNCTION
+    /// LOAD`, `SCRIPT EXISTS` ANDed) or every node (`SCRIPT LOAD`, `CONFIG
+    /// SET`), side by side, failing with [`Error::Fanout`] when a node
+    /// fails; other keyless commands (`PING` too, whatever its tip says)
+    /// go to one master chosen at random. `SCAN` reaches one master: see
+    /// [`ScanCommands`](super::ScanCommands). To choose the nodes, see
+    /// [`ClusterCommands`](super::ClusterCommands).
     ///
     /// Retries: a redirect, a refusal that proves the command was not
     /// applied (`TRYAGAIN`, `CLUSTERDOWN`, ...) or an unreachable node is
@@ -261,7 +272,18 @@ impl Commands for Cluster {
     /// ([`is_read_only`](crate::cmd::is_read_only): `GET`, `HGETALL`,
     /// `XREAD`, ...), which are sent again after a topology refresh.
     async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        let route = crate::cmd::send_route(&args)?;
+        let route = match crate::cmd::send_route(&args) {
+            Ok(route) => route,
+            Err(e @ Error::CrossSlot { .. }) => {
+                return T::from_value(self.command_across_slots(&args, e).await?);
+            }
+            Err(e) => return Err(e),
+        };
+        if route == Route::Keyless {
+            if let Some(value) = self.command_by_policy(&args).await? {
+                return T::from_value(value);
+            }
+        }
         let mut attempt = self.attempt();
         attempt.read_only = crate::cmd::is_read_only(&args);
         attempt.runs_code = super::code_refusal::runs_code(&args);
@@ -622,7 +644,7 @@ impl Cluster {
         }
     }
 
-    async fn count_by_slot<K: Arg>(&self, name: &str, keys: &[K]) -> Result<u64, Error> {
+    pub(super) async fn count_by_slot<K: Arg>(&self, name: &str, keys: &[K]) -> Result<u64, Error> {
         let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
         let cmds: Vec<Cmd> = groups
             .iter()
@@ -720,8 +742,9 @@ impl Cluster {
         self.router.refresh_until(deadline).await
     }
 
-    /// The connection to each master the slot map routes to, for commands
-    /// meant for every node (`FLUSHALL`, `SCAN`, `SCRIPT LOAD`, ...).
+    /// The connection to each master the slot map routes to, for work on
+    /// each master's own connection (`command` already sends `FLUSHALL`,
+    /// `DBSIZE`, `SCRIPT LOAD`, ... to every master or node).
     /// On the per-core runtime, only the masters whose connection is on
     /// this core.
     pub fn master_connections(&self) -> Vec<(NodeAddr, Connection)> {

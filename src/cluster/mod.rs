@@ -118,6 +118,7 @@
 
 pub(crate) mod client;
 mod code_refusal;
+mod fanout;
 mod health;
 pub(crate) mod node;
 pub(crate) mod peers;
@@ -132,6 +133,7 @@ mod slot_map;
 mod topology;
 
 pub use client::{Cluster, ClusterInfo, ClusterNodeInfo};
+pub use fanout::{ClusterCommands, FanoutError, NodeReplies, Target};
 pub use scan::{ClusterScan, ScanCommands, ScanOptions, ScanState};
 pub use slot_map::SlotMap;
 pub use topology::{Health, NodeAddr, NodeInfo, Role, Shard, Topology};

@@ -159,6 +159,9 @@ pub(crate) struct Router {
     pubsub_links: RefCell<HashMap<NodeAddr, Connection>>,
     /// What the replica strategies keep between calls.
     pub replica_state: super::replicas::ReplicaState,
+    /// The command policies read from the servers' tips (see
+    /// [`super::fanout`]); unset until read.
+    pub policies: std::cell::OnceCell<crate::cmd::policy::PolicyTable>,
 }
 
 impl Router {
@@ -188,6 +191,7 @@ impl Router {
             pubsub: Default::default(),
             pubsub_links: RefCell::new(HashMap::new()),
             replica_state: Default::default(),
+            policies: std::cell::OnceCell::new(),
         })
     }
 

@@ -14,7 +14,9 @@ use crate::slot::key_slot;
 /// Where a command must go in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
-    /// The command touches no key; any master can serve it.
+    /// The command touches no key. A cluster client sends it to one
+    /// master, or to every master or node when its policy says so
+    /// ([`policy`](super::policy): `DBSIZE`, `SCRIPT LOAD`, ...).
     Keyless,
     /// Every key of the command is in this slot.
     Slot(u16),

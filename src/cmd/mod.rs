@@ -17,6 +17,7 @@
 //! ```
 
 mod keys;
+pub mod policy;
 
 use bytes::BytesMut;
 use smallvec::SmallVec;

@@ -133,7 +133,7 @@ type CountOnCore = for<'a> fn(
 
 impl RemoteClient {
     /// Runs `job` on one of the cores with its client.
-    async fn on_core(&self, job: CoreJob) -> Result<Value, Error> {
+    pub(super) async fn on_core(&self, job: CoreJob) -> Result<Value, Error> {
         self.submit(ExtKind::Job(job)).await
     }
 

@@ -546,6 +546,7 @@ where
         cpu: s.cpu,
     };
     glommio::spawn_local(intake(client.clone(), s.calls)).detach();
+    client.cluster.read_policies_in_background();
     // Tells the other cores this core's function ended and it drained,
     // also when the core's thread dies (a panic in a task the function
     // spawned): their shutdown must not wait for it. glommio does not drop

@@ -62,6 +62,7 @@
 mod commands;
 mod core_client;
 mod executor;
+mod fanout;
 pub(crate) mod mesh;
 mod overdue;
 mod pubsub;
