@@ -36,7 +36,7 @@ pub struct Cli {
     /// With `--cluster`: where GETs (and other commands that only read)
     /// go: `primary` (the default), `replica` (a random replica of the
     /// slot's master), `round-robin` (its replicas in turn), `az:<zone>`
-    /// (replicas in <zone> first; no node's zone is known from the
+    /// (replicas in `<zone>` first; no node's zone is known from the
     /// command line, so every replica counts as in another zone) or
     /// `latency` (the lowest measured round trip). Not with `--verify`
     /// (replicas lag their master).
