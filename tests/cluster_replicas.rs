@@ -150,6 +150,7 @@ fn replica_reads_on_three_masters_and_three_replicas() {
         prefer_replica_reads_are_served_by_replicas(&cluster, &client, &keys, &masters, &replicas)
             .await;
         writes_with_prefer_replica_go_to_masters(&cluster, &client, &masters, &replicas).await;
+        blocking_reads_wait_on_the_master(&cluster, &client, &masters, &replicas).await;
         replica_connections_reconnect_read_only(&cluster, &client, &keys, &masters, &replicas)
             .await;
         lowest_latency_avoids_a_slowed_replica(&cluster, &client, masters[2]).await;
@@ -260,6 +261,39 @@ async fn writes_with_prefer_replica_go_to_masters(
         .sum();
     assert_eq!(incrs, 30, "INCRs on masters");
     let _ = replicas;
+}
+
+/// A blocking read goes to the master whatever the strategy: on a replica
+/// it would have half of the call's time, then the master the other half,
+/// and a block longer than half the deadline would fail.
+async fn blocking_reads_wait_on_the_master(
+    cluster: &RedisCluster,
+    client: &Cluster,
+    masters: &[usize],
+    replicas: &[usize],
+) {
+    let prefer = client
+        .with_read_from(ReadFrom::PreferReplica)
+        .with_timeout(Duration::from_secs(2));
+    let key = &keys_on(cluster, masters[0], "blocked", 1)[0];
+    reset_stats(cluster, masters);
+    reset_stats(cluster, replicas);
+    let got: Value = prefer
+        .command(
+            cmd("XREAD")
+                .arg("BLOCK")
+                .arg(1500)
+                .arg("STREAMS")
+                .arg(key.as_str())
+                .arg("$"),
+        )
+        .await
+        .expect("a 1.5 s block within a 2 s deadline");
+    assert_eq!(got, Value::Nil, "nothing was added to {key}");
+    let on =
+        |nodes: &[usize]| -> u64 { nodes.iter().map(|&i| calls(cluster.node(i), "xread")).sum() };
+    assert_eq!(on(replicas), 0, "no XREAD BLOCK on a replica");
+    assert_eq!(on(masters), 1, "the XREAD BLOCK on its master");
 }
 
 async fn replica_connections_reconnect_read_only(
@@ -446,6 +480,25 @@ async fn reads_and_writes_survive_a_failover(
         "GETs on the new replica"
     );
     assert!(calls(cluster.node(replica), "set") >= keys.len() as u64);
+    // The promoted replica's connection dropped READONLY with its role: a
+    // READONLY socket to a node demoted again while the map still named it
+    // a master would serve master reads from replica data.
+    eventually(
+        "no READONLY client on the promoted master",
+        WAIT,
+        async || {
+            let _: String = client.get(&keys[0]).await.expect("GET");
+            !cluster
+                .node(replica)
+                .cmd(&["CLIENT", "LIST"])
+                .lines()
+                .any(|l| {
+                    l.split(' ')
+                        .any(|f| f.starts_with("flags=") && f.contains('r'))
+                })
+        },
+    )
+    .await;
 }
 
 #[test]

@@ -288,6 +288,11 @@ impl Commands for Cluster {
         attempt.read_only = crate::cmd::is_read_only(&args);
         attempt.runs_code = super::code_refusal::runs_code(&args);
         attempt.read_from = self.read_from();
+        // A blocking read waits on the master: on a replica it would get
+        // half of the call's time, then the master the other half.
+        if attempt.read_from.uses_replicas() && crate::cmd::is_blocking(&args) {
+            attempt.read_from = ReadFrom::Primary;
+        }
         let value = self
             .router
             .run(route, &mut attempt, async |node, asking, timeout| {

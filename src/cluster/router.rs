@@ -342,11 +342,17 @@ impl Router {
             .filter_map(|n| {
                 let owner = self.owner_in(&n.addr, &map);
                 let replica = map.is_replica(&n.addr);
-                // A demoted master's connection must send READONLY to
-                // serve replica reads (a promoted replica's may keep it).
-                let needs_readonly =
-                    replica && n.via.connection().is_some_and(|c| !c.config().readonly);
-                (n.via.peer() != owner || needs_readonly).then(|| (n.addr.clone(), owner, replica))
+                // A connection's READONLY must follow its node's role: a
+                // demoted master's must send it to serve replica reads,
+                // and a promoted replica's must drop it, or, demoted again
+                // while the map still names it a master, it would answer
+                // reads meant for a master from its replica data instead
+                // of redirecting them.
+                let wrong_mode = n
+                    .via
+                    .connection()
+                    .is_some_and(|c| c.config().readonly != replica);
+                (n.via.peer() != owner || wrong_mode).then(|| (n.addr.clone(), owner, replica))
             })
             .collect();
         for (addr, owner, replica) in relink {
