@@ -36,12 +36,17 @@ pub struct Cli {
     /// With `--cluster`: where GETs (and other commands that only read)
     /// go: `primary` (the default), `replica` (a random replica of the
     /// slot's master), `round-robin` (its replicas in turn), `az:<zone>`
-    /// (replicas in `<zone>` first; no node's zone is known from the
-    /// command line, so every replica counts as in another zone) or
-    /// `latency` (the lowest measured round trip). Not with `--verify`
-    /// (replicas lag their master).
+    /// (replicas in `<zone>` first, zones of nodes from `--node-zone`;
+    /// a node without one counts as in another zone) or `latency` (the
+    /// lowest measured round trip). Not with `--verify` (replicas lag
+    /// their master).
     #[arg(long, value_name = "STRATEGY", value_parser = parse_read_from, conflicts_with = "verify")]
     pub read_from: Option<ReadFromArg>,
+
+    /// With `--read-from az:<zone>`: the zone of one node, as
+    /// `HOST:PORT=ZONE` (repeat the flag for each node).
+    #[arg(long, value_name = "HOST:PORT=ZONE", value_parser = parse_node_zone, requires = "read_from")]
+    pub node_zone: Vec<(String, String)>,
 
     /// Let each executor spin this long for new work before sleeping in
     /// the kernel (`50us`): lower latency for lone requests, CPU burnt
@@ -262,6 +267,16 @@ pub struct ReadFromArg {
 }
 
 /// Parses `--read-from`: `primary`, `replica`, `round-robin`,
+/// `--node-zone HOST:PORT=ZONE`: a node's address and its zone.
+pub fn parse_node_zone(s: &str) -> Result<(String, String), String> {
+    match s.rsplit_once('=') {
+        Some((addr, zone)) if !addr.is_empty() && !zone.is_empty() => {
+            Ok((addr.to_owned(), zone.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not HOST:PORT=ZONE")),
+    }
+}
+
 /// `az:<zone>`, `latency`.
 pub fn parse_read_from(s: &str) -> Result<ReadFromArg, String> {
     if let Some(zone) = s.strip_prefix("az:") {
@@ -807,6 +822,17 @@ mod tests {
         assert_eq!(usage(&with(&["--verify"])), 2);
         assert_eq!(usage(&with(&["--message-size", "15"])), 2);
         assert_eq!(usage(&with(&["--publishers", "0"])), 2);
+    }
+
+    #[test]
+    fn node_zone() {
+        assert_eq!(
+            parse_node_zone("127.0.0.1:7000=eu-1a"),
+            Ok(("127.0.0.1:7000".into(), "eu-1a".into()))
+        );
+        assert!(parse_node_zone("127.0.0.1:7000").is_err());
+        assert!(parse_node_zone("=eu-1a").is_err());
+        assert!(parse_node_zone("127.0.0.1:7000=").is_err());
     }
 
     #[test]

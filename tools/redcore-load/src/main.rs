@@ -30,6 +30,7 @@ use clap::{CommandFactory, Parser};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use redcore::cluster::NodeAddr;
+use redcore::config::IntoNodeAddr as _;
 use redcore::config::{ConnectionConfigBuilder, ServerAddr};
 use redcore::runtime::Ownership;
 use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
@@ -88,6 +89,17 @@ impl Target {
         if let Some(r) = &cli.read_from {
             config.read_from = r.strategy;
             config.replicas.client_zone = r.zone.clone();
+        }
+        if !cli.node_zone.is_empty() {
+            let mut zones = std::collections::HashMap::new();
+            for (addr, zone) in &cli.node_zone {
+                let addr = addr
+                    .as_str()
+                    .into_node_addr()
+                    .map_err(|e| format!("--node-zone {addr:?}: {e}"))?;
+                zones.insert(addr, zone.clone());
+            }
+            config.replicas.node_zones = redcore::config::NodeZones::Table(zones);
         }
         config.validate().map_err(|e| format!("--cluster: {e}"))?;
         Ok(Target::Cluster(config))
