@@ -36,7 +36,15 @@
 //!   runs transactions and watch transactions on one slot. Commands that
 //!   only read can go to replicas ([`config::ReadFrom`]: prefer replica,
 //!   round-robin, same zone first, lowest measured latency), falling back
-//!   to the master within the call's deadline.
+//!   to the master within the call's deadline. Keyless commands go where
+//!   the servers' command tips say (read with `COMMAND INFO` at connect; a
+//!   built-in table otherwise): `DBSIZE` is summed over every master,
+//!   `KEYS` concatenated, `FLUSHALL`, `SCRIPT LOAD` and `CONFIG SET` reach
+//!   every master or node and fail naming the nodes if one fails
+//!   ([`Error::Fanout`]); [`cluster::ClusterCommands`] sends a command to
+//!   a [`cluster::Target`] of the caller's choice or returns the replies
+//!   per node. [`Cluster::scan`] walks every key of every master through
+//!   slot migrations and failovers ([`cluster::ClusterScan`]).
 //!   [`ClusterConfig`] holds its options; `examples/cluster.rs` with
 //!   `tools/cluster-example.sh` runs it against a throwaway cluster.
 //!
