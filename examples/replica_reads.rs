@@ -8,7 +8,7 @@
 use redcore::cluster::{Cluster, ClusterInfo, Role};
 use redcore::config::ReadFrom;
 use redcore::prelude::*;
-use redcore::{ClusterConfig, cmd};
+use redcore::{ClusterConfig, Value, cmd};
 
 /// Calls the client sent to masters and to replicas so far.
 fn sent(info: &ClusterInfo) -> (u64, u64) {
@@ -28,14 +28,32 @@ async fn tour(seeds: Vec<String>) -> redcore::Result<()> {
     let keys: Vec<String> = (0..30).map(|i| format!("replica-example:{i}")).collect();
     for k in &keys {
         // WAIT 1 in the same pipeline (it goes with the SET, to the key's
-        // master): a replica has the write before anyone reads it.
-        cluster
-            .pipeline([cmd("SET").arg(k).arg("v"), cmd("WAIT").arg(1).arg(1000)])
-            .await?;
+        // master): a replica has the write before anyone reads it. A
+        // cluster just made has replicas still syncing: ask again.
+        for _ in 0..30 {
+            let replies = cluster
+                .pipeline([cmd("SET").arg(k).arg("v"), cmd("WAIT").arg(1).arg(1000)])
+                .await?;
+            if matches!(replies[1], Value::Integer(n) if n >= 1) {
+                break;
+            }
+        }
     }
-    // A replica that had nothing to copy yet may be missing from the
-    // first topology (Redis 7.0 lists it as loading): ask again.
-    cluster.refresh().await?;
+    // A replica still syncing is left out of the routes (it would answer
+    // LOADING) until a refresh finds it online; refresh until every read
+    // with PreferReplica reaches a replica (at most 10 s).
+    let probe = cluster.with_read_from(ReadFrom::PreferReplica);
+    for _ in 0..100 {
+        cluster.refresh().await?;
+        let before = sent(&cluster.info());
+        for k in &keys {
+            let _: Option<String> = probe.get(k).await?;
+        }
+        if sent(&cluster.info()).0 == before.0 {
+            break;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for strategy in [
         ReadFrom::Primary,
         ReadFrom::PreferReplica,
