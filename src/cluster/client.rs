@@ -368,10 +368,10 @@ impl Commands for Cluster {
         // again.
         if groups.len() == 1 && groups[0].1.len() == cmds.len() {
             if let Some(Ok(values)) = outcomes.first() {
-                if !values
-                    .iter()
-                    .any(|v| matches!(v, Value::Error(e) if must_go_again(e)))
-                {
+                let node = &groups[0].0;
+                if !values.iter().enumerate().any(|(i, v)| {
+                    matches!(v, Value::Error(e) if goes_again(&cmds[i], routes[i], node, e))
+                }) {
                     return outcomes.pop().expect("one outcome");
                 }
             }
@@ -383,7 +383,7 @@ impl Commands for Cluster {
                 Ok(values) => {
                     for (&i, v) in idx.iter().zip(values) {
                         match v {
-                            Value::Error(e) if must_go_again(&e) => {
+                            Value::Error(e) if goes_again(&cmds[i], routes[i], node, &e) => {
                                 again.push((i, Some((node.clone(), Error::Server(e)))));
                             }
                             v => results[i] = Some(v),
@@ -547,6 +547,7 @@ impl Cluster {
     ) -> Result<Value, Error> {
         let mut attempt = self.attempt_until(deadline);
         attempt.read_only = crate::cmd::is_read_only(args);
+        attempt.runs_code = super::code_refusal::runs_code(args);
         if let Some((node, err)) = first {
             self.router.after_error(&node, err, &mut attempt).await?;
         }
@@ -802,6 +803,17 @@ pub(crate) fn check_watch(slot: u16, watch: Watch) -> Result<Watch, Error> {
 /// pipelined command, or a subscription placed on another node.
 pub(super) fn must_go_again(e: &ServerError) -> bool {
     e.retry_action() != RetryAction::None
+}
+
+/// Whether the pipelined command `args`, routed by `route` and answered
+/// `e` by `node`, is sent again: its reply proves it was not applied
+/// ([`must_go_again`]), and for a script or function call that reply is
+/// in the server's own words, not one the code raised after running
+/// ([`super::code_refusal::refusal_is_genuine`]).
+fn goes_again(args: &impl Args, route: Route, node: &Node, e: &ServerError) -> bool {
+    must_go_again(e)
+        && (!super::code_refusal::runs_code(args)
+            || super::code_refusal::refusal_is_genuine(e, route, &node.addr))
 }
 
 /// The one slot of commands that must share one (keyless ones aside).
