@@ -4,7 +4,7 @@
 //! node, `SCRIPT EXISTS` ANDed, `PING` on one node), multi-key commands
 //! split per slot through `command`, `command_to` and `per_node` with each
 //! kind of target, and a dead master failing a fan-out with
-//! `Error::Fanout` naming it; `INFO` (a `special` reply) as a map from
+//! `Error::Fanout` naming it (a split `MSET` too); `INFO` (a `special` reply) as a map from
 //! each master to its reply. And, on a standalone server in RESP2 and
 //! RESP3, the built-in policy table checked against the server's tips.
 //!
@@ -313,12 +313,24 @@ async fn info_is_a_map_of_each_masters_reply(cluster: &RedisCluster, client: &Cl
 }
 
 /// A master killed: a fan-out fails with `Error::Fanout` naming it as
-/// failed and the other masters as having run the command.
+/// failed and the other masters as having run the command; so does an
+/// `MSET` split per slot that ran on the other masters, and it is not
+/// safe to retry.
 #[test]
 fn a_dead_master_fails_a_fan_out_naming_the_nodes() {
     let mut cluster = RedisCluster::start();
     let dead = cluster.master_indices()[0];
     let dead_addr = addr_of(cluster.node(dead));
+    // A key on each master: the harness gives each a third of the slots.
+    let split_keys: Vec<String> = [100u16, 6000, 12000]
+        .iter()
+        .map(|&slot| redcore_test_support::key_in_slot(slot, "split:"))
+        .collect();
+    let owners: BTreeSet<usize> = [100u16, 6000, 12000]
+        .iter()
+        .map(|&slot| cluster.slot_owner_index(slot))
+        .collect();
+    assert_eq!(owners.len(), 3, "one key on each master");
     let alive: BTreeSet<NodeAddr> = cluster.master_indices()[1..]
         .iter()
         .map(|&i| addr_of(cluster.node(i)))
@@ -359,6 +371,24 @@ fn a_dead_master_fails_a_fan_out_naming_the_nodes() {
                 .map(|(a, _)| a)
                 .collect();
             assert_eq!(failed, [&dead_addr]);
+
+            // A write split per slot that ran on the live masters and failed
+            // on the dead one: a fan-out error, never safe to send again.
+            let mut mset = vec!["MSET".to_owned()];
+            for k in &split_keys {
+                mset.extend([k.clone(), "v".to_owned()]);
+            }
+            let e = client.command::<()>(mset).await.unwrap_err();
+            assert!(!e.is_safe_to_retry(), "{e:?}");
+            match &e {
+                Error::Fanout(f) => {
+                    assert_eq!(f.command, "MSET");
+                    let ran: BTreeSet<NodeAddr> = f.succeeded.iter().cloned().collect();
+                    assert_eq!(ran, alive, "{f}");
+                    assert_eq!(f.failed.len(), 1, "{f}");
+                }
+                other => panic!("expected Error::Fanout, got {other:?}"),
+            }
         });
     });
     connected.recv().unwrap();

@@ -1,5 +1,6 @@
 //! [`Cluster`]: the slot-routed client of one core.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -494,7 +495,9 @@ impl Commands for Cluster {
     }
 
     /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
-    /// slot's keys are set atomically, the whole is not.
+    /// slot's keys are set atomically, the whole is not: when some slots
+    /// were set and others failed, the error is [`Error::Fanout`] (as for
+    /// `DEL`, `UNLINK` and `TOUCH`), which is never safe to retry.
     async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
         let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
         let cmds: Vec<Cmd> = groups
@@ -659,7 +662,9 @@ impl Cluster {
     }
 
     /// Runs one command per slot group, side by side, with routing and
-    /// retries; the replies in group order.
+    /// retries; the replies in group order. When some groups fail, see
+    /// [`super::fanout::combine_groups`]: a write that ran in some slots
+    /// and failed in others is [`Error::Fanout`].
     async fn run_groups(
         &self,
         groups: &[(u16, Vec<usize>)],
@@ -670,16 +675,27 @@ impl Cluster {
             let mut attempt = self.attempt_until(deadline);
             attempt.read_only = crate::cmd::is_read_only(c);
             attempt.read_from = self.read_from();
-            self.router
+            let last: RefCell<Option<NodeAddr>> = RefCell::new(None);
+            let out = self
+                .router
                 .run(
                     Route::Slot(*slot),
                     &mut attempt,
-                    async |node, asking, timeout| node.command(c, asking, timeout).await,
+                    async |node, asking, timeout| {
+                        *last.borrow_mut() = Some(node.addr.clone());
+                        node.command(c, asking, timeout).await
+                    },
                 )
-                .await
+                .await;
+            (last.into_inner(), out)
         }))
         .await;
-        outs.into_iter().collect()
+        let writes = cmds.first().is_some_and(|c| !crate::cmd::is_read_only(c));
+        let name = cmds
+            .first()
+            .and_then(|c| c.with_arg(0, |n| String::from_utf8_lossy(n).into_owned()))
+            .unwrap_or_default();
+        super::fanout::combine_groups(&name, writes, outs)
     }
 
     /// What the client knows of the cluster now.

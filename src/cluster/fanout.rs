@@ -441,6 +441,46 @@ fn combine<A: Args>(
     aggregate(policy, values.into_iter().map(|(_, v)| v).collect())
 }
 
+/// The replies of a command split per slot (`MSET`, `DEL`, ... across
+/// slots), each group's node (the last one it went to (`None` when it
+/// reached none) with its outcome, in group order: every reply when all
+/// succeeded; else the first error when none did, or when the command
+/// only reads (sending a read again applies nothing twice). A write
+/// that succeeded in some slots and failed in others is
+/// [`Error::Fanout`] named `command`, listing the nodes that ran it and
+/// each failed group's node with its error, so that it never says it is
+/// safe to send again: part of it was applied. A failed group that
+/// reached no node is listed under the address of an empty host and
+/// port 0.
+pub(super) fn combine_groups(
+    command: &str,
+    writes: bool,
+    outs: Vec<(Option<NodeAddr>, Result<Value, Error>)>,
+) -> Result<Vec<Value>, Error> {
+    let some_ok = outs.iter().any(|(_, r)| r.is_ok());
+    let some_failed = outs.iter().any(|(_, r)| r.is_err());
+    if !(writes && some_ok && some_failed) {
+        return outs.into_iter().map(|(_, r)| r).collect();
+    }
+    let mut succeeded: Vec<NodeAddr> = Vec::new();
+    let mut failed = Vec::new();
+    for (addr, reply) in outs {
+        let addr = addr.unwrap_or_else(|| NodeAddr::new("", 0));
+        match reply {
+            Ok(_) if succeeded.contains(&addr) => {}
+            Ok(_) => succeeded.push(addr),
+            Err(e) => failed.push((addr, e)),
+        }
+    }
+    let maybe_applied = failed.iter().any(|(_, e)| e.maybe_applied());
+    Err(Error::Fanout(Box::new(FanoutError {
+        command: command.to_owned(),
+        succeeded,
+        failed,
+        maybe_applied,
+    })))
+}
+
 /// The command's name, with its subcommand when it has one that the
 /// policy tables know (`SCRIPT LOAD`), for errors.
 fn name_of<A: Args>(args: &A) -> String {
@@ -495,5 +535,65 @@ async fn load_policies(router: Rc<Router>) {
         Err(e) => {
             tracing::debug!(error = %e, "command tips unreadable: the built-in policies stay")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> Option<NodeAddr> {
+        Some(NodeAddr::new("127.0.0.1", port))
+    }
+
+    fn ok() -> Result<Value, Error> {
+        Ok(Value::SimpleString(Bytes::from_static(b"OK")))
+    }
+
+    fn unserved() -> Result<Value, Error> {
+        Err(Error::SlotUnserved { slot: 7 })
+    }
+
+    #[test]
+    fn a_write_applied_in_some_slots_only_is_a_fanout_error_never_safe_to_retry() {
+        let outs = vec![
+            (node(7000), ok()),
+            (node(7000), ok()),
+            (None, unserved()),
+            (node(7002), Err(Error::ConnectionLost)),
+        ];
+        let Err(Error::Fanout(e)) = combine_groups("MSET", true, outs) else {
+            panic!("a fan-out error");
+        };
+        assert_eq!(e.command, "MSET");
+        assert_eq!(e.succeeded, [NodeAddr::new("127.0.0.1", 7000)]);
+        assert_eq!(e.failed.len(), 2);
+        assert_eq!(e.failed[0].0, NodeAddr::new("", 0));
+        assert!(matches!(e.failed[0].1, Error::SlotUnserved { slot: 7 }));
+        assert_eq!(e.failed[1].0, NodeAddr::new("127.0.0.1", 7002));
+        assert!(e.maybe_applied);
+
+        // Only errors that prove nothing ran where they failed: still not
+        // safe, the other slots ran.
+        let outs = vec![(node(7000), ok()), (None, unserved())];
+        let e = combine_groups("DEL", true, outs).unwrap_err();
+        assert!(matches!(&e, Error::Fanout(f) if !f.maybe_applied));
+        assert!(!e.is_safe_to_retry());
+        assert!(e.maybe_applied());
+    }
+
+    #[test]
+    fn nothing_applied_or_a_read_keeps_the_first_error_and_all_ok_the_replies() {
+        let outs = vec![(None, unserved()), (node(7001), Err(Error::ConnectionLost))];
+        let e = combine_groups("MSET", true, outs).unwrap_err();
+        assert!(matches!(e, Error::SlotUnserved { slot: 7 }), "{e:?}");
+        assert!(e.is_safe_to_retry());
+
+        let outs = vec![(node(7000), ok()), (None, unserved())];
+        let e = combine_groups("MGET", false, outs).unwrap_err();
+        assert!(matches!(e, Error::SlotUnserved { slot: 7 }), "{e:?}");
+
+        let outs = vec![(node(7000), ok()), (node(7001), ok())];
+        assert_eq!(combine_groups("MSET", true, outs).unwrap().len(), 2);
     }
 }
