@@ -436,7 +436,8 @@ fn cluster_script_load_and_function_load_reach_every_master() {
 /// A script's own error whose text starts like a cluster refusal
 /// (`TRYAGAIN`, `MOVED`, `ASK`, `CLUSTERDOWN`, `NOSCRIPT`, ...) is the
 /// script's error, not a refusal: the script ran (its `INCR` shows it) and
-/// is not sent again.
+/// is not sent again; the error is `Error::ScriptError` with the script's
+/// text, which says it may have been applied and is not safe to retry.
 #[test]
 fn cluster_a_script_raising_a_refusal_text_runs_once() {
     let cluster = RedisCluster::start();
@@ -474,7 +475,16 @@ fn cluster_a_script_raising_a_refusal_text_runs_once() {
             let runs: i64 = client.get(counter.as_str()).await.unwrap();
             println!("{text}: {outcome:?}, ran {runs} times");
             assert_eq!(runs, 1, "{text}: the script ran once ({outcome:?})");
-            assert!(outcome.is_err(), "{text}");
+            let e = outcome.unwrap_err();
+            assert!(matches!(e, Error::ScriptError(_)), "{text}: {e:?}");
+            assert!(!e.is_safe_to_retry(), "{text}: {e:?}");
+            assert!(e.maybe_applied(), "{text}: {e:?}");
+            assert!(!e.is_redirect(), "{text}: {e:?}");
+            assert_eq!(
+                e.server_error().map(|s| s.message()),
+                Some(text.as_bytes()),
+                "{text}"
+            );
         }
     });
 }

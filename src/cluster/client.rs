@@ -412,7 +412,7 @@ impl Commands for Cluster {
             for ((i, _), out) in again.iter().zip(outs) {
                 results[*i] = Some(match out {
                     Ok(v) => v,
-                    Err(Error::Server(e)) => Value::Error(e),
+                    Err(Error::Server(e) | Error::ScriptError(e)) => Value::Error(e),
                     Err(e) => return Err(e),
                 });
             }

@@ -372,17 +372,18 @@ async fn on_node<A: Args>(
                 maybe_applied: false,
             });
         }
-        let err = match node.command(args, false, Some(left)).await {
+        let mut err = match node.command(args, false, Some(left)).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
         // A script's own error may read like a refusal: only the server's
         // own words are one.
-        if let Error::Server(e) = &err {
-            if runs_code && !super::code_refusal::refusal_is_genuine(e, Route::Keyless, &node.addr)
+        if let Error::Server(e) = err {
+            if runs_code && !super::code_refusal::refusal_is_genuine(&e, Route::Keyless, &node.addr)
             {
-                return Err(err);
+                return Err(Error::ScriptError(e));
             }
+            err = Error::Server(e);
         }
         match Step::of(&err) {
             Step::Backoff => router.backoff(&mut attempt, err).await?,

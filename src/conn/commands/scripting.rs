@@ -120,8 +120,10 @@ impl Script {
     /// refusal the router would follow or retry (`MOVED`, `ASK`,
     /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `BUSY`, ...) is taken as one
     /// only in the server's own words, so a script's own error with such a
-    /// first word is returned, not run again. On a cluster client, keys in several slots are
-    /// [`Error::CrossSlot`] and nothing is sent.
+    /// first word (or `NOSCRIPT`) is returned, not run again, as
+    /// [`Error::ScriptError`], which says it may have been applied. On a
+    /// cluster client, keys in several slots are [`Error::CrossSlot`] and
+    /// nothing is sent.
     ///
     /// With a [`RemoteClient`](crate::RemoteClient), the future is `Send`
     /// when the keys and arguments are `Sync`.
