@@ -399,11 +399,18 @@ async fn on_node<A: Args>(
 /// Combines the replies of a fan-out by `policy`: an error naming the
 /// failed nodes unless every one succeeded (or, for `one_succeeded`, one
 /// did); for `special`, a map from each node's `host:port` to its reply.
+/// `RANDOMKEY` is one key whatever its tip says (newer servers tip it
+/// `special`): one of the nodes' non-nil replies, picked at random.
 fn combine<A: Args>(
     args: &A,
     policy: ResponsePolicy,
     replies: NodeReplies,
 ) -> Result<Value, Error> {
+    let policy = if args.with_arg(0, |n| n.eq_ignore_ascii_case(b"RANDOMKEY")) == Some(true) {
+        ResponsePolicy::Default
+    } else {
+        policy
+    };
     if policy == ResponsePolicy::OneSucceeded {
         if let Some(pos) = replies.replies.iter().position(|(_, r)| r.is_ok()) {
             let reply = replies.replies.into_iter().nth(pos).expect("an answer");
@@ -581,6 +588,26 @@ mod tests {
         assert!(matches!(&e, Error::Fanout(f) if !f.maybe_applied));
         assert!(!e.is_safe_to_retry());
         assert!(e.maybe_applied());
+    }
+
+    #[test]
+    fn randomkey_is_one_non_nil_key_whatever_its_tip() {
+        let key = Value::BulkString(Bytes::from_static(b"k"));
+        for policy in [ResponsePolicy::Special, ResponsePolicy::Default] {
+            let replies = NodeReplies {
+                replies: vec![
+                    (NodeAddr::new("127.0.0.1", 7000), Ok(Value::Nil)),
+                    (NodeAddr::new("127.0.0.1", 7001), Ok(key.clone())),
+                    (NodeAddr::new("127.0.0.1", 7002), Ok(Value::Nil)),
+                ],
+            };
+            assert_eq!(combine(&["randomkey"], policy, replies).unwrap(), key);
+        }
+        let empty = NodeReplies {
+            replies: vec![(NodeAddr::new("127.0.0.1", 7000), Ok(Value::Nil))],
+        };
+        let reply = combine(&["RANDOMKEY"], ResponsePolicy::Special, empty).unwrap();
+        assert_eq!(reply, Value::Nil);
     }
 
     #[test]

@@ -83,7 +83,7 @@ use ResponsePolicy as Resp;
 /// The built-in table: the tips of Redis 7.0 (`COMMAND INFO`), names in
 /// lower case, subcommands as `container|sub`; plus `config|resetstat`,
 /// which reaches every node as `CONFIG SET` does though 7.0 gives it no
-/// tip.
+/// tip, and `waitaof` (Redis 7.2).
 const BUILTIN: &[(&str, Req, Resp)] = &[
     ("config|resetstat", Req::AllNodes, Resp::AllSucceeded),
     ("config|set", Req::AllNodes, Resp::AllSucceeded),
@@ -126,6 +126,7 @@ const BUILTIN: &[(&str, Req, Resp)] = &[
     ("touch", Req::MultiShard, Resp::AggSum),
     ("unlink", Req::MultiShard, Resp::AggSum),
     ("wait", Req::AllShards, Resp::AggMin),
+    ("waitaof", Req::AllShards, Resp::AggMin),
 ];
 
 /// The longest name [`builtin_policy`] compares (`latency|histogram`
@@ -326,8 +327,9 @@ fn text(v: &Value) -> Option<&str> {
 /// Combines the successful replies of several nodes (in node order) by
 /// `policy`:
 ///
-/// - `AggSum`, `AggMin`, `AggMax`: over integer replies (a sum that
-///   overflows is an error);
+/// - `AggSum`, `AggMin`, `AggMax`: over integer replies, or over arrays
+///   of them element by element (`WAITAOF`); a sum that overflows is an
+///   error;
 /// - `AggLogicalAnd`, `AggLogicalOr`: over integer (or boolean) replies,
 ///   1 or 0, or over arrays of them element by element (`SCRIPT EXISTS`);
 /// - `AllSucceeded`, `OneSucceeded`: the first reply;
@@ -349,27 +351,7 @@ pub fn aggregate(policy: ResponsePolicy, replies: Vec<Value>) -> Result<Value, E
         Resp::AllSucceeded | Resp::OneSucceeded => {
             Ok(replies.into_iter().next().expect("one reply"))
         }
-        Resp::AggSum => {
-            let mut total: i64 = 0;
-            for v in &replies {
-                total = total.checked_add(integer(v)?).ok_or_else(|| {
-                    conversion(v, "a sum of node replies", "the sum overflows i64")
-                })?;
-            }
-            Ok(Value::Integer(total))
-        }
-        Resp::AggMin | Resp::AggMax => {
-            let mut best: Option<i64> = None;
-            for v in &replies {
-                let n = integer(v)?;
-                best = Some(match best {
-                    None => n,
-                    Some(b) if policy == Resp::AggMin => b.min(n),
-                    Some(b) => b.max(n),
-                });
-            }
-            Ok(Value::Integer(best.expect("one reply")))
-        }
+        Resp::AggSum | Resp::AggMin | Resp::AggMax => numeric(policy, &replies),
         Resp::AggLogicalAnd | Resp::AggLogicalOr => {
             logical(policy == Resp::AggLogicalAnd, &replies)
         }
@@ -398,6 +380,46 @@ pub fn aggregate(policy: ResponsePolicy, replies: Vec<Value>) -> Result<Value, E
         }
         Resp::Special => Ok(Value::Array(replies)),
     }
+}
+
+/// The sum, smallest or largest (by `policy`) of integer replies, or of
+/// arrays of them element by element (`WAITAOF`'s two counts).
+fn numeric(policy: ResponsePolicy, replies: &[Value]) -> Result<Value, Error> {
+    let combine = |a: i64, b: i64, v: &Value| match policy {
+        Resp::AggSum => a
+            .checked_add(b)
+            .ok_or_else(|| conversion(v, "a sum of node replies", "the sum overflows i64")),
+        Resp::AggMin => Ok(a.min(b)),
+        _ => Ok(a.max(b)),
+    };
+    if let Value::Array(first) = &replies[0] {
+        let mut acc: Vec<i64> = first.iter().map(integer).collect::<Result<_, _>>()?;
+        for v in &replies[1..] {
+            let Value::Array(items) = v else {
+                return Err(conversion(
+                    v,
+                    "aggregate of node replies",
+                    "expected an array",
+                ));
+            };
+            if items.len() != acc.len() {
+                return Err(conversion(
+                    v,
+                    "aggregate of node replies",
+                    "the nodes' arrays differ in length",
+                ));
+            }
+            for (a, item) in acc.iter_mut().zip(items) {
+                *a = combine(*a, integer(item)?, v)?;
+            }
+        }
+        return Ok(Value::Array(acc.into_iter().map(Value::Integer).collect()));
+    }
+    let mut acc = integer(&replies[0])?;
+    for v in &replies[1..] {
+        acc = combine(acc, integer(v)?, v)?;
+    }
+    Ok(Value::Integer(acc))
 }
 
 /// Logical AND (`and`) or OR of integer replies, or of arrays of them
@@ -582,6 +604,49 @@ mod tests {
         assert_eq!(
             aggregate(Resp::AllSucceeded, vec![bulk("x"), bulk("y")]).unwrap(),
             bulk("x")
+        );
+        // WAITAOF: two counts per master, each the smallest.
+        let waitaof = vec![
+            Value::Array(ints(&[1, 2])),
+            Value::Array(ints(&[1, 0])),
+            Value::Array(ints(&[0, 1])),
+        ];
+        assert_eq!(
+            aggregate(Resp::AggMin, waitaof.clone()).unwrap(),
+            Value::Array(ints(&[0, 0]))
+        );
+        assert_eq!(
+            aggregate(Resp::AggMax, waitaof.clone()).unwrap(),
+            Value::Array(ints(&[1, 2]))
+        );
+        assert_eq!(
+            aggregate(Resp::AggSum, waitaof).unwrap(),
+            Value::Array(ints(&[2, 3]))
+        );
+        assert_eq!(
+            builtin_policy(b"WAITAOF"),
+            Some(CommandPolicy::new(Req::AllShards, Resp::AggMin))
+        );
+        assert!(
+            aggregate(
+                Resp::AggMin,
+                vec![Value::Array(ints(&[1, 1])), Value::Array(ints(&[1]))]
+            )
+            .is_err()
+        );
+        assert!(
+            aggregate(
+                Resp::AggMin,
+                vec![Value::Array(ints(&[1])), Value::Integer(1)]
+            )
+            .is_err()
+        );
+        assert!(
+            aggregate(
+                Resp::AggSum,
+                vec![Value::Array(ints(&[i64::MAX])), Value::Array(ints(&[1]))]
+            )
+            .is_err()
         );
         assert!(aggregate(Resp::AggSum, vec![bulk("x")]).is_err());
         assert!(aggregate(Resp::AggSum, ints(&[i64::MAX, 1])).is_err());
