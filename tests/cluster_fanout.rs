@@ -5,7 +5,8 @@
 //! split per slot through `command`, `command_to` and `per_node` with each
 //! kind of target, and a dead master failing a fan-out with
 //! `Error::Fanout` naming it (a split `MSET` too); `INFO` (a `special` reply) as a map from
-//! each master to its reply. And, on a standalone server in RESP2 and
+//! each master to its reply; `SCRIPT KILL` (`one_succeeded`) answering at
+//! the first master that kills a script while another master hangs. And, on a standalone server in RESP2 and
 //! RESP3, the built-in policy table checked against the server's tips.
 //!
 //! Every node is checked with the harness's own blocking connection,
@@ -435,4 +436,74 @@ fn the_builtin_policies_agree_with_the_server_tips() {
         }
     });
     drop(server);
+}
+
+/// `SCRIPT KILL` (`one_succeeded`) answers as soon as one master kills a
+/// script: with a busy script on one master and another master hung
+/// (`SIGSTOP`), the call returns `OK` long before its deadline, without
+/// waiting for the hung one.
+#[test]
+fn a_one_succeeded_fan_out_returns_at_the_first_success() {
+    let cluster = RedisCluster::start();
+    let masters = cluster.master_indices();
+    let (busy, hung) = (masters[0], masters[1]);
+    let busy_port = cluster.node(busy).port();
+    cluster
+        .node(busy)
+        .cmd(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    let config = ClusterConfig::builder()
+        .seeds(cluster.seed_addrs())
+        .build()
+        .unwrap();
+    let (ready, connected) = std::sync::mpsc::channel();
+    let (go, paused) = async_channel::bounded::<()>(1);
+    let (done, finished) = std::sync::mpsc::channel();
+    let client_thread = std::thread::spawn(move || {
+        run(move || async move {
+            let client = Cluster::connect(config).await.unwrap();
+            // Every master's connection open before one hangs.
+            let _: i64 = client.command(["DBSIZE"]).await.unwrap();
+            let node_config = |timeout| {
+                ConnectionConfig::builder()
+                    .host("127.0.0.1")
+                    .port(busy_port)
+                    .timeout(timeout)
+                    .build()
+                    .unwrap()
+            };
+            let spinner = Connection::connect(node_config(Duration::from_secs(30)))
+                .await
+                .unwrap();
+            let script = glommio::spawn_local(async move {
+                spinner
+                    .command::<Value>(["EVAL", "while true do end", "0"])
+                    .await
+            });
+            let probe = Connection::connect(node_config(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            eventually("the script runs", Duration::from_secs(10), async || {
+                matches!(probe.command::<String>(["PING"]).await, Err(e)
+                    if e.server_error().is_some_and(|s| s.code() == b"BUSY"))
+            })
+            .await;
+            ready.send(()).unwrap();
+            paused.recv().await.unwrap();
+            let client = client.with_timeout(Duration::from_secs(4));
+            let started = std::time::Instant::now();
+            let reply: String = client.command(["SCRIPT", "KILL"]).await.unwrap();
+            let took = started.elapsed();
+            done.send(()).unwrap();
+            assert_eq!(reply, "OK");
+            assert!(took < Duration::from_secs(2), "took {took:?}");
+            println!("SCRIPT KILL answered in {took:?} with a master hung");
+            assert!(script.await.is_err(), "the script was killed");
+        });
+    });
+    connected.recv().unwrap();
+    cluster.node(hung).pause(true);
+    go.send_blocking(()).unwrap();
+    let _ = finished.recv();
+    cluster.node(hung).pause(false);
+    client_thread.join().expect("the client's checks");
 }

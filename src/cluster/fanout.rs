@@ -19,10 +19,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::node::Node;
-use super::router::{Attempt, Router, Step, join_all};
+use super::router::{Attempt, Router, Step};
 use super::{Cluster, Health, NodeAddr};
 use crate::cmd::policy::{PolicyTable, RequestPolicy, ResponsePolicy, aggregate};
 use crate::cmd::{Args, Route};
+use crate::join::join_until;
 use crate::{Commands, Error, FromValue, Value};
 
 /// Where [`ClusterCommands::command_to`] sends a command.
@@ -146,13 +147,13 @@ impl ClusterCommands for Cluster {
         let value = match target {
             Target::AllMasters | Target::AllNodes => {
                 let policy = self.router.policies().policy_of(&args);
+                let response = policy.map_or(ResponsePolicy::Special, |p| p.response);
                 let all = target == Target::AllNodes;
-                let replies = self.fan_out(all, &args, self.deadline()).await?;
-                combine(
-                    &args,
-                    policy.map_or(ResponsePolicy::Special, |p| p.response),
-                    replies,
-                )?
+                let first_ok = response == ResponsePolicy::OneSucceeded;
+                let replies = self
+                    .fan_out_until(all, &args, self.deadline(), first_ok)
+                    .await?;
+                combine(&args, response, replies)?
             }
             single => {
                 let mut replies = self.per_node(single, args).await?.replies;
@@ -218,7 +219,10 @@ impl Cluster {
             RequestPolicy::AllNodes => true,
             _ => return Ok(None),
         };
-        let replies = self.fan_out(all, args, self.deadline()).await?;
+        let first_ok = policy.response == ResponsePolicy::OneSucceeded;
+        let replies = self
+            .fan_out_until(all, args, self.deadline(), first_ok)
+            .await?;
         combine(args, policy.response, replies).map(Some)
     }
 
@@ -276,6 +280,20 @@ impl Cluster {
         args: &A,
         deadline: Instant,
     ) -> Result<NodeReplies, Error> {
+        self.fan_out_until(all_nodes, args, deadline, false).await
+    }
+
+    /// [`fan_out`](Self::fan_out); with `first_ok` (a `one_succeeded`
+    /// command: `SCRIPT KILL`, `FUNCTION KILL`) it returns as soon as one
+    /// node succeeds, with the replies of the nodes done by then (the
+    /// others' calls are dropped: their replies are not waited for).
+    async fn fan_out_until<A: Args>(
+        &self,
+        all_nodes: bool,
+        args: &A,
+        deadline: Instant,
+        first_ok: bool,
+    ) -> Result<NodeReplies, Error> {
         let mut nodes = self.targets(all_nodes);
         if nodes.is_empty() {
             // No master known yet: a refresh may find them.
@@ -286,14 +304,19 @@ impl Cluster {
             }
         }
         let router = &self.router;
-        let replies = join_all(
+        let replies = join_until(
             nodes
                 .iter()
                 .map(|n| async move { on_node(router, n, args, deadline).await }),
+            |done| first_ok && done.iter().any(|r| matches!(r, Some(Ok(_)))),
         )
         .await;
         Ok(NodeReplies {
-            replies: nodes.iter().map(|n| n.addr.clone()).zip(replies).collect(),
+            replies: nodes
+                .iter()
+                .zip(replies)
+                .filter_map(|(n, r)| Some((n.addr.clone(), r?)))
+                .collect(),
         })
     }
 
