@@ -247,38 +247,65 @@ impl PolicyTable {
 
     /// The policy of a command by name (`"SCRIPT LOAD"`, `"script|load"`,
     /// `"DBSIZE"`): from the tips, else [`builtin_policy`].
+    ///
+    /// Names up to 32 bytes are lowered on the stack: a lookup allocates
+    /// nothing.
     pub fn get(&self, name: &[u8]) -> Option<CommandPolicy> {
-        let key: String = String::from_utf8_lossy(name)
-            .chars()
-            .map(|c| {
-                if c == ' ' {
-                    '|'
-                } else {
-                    c.to_ascii_lowercase()
+        let lower = |b: u8| {
+            if b == b' ' {
+                b'|'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        };
+        let mut buf = [0u8; MAX_NAME];
+        let from_tips = match buf.get_mut(..name.len()) {
+            Some(key) => {
+                for (out, &b) in key.iter_mut().zip(name) {
+                    *out = lower(b);
                 }
-            })
-            .collect();
-        self.tips
-            .get(&key)
-            .copied()
-            .or_else(|| builtin_policy(key.as_bytes()))
+                std::str::from_utf8(key).ok().and_then(|k| self.tips.get(k))
+            }
+            None => {
+                let key: Vec<u8> = name.iter().map(|&b| lower(b)).collect();
+                String::from_utf8(key).ok().and_then(|k| self.tips.get(&k))
+            }
+        };
+        from_tips.copied().or_else(|| builtin_policy(name))
     }
 
     /// The policy of a command: that of its subcommand (`SCRIPT LOAD`)
     /// when the table has one, else that of its name.
+    ///
+    /// The name and subcommand are joined on the stack (a pair longer
+    /// than 32 bytes is looked up by its name alone): nothing allocates.
     pub fn policy_of(&self, args: &impl Args) -> Option<CommandPolicy> {
-        let name = args.with_arg(0, <[u8]>::to_vec)?;
-        if let Some(sub) = args.with_arg(1, <[u8]>::to_vec) {
-            if sub.len() < MAX_NAME && !sub.contains(&b'|') {
-                let mut both = name.clone();
-                both.push(b'|');
-                both.extend_from_slice(&sub);
-                if let Some(p) = self.get(&both) {
-                    return Some(p);
-                }
+        let mut buf = [0u8; MAX_NAME];
+        let name_len = args.with_arg(0, |n| {
+            if let Some(dst) = buf.get_mut(..n.len()) {
+                dst.copy_from_slice(n);
             }
+            n.len()
+        })?;
+        if name_len > MAX_NAME {
+            return args.with_arg(0, |n| self.get(n)).flatten();
         }
-        self.get(&name)
+        let both_len = args
+            .with_arg(1, |sub| {
+                if sub.contains(&b'|') {
+                    return None;
+                }
+                let end = name_len + 1 + sub.len();
+                let dst = buf.get_mut(name_len..end)?;
+                dst[0] = b'|';
+                dst[1..].copy_from_slice(sub);
+                Some(end)
+            })
+            .flatten();
+        if let Some(p) = both_len.and_then(|end| self.get(&buf[..end])) {
+            return Some(p);
+        }
+        self.get(&buf[..name_len])
     }
 }
 
@@ -555,6 +582,8 @@ mod tests {
             builtin_policy(b"script|load")
         );
         assert_eq!(table.policy_of(&["GET", "k"]), None);
+        assert_eq!(table.get(b"Script Exists"), table.get(b"script|exists"));
+        assert_eq!(table.get(&[b'x'; 100]), None);
         assert!(PolicyTable::from_command_info(&Value::Integer(1)).is_err());
     }
 
