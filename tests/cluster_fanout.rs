@@ -4,9 +4,10 @@
 //! node, `SCRIPT EXISTS` ANDed, `PING` on one node), multi-key commands
 //! split per slot through `command`, `command_to` and `per_node` with each
 //! kind of target, and a dead master failing a fan-out with
-//! `Error::Fanout` naming it (a split `MSET` too); `INFO` (a `special` reply) as a map from
-//! each master to its reply; `SCRIPT KILL` (`one_succeeded`) answering at
-//! the first master that kills a script while another master hangs. And, on a standalone server in RESP2 and
+//! `Error::Fanout` naming it (a split `MSET` too); `INFO` (a `special`
+//! reply) as a map from each master to its reply; `SCRIPT KILL`
+//! (`one_succeeded`) answering at the first master that kills a script
+//! while another master hangs. And, on a standalone server in RESP2 and
 //! RESP3, the built-in policy table checked against the server's tips.
 //!
 //! Every node is checked with the harness's own blocking connection,
