@@ -22,6 +22,16 @@ pub enum Error {
     /// The server answered with an error reply (`-ERR ...`, `!...`).
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A script or function call (`EVAL`, `EVALSHA`, `FCALL` and their
+    /// read-only variants) routed by a cluster client answered with an
+    /// error that reads like a cluster refusal (`TRYAGAIN`, `MOVED`,
+    /// `CLUSTERDOWN`, `BUSY`, ...) but is not in the server's own words:
+    /// the code ran and raised it (`redis.error_reply('TRYAGAIN x')`), so
+    /// it may have written. Never retried, never safe to retry; the text
+    /// is the server's reply as it came ([`Error::server_error`] returns
+    /// it, but it is not followed as a redirect).
+    #[error("raised by the script or function: {0}")]
+    ScriptError(ServerError),
     /// The server sent bytes that are not valid RESP, or that break a limit.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -228,22 +238,28 @@ impl From<std::io::Error> for Error {
 }
 
 impl Error {
-    /// The server error inside, if this is one.
+    /// The server error inside, if this is one: an [`Error::Server`], or
+    /// the text a script raised ([`Error::ScriptError`]).
     pub fn server_error(&self) -> Option<&ServerError> {
         match self {
-            Error::Server(e) => Some(e),
+            Error::Server(e) | Error::ScriptError(e) => Some(e),
             _ => None,
         }
     }
 
-    /// True for MOVED and ASK replies.
+    /// True for MOVED and ASK replies (not for such a text a script
+    /// raised: [`Error::ScriptError`]).
     pub fn is_redirect(&self) -> bool {
-        self.server_error().is_some_and(ServerError::is_redirect)
+        matches!(self, Error::Server(e) if e.is_redirect())
     }
 
-    /// The redirect carried by a MOVED or ASK reply.
+    /// The redirect carried by a MOVED or ASK reply (`None` for such a
+    /// text a script raised: [`Error::ScriptError`]).
     pub fn redirect(&self) -> Option<Redirect> {
-        self.server_error().and_then(ServerError::redirect)
+        match self {
+            Error::Server(e) => e.redirect(),
+            _ => None,
+        }
     }
 
     /// Whether the failed command may have taken effect on the server: it
@@ -276,9 +292,11 @@ impl Error {
             Error::Timeout { maybe_applied } | Error::CoreStopped { maybe_applied, .. } => {
                 !maybe_applied
             }
-            Error::ConnectionLost | Error::Io(_) | Error::Protocol(_) | Error::Conversion(_) => {
-                false
-            }
+            Error::ConnectionLost
+            | Error::Io(_)
+            | Error::Protocol(_)
+            | Error::Conversion(_)
+            | Error::ScriptError(_) => false,
             // Safe only when no node ran it and none may have: otherwise
             // sending it again would run it twice there.
             Error::Fanout(e) => e.succeeded.is_empty() && !e.maybe_applied,
@@ -704,6 +722,10 @@ mod tests {
         let e = Error::from(err("ASK 7 h:1"));
         assert!(e.is_redirect());
         assert_eq!(e.redirect().unwrap().kind, RedirectKind::Ask);
+        let raised = Error::ScriptError(err("ASK 7 h:1"));
+        assert!(!raised.is_redirect());
+        assert_eq!(raised.redirect(), None);
+        assert_eq!(raised.server_error().unwrap().message(), b"ASK 7 h:1");
     }
 
     fn unreachable(unsent_command: bool) -> Error {
@@ -736,6 +758,8 @@ mod tests {
             Error::from(err("ERR wrong number of arguments")),
             Error::from(err("WRONGTYPE Operation against a key")),
             Error::from(err("NOPERM this user has no permissions")),
+            Error::ScriptError(err("TRYAGAIN x")),
+            Error::ScriptError(err("MOVED 1 a:1")),
         ];
         for e in &maybe {
             assert!(e.maybe_applied(), "{e:?}");

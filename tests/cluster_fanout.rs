@@ -4,8 +4,10 @@
 //! node, `SCRIPT EXISTS` ANDed, `PING` on one node), multi-key commands
 //! split per slot through `command`, `command_to` and `per_node` with each
 //! kind of target, and a dead master failing a fan-out with
-//! `Error::Fanout` naming it; `INFO` (a `special` reply) as a map from
-//! each master to its reply. And, on a standalone server in RESP2 and
+//! `Error::Fanout` naming it (a split `MSET` too); `INFO` (a `special`
+//! reply) as a map from each master to its reply; `SCRIPT KILL`
+//! (`one_succeeded`) answering at the first master that kills a script
+//! while another master hangs. And, on a standalone server in RESP2 and
 //! RESP3, the built-in policy table checked against the server's tips.
 //!
 //! Every node is checked with the harness's own blocking connection,
@@ -313,12 +315,24 @@ async fn info_is_a_map_of_each_masters_reply(cluster: &RedisCluster, client: &Cl
 }
 
 /// A master killed: a fan-out fails with `Error::Fanout` naming it as
-/// failed and the other masters as having run the command.
+/// failed and the other masters as having run the command; so does an
+/// `MSET` split per slot that ran on the other masters, and it is not
+/// safe to retry.
 #[test]
 fn a_dead_master_fails_a_fan_out_naming_the_nodes() {
     let mut cluster = RedisCluster::start();
     let dead = cluster.master_indices()[0];
     let dead_addr = addr_of(cluster.node(dead));
+    // A key on each master: the harness gives each a third of the slots.
+    let split_keys: Vec<String> = [100u16, 6000, 12000]
+        .iter()
+        .map(|&slot| redcore_test_support::key_in_slot(slot, "split:"))
+        .collect();
+    let owners: BTreeSet<usize> = [100u16, 6000, 12000]
+        .iter()
+        .map(|&slot| cluster.slot_owner_index(slot))
+        .collect();
+    assert_eq!(owners.len(), 3, "one key on each master");
     let alive: BTreeSet<NodeAddr> = cluster.master_indices()[1..]
         .iter()
         .map(|&i| addr_of(cluster.node(i)))
@@ -359,6 +373,24 @@ fn a_dead_master_fails_a_fan_out_naming_the_nodes() {
                 .map(|(a, _)| a)
                 .collect();
             assert_eq!(failed, [&dead_addr]);
+
+            // A write split per slot that ran on the live masters and failed
+            // on the dead one: a fan-out error, never safe to send again.
+            let mut mset = vec!["MSET".to_owned()];
+            for k in &split_keys {
+                mset.extend([k.clone(), "v".to_owned()]);
+            }
+            let e = client.command::<()>(mset).await.unwrap_err();
+            assert!(!e.is_safe_to_retry(), "{e:?}");
+            match &e {
+                Error::Fanout(f) => {
+                    assert_eq!(f.command, "MSET");
+                    let ran: BTreeSet<NodeAddr> = f.succeeded.iter().cloned().collect();
+                    assert_eq!(ran, alive, "{f}");
+                    assert_eq!(f.failed.len(), 1, "{f}");
+                }
+                other => panic!("expected Error::Fanout, got {other:?}"),
+            }
         });
     });
     connected.recv().unwrap();
@@ -405,4 +437,74 @@ fn the_builtin_policies_agree_with_the_server_tips() {
         }
     });
     drop(server);
+}
+
+/// `SCRIPT KILL` (`one_succeeded`) answers as soon as one master kills a
+/// script: with a busy script on one master and another master hung
+/// (`SIGSTOP`), the call returns `OK` long before its deadline, without
+/// waiting for the hung one.
+#[test]
+fn a_one_succeeded_fan_out_returns_at_the_first_success() {
+    let cluster = RedisCluster::start();
+    let masters = cluster.master_indices();
+    let (busy, hung) = (masters[0], masters[1]);
+    let busy_port = cluster.node(busy).port();
+    cluster
+        .node(busy)
+        .cmd(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    let config = ClusterConfig::builder()
+        .seeds(cluster.seed_addrs())
+        .build()
+        .unwrap();
+    let (ready, connected) = std::sync::mpsc::channel();
+    let (go, paused) = async_channel::bounded::<()>(1);
+    let (done, finished) = std::sync::mpsc::channel();
+    let client_thread = std::thread::spawn(move || {
+        run(move || async move {
+            let client = Cluster::connect(config).await.unwrap();
+            // Every master's connection open before one hangs.
+            let _: i64 = client.command(["DBSIZE"]).await.unwrap();
+            let node_config = |timeout| {
+                ConnectionConfig::builder()
+                    .host("127.0.0.1")
+                    .port(busy_port)
+                    .timeout(timeout)
+                    .build()
+                    .unwrap()
+            };
+            let spinner = Connection::connect(node_config(Duration::from_secs(30)))
+                .await
+                .unwrap();
+            let script = glommio::spawn_local(async move {
+                spinner
+                    .command::<Value>(["EVAL", "while true do end", "0"])
+                    .await
+            });
+            let probe = Connection::connect(node_config(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            eventually("the script runs", Duration::from_secs(10), async || {
+                matches!(probe.command::<String>(["PING"]).await, Err(e)
+                    if e.server_error().is_some_and(|s| s.code() == b"BUSY"))
+            })
+            .await;
+            ready.send(()).unwrap();
+            paused.recv().await.unwrap();
+            let client = client.with_timeout(Duration::from_secs(4));
+            let started = std::time::Instant::now();
+            let reply: String = client.command(["SCRIPT", "KILL"]).await.unwrap();
+            let took = started.elapsed();
+            done.send(()).unwrap();
+            assert_eq!(reply, "OK");
+            assert!(took < Duration::from_secs(2), "took {took:?}");
+            println!("SCRIPT KILL answered in {took:?} with a master hung");
+            assert!(script.await.is_err(), "the script was killed");
+        });
+    });
+    connected.recv().unwrap();
+    cluster.node(hung).pause(true);
+    go.send_blocking(()).unwrap();
+    let _ = finished.recv();
+    cluster.node(hung).pause(false);
+    client_thread.join().expect("the client's checks");
 }

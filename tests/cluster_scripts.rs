@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use futures_lite::future::block_on;
 use redcore::prelude::*;
-use redcore::{Cluster, ClusterConfig, ClusterExecutor, Error, RemoteClient, Script};
+use redcore::{Cluster, ClusterConfig, ClusterExecutor, Error, RemoteClient, Script, Value, cmd};
 use redcore_test_support::client::{assert_cross_slot, run};
 use redcore_test_support::{RedisCluster, RedisServer, key_in_slot};
 
@@ -436,7 +436,8 @@ fn cluster_script_load_and_function_load_reach_every_master() {
 /// A script's own error whose text starts like a cluster refusal
 /// (`TRYAGAIN`, `MOVED`, `ASK`, `CLUSTERDOWN`, `NOSCRIPT`, ...) is the
 /// script's error, not a refusal: the script ran (its `INCR` shows it) and
-/// is not sent again.
+/// is not sent again; the error is `Error::ScriptError` with the script's
+/// text, which says it may have been applied and is not safe to retry.
 #[test]
 fn cluster_a_script_raising_a_refusal_text_runs_once() {
     let cluster = RedisCluster::start();
@@ -474,7 +475,47 @@ fn cluster_a_script_raising_a_refusal_text_runs_once() {
             let runs: i64 = client.get(counter.as_str()).await.unwrap();
             println!("{text}: {outcome:?}, ran {runs} times");
             assert_eq!(runs, 1, "{text}: the script ran once ({outcome:?})");
-            assert!(outcome.is_err(), "{text}");
+            let e = outcome.unwrap_err();
+            assert!(matches!(e, Error::ScriptError(_)), "{text}: {e:?}");
+            assert!(!e.is_safe_to_retry(), "{text}: {e:?}");
+            assert!(e.maybe_applied(), "{text}: {e:?}");
+            assert!(!e.is_redirect(), "{text}: {e:?}");
+            assert_eq!(
+                e.server_error().map(|s| s.message()),
+                Some(text.as_bytes()),
+                "{text}"
+            );
+        }
+    });
+}
+
+/// In a pipeline, a script raising a refusal's text itself (`TRYAGAIN x`)
+/// is answered inline with that error and not sent again: its counter is
+/// 1, whether the pipeline reaches one master or several.
+#[test]
+fn cluster_a_pipelined_script_raising_a_refusal_text_runs_once() {
+    let cluster = RedisCluster::start();
+    let config = config(&cluster);
+    run(move || async move {
+        let client = Cluster::connect(config)
+            .await
+            .unwrap()
+            .with_timeout(std::time::Duration::from_secs(1));
+        let raise = "redis.call('INCR', KEYS[1]); return redis.error_reply('TRYAGAIN x')";
+        for (i, other_slot) in [None, Some(SLOTS[1])].into_iter().enumerate() {
+            let counter = key_in_slot(SLOTS[0], &format!("piped-raised-{i}:"));
+            let mut cmds = vec![cmd("EVAL").arg(raise).arg(1).arg(counter.as_str())];
+            if let Some(slot) = other_slot {
+                cmds.push(cmd("GET").arg(key_in_slot(slot, "piped-other:")));
+            }
+            let replies = client.pipeline(cmds).await.unwrap();
+            assert!(
+                matches!(&replies[0], Value::Error(e) if e.message() == b"TRYAGAIN x"),
+                "{:?}",
+                replies[0]
+            );
+            let runs: i64 = client.get(counter.as_str()).await.unwrap();
+            assert_eq!(runs, 1, "pipeline {i}: the script ran once");
         }
     });
 }

@@ -1,5 +1,6 @@
 //! [`Cluster`]: the slot-routed client of one core.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -373,10 +374,10 @@ impl Commands for Cluster {
         // again.
         if groups.len() == 1 && groups[0].1.len() == cmds.len() {
             if let Some(Ok(values)) = outcomes.first() {
-                if !values
-                    .iter()
-                    .any(|v| matches!(v, Value::Error(e) if must_go_again(e)))
-                {
+                let node = &groups[0].0;
+                if !values.iter().enumerate().any(|(i, v)| {
+                    matches!(v, Value::Error(e) if goes_again(&cmds[i], routes[i], node, e))
+                }) {
                     return outcomes.pop().expect("one outcome");
                 }
             }
@@ -388,7 +389,7 @@ impl Commands for Cluster {
                 Ok(values) => {
                     for (&i, v) in idx.iter().zip(values) {
                         match v {
-                            Value::Error(e) if must_go_again(&e) => {
+                            Value::Error(e) if goes_again(&cmds[i], routes[i], node, &e) => {
                                 again.push((i, Some((node.clone(), Error::Server(e)))));
                             }
                             v => results[i] = Some(v),
@@ -416,7 +417,7 @@ impl Commands for Cluster {
             for ((i, _), out) in again.iter().zip(outs) {
                 results[*i] = Some(match out {
                     Ok(v) => v,
-                    Err(Error::Server(e)) => Value::Error(e),
+                    Err(Error::Server(e) | Error::ScriptError(e)) => Value::Error(e),
                     Err(e) => return Err(e),
                 });
             }
@@ -499,7 +500,9 @@ impl Commands for Cluster {
     }
 
     /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
-    /// slot's keys are set atomically, the whole is not.
+    /// slot's keys are set atomically, the whole is not: when some slots
+    /// were set and others failed, the error is [`Error::Fanout`] (as for
+    /// `DEL`, `UNLINK` and `TOUCH`), which is never safe to retry.
     async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
         let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
         let cmds: Vec<Cmd> = groups
@@ -552,6 +555,7 @@ impl Cluster {
     ) -> Result<Value, Error> {
         let mut attempt = self.attempt_until(deadline);
         attempt.read_only = crate::cmd::is_read_only(args);
+        attempt.runs_code = super::code_refusal::runs_code(args);
         if let Some((node, err)) = first {
             self.router.after_error(&node, err, &mut attempt).await?;
         }
@@ -663,7 +667,9 @@ impl Cluster {
     }
 
     /// Runs one command per slot group, side by side, with routing and
-    /// retries; the replies in group order.
+    /// retries; the replies in group order. When some groups fail, see
+    /// [`super::fanout::combine_groups`]: a write that ran in some slots
+    /// and failed in others is [`Error::Fanout`].
     async fn run_groups(
         &self,
         groups: &[(u16, Vec<usize>)],
@@ -674,16 +680,27 @@ impl Cluster {
             let mut attempt = self.attempt_until(deadline);
             attempt.read_only = crate::cmd::is_read_only(c);
             attempt.read_from = self.read_from();
-            self.router
+            let last: RefCell<Option<NodeAddr>> = RefCell::new(None);
+            let out = self
+                .router
                 .run(
                     Route::Slot(*slot),
                     &mut attempt,
-                    async |node, asking, timeout| node.command(c, asking, timeout).await,
+                    async |node, asking, timeout| {
+                        *last.borrow_mut() = Some(node.addr.clone());
+                        node.command(c, asking, timeout).await
+                    },
                 )
-                .await
+                .await;
+            (last.into_inner(), out)
         }))
         .await;
-        outs.into_iter().collect()
+        let writes = cmds.first().is_some_and(|c| !crate::cmd::is_read_only(c));
+        let name = cmds
+            .first()
+            .and_then(|c| c.with_arg(0, |n| String::from_utf8_lossy(n).into_owned()))
+            .unwrap_or_default();
+        super::fanout::combine_groups(&name, writes, outs)
     }
 
     /// What the client knows of the cluster now.
@@ -807,6 +824,17 @@ pub(crate) fn check_watch(slot: u16, watch: Watch) -> Result<Watch, Error> {
 /// pipelined command, or a subscription placed on another node.
 pub(super) fn must_go_again(e: &ServerError) -> bool {
     e.retry_action() != RetryAction::None
+}
+
+/// Whether the pipelined command `args`, routed by `route` and answered
+/// `e` by `node`, is sent again: its reply proves it was not applied
+/// ([`must_go_again`]), and for a script or function call that reply is
+/// in the server's own words, not one the code raised after running
+/// ([`super::code_refusal::refusal_is_genuine`]).
+fn goes_again(args: &impl Args, route: Route, node: &Node, e: &ServerError) -> bool {
+    must_go_again(e)
+        && (!super::code_refusal::runs_code(args)
+            || super::code_refusal::refusal_is_genuine(e, route, &node.addr))
 }
 
 /// The one slot of commands that must share one (keyless ones aside).

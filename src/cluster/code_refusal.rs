@@ -41,6 +41,8 @@ const OWN_PREFIXES: &[&[u8]] = &[
     b"READONLY You can't write against a read only replica",
     b"MASTERDOWN Link with MASTER is down",
     b"NOAUTH Authentication required",
+    b"NOSCRIPT No matching script",
+    b"EXECABORT Transaction discarded",
 ];
 
 /// Tails found inside the server's own `LOADING` and `BUSY` texts.
@@ -66,9 +68,6 @@ pub fn refusal_is_genuine(err: &ServerError, route: Route, node: &NodeAddr) -> b
         ServerErrorKind::Moved | ServerErrorKind::Ask => err.redirect().is_some_and(|r| {
             route == Route::Slot(r.slot) && NodeAddr::from_redirect(&r, node) != *node
         }),
-        // Not retried by the router: the caller decides (`Script` loads
-        // the script again only on the exact NOSCRIPT text).
-        ServerErrorKind::NoScript | ServerErrorKind::ExecAbort => true,
         _ => {
             let text = err.message();
             OWN_PREFIXES.iter().any(|p| text.starts_with(p))
@@ -104,6 +103,7 @@ mod tests {
             "MOVED 100 127.0.0.1:7001",
             "ASK 100 127.0.0.1:7002",
             "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOSCRIPT No matching script. Please use EVAL.",
         ] {
             assert!(refusal_is_genuine(&err(own), slot, &node), "{own}");
         }
@@ -114,6 +114,8 @@ mod tests {
             "BUSY fake",
             "READONLY fake",
             "MASTERDOWN fake",
+            "NOSCRIPT fake",
+            "EXECABORT fake",
             "MOVED 1 127.0.0.1:7001",
             "MOVED 100 127.0.0.1:7000",
             "ASK 100 127.0.0.1:7000",

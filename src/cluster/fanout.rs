@@ -19,10 +19,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::node::Node;
-use super::router::{Attempt, Router, Step, join_all};
+use super::router::{Attempt, Router, Step};
 use super::{Cluster, Health, NodeAddr};
 use crate::cmd::policy::{PolicyTable, RequestPolicy, ResponsePolicy, aggregate};
 use crate::cmd::{Args, Route};
+use crate::join::join_until;
 use crate::{Commands, Error, FromValue, Value};
 
 /// Where [`ClusterCommands::command_to`] sends a command.
@@ -146,13 +147,13 @@ impl ClusterCommands for Cluster {
         let value = match target {
             Target::AllMasters | Target::AllNodes => {
                 let policy = self.router.policies().policy_of(&args);
+                let response = policy.map_or(ResponsePolicy::Special, |p| p.response);
                 let all = target == Target::AllNodes;
-                let replies = self.fan_out(all, &args, self.deadline()).await?;
-                combine(
-                    &args,
-                    policy.map_or(ResponsePolicy::Special, |p| p.response),
-                    replies,
-                )?
+                let first_ok = response == ResponsePolicy::OneSucceeded;
+                let replies = self
+                    .fan_out_until(all, &args, self.deadline(), first_ok)
+                    .await?;
+                combine(&args, response, replies)?
             }
             single => {
                 let mut replies = self.per_node(single, args).await?.replies;
@@ -218,7 +219,10 @@ impl Cluster {
             RequestPolicy::AllNodes => true,
             _ => return Ok(None),
         };
-        let replies = self.fan_out(all, args, self.deadline()).await?;
+        let first_ok = policy.response == ResponsePolicy::OneSucceeded;
+        let replies = self
+            .fan_out_until(all, args, self.deadline(), first_ok)
+            .await?;
         combine(args, policy.response, replies).map(Some)
     }
 
@@ -276,6 +280,20 @@ impl Cluster {
         args: &A,
         deadline: Instant,
     ) -> Result<NodeReplies, Error> {
+        self.fan_out_until(all_nodes, args, deadline, false).await
+    }
+
+    /// [`fan_out`](Self::fan_out); with `first_ok` (a `one_succeeded`
+    /// command: `SCRIPT KILL`, `FUNCTION KILL`) it returns as soon as one
+    /// node succeeds, with the replies of the nodes done by then (the
+    /// others' calls are dropped: their replies are not waited for).
+    async fn fan_out_until<A: Args>(
+        &self,
+        all_nodes: bool,
+        args: &A,
+        deadline: Instant,
+        first_ok: bool,
+    ) -> Result<NodeReplies, Error> {
         let mut nodes = self.targets(all_nodes);
         if nodes.is_empty() {
             // No master known yet: a refresh may find them.
@@ -286,14 +304,19 @@ impl Cluster {
             }
         }
         let router = &self.router;
-        let replies = join_all(
+        let replies = join_until(
             nodes
                 .iter()
                 .map(|n| async move { on_node(router, n, args, deadline).await }),
+            |done| first_ok && done.iter().any(|r| matches!(r, Some(Ok(_)))),
         )
         .await;
         Ok(NodeReplies {
-            replies: nodes.iter().map(|n| n.addr.clone()).zip(replies).collect(),
+            replies: nodes
+                .iter()
+                .zip(replies)
+                .filter_map(|(n, r)| Some((n.addr.clone(), r?)))
+                .collect(),
         })
     }
 
@@ -372,17 +395,18 @@ async fn on_node<A: Args>(
                 maybe_applied: false,
             });
         }
-        let err = match node.command(args, false, Some(left)).await {
+        let mut err = match node.command(args, false, Some(left)).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
         // A script's own error may read like a refusal: only the server's
         // own words are one.
-        if let Error::Server(e) = &err {
-            if runs_code && !super::code_refusal::refusal_is_genuine(e, Route::Keyless, &node.addr)
+        if let Error::Server(e) = err {
+            if runs_code && !super::code_refusal::refusal_is_genuine(&e, Route::Keyless, &node.addr)
             {
-                return Err(err);
+                return Err(Error::ScriptError(e));
             }
+            err = Error::Server(e);
         }
         match Step::of(&err) {
             Step::Backoff => router.backoff(&mut attempt, err).await?,
@@ -398,11 +422,18 @@ async fn on_node<A: Args>(
 /// Combines the replies of a fan-out by `policy`: an error naming the
 /// failed nodes unless every one succeeded (or, for `one_succeeded`, one
 /// did); for `special`, a map from each node's `host:port` to its reply.
+/// `RANDOMKEY` is one key whatever its tip says (newer servers tip it
+/// `special`): one of the nodes' non-nil replies, picked at random.
 fn combine<A: Args>(
     args: &A,
     policy: ResponsePolicy,
     replies: NodeReplies,
 ) -> Result<Value, Error> {
+    let policy = if args.with_arg(0, |n| n.eq_ignore_ascii_case(b"RANDOMKEY")) == Some(true) {
+        ResponsePolicy::Default
+    } else {
+        policy
+    };
     if policy == ResponsePolicy::OneSucceeded {
         if let Some(pos) = replies.replies.iter().position(|(_, r)| r.is_ok()) {
             let reply = replies.replies.into_iter().nth(pos).expect("an answer");
@@ -439,6 +470,46 @@ fn combine<A: Args>(
         ));
     }
     aggregate(policy, values.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The replies of a command split per slot (`MSET`, `DEL`, ... across
+/// slots), each group's node (the last one it went to (`None` when it
+/// reached none) with its outcome, in group order: every reply when all
+/// succeeded; else the first error when none did, or when the command
+/// only reads (sending a read again applies nothing twice). A write
+/// that succeeded in some slots and failed in others is
+/// [`Error::Fanout`] named `command`, listing the nodes that ran it and
+/// each failed group's node with its error, so that it never says it is
+/// safe to send again: part of it was applied. A failed group that
+/// reached no node is listed under the address of an empty host and
+/// port 0.
+pub(super) fn combine_groups(
+    command: &str,
+    writes: bool,
+    outs: Vec<(Option<NodeAddr>, Result<Value, Error>)>,
+) -> Result<Vec<Value>, Error> {
+    let some_ok = outs.iter().any(|(_, r)| r.is_ok());
+    let some_failed = outs.iter().any(|(_, r)| r.is_err());
+    if !(writes && some_ok && some_failed) {
+        return outs.into_iter().map(|(_, r)| r).collect();
+    }
+    let mut succeeded: Vec<NodeAddr> = Vec::new();
+    let mut failed = Vec::new();
+    for (addr, reply) in outs {
+        let addr = addr.unwrap_or_else(|| NodeAddr::new("", 0));
+        match reply {
+            Ok(_) if succeeded.contains(&addr) => {}
+            Ok(_) => succeeded.push(addr),
+            Err(e) => failed.push((addr, e)),
+        }
+    }
+    let maybe_applied = failed.iter().any(|(_, e)| e.maybe_applied());
+    Err(Error::Fanout(Box::new(FanoutError {
+        command: command.to_owned(),
+        succeeded,
+        failed,
+        maybe_applied,
+    })))
 }
 
 /// The command's name, with its subcommand when it has one that the
@@ -495,5 +566,85 @@ async fn load_policies(router: Rc<Router>) {
         Err(e) => {
             tracing::debug!(error = %e, "command tips unreadable: the built-in policies stay")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> Option<NodeAddr> {
+        Some(NodeAddr::new("127.0.0.1", port))
+    }
+
+    fn ok() -> Result<Value, Error> {
+        Ok(Value::SimpleString(Bytes::from_static(b"OK")))
+    }
+
+    fn unserved() -> Result<Value, Error> {
+        Err(Error::SlotUnserved { slot: 7 })
+    }
+
+    #[test]
+    fn a_write_applied_in_some_slots_only_is_a_fanout_error_never_safe_to_retry() {
+        let outs = vec![
+            (node(7000), ok()),
+            (node(7000), ok()),
+            (None, unserved()),
+            (node(7002), Err(Error::ConnectionLost)),
+        ];
+        let Err(Error::Fanout(e)) = combine_groups("MSET", true, outs) else {
+            panic!("a fan-out error");
+        };
+        assert_eq!(e.command, "MSET");
+        assert_eq!(e.succeeded, [NodeAddr::new("127.0.0.1", 7000)]);
+        assert_eq!(e.failed.len(), 2);
+        assert_eq!(e.failed[0].0, NodeAddr::new("", 0));
+        assert!(matches!(e.failed[0].1, Error::SlotUnserved { slot: 7 }));
+        assert_eq!(e.failed[1].0, NodeAddr::new("127.0.0.1", 7002));
+        assert!(e.maybe_applied);
+
+        // Only errors that prove nothing ran where they failed: still not
+        // safe, the other slots ran.
+        let outs = vec![(node(7000), ok()), (None, unserved())];
+        let e = combine_groups("DEL", true, outs).unwrap_err();
+        assert!(matches!(&e, Error::Fanout(f) if !f.maybe_applied));
+        assert!(!e.is_safe_to_retry());
+        assert!(e.maybe_applied());
+    }
+
+    #[test]
+    fn randomkey_is_one_non_nil_key_whatever_its_tip() {
+        let key = Value::BulkString(Bytes::from_static(b"k"));
+        for policy in [ResponsePolicy::Special, ResponsePolicy::Default] {
+            let replies = NodeReplies {
+                replies: vec![
+                    (NodeAddr::new("127.0.0.1", 7000), Ok(Value::Nil)),
+                    (NodeAddr::new("127.0.0.1", 7001), Ok(key.clone())),
+                    (NodeAddr::new("127.0.0.1", 7002), Ok(Value::Nil)),
+                ],
+            };
+            assert_eq!(combine(&["randomkey"], policy, replies).unwrap(), key);
+        }
+        let empty = NodeReplies {
+            replies: vec![(NodeAddr::new("127.0.0.1", 7000), Ok(Value::Nil))],
+        };
+        let reply = combine(&["RANDOMKEY"], ResponsePolicy::Special, empty).unwrap();
+        assert_eq!(reply, Value::Nil);
+    }
+
+    #[test]
+    fn nothing_applied_or_a_read_keeps_the_first_error_and_all_ok_the_replies() {
+        let outs = vec![(None, unserved()), (node(7001), Err(Error::ConnectionLost))];
+        let e = combine_groups("MSET", true, outs).unwrap_err();
+        assert!(matches!(e, Error::SlotUnserved { slot: 7 }), "{e:?}");
+        assert!(e.is_safe_to_retry());
+
+        let outs = vec![(node(7000), ok()), (None, unserved())];
+        let e = combine_groups("MGET", false, outs).unwrap_err();
+        assert!(matches!(e, Error::SlotUnserved { slot: 7 }), "{e:?}");
+
+        let outs = vec![(node(7000), ok()), (node(7001), ok())];
+        assert_eq!(combine_groups("MSET", true, outs).unwrap().len(), 2);
     }
 }

@@ -489,7 +489,7 @@ impl Router {
                     if attempt.runs_code
                         && !super::code_refusal::refusal_is_genuine(&e, route, &node.addr) =>
                 {
-                    return Err(Error::Server(e));
+                    return Err(Error::ScriptError(e));
                 }
                 Err(e) => self.after_error(&node, e, attempt).await?,
             }

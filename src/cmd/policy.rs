@@ -83,7 +83,7 @@ use ResponsePolicy as Resp;
 /// The built-in table: the tips of Redis 7.0 (`COMMAND INFO`), names in
 /// lower case, subcommands as `container|sub`; plus `config|resetstat`,
 /// which reaches every node as `CONFIG SET` does though 7.0 gives it no
-/// tip.
+/// tip, and `waitaof` (Redis 7.2).
 const BUILTIN: &[(&str, Req, Resp)] = &[
     ("config|resetstat", Req::AllNodes, Resp::AllSucceeded),
     ("config|set", Req::AllNodes, Resp::AllSucceeded),
@@ -126,6 +126,7 @@ const BUILTIN: &[(&str, Req, Resp)] = &[
     ("touch", Req::MultiShard, Resp::AggSum),
     ("unlink", Req::MultiShard, Resp::AggSum),
     ("wait", Req::AllShards, Resp::AggMin),
+    ("waitaof", Req::AllShards, Resp::AggMin),
 ];
 
 /// The longest name [`builtin_policy`] compares (`latency|histogram`
@@ -246,38 +247,65 @@ impl PolicyTable {
 
     /// The policy of a command by name (`"SCRIPT LOAD"`, `"script|load"`,
     /// `"DBSIZE"`): from the tips, else [`builtin_policy`].
+    ///
+    /// Names up to 32 bytes are lowered on the stack: a lookup allocates
+    /// nothing.
     pub fn get(&self, name: &[u8]) -> Option<CommandPolicy> {
-        let key: String = String::from_utf8_lossy(name)
-            .chars()
-            .map(|c| {
-                if c == ' ' {
-                    '|'
-                } else {
-                    c.to_ascii_lowercase()
+        let lower = |b: u8| {
+            if b == b' ' {
+                b'|'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        };
+        let mut buf = [0u8; MAX_NAME];
+        let from_tips = match buf.get_mut(..name.len()) {
+            Some(key) => {
+                for (out, &b) in key.iter_mut().zip(name) {
+                    *out = lower(b);
                 }
-            })
-            .collect();
-        self.tips
-            .get(&key)
-            .copied()
-            .or_else(|| builtin_policy(key.as_bytes()))
+                std::str::from_utf8(key).ok().and_then(|k| self.tips.get(k))
+            }
+            None => {
+                let key: Vec<u8> = name.iter().map(|&b| lower(b)).collect();
+                String::from_utf8(key).ok().and_then(|k| self.tips.get(&k))
+            }
+        };
+        from_tips.copied().or_else(|| builtin_policy(name))
     }
 
     /// The policy of a command: that of its subcommand (`SCRIPT LOAD`)
     /// when the table has one, else that of its name.
+    ///
+    /// The name and subcommand are joined on the stack (a pair longer
+    /// than 32 bytes is looked up by its name alone): nothing allocates.
     pub fn policy_of(&self, args: &impl Args) -> Option<CommandPolicy> {
-        let name = args.with_arg(0, <[u8]>::to_vec)?;
-        if let Some(sub) = args.with_arg(1, <[u8]>::to_vec) {
-            if sub.len() < MAX_NAME && !sub.contains(&b'|') {
-                let mut both = name.clone();
-                both.push(b'|');
-                both.extend_from_slice(&sub);
-                if let Some(p) = self.get(&both) {
-                    return Some(p);
-                }
+        let mut buf = [0u8; MAX_NAME];
+        let name_len = args.with_arg(0, |n| {
+            if let Some(dst) = buf.get_mut(..n.len()) {
+                dst.copy_from_slice(n);
             }
+            n.len()
+        })?;
+        if name_len > MAX_NAME {
+            return args.with_arg(0, |n| self.get(n)).flatten();
         }
-        self.get(&name)
+        let both_len = args
+            .with_arg(1, |sub| {
+                if sub.contains(&b'|') {
+                    return None;
+                }
+                let end = name_len + 1 + sub.len();
+                let dst = buf.get_mut(name_len..end)?;
+                dst[0] = b'|';
+                dst[1..].copy_from_slice(sub);
+                Some(end)
+            })
+            .flatten();
+        if let Some(p) = both_len.and_then(|end| self.get(&buf[..end])) {
+            return Some(p);
+        }
+        self.get(&buf[..name_len])
     }
 }
 
@@ -326,8 +354,9 @@ fn text(v: &Value) -> Option<&str> {
 /// Combines the successful replies of several nodes (in node order) by
 /// `policy`:
 ///
-/// - `AggSum`, `AggMin`, `AggMax`: over integer replies (a sum that
-///   overflows is an error);
+/// - `AggSum`, `AggMin`, `AggMax`: over integer replies, or over arrays
+///   of them element by element (`WAITAOF`); a sum that overflows is an
+///   error;
 /// - `AggLogicalAnd`, `AggLogicalOr`: over integer (or boolean) replies,
 ///   1 or 0, or over arrays of them element by element (`SCRIPT EXISTS`);
 /// - `AllSucceeded`, `OneSucceeded`: the first reply;
@@ -349,27 +378,7 @@ pub fn aggregate(policy: ResponsePolicy, replies: Vec<Value>) -> Result<Value, E
         Resp::AllSucceeded | Resp::OneSucceeded => {
             Ok(replies.into_iter().next().expect("one reply"))
         }
-        Resp::AggSum => {
-            let mut total: i64 = 0;
-            for v in &replies {
-                total = total.checked_add(integer(v)?).ok_or_else(|| {
-                    conversion(v, "a sum of node replies", "the sum overflows i64")
-                })?;
-            }
-            Ok(Value::Integer(total))
-        }
-        Resp::AggMin | Resp::AggMax => {
-            let mut best: Option<i64> = None;
-            for v in &replies {
-                let n = integer(v)?;
-                best = Some(match best {
-                    None => n,
-                    Some(b) if policy == Resp::AggMin => b.min(n),
-                    Some(b) => b.max(n),
-                });
-            }
-            Ok(Value::Integer(best.expect("one reply")))
-        }
+        Resp::AggSum | Resp::AggMin | Resp::AggMax => numeric(policy, &replies),
         Resp::AggLogicalAnd | Resp::AggLogicalOr => {
             logical(policy == Resp::AggLogicalAnd, &replies)
         }
@@ -398,6 +407,46 @@ pub fn aggregate(policy: ResponsePolicy, replies: Vec<Value>) -> Result<Value, E
         }
         Resp::Special => Ok(Value::Array(replies)),
     }
+}
+
+/// The sum, smallest or largest (by `policy`) of integer replies, or of
+/// arrays of them element by element (`WAITAOF`'s two counts).
+fn numeric(policy: ResponsePolicy, replies: &[Value]) -> Result<Value, Error> {
+    let combine = |a: i64, b: i64, v: &Value| match policy {
+        Resp::AggSum => a
+            .checked_add(b)
+            .ok_or_else(|| conversion(v, "a sum of node replies", "the sum overflows i64")),
+        Resp::AggMin => Ok(a.min(b)),
+        _ => Ok(a.max(b)),
+    };
+    if let Value::Array(first) = &replies[0] {
+        let mut acc: Vec<i64> = first.iter().map(integer).collect::<Result<_, _>>()?;
+        for v in &replies[1..] {
+            let Value::Array(items) = v else {
+                return Err(conversion(
+                    v,
+                    "aggregate of node replies",
+                    "expected an array",
+                ));
+            };
+            if items.len() != acc.len() {
+                return Err(conversion(
+                    v,
+                    "aggregate of node replies",
+                    "the nodes' arrays differ in length",
+                ));
+            }
+            for (a, item) in acc.iter_mut().zip(items) {
+                *a = combine(*a, integer(item)?, v)?;
+            }
+        }
+        return Ok(Value::Array(acc.into_iter().map(Value::Integer).collect()));
+    }
+    let mut acc = integer(&replies[0])?;
+    for v in &replies[1..] {
+        acc = combine(acc, integer(v)?, v)?;
+    }
+    Ok(Value::Integer(acc))
 }
 
 /// Logical AND (`and`) or OR of integer replies, or of arrays of them
@@ -533,6 +582,8 @@ mod tests {
             builtin_policy(b"script|load")
         );
         assert_eq!(table.policy_of(&["GET", "k"]), None);
+        assert_eq!(table.get(b"Script Exists"), table.get(b"script|exists"));
+        assert_eq!(table.get(&[b'x'; 100]), None);
         assert!(PolicyTable::from_command_info(&Value::Integer(1)).is_err());
     }
 
@@ -582,6 +633,49 @@ mod tests {
         assert_eq!(
             aggregate(Resp::AllSucceeded, vec![bulk("x"), bulk("y")]).unwrap(),
             bulk("x")
+        );
+        // WAITAOF: two counts per master, each the smallest.
+        let waitaof = vec![
+            Value::Array(ints(&[1, 2])),
+            Value::Array(ints(&[1, 0])),
+            Value::Array(ints(&[0, 1])),
+        ];
+        assert_eq!(
+            aggregate(Resp::AggMin, waitaof.clone()).unwrap(),
+            Value::Array(ints(&[0, 0]))
+        );
+        assert_eq!(
+            aggregate(Resp::AggMax, waitaof.clone()).unwrap(),
+            Value::Array(ints(&[1, 2]))
+        );
+        assert_eq!(
+            aggregate(Resp::AggSum, waitaof).unwrap(),
+            Value::Array(ints(&[2, 3]))
+        );
+        assert_eq!(
+            builtin_policy(b"WAITAOF"),
+            Some(CommandPolicy::new(Req::AllShards, Resp::AggMin))
+        );
+        assert!(
+            aggregate(
+                Resp::AggMin,
+                vec![Value::Array(ints(&[1, 1])), Value::Array(ints(&[1]))]
+            )
+            .is_err()
+        );
+        assert!(
+            aggregate(
+                Resp::AggMin,
+                vec![Value::Array(ints(&[1])), Value::Integer(1)]
+            )
+            .is_err()
+        );
+        assert!(
+            aggregate(
+                Resp::AggSum,
+                vec![Value::Array(ints(&[i64::MAX])), Value::Array(ints(&[1]))]
+            )
+            .is_err()
         );
         assert!(aggregate(Resp::AggSum, vec![bulk("x")]).is_err());
         assert!(aggregate(Resp::AggSum, ints(&[i64::MAX, 1])).is_err());

@@ -45,8 +45,8 @@ use crate::{Error, FromValue, Value};
 /// lands, and is cached there), but the node that lacked the script still
 /// lacks it, and a later call that lands there pays one more `NOSCRIPT`
 /// and `EVAL`. To have a keyless script on every master, `SCRIPT LOAD` it
-/// on each of [`master_connections`](crate::Cluster::master_connections)
-/// first.
+/// first through `Cluster::command`, whose policy sends `SCRIPT LOAD` to
+/// every node (see [`Cluster`](crate::Cluster)).
 ///
 /// ```no_run
 /// use std::sync::LazyLock;
@@ -120,8 +120,10 @@ impl Script {
     /// refusal the router would follow or retry (`MOVED`, `ASK`,
     /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `BUSY`, ...) is taken as one
     /// only in the server's own words, so a script's own error with such a
-    /// first word is returned, not run again. On a cluster client, keys in several slots are
-    /// [`Error::CrossSlot`] and nothing is sent.
+    /// first word (or `NOSCRIPT`) is returned, not run again, as
+    /// [`Error::ScriptError`], which says it may have been applied. On a
+    /// cluster client, keys in several slots are [`Error::CrossSlot`] and
+    /// nothing is sent.
     ///
     /// With a [`RemoteClient`](crate::RemoteClient), the future is `Send`
     /// when the keys and arguments are `Sync`.
@@ -226,15 +228,17 @@ fn call<K: Arg, A: Arg>(name: &str, script: impl Arg, keys: &[K], args: &[A]) ->
 /// On a cluster client, `FCALL` and `FCALL_RO` are routed by their keys,
 /// which must share one slot ([`Error::CrossSlot`] otherwise, nothing
 /// sent); the function's library must have been loaded on that slot's
-/// master. `SCRIPT LOAD` and `FUNCTION LOAD` have no keys and go where the
-/// client sends a keyless command (see `command` on
-/// [`Cluster`](crate::Cluster)); to load on each master yourself,
-/// use them on each of
-/// [`Cluster::master_connections`](crate::Cluster::master_connections).
+/// master. Through `Cluster::command`, `SCRIPT LOAD` reaches every node
+/// and `FUNCTION LOAD` every master, as their policies say (see `command`
+/// on [`Cluster`](crate::Cluster)); a node that fails makes the call
+/// [`Error::Fanout`](crate::Error::Fanout), naming the nodes that loaded
+/// it.
 pub trait ScriptCommands: Commands {
     /// `FCALL function numkeys keys... args...`: calls a function of a
     /// loaded library and converts its reply. An error raised by the
-    /// function is `Err(Error::Server(..))`.
+    /// function is `Err(Error::Server(..))`; on a cluster client, one
+    /// whose first word reads like a cluster refusal (`TRYAGAIN`,
+    /// `MOVED`, ...) is `Err(Error::ScriptError(..))` and is not retried.
     fn fcall<T: FromValue, K: Arg, A: Arg>(
         &self,
         function: impl Arg,
