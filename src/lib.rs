@@ -198,10 +198,13 @@ pub mod slot;
 
 pub use cluster::Cluster;
 pub use cmd::{Args, Cmd, Route, cmd};
-pub use config::{ClusterConfig, ConnectionConfig, Protocol, TransportKind};
+pub use config::{
+    CacheOptions, ClusterConfig, ConnectionConfig, Protocol, TrackingMode, TransportKind,
+};
+pub use conn::cache::CacheStats;
 pub use conn::commands;
-pub use conn::commands::Commands;
 pub use conn::commands::Script;
+pub use conn::commands::{CacheCommands, Commands};
 pub use conn::pubsub;
 pub use conn::pubsub::{PubSubEvent, Subscribe, Subscription};
 pub use conn::{Connection, ConnectionStats, IntoConnectionConfig, PushReceiver, Watch};

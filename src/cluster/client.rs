@@ -70,7 +70,7 @@ pub struct Cluster {
     pub(crate) router: Rc<Router>,
     _close: Rc<CloseGuard>,
     /// Overrides the configured call deadline ([`Cluster::with_timeout`]).
-    timeout: Option<Duration>,
+    pub(super) timeout: Option<Duration>,
     /// Overrides the configured read strategy ([`Cluster::with_read_from`]).
     read_from: Option<ReadFrom>,
 }
@@ -224,7 +224,7 @@ impl Cluster {
         Instant::now() + self.timeout.unwrap_or(self.router.config.timeout())
     }
 
-    fn attempt(&self) -> Attempt {
+    pub(super) fn attempt(&self) -> Attempt {
         self.attempt_until(self.deadline())
     }
 

@@ -116,6 +116,7 @@
 //! # Ok::<(), redcore::Error>(())
 //! ```
 
+pub(crate) mod caching;
 pub(crate) mod client;
 mod code_refusal;
 mod fanout;

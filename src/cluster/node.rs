@@ -127,6 +127,25 @@ impl Node {
         }
     }
 
+    /// Sends a cached read's miss as one pipeline: on a peer's node, as
+    /// [`NodeOp::Tracked`] so the peer forwards the node's invalidations.
+    pub async fn tracked_pipeline(
+        &self,
+        cmds: &[crate::cmd::Cmd],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Value>, Error> {
+        match &self.via {
+            Via::Connection(c) => match timeout {
+                None => c.pipeline(cmds).await,
+                Some(t) => c.with_timeout(t).pipeline(cmds).await,
+            },
+            Via::Peer(p) => p
+                .call(&self.addr, timeout, NodeOp::Tracked(cmds.to_vec()))
+                .await
+                .map(NodeReply::into_values),
+        }
+    }
+
     /// Runs `cmds` in `MULTI`/`EXEC` (after `ASKING` when `asking`).
     pub async fn transaction<A: Args>(
         &self,
@@ -185,7 +204,9 @@ impl Node {
 pub(crate) async fn run_op(conn: &Connection, op: NodeOp) -> Result<NodeReply, Error> {
     match op {
         NodeOp::Command { cmd, asking } => send_one(conn, &cmd, asking).await.map(NodeReply::Value),
-        NodeOp::Pipeline(cmds) => conn.pipeline(&cmds).await.map(NodeReply::Values),
+        NodeOp::Pipeline(cmds) | NodeOp::Tracked(cmds) => {
+            conn.pipeline(&cmds).await.map(NodeReply::Values)
+        }
         NodeOp::Transaction { cmds, asking } => send_transaction(conn, &cmds, asking)
             .await
             .map(NodeReply::Values),

@@ -38,6 +38,10 @@ pub(crate) enum NodeOp {
     Command { cmd: Cmd, asking: bool },
     /// A pipeline.
     Pipeline(Vec<Cmd>),
+    /// A cached read's miss (`CLIENT CACHING YES`, the read, `PTTL`), as a
+    /// pipeline: the owner forwards the node's invalidations to the
+    /// sender from then on.
+    Tracked(Vec<Cmd>),
     /// `MULTI`/`EXEC`, after `ASKING` when `asking`.
     Transaction { cmds: Vec<Cmd>, asking: bool },
     /// Anything else on the connection.
@@ -49,7 +53,8 @@ pub(crate) enum NodeOp {
 pub(crate) enum NodeReply {
     /// To [`NodeOp::Command`].
     Value(Value),
-    /// To [`NodeOp::Pipeline`] and [`NodeOp::Transaction`].
+    /// To [`NodeOp::Pipeline`], [`NodeOp::Tracked`] and
+    /// [`NodeOp::Transaction`].
     Values(Vec<Value>),
     /// To [`NodeOp::Job`]: its output.
     Output(Box<dyn Any + Send>),

@@ -20,6 +20,7 @@ use super::refresh::RefreshState;
 use super::{NodeAddr, SlotMap, Topology};
 use crate::cmd::Route;
 use crate::config::{ClusterConfig, ReadFrom};
+use crate::conn::cache::Cache;
 use crate::error::{Redirect, RedirectKind, RetryAction};
 use crate::{Connection, Error, Value};
 
@@ -162,6 +163,10 @@ pub(crate) struct Router {
     /// The command policies read from the servers' tips (see
     /// [`super::fanout`]); unset until read.
     pub policies: std::cell::OnceCell<crate::cmd::policy::PolicyTable>,
+    /// The client-side cache of this router's cached reads, when the node
+    /// template asks for one: its master connections track for it (see
+    /// [`super::caching`]).
+    pub cache: Option<Rc<Cache>>,
 }
 
 impl Router {
@@ -173,6 +178,7 @@ impl Router {
             .map(crate::conn::tls::client_config)
             .transpose()?;
         Ok(Router {
+            cache: config.node.cache.clone().map(Cache::new),
             config,
             tls,
             routes: RefCell::new(Rc::new(Routes {
@@ -244,10 +250,19 @@ impl Router {
                 let silence = self.silence.clone();
                 let mut config = self.config.node_config(addr);
                 config.readonly = readonly;
+                // Cached reads go to masters only: a replica's socket
+                // tracks nothing.
+                let cache = if readonly {
+                    config.cache = None;
+                    None
+                } else {
+                    self.cache.clone()
+                };
                 Via::Connection(Connection::open_node(
                     config,
                     self.tls.clone(),
                     Box::new(move || silence.raise()),
+                    cache,
                 ))
             }
         };
@@ -290,10 +305,13 @@ impl Router {
         let mut links = self.pubsub_links.borrow_mut();
         let link = links.entry(addr.clone()).or_insert_with(|| {
             let silence = self.silence.clone();
+            let mut config = self.config.node_config(addr);
+            config.cache = None;
             Connection::open_node(
-                self.config.node_config(addr),
+                config,
                 self.tls.clone(),
                 Box::new(move || silence.raise()),
+                None,
             )
         });
         Ok(link.clone())
@@ -306,7 +324,11 @@ impl Router {
         addr: &NodeAddr,
         deadline: Instant,
         op: NodeOp,
+        from: usize,
     ) -> Result<NodeReply, Error> {
+        if let (NodeOp::Tracked(_), Some(cache)) = (&op, &self.cache) {
+            cache.note_interest(cache.tracker(&addr.to_string()), from);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Timeout {
@@ -334,6 +356,9 @@ impl Router {
     /// master whose connection lacks `READONLY`, is linked anew; calls in
     /// flight on the old link finish there.
     pub fn install(&self, map: SlotMap) {
+        if let Some(cache) = &self.cache {
+            super::caching::drop_moved_slots(cache, &self.routes().map, &map);
+        }
         self.give_up_demoted(map.masters());
         let relink: Vec<(NodeAddr, Option<usize>, bool)> = self
             .nodes

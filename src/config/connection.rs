@@ -120,6 +120,15 @@ pub struct ConnectionConfig {
     /// logged and the connection goes on: its replica reads are then
     /// redirected.
     pub readonly: bool,
+    /// Client-side caching for the reads of
+    /// [`CacheCommands`](crate::CacheCommands) (default off). With it, each
+    /// socket's handshake turns `CLIENT TRACKING` on, in the mode the
+    /// options say. Needs RESP3: with [`Protocol::Resp2`] the options are
+    /// refused, and a server that refuses `HELLO 3` fails the handshake
+    /// (invalidations on a separate `REDIRECT` connection could overtake
+    /// or trail the replies they concern, and every server with tracking
+    /// speaks RESP3).
+    pub cache: Option<super::CacheOptions>,
 }
 
 impl Default for ConnectionConfig {
@@ -153,6 +162,7 @@ impl Default for ConnectionConfig {
             subscription_overflow: crate::pubsub::Overflow::DropOldest,
             transport: TransportKind::Auto,
             readonly: false,
+            cache: None,
         }
     }
 }
@@ -188,6 +198,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("subscription_overflow", &self.subscription_overflow)
             .field("transport", &self.transport)
             .field("readonly", &self.readonly)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -257,6 +268,15 @@ impl ConnectionConfig {
         }
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be greater than zero"));
+        }
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
+            if self.protocol == Protocol::Resp2 {
+                return Err(invalid(
+                    "cache",
+                    "client-side caching needs RESP3 (invalidations arrive as push frames in order with the replies); use protocol 3",
+                ));
+            }
         }
         if self.health_interval.is_some_and(|h| h.is_zero()) {
             return Err(invalid(
@@ -477,6 +497,13 @@ impl ConnectionConfigBuilder {
     /// Largest reconnection delay (default 30 s).
     pub fn backoff_max(mut self, delay: Duration) -> Self {
         self.config.backoff_max = delay;
+        self
+    }
+
+    /// Client-side caching with `options` (see
+    /// [`ConnectionConfig::cache`]).
+    pub fn cache(mut self, options: super::CacheOptions) -> Self {
+        self.config.cache = Some(options);
         self
     }
 

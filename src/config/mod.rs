@@ -53,6 +53,7 @@
 //! ```
 
 mod addr;
+mod cache;
 mod cluster;
 mod connection;
 mod read_from;
@@ -63,6 +64,7 @@ mod wire;
 use crate::Error;
 
 pub use addr::ServerAddr;
+pub use cache::{CacheOptions, DEFAULT_CACHE_TTL, TrackingMode, parse_size};
 pub use cluster::{ClusterConfig, ClusterConfigBuilder, IntoClusterConfig, IntoNodeAddr};
 pub use connection::{ConnectionConfig, ConnectionConfigBuilder, Password};
 pub use read_from::{NodeZones, ReadFrom, ReplicaOptions, ZoneFn};

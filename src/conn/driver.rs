@@ -527,7 +527,7 @@ mod tests {
                     .timeout(Duration::from_secs(30))
                     .build()
                     .unwrap();
-                let conn = crate::Connection::open_node(config, None, Box::new(|| {}));
+                let conn = crate::Connection::open_node(config, None, Box::new(|| {}), None);
                 let started = Instant::now();
                 // Waits for the first attempt, which is refused.
                 let first = conn.command::<()>(["PING"]).await.unwrap_err();

@@ -16,7 +16,7 @@ use super::transport::Transport;
 use crate::Error;
 use crate::auth::Credentials;
 use crate::cmd::{Args, Cmd, cmd};
-use crate::config::{ConnectionConfig, Password, Protocol};
+use crate::config::{ConnectionConfig, Password, Protocol, TrackingMode};
 use crate::error::{HandshakeError, ServerError, ServerErrorKind};
 use crate::resp::{Decoder, Value};
 
@@ -96,6 +96,22 @@ pub(crate) async fn handshake(
         setup.push(cmd("READONLY"));
         setup.len() - 1
     });
+    let tracking_at = match &config.cache {
+        Some(_) if protocol == Protocol::Resp2 => {
+            return Err(HandshakeError::Step {
+                step: "CLIENT TRACKING",
+                error: ServerError::new(bytes::Bytes::from_static(
+                    b"ERR client-side caching needs RESP3 and the server refused HELLO 3",
+                )),
+            }
+            .into());
+        }
+        Some(cache) => {
+            setup.push(tracking_command(&cache.mode));
+            Some(setup.len() - 1)
+        }
+        None => None,
+    };
     if unauthenticated_fallback {
         // No HELLO and no password: a PING tells whether the server wants
         // one (CLIENT SETINFO may fail for other reasons first).
@@ -120,6 +136,13 @@ pub(crate) async fn handshake(
         }
         .into());
     }
+    if let Some(Value::Error(e)) = tracking_at.map(|i| &replies[i]) {
+        return Err(HandshakeError::Step {
+            step: "CLIENT TRACKING",
+            error: e.clone(),
+        }
+        .into());
+    }
     if let Some(Value::Error(e)) = readonly_at.map(|i| &replies[i]) {
         // Not a cluster node: its replica reads are redirected instead.
         tracing::warn!(error = %e, "READONLY refused");
@@ -128,6 +151,21 @@ pub(crate) async fn handshake(
         protocol,
         leftover: wire.rbuf,
     })
+}
+
+/// `CLIENT TRACKING ON` in `mode`.
+fn tracking_command(mode: &TrackingMode) -> Cmd {
+    let on = cmd("CLIENT").arg("TRACKING").arg("ON");
+    match mode {
+        TrackingMode::OptIn => on.arg("OPTIN"),
+        TrackingMode::Broadcast { prefixes } => {
+            let mut c = on.arg("BCAST");
+            for p in prefixes {
+                c = c.arg("PREFIX").arg(p);
+            }
+            c
+        }
+    }
 }
 
 async fn resp2_handshake(

@@ -119,6 +119,7 @@
 //! along with the calls in flight.
 
 mod admission;
+pub(crate) mod cache;
 pub mod commands;
 mod dispatch;
 mod driver;
@@ -256,7 +257,11 @@ impl Connection {
     pub async fn connect(config: impl IntoConnectionConfig) -> Result<Connection, Error> {
         let config = config.into_config()?;
         let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
-        let shared = Rc::new(Shared::new(config, tls));
+        let mut shared = Shared::new(config, tls);
+        if let Some(options) = shared.config.cache.clone() {
+            shared.track_for(cache::Cache::new(options));
+        }
+        let shared = Rc::new(shared);
         shared.transport.set(uring::choose(&shared.config));
         let ready = if shared.config.sync_connect {
             match driver::connect_once(&shared).await {
@@ -290,9 +295,13 @@ impl Connection {
         config: ConnectionConfig,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         on_silent: Box<dyn Fn()>,
+        cache: Option<Rc<cache::Cache>>,
     ) -> Connection {
         let mut shared = Shared::new(config, tls);
         shared.on_silent = Some(on_silent);
+        if let Some(cache) = cache {
+            shared.track_for(cache);
+        }
         let shared = Rc::new(shared);
         shared.transport.set(uring::choose(&shared.config));
         shared.mux.borrow_mut().fail_fast = true;
@@ -303,6 +312,20 @@ impl Connection {
             shared,
             watch: None,
             timeout: None,
+        }
+    }
+
+    /// The tracker this connection's socket is in its cache, if it tracks.
+    pub(crate) fn tracker(&self) -> Option<cache::TrackerId> {
+        self.shared.cache.as_ref().map(|(_, t)| *t)
+    }
+
+    /// With a cache: `cmd` is being sent, or was answered; if it writes,
+    /// its keys' cached entries are dropped (see [`cache::Cache::note_write`]).
+    #[inline]
+    fn note_write(&self, cmd: &impl Args) {
+        if let Some((cache, _)) = &self.shared.cache {
+            cache.note_write(cmd);
         }
     }
 
@@ -535,8 +558,21 @@ impl Connection {
         for c in &cmds {
             check_supported(c)?;
         }
+        let noted = self.shared.cache.is_some();
+        if noted {
+            cmds.iter().for_each(|c| self.note_write(c));
+        }
+        let result = self.batch_checked(kind, &cmds).await;
+        if noted {
+            cmds.iter().for_each(|c| self.note_write(c));
+        }
+        result
+    }
+
+    /// [`batch`](Self::batch) once the commands are checked.
+    async fn batch_checked<A: Args>(&self, kind: Batch, cmds: &[A]) -> Result<Vec<Value>, Error> {
         if self.shared.config.hooks.is_empty() {
-            return self.raw_batch(kind, &cmds).await;
+            return self.raw_batch(kind, cmds).await;
         }
         let cmds: Vec<Cmd> = cmds.iter().map(to_cmd).collect();
         self.hooked(
@@ -783,12 +819,14 @@ impl Commands for Connection {
     /// `conn.command::<Option<String>>(["GET", "k"])`.
     async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
         check_supported(&args)?;
+        self.note_write(&args);
         let value = if self.shared.config.hooks.is_empty() {
             self.call(1, false, is_blocking(&args), |out| args.encode(out))
                 .await
         } else {
             self.command_with_hooks(to_cmd(&args)).await
         };
+        self.note_write(&args);
         T::from_value(value?)
     }
 

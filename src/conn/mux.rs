@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
 use super::admission::WaitQueue;
+use super::cache::{Cache, TrackerId};
 use super::health::{Finding, Health};
 use super::pubsub::{ChannelKind, Frame, Lost, Message, Registry, encode_command};
 use super::write_through::{PIPELINE_SEND_NOW_BYTES, WriteThrough};
@@ -227,6 +229,10 @@ pub(crate) struct Mux {
     /// The socket callers may send to themselves (see
     /// [`super::write_through`]).
     pub write_through: WriteThrough,
+    /// The client-side cache this socket tracks reads for, and its
+    /// tracker there: invalidation pushes go to it, and a lost socket
+    /// voids what it tracked.
+    pub tracking: Option<(Rc<Cache>, TrackerId)>,
 }
 
 /// Counters kept per connection ([`Connection::stats`](crate::Connection::stats)).
@@ -278,6 +284,9 @@ pub(crate) struct Shared {
     /// On RESP2, the dedicated connection carrying this connection's
     /// subscriptions, once one was asked for (see [`super::pubsub`]).
     pub pubsub_link: RefCell<Option<super::Connection>>,
+    /// The client-side cache this connection's cached reads use (its own,
+    /// or its cluster client's), and its tracker there.
+    pub cache: Option<(Rc<Cache>, TrackerId)>,
 }
 
 impl Shared {
@@ -328,14 +337,23 @@ impl Shared {
                 fail_fast: false,
                 down: None,
                 write_through: WriteThrough::default(),
+                tracking: None,
             }),
             pubsub_link: RefCell::new(None),
+            cache: None,
             config,
         }
     }
 }
 
 impl Shared {
+    /// Makes this connection track reads for `cache`.
+    pub fn track_for(&mut self, cache: Rc<Cache>) {
+        let tracker = cache.tracker(&self.addr_text());
+        self.mux.get_mut().tracking = Some((cache.clone(), tracker));
+        self.cache = Some((cache, tracker));
+    }
+
     /// The server's address, for logs and errors.
     pub fn addr_text(&self) -> String {
         self.config.addr.to_string()
@@ -980,6 +998,11 @@ impl Mux {
     /// subscriptions wanting it, a confirmation to the subscribe call
     /// awaiting it, anything else to the push receiver.
     pub fn on_push(&mut self, value: Value, capacity: usize) {
+        if let (Value::Push(items), Some((cache, tracker))) = (&value, &self.tracking) {
+            if cache.on_push(*tracker, items) {
+                return;
+            }
+        }
         if let Value::Push(items) | Value::Array(items) = &value {
             match Frame::of(items) {
                 Frame::Message(m) => {
@@ -1162,6 +1185,10 @@ impl Mux {
     /// applied); the rest wait for the next socket, except calls of a
     /// watch session, whose `WATCH` died with the socket.
     pub fn on_disconnect(&mut self, config: &ConnectionConfig, exit: bool) {
+        // Invalidations for what this socket tracked can no longer come.
+        if let Some((cache, tracker)) = &self.tracking {
+            cache.tracker_void(*tracker);
+        }
         while let Some(e) = self.entries.front() {
             if e.start >= self.written {
                 break;
@@ -1228,6 +1255,9 @@ impl Mux {
     pub fn close(&mut self, why: &'static str) {
         if matches!(self.link, Link::Closed(_)) {
             return;
+        }
+        if let Some((cache, tracker)) = &self.tracking {
+            cache.tracker_void(*tracker);
         }
         while let Some(e) = self.entries.pop_back() {
             if e.withdrawn {

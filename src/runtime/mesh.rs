@@ -477,7 +477,7 @@ impl CoreMesh {
             glommio::spawn_local(async move {
                 let result = match asked {
                     Work::Node { addr, op } => router
-                        .serve(&addr, req.deadline, op)
+                        .serve(&addr, req.deadline, op, peer)
                         .await
                         .map(Answer::Node),
                     Work::Refresh => router

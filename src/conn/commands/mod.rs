@@ -45,6 +45,7 @@
 //! [`CoreClient`]: crate::CoreClient
 //! [`RemoteClient`]: crate::RemoteClient
 
+mod caching;
 mod hashes;
 mod keys;
 mod lists;
@@ -57,6 +58,7 @@ mod strings;
 
 use std::future::Future;
 
+pub use caching::CacheCommands;
 pub use hashes::HashCommands;
 pub use keys::{ExpireCondition, KeyCommands};
 pub use lists::ListCommands;

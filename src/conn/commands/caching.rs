@@ -1,0 +1,152 @@
+//! [`CacheCommands`]: reads answered from the client-side cache when they
+//! can be, on every client that has one ([`Connection`], [`Cluster`],
+//! [`CoreClient`]).
+//!
+//! [`Connection`]: crate::Connection
+//! [`Cluster`]: crate::Cluster
+//! [`CoreClient`]: crate::CoreClient
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::cmd::{Args, cmd};
+use crate::resp::Arg;
+use crate::{CacheStats, Error, FromValue};
+
+/// Cached reads, for clients configured with
+/// [`ConnectionConfig::cache`](crate::ConnectionConfig::cache).
+///
+/// Each read is answered from the cache when a current copy of its reply
+/// is there, else sent to the server (together with `CLIENT CACHING YES`
+/// and `PTTL key`, one round trip) and its reply cached for at most `ttl`,
+/// and never past the key's own expiry. What the cache promises:
+///
+/// 1. a reply is never served after the client received an invalidation
+///    for its key;
+/// 2. a reply whose key was invalidated while it was in flight is
+///    returned but not cached;
+/// 3. after a write made through this client is acknowledged, a cached
+///    read of its keys does not return what it replaced;
+/// 4. when a tracking socket is lost, every entry it tracked is dropped
+///    before another read is served; so are the entries of slots that
+///    moved, and every entry when the server flushed (`FLUSHALL`,
+///    `FLUSHDB`).
+///
+/// Concurrent misses of one read on one core share one request. A client
+/// without a cache answers with [`Error::Unsupported`]; so does a read
+/// that is not a non-blocking, read-only, single-key command.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redcore::{CacheCommands, CacheOptions, Commands, Connection, ConnectionConfig};
+///
+/// glommio::LocalExecutorBuilder::default()
+///     .spawn(|| async {
+///         let mut config = ConnectionConfig::from_uri("redis://127.0.0.1:6379")?;
+///         config.cache = Some(CacheOptions::with_max_bytes(64 << 20));
+///         let conn = Connection::connect(config).await?;
+///         conn.command::<()>(["SET", "greeting", "hello"]).await?;
+///         let ttl = Duration::from_secs(30);
+///         // A miss: fetched, tracked, cached.
+///         let v: Option<String> = conn.cached_get("greeting", ttl).await?;
+///         // A hit: no round trip.
+///         let again: Option<String> = conn.cached_get("greeting", ttl).await?;
+///         assert_eq!(v, again);
+///         Ok::<_, redcore::Error>(())
+///     })
+///     .unwrap()
+///     .join()
+///     .unwrap()
+///     .unwrap();
+/// ```
+pub trait CacheCommands {
+    /// Any read-only, non-blocking command with exactly one key (`GET`,
+    /// `HGET`, `LRANGE`, `ZSCORE`, ...), through the cache. Two reads are
+    /// cached apart when any of their arguments differ.
+    fn cached<T: FromValue>(
+        &self,
+        read: impl Args,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>>;
+
+    /// `MGET` through the cache: each key is looked up as a `GET` (and
+    /// stored as one); the misses are fetched together, one request per
+    /// slot on a cluster.
+    fn cached_mget<T: FromValue, K: Arg>(
+        &self,
+        keys: &[K],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>>;
+
+    /// The cache's counters; `None` when the client has no cache.
+    fn cache_stats(&self) -> Option<CacheStats>;
+
+    /// `GET key` through the cache.
+    fn cached_get<T: FromValue>(
+        &self,
+        key: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.cached(cmd("GET").arg(key), ttl)
+    }
+
+    /// `HGET key field` through the cache.
+    fn cached_hget<T: FromValue>(
+        &self,
+        key: impl Arg,
+        field: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.cached(cmd("HGET").arg(key).arg(field), ttl)
+    }
+
+    /// `HMGET key fields...` through the cache (cached as one read).
+    fn cached_hmget<T: FromValue, F: Arg>(
+        &self,
+        key: impl Arg,
+        fields: &[F],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>> {
+        let mut c = cmd("HMGET").arg(key);
+        for f in fields {
+            c.push_arg(f);
+        }
+        self.cached(c, ttl)
+    }
+
+    /// `HGETALL key` through the cache.
+    fn cached_hgetall<T: FromValue>(
+        &self,
+        key: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.cached(cmd("HGETALL").arg(key), ttl)
+    }
+
+    /// `SMEMBERS key` through the cache.
+    fn cached_smembers<T: FromValue>(
+        &self,
+        key: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.cached(cmd("SMEMBERS").arg(key), ttl)
+    }
+
+    /// `EXISTS key` through the cache.
+    fn cached_exists(
+        &self,
+        key: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, Error>> {
+        self.cached(cmd("EXISTS").arg(key), ttl)
+    }
+
+    /// `STRLEN key` through the cache.
+    fn cached_strlen(
+        &self,
+        key: impl Arg,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<u64, Error>> {
+        self.cached(cmd("STRLEN").arg(key), ttl)
+    }
+}
