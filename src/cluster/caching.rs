@@ -9,7 +9,6 @@
 //! changes in the map drops its entries ([`drop_moved_slots`]).
 
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use super::node::{Node, Via};
@@ -185,10 +184,4 @@ impl CacheCommands for Cluster {
     fn cache_stats(&self) -> Option<CacheStats> {
         self.router.cache.as_ref().map(|c| c.stats())
     }
-}
-
-/// The cache of a router, for the runtime.
-#[allow(dead_code)] // Until the runtime forwards invalidations.
-pub(crate) fn cache_of(cluster: &Cluster) -> Option<&Rc<Cache>> {
-    cluster.router.cache.as_ref()
 }

@@ -504,6 +504,9 @@ where
         }
     };
     mesh.set_router(&router);
+    if let Some(cache) = &router.cache {
+        super::caching::relay_through(cache, &mesh);
+    }
     if let Some((tx, streams)) = parts {
         mesh.start(tx, streams);
     }

@@ -39,6 +39,7 @@ use crate::Error;
 use crate::cluster::peers::{LeaderRefresh, NodeOp, NodeReply, Peers, Ticket};
 use crate::cluster::router::Router;
 use crate::cluster::{NodeAddr, Topology};
+use crate::conn::cache::Invalidation;
 use crate::conn::pubsub::ChannelKind;
 
 /// What a request asks of another core.
@@ -95,6 +96,9 @@ pub(crate) struct Message {
     pub(super) pubsub: Vec<(ChannelKind, Bytes, Fed)>,
     /// The bytes of the messages in `pubsub` (see `Fed::size`).
     pub(super) pubsub_bytes: usize,
+    /// Invalidations of client-side cache entries this core may hold
+    /// (see [`super::caching`]).
+    pub(super) invalidations: Vec<Invalidation>,
 }
 
 impl Message {
@@ -105,6 +109,7 @@ impl Message {
             && self.topology.is_none()
             && !self.refresh
             && self.pubsub.is_empty()
+            && self.invalidations.is_empty()
     }
 }
 
@@ -429,6 +434,13 @@ impl CoreMesh {
             .set(self.counters.batches_in.get() + 1);
         let router = self.router.borrow().upgrade();
         if let Some(router) = &router {
+            // Before the replies: a miss answered in this batch must see
+            // the invalidations sent with it.
+            if let Some(cache) = &router.cache {
+                for what in &message.invalidations {
+                    cache.apply(what);
+                }
+            }
             if let Some((topology, epoch)) = message.topology {
                 router.accept_published(topology, epoch);
             }

@@ -59,6 +59,7 @@
 // The per-core client; the executor that starts the cores and runs each
 // one's life; the channel mesh between cores; the client for code off the
 // executors.
+mod caching;
 mod commands;
 mod core_client;
 mod executor;

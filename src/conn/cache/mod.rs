@@ -71,7 +71,6 @@ pub struct CacheStats {
 /// What one core tells another about entries it may hold (the per-core
 /// runtime forwards these over its mesh).
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // Until the runtime forwards them.
 pub(crate) enum Invalidation {
     /// These keys changed.
     Keys(Vec<Bytes>),
@@ -114,7 +113,6 @@ impl Cache {
     }
 
     /// Sets who forwards invalidations to other cores.
-    #[allow(dead_code)] // Until the runtime forwards them.
     pub fn set_relay(&self, relay: Rc<dyn Relay>) {
         *self.relay.borrow_mut() = Some(relay);
     }
@@ -245,7 +243,6 @@ impl Cache {
     }
 
     /// Applies what another core forwarded.
-    #[allow(dead_code)] // Until the runtime forwards them.
     pub fn apply(&self, what: &Invalidation) {
         match what {
             Invalidation::Keys(keys) => {

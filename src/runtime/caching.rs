@@ -1,0 +1,73 @@
+//! Client-side caching on the per-core runtime: [`CacheCommands`] for
+//! [`CoreClient`] (its core's cluster client and cache), and the relay
+//! that carries invalidations between cores.
+//!
+//! Each core has its own cache; a hit never leaves the core. A read of a
+//! node another core owns goes to that core as
+//! [`NodeOp::Tracked`](crate::cluster::peers::NodeOp::Tracked): the owner
+//! sends it on its connection (so the server tracks the key there) and
+//! notes, per node, which cores read through it. When that connection
+//! gets an invalidation, the owner applies it to its own cache and pushes
+//! it into the outbox of each noted core ([`MeshRelay`]), which sends it
+//! with the next batch: one message per core that may hold the key, and
+//! batched with whatever else that core is sent in the same turn. A lost
+//! socket or a flush voids the node's tracker on those cores the same way.
+
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::core_client::CoreClient;
+use super::mesh::CoreMesh;
+use crate::cmd::Args;
+use crate::conn::cache::{Cache, Invalidation, Relay};
+use crate::conn::commands::CacheCommands;
+use crate::resp::Arg;
+use crate::{CacheStats, Error, FromValue};
+
+/// Forwards a cache's invalidations to other cores over the mesh.
+pub(super) struct MeshRelay(pub Weak<CoreMesh>);
+
+impl Relay for MeshRelay {
+    fn forward(&self, cores: u64, what: Invalidation) {
+        let Some(mesh) = self.0.upgrade() else {
+            return;
+        };
+        let mut left = cores;
+        while left != 0 {
+            let peer = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if peer != mesh.index && peer < mesh.count {
+                mesh.push(peer, |m| m.invalidations.push(what.clone()));
+            }
+        }
+    }
+}
+
+/// Makes `cache` forward through `mesh`.
+pub(super) fn relay_through(cache: &Cache, mesh: &Rc<CoreMesh>) {
+    cache.set_relay(Rc::new(MeshRelay(Rc::downgrade(mesh))));
+}
+
+/// [`Cluster`](crate::Cluster)'s cached reads from this core, with this
+/// core's cache.
+impl CacheCommands for CoreClient {
+    fn cached<T: FromValue>(
+        &self,
+        read: impl Args,
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<T, Error>> {
+        self.entered(self.cluster.cached(read, ttl))
+    }
+
+    fn cached_mget<T: FromValue, K: Arg>(
+        &self,
+        keys: &[K],
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<T, Error>> {
+        self.entered(self.cluster.cached_mget(keys, ttl))
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        self.cluster.cache_stats()
+    }
+}
