@@ -95,9 +95,11 @@ impl CacheCommands for Cluster {
             return Err(caching_off(&read));
         };
         let key_index = cacheable(&read)?;
-        let slot = read
-            .with_arg(key_index, key_slot)
-            .expect("the key is there");
+        // Hashed on a miss only.
+        let slot = || {
+            read.with_arg(key_index, key_slot)
+                .expect("the key is there")
+        };
         let value = read_through(
             cache,
             &read,
@@ -106,6 +108,7 @@ impl CacheCommands for Cluster {
             ttl,
             self.call_timeout(),
             async || {
+                let slot = slot();
                 let cmds = tracked_read(cache, &read, key_index);
                 self.fetch_tracked(
                     cache,

@@ -27,7 +27,7 @@ impl CacheCommands for Connection {
             cache,
             &read,
             key_index,
-            0,
+            || 0,
             ttl,
             self.call_timeout(),
             async || {

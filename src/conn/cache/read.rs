@@ -192,7 +192,8 @@ pub(crate) fn fetched_mget(
         .collect())
 }
 
-/// Answers `read` (key at `key_index`, in `slot`) from `cache`, or
+/// Answers `read` (key at `key_index`, in `slot()`, asked on a miss
+/// only) from `cache`, or
 /// fetches it with `fetch` (once per core however many callers miss it
 /// together) and stores the reply for at most `ttl`. Callers that join
 /// another's request give up after `timeout`.
@@ -200,7 +201,7 @@ pub(crate) async fn read_through<A: Args>(
     cache: &Rc<Cache>,
     read: &A,
     key_index: usize,
-    slot: u16,
+    slot: impl Fn() -> u16,
     ttl: Duration,
     timeout: Duration,
     fetch: impl AsyncFn() -> Result<Fetched, Error>,
@@ -209,6 +210,7 @@ pub(crate) async fn read_through<A: Args>(
         return Ok(v);
     }
     let form = form_of(read, key_index);
+    let slot = slot();
     loop {
         let begin = read
             .with_arg(key_index, |key| cache.begin(key, &form, slot))
@@ -296,12 +298,20 @@ pub(crate) async fn mget_through<K: Arg>(
                 let read = [&b"GET"[..], &key[..]];
                 let group = group_of(&key);
                 let left = deadline.saturating_duration_since(Instant::now());
-                read_through(cache, &read, 1, group, ttl, left, async || {
-                    fetch(group, vec![key.clone()])
-                        .await?
-                        .pop()
-                        .ok_or(Error::ConnectionLost)
-                })
+                read_through(
+                    cache,
+                    &read,
+                    1,
+                    || group,
+                    ttl,
+                    left,
+                    async || {
+                        fetch(group, vec![key.clone()])
+                            .await?
+                            .pop()
+                            .ok_or(Error::ConnectionLost)
+                    },
+                )
                 .await?
             }
         });

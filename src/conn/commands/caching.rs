@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::cmd::{Args, cmd};
+use crate::cmd::Args;
 use crate::resp::Arg;
 use crate::{CacheStats, Error, FromValue};
 
@@ -87,7 +87,7 @@ pub trait CacheCommands {
         key: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<T, Error>> {
-        self.cached(cmd("GET").arg(key), ttl)
+        self.cached(KeyRead::new("GET", key, ()), ttl)
     }
 
     /// `HGET key field` through the cache.
@@ -97,7 +97,7 @@ pub trait CacheCommands {
         field: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<T, Error>> {
-        self.cached(cmd("HGET").arg(key).arg(field), ttl)
+        self.cached(KeyRead::new("HGET", key, One(field)), ttl)
     }
 
     /// `HMGET key fields...` through the cache (cached as one read).
@@ -107,11 +107,7 @@ pub trait CacheCommands {
         fields: &[F],
         ttl: Duration,
     ) -> impl Future<Output = Result<T, Error>> {
-        let mut c = cmd("HMGET").arg(key);
-        for f in fields {
-            c.push_arg(f);
-        }
-        self.cached(c, ttl)
+        self.cached(KeyRead::new("HMGET", key, fields), ttl)
     }
 
     /// `HGETALL key` through the cache.
@@ -120,7 +116,7 @@ pub trait CacheCommands {
         key: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<T, Error>> {
-        self.cached(cmd("HGETALL").arg(key), ttl)
+        self.cached(KeyRead::new("HGETALL", key, ()), ttl)
     }
 
     /// `SMEMBERS key` through the cache.
@@ -129,7 +125,7 @@ pub trait CacheCommands {
         key: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<T, Error>> {
-        self.cached(cmd("SMEMBERS").arg(key), ttl)
+        self.cached(KeyRead::new("SMEMBERS", key, ()), ttl)
     }
 
     /// `EXISTS key` through the cache.
@@ -138,7 +134,7 @@ pub trait CacheCommands {
         key: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, Error>> {
-        self.cached(cmd("EXISTS").arg(key), ttl)
+        self.cached(KeyRead::new("EXISTS", key, ()), ttl)
     }
 
     /// `STRLEN key` through the cache.
@@ -147,6 +143,70 @@ pub trait CacheCommands {
         key: impl Arg,
         ttl: Duration,
     ) -> impl Future<Output = Result<u64, Error>> {
-        self.cached(cmd("STRLEN").arg(key), ttl)
+        self.cached(KeyRead::new("STRLEN", key, ()), ttl)
+    }
+}
+
+/// The arguments after a read's key.
+trait Fields {
+    fn count(&self) -> usize;
+    fn with_field<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
+}
+
+impl Fields for () {
+    fn count(&self) -> usize {
+        0
+    }
+    fn with_field<R>(&self, _: usize, _: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        None
+    }
+}
+
+/// One field.
+struct One<F>(F);
+
+impl<F: Arg> Fields for One<F> {
+    fn count(&self) -> usize {
+        1
+    }
+    fn with_field<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        (index == 0).then(|| self.0.with_bytes(f))
+    }
+}
+
+impl<F: Arg> Fields for &[F] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn with_field<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.get(index).map(|a| a.with_bytes(f))
+    }
+}
+
+/// A read of one key, built on the stack: the typed helpers' argument
+/// list, so that a hit allocates nothing.
+struct KeyRead<K, Fs> {
+    name: &'static str,
+    key: K,
+    fields: Fs,
+}
+
+impl<K: Arg, Fs: Fields> KeyRead<K, Fs> {
+    fn new(name: &'static str, key: K, fields: Fs) -> Self {
+        KeyRead { name, key, fields }
+    }
+}
+
+impl<K: Arg, Fs: Fields> Args for KeyRead<K, Fs> {
+    fn arg_count(&self) -> usize {
+        2 + self.fields.count()
+    }
+
+    fn with_arg<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match index {
+            0 => Some(f(self.name.as_bytes())),
+            1 => Some(self.key.with_bytes(f)),
+            i => self.fields.with_field(i - 2, f),
+        }
     }
 }
