@@ -57,6 +57,13 @@
 //!   corrects every core.
 //!   [`RemoteClient`] serves code off the executors.
 //!
+//! - Client-side caching ([`CacheCommands`], [`CacheOptions`]): reads
+//!   answered from a per-client (so per-core) cache kept true by RESP3
+//!   `CLIENT TRACKING` invalidations; a hit takes no lock, no round trip,
+//!   and for a `GET` no allocation. Bounded in bytes (SIEVE eviction),
+//!   one request per concurrent miss, entries dropped when their socket
+//!   is lost or their slot moves; on the per-core runtime, invalidations
+//!   reach the other cores over the mesh.
 //! - [`pubsub`]: channels, patterns and sharded channels on every client
 //!   ([`Subscribe`]: `subscribe`, `psubscribe`, `ssubscribe` give a
 //!   [`Subscription`], a stream of [`PubSubEvent`]s). On RESP3 subscriptions share the

@@ -12,7 +12,7 @@
 
 pub use crate::cluster::{ClusterCommands, ScanCommands};
 pub use crate::commands::{
-    Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands, ScriptCommands, SetCommands,
-    SortedSetCommands, StreamCommands, StringCommands,
+    CacheCommands, Commands, HashCommands, KeyCommands, ListCommands, PubSubCommands,
+    ScriptCommands, SetCommands, SortedSetCommands, StreamCommands, StringCommands,
 };
 pub use crate::pubsub::Subscribe;

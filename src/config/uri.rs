@@ -35,8 +35,10 @@ use crate::Error;
 ///   [`ConnectionConfig::validate`] rejects unless a password is added (see
 ///   [`ConnectionConfigBuilder::from_uri`]).
 /// - Query options on TCP URIs: `protocol=resp2|resp3` (or `2|3`),
-///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`) and
-///   `transport=auto|glommio|io_uring` ([`TransportKind`]).
+///   `client_name=` (alias `name=`, the name sent with `CLIENT SETNAME`),
+///   `transport=auto|glommio|io_uring` ([`TransportKind`]) and
+///   `cache=64MB` (client-side caching of that size:
+///   [`ConnectionConfig::cache`]).
 ///   Unix URIs also take `db=`, `password=` (alias `pass=`) and `username=`
 ///   (alias `user=`). Unknown options are errors.
 ///
@@ -275,6 +277,14 @@ fn parse(uri: &str) -> Result<ConnectionConfigBuilder, Error> {
                 }
             }
             "client_name" => b.config.client_name = Some(value),
+            "cache" => {
+                let max_bytes = super::parse_size(&value).ok_or_else(|| {
+                    bad(format!(
+                        "invalid cache size {shown}: expected bytes or a size such as 64MB"
+                    ))
+                })?;
+                b.config.cache = Some(super::CacheOptions::with_max_bytes(max_bytes));
+            }
             "transport" => {
                 b.config.transport = TransportKind::parse(&value).ok_or_else(|| {
                     bad(format!(
@@ -378,6 +388,7 @@ fn parse_query(query: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, E
             "protocol" => "protocol",
             "client_name" | "name" => "client_name",
             "transport" => "transport",
+            "cache" => "cache",
             "db" | "password" | "pass" | "username" | "user"
                 if matches!(kind, Kind::Tcp { .. }) =>
             {
@@ -395,9 +406,9 @@ fn parse_query(query: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, E
             }
             _ => {
                 let known = match kind {
-                    Kind::Tcp { .. } => "protocol, client_name, name, transport",
+                    Kind::Tcp { .. } => "protocol, client_name, name, transport, cache",
                     Kind::Unix => {
-                        "db, password, pass, username, user, protocol, client_name, name, transport"
+                        "db, password, pass, username, user, protocol, client_name, name, transport, cache"
                     }
                 };
                 return Err(bad(format!(
@@ -781,6 +792,16 @@ mod tests {
                 assert!(!msg.contains(piece), "{uri}: {msg}");
             }
         }
+    }
+
+    #[test]
+    fn cache_sizes() {
+        let c = parse_uri("redis://localhost?cache=8MB").unwrap();
+        assert_eq!(c.cache.map(|c| c.max_bytes), Some(8 << 20));
+        assert!(parse_uri("redis://localhost?cache=lots").is_err());
+        // Tiny caches and RESP2 with a cache are refused.
+        assert!(parse_uri("redis://localhost?cache=10").is_err());
+        assert!(parse_uri("redis://localhost?cache=1MB&protocol=2").is_err());
     }
 
     #[test]

@@ -164,11 +164,12 @@ impl Cache {
     /// The cached reply to `read` (its key at `key_index`), if any.
     #[inline]
     pub fn lookup(&self, read: &impl Args, key_index: usize) -> Option<Value> {
-        let now = read::now_ms();
         let mut s = self.store.borrow_mut();
-        read.with_arg(key_index, |key| match s.lookup(key, read, key_index, now) {
-            Lookup::Hit(v) => Some(v),
-            Lookup::Miss => None,
+        read.with_arg(key_index, |key| {
+            match s.lookup(key, read, key_index, read::now_ms) {
+                Lookup::Hit(v) => Some(v),
+                Lookup::Miss => None,
+            }
         })
         .flatten()
     }

@@ -162,14 +162,15 @@ impl Store {
     }
 
     /// The reply to `read` (whose key, at `key_index`, is `key`) if one is
-    /// cached, current and not expired at `now_ms`. A stale node is freed.
+    /// cached, current and not expired at `now_ms()` (asked only when an
+    /// entry is found). A stale node is freed.
     #[inline]
     pub fn lookup(
         &mut self,
         key: &[u8],
         read: &impl Args,
         key_index: usize,
-        now_ms: u64,
+        now_ms: impl FnOnce() -> u64,
     ) -> Lookup {
         let Some(&idx) = self.map.get(key) else {
             self.counters.misses += 1;
@@ -189,7 +190,7 @@ impl Store {
             self.counters.misses += 1;
             return Lookup::Miss;
         };
-        if node.entries[at].expires_ms <= now_ms {
+        if node.entries[at].expires_ms <= now_ms() {
             let e = node.entries.swap_remove(at);
             node.bytes -= e.bytes;
             self.bytes -= e.bytes;
@@ -501,7 +502,7 @@ mod tests {
     }
 
     fn get(s: &mut Store, key: &str) -> Option<Value> {
-        match s.lookup(key.as_bytes(), &["GET", key], 1, 0) {
+        match s.lookup(key.as_bytes(), &["GET", key], 1, || 0) {
             Lookup::Hit(v) => Some(v),
             Lookup::Miss => None,
         }
@@ -586,10 +587,13 @@ mod tests {
             10,
         );
         assert!(matches!(
-            s.lookup(b"a", &["GET", "a"], 1, 9),
+            s.lookup(b"a", &["GET", "a"], 1, || 9),
             Lookup::Hit(_)
         ));
-        assert!(matches!(s.lookup(b"a", &["GET", "a"], 1, 10), Lookup::Miss));
+        assert!(matches!(
+            s.lookup(b"a", &["GET", "a"], 1, || 10),
+            Lookup::Miss
+        ));
         assert_eq!(s.bytes(), 0);
     }
 }
