@@ -42,7 +42,28 @@ pub(crate) fn clock_resolution_ms() -> u64 {
 
 /// The index of `read`'s key when it can be cached: a command that only
 /// reads, does not block, and has exactly one key.
+#[inline]
 pub(crate) fn cacheable(read: &impl Args) -> Result<usize, Error> {
+    // The typed helpers' reads, told apart by length first: key at 1.
+    let argc = read.arg_count();
+    let known = read.with_arg(0, |n| match n.len() {
+        3 => argc == 2 && n.eq_ignore_ascii_case(b"GET"),
+        4 => argc == 3 && n.eq_ignore_ascii_case(b"HGET"),
+        5 => argc >= 3 && n.eq_ignore_ascii_case(b"HMGET"),
+        6 => argc == 2 && (n.eq_ignore_ascii_case(b"STRLEN") || n.eq_ignore_ascii_case(b"EXISTS")),
+        7 => argc == 2 && n.eq_ignore_ascii_case(b"HGETALL"),
+        8 => argc == 2 && n.eq_ignore_ascii_case(b"SMEMBERS"),
+        _ => false,
+    });
+    if known == Some(true) {
+        return Ok(1);
+    }
+    cacheable_slow(read)
+}
+
+/// [`cacheable`] for any other command.
+#[cold]
+fn cacheable_slow(read: &impl Args) -> Result<usize, Error> {
     let refuse = |reason| Error::Unsupported {
         command: read
             .with_arg(0, |a| String::from_utf8_lossy(a).into_owned())
