@@ -1,6 +1,7 @@
 //! Client-side caching on the per-core runtime: [`CacheCommands`] for
-//! [`CoreClient`] (its core's cluster client and cache), and the relay
-//! that carries invalidations between cores.
+//! [`CoreClient`] (its core's cluster client and cache) and
+//! [`RemoteClient`] (a job on a core), and the relay that carries
+//! invalidations between cores.
 //!
 //! Each core has its own cache; a hit never leaves the core. A read of a
 //! node another core owns goes to that core as
@@ -16,13 +17,16 @@
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use super::commands::{CoreJob, owned};
 use super::core_client::CoreClient;
 use super::mesh::CoreMesh;
+use super::remote_client::RemoteClient;
 use crate::cmd::Args;
 use crate::conn::cache::{Cache, Invalidation, Relay};
 use crate::conn::commands::CacheCommands;
+use crate::conn::to_cmd;
 use crate::resp::Arg;
-use crate::{CacheStats, Error, FromValue};
+use crate::{CacheStats, Error, FromValue, Value};
 
 /// Forwards a cache's invalidations to other cores over the mesh.
 pub(super) struct MeshRelay(pub Weak<CoreMesh>);
@@ -69,5 +73,40 @@ impl CacheCommands for CoreClient {
 
     fn cache_stats(&self) -> Option<CacheStats> {
         self.cluster.cache_stats()
+    }
+}
+
+/// Cached reads handed to one of the cores (taking turns, like every
+/// call of a [`RemoteClient`]) and answered from that core's cache: a hit
+/// still costs the hop to the core and back. Code that runs on the
+/// executors should read through its [`CoreClient`].
+impl CacheCommands for RemoteClient {
+    fn cached<T: FromValue>(
+        &self,
+        read: impl Args,
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<T, Error>> {
+        let read = to_cmd(&read);
+        let job: CoreJob =
+            Box::new(move |core| Box::pin(async move { core.cached::<Value>(read, ttl).await }));
+        async move { T::from_value(self.on_core(job).await?) }
+    }
+
+    fn cached_mget<T: FromValue, K: Arg>(
+        &self,
+        keys: &[K],
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<T, Error>> {
+        let keys = owned(keys);
+        let job: CoreJob = Box::new(move |core| {
+            Box::pin(async move { core.cached_mget::<Value, _>(&keys, ttl).await })
+        });
+        async move { T::from_value(self.on_core(job).await?) }
+    }
+
+    /// `None`: each core has its own cache; ask each core's
+    /// [`CoreClient::cache_stats`](CacheCommands::cache_stats).
+    fn cache_stats(&self) -> Option<CacheStats> {
+        None
     }
 }

@@ -243,6 +243,6 @@ fn bytes(arg: &impl Arg) -> Bytes {
     arg.with_bytes(Bytes::copy_from_slice)
 }
 
-fn owned<K: Arg>(keys: &[K]) -> Vec<Bytes> {
+pub(super) fn owned<K: Arg>(keys: &[K]) -> Vec<Bytes> {
     keys.iter().map(bytes).collect()
 }

@@ -1,10 +1,11 @@
 //! [`CacheCommands`]: reads answered from the client-side cache when they
 //! can be, on every client that has one ([`Connection`], [`Cluster`],
-//! [`CoreClient`]).
+//! [`CoreClient`], [`RemoteClient`]).
 //!
 //! [`Connection`]: crate::Connection
 //! [`Cluster`]: crate::Cluster
 //! [`CoreClient`]: crate::CoreClient
+//! [`RemoteClient`]: crate::RemoteClient
 
 use std::future::Future;
 use std::time::Duration;
