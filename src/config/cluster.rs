@@ -384,6 +384,14 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Client-side caching with `options`: one cache per cluster client
+    /// (per core on the runtime), tracked by the master connections (sets
+    /// the node template's [`ConnectionConfig::cache`]).
+    pub fn cache(mut self, options: super::CacheOptions) -> Self {
+        self.config.node.cache = Some(options);
+        self
+    }
+
     /// Where commands that only read go (default [`ReadFrom::Primary`]).
     pub fn read_from(mut self, read_from: ReadFrom) -> Self {
         self.config.read_from = read_from;
