@@ -27,22 +27,29 @@ use crate::{CacheStats, Error, FromValue, Value};
 /// `old` and `new`: the new master never told this client about writes it
 /// takes.
 pub(crate) fn drop_moved_slots(cache: &Cache, old: &SlotMap, new: &SlotMap) {
+    // Masters compared once by address, then slots by index.
+    let same: Vec<Option<usize>> = old
+        .masters()
+        .iter()
+        .map(|a| new.masters().iter().position(|b| b == a))
+        .collect();
     for slot in 0..SLOT_COUNT {
-        if old.master_for_slot(slot) != new.master_for_slot(slot) {
+        let before = old.master_index(slot).and_then(|i| same[i]);
+        if before.is_none() || before != new.master_index(slot) {
             cache.drop_slot(slot);
         }
     }
 }
 
 /// The tracker a read sent to `node` is tracked on, and its generation
-/// now.
-fn tracker_of(cache: &Cache, node: &Node) -> (TrackerId, u32) {
+/// now; `None` when this router's connection to it does not track (a
+/// replica's).
+fn tracker_of(cache: &Cache, node: &Node) -> Option<(TrackerId, u32)> {
     let tracker = match &node.via {
-        Via::Connection(c) => c.tracker(),
-        Via::Peer(_) => None,
-    }
-    .unwrap_or_else(|| cache.tracker(&node.addr.to_string()));
-    (tracker, cache.tracker_generation(tracker))
+        Via::Connection(c) => c.tracker()?,
+        Via::Peer(_) => cache.tracker(&node.addr.to_string()),
+    };
+    Some((tracker, cache.tracker_generation(tracker)))
 }
 
 impl Cluster {
@@ -74,8 +81,8 @@ impl Cluster {
                         ask(node, timeout).await?
                     } else {
                         let tracked = tracker_of(cache, node);
-                        let replies = node.tracked_pipeline(cmds, timeout).await?;
-                        parse(replies, Some(tracked))?
+                        let (replies, tracks) = node.tracked_pipeline(cmds, timeout).await?;
+                        parse(replies, tracked.filter(|_| tracks))?
                     };
                     *out.borrow_mut() = Some(got);
                     Ok(Value::Nil)
@@ -117,7 +124,7 @@ impl CacheCommands for Cluster {
                     async |node, timeout| {
                         Ok(Fetched {
                             value: node.command(&read, true, timeout).await?,
-                            pttl: -1,
+                            pttl: Some(-1),
                             tracked: None,
                         })
                     },
@@ -163,7 +170,7 @@ impl CacheCommands for Cluster {
                                 .into_iter()
                                 .map(|value| Fetched {
                                     value,
-                                    pttl: -1,
+                                    pttl: Some(-1),
                                     tracked: None,
                                 })
                                 .collect()),

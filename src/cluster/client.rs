@@ -273,15 +273,34 @@ impl Commands for Cluster {
     /// ([`is_read_only`](crate::cmd::is_read_only): `GET`, `HGETALL`,
     /// `XREAD`, ...), which are sent again after a topology refresh.
     async fn command<T: FromValue>(&self, args: impl Args) -> Result<T, Error> {
-        if let Some(cache) = &self.router.cache {
-            // A write through another core's connection drops this core's
-            // entries here (that core's connection drops its own).
-            cache.note_write(&args);
-            let result = self.command_uncached(&args).await;
-            cache.note_write(&args);
-            return T::from_value(result?);
+        let route = match crate::cmd::send_route(&args) {
+            Ok(route) => route,
+            Err(e @ Error::CrossSlot { .. }) => {
+                return T::from_value(self.command_across_slots(&args, e).await?);
+            }
+            Err(e) => return Err(e),
+        };
+        if route == Route::Keyless {
+            if let Some(value) = self.command_by_policy(&args).await? {
+                return T::from_value(value);
+            }
         }
-        T::from_value(self.command_uncached(&args).await?)
+        let mut attempt = self.attempt();
+        attempt.read_only = crate::cmd::is_read_only(&args);
+        attempt.runs_code = super::code_refusal::runs_code(&args);
+        attempt.read_from = self.read_from();
+        // A blocking read waits on the master: on a replica it would get
+        // half of the call's time, then the master the other half.
+        if attempt.read_from.uses_replicas() && crate::cmd::is_blocking(&args) {
+            attempt.read_from = ReadFrom::Primary;
+        }
+        let value = self
+            .router
+            .run(route, &mut attempt, async |node, asking, timeout| {
+                node.command(&args, asking, timeout).await
+            })
+            .await?;
+        T::from_value(value)
     }
 
     /// Sends commands as pipelines and returns one reply per command, in
@@ -300,130 +319,6 @@ impl Commands for Cluster {
     /// fate is unknown (its connection died after writing it, or the
     /// deadline passed); other commands may then have been applied.
     async fn pipeline<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds: Vec<A> = cmds.into_iter().collect();
-        let Some(cache) = &self.router.cache else {
-            return self.pipeline_uncached(cmds).await;
-        };
-        cmds.iter().for_each(|c| cache.note_write(c));
-        let result = self.pipeline_uncached(cmds.iter()).await;
-        cmds.iter().for_each(|c| cache.note_write(c));
-        result
-    }
-
-    /// Runs commands in `MULTI`/`EXEC` on the master of their slot and
-    /// returns their replies. Every keyed command must be in one slot
-    /// (use hash tags: `{user:1}.name`), else [`Error::CrossSlot`] before
-    /// anything is sent. A `MOVED` or `ASK` refusal means the `EXEC` never
-    /// ran: the whole transaction follows it.
-    async fn transaction<A: Args>(
-        &self,
-        cmds: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<Value>, Error> {
-        let cmds: Vec<A> = cmds.into_iter().collect();
-        let Some(cache) = &self.router.cache else {
-            return self.transaction_uncached(cmds).await;
-        };
-        cmds.iter().for_each(|c| cache.note_write(c));
-        let result = self.transaction_uncached(cmds.iter()).await;
-        cmds.iter().for_each(|c| cache.note_write(c));
-        result
-    }
-
-    /// Runs [`Cluster::watch_transaction_with_retries`], which takes any
-    /// function.
-    async fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
-        &self,
-        keys: &[K],
-        max_retries: u32,
-        f: F,
-    ) -> Result<Vec<Value>, Error> {
-        Cluster::watch_transaction_with_retries(self, keys, max_retries, f).await
-    }
-
-    /// `MGET` across slots: one `MGET` per slot, sent side by side; the
-    /// values in the order of `keys`, converted as one array.
-    async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<T, Error> {
-        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
-        let cmds: Vec<Cmd> = groups
-            .iter()
-            .map(|(_, idx)| cmd("MGET").args(idx.iter().map(|&i| &keys[i])))
-            .collect();
-        let replies = self.run_groups(&groups, &cmds).await?;
-        let mut values: Vec<Option<Value>> = (0..keys.len()).map(|_| None).collect();
-        for ((_, idx), reply) in groups.iter().zip(replies) {
-            match reply.without_attributes() {
-                Value::Array(items) if items.len() == idx.len() => {
-                    for (&i, v) in idx.iter().zip(items) {
-                        values[i] = Some(v);
-                    }
-                }
-                other => {
-                    return Err(Error::Conversion(crate::ConversionError {
-                        found: other.type_name(),
-                        target: "MGET reply",
-                        detail: Some("expected one value per key"),
-                    }));
-                }
-            }
-        }
-        T::from_value(Value::Array(
-            values
-                .into_iter()
-                .map(|v| v.expect("every key has a value"))
-                .collect(),
-        ))
-    }
-
-    /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
-    /// slot's keys are set atomically, the whole is not: when some slots
-    /// were set and others failed, the error is [`Error::Fanout`] (as for
-    /// `DEL`, `UNLINK` and `TOUCH`), which is never safe to retry.
-    async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
-        let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
-        let cmds: Vec<Cmd> = groups
-            .iter()
-            .map(|(_, idx)| {
-                let mut c = cmd("MSET");
-                for &i in idx {
-                    c.push_arg(&pairs[i].0).push_arg(&pairs[i].1);
-                }
-                c
-            })
-            .collect();
-        for reply in self.run_groups(&groups, &cmds).await? {
-            <()>::from_value(reply)?;
-        }
-        Ok(())
-    }
-
-    /// `DEL` across slots: the number of keys removed.
-    async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("DEL", keys).await
-    }
-
-    /// `UNLINK` across slots: the number of keys removed.
-    async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("UNLINK", keys).await
-    }
-
-    /// `EXISTS` across slots: how many of the keys exist (a key given
-    /// twice counts twice, as in Redis).
-    async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("EXISTS", keys).await
-    }
-
-    /// `TOUCH` across slots: the number of keys touched.
-    async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
-        self.count_by_slot("TOUCH", keys).await
-    }
-}
-
-impl Cluster {
-    /// [`Commands::pipeline`] without the cache's bookkeeping.
-    async fn pipeline_uncached<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
@@ -533,8 +428,12 @@ impl Cluster {
             .collect())
     }
 
-    /// [`Commands::transaction`] without the cache's bookkeeping.
-    async fn transaction_uncached<A: Args>(
+    /// Runs commands in `MULTI`/`EXEC` on the master of their slot and
+    /// returns their replies. Every keyed command must be in one slot
+    /// (use hash tags: `{user:1}.name`), else [`Error::CrossSlot`] before
+    /// anything is sent. A `MOVED` or `ASK` refusal means the `EXEC` never
+    /// ran: the whole transaction follows it.
+    async fn transaction<A: Args>(
         &self,
         cmds: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Value>, Error> {
@@ -555,36 +454,96 @@ impl Cluster {
         }
     }
 
-    /// [`Commands::command`] without the cache's bookkeeping.
-    async fn command_uncached(&self, args: &impl Args) -> Result<Value, Error> {
-        let route = match crate::cmd::send_route(args) {
-            Ok(route) => route,
-            Err(e @ Error::CrossSlot { .. }) => {
-                return self.command_across_slots(args, e).await;
-            }
-            Err(e) => return Err(e),
-        };
-        if route == Route::Keyless {
-            if let Some(value) = self.command_by_policy(args).await? {
-                return Ok(value);
-            }
-        }
-        let mut attempt = self.attempt();
-        attempt.read_only = crate::cmd::is_read_only(args);
-        attempt.runs_code = super::code_refusal::runs_code(args);
-        attempt.read_from = self.read_from();
-        // A blocking read waits on the master: on a replica it would get
-        // half of the call's time, then the master the other half.
-        if attempt.read_from.uses_replicas() && crate::cmd::is_blocking(args) {
-            attempt.read_from = ReadFrom::Primary;
-        }
-        self.router
-            .run(route, &mut attempt, async |node, asking, timeout| {
-                node.command(args, asking, timeout).await
-            })
-            .await
+    /// Runs [`Cluster::watch_transaction_with_retries`], which takes any
+    /// function.
+    async fn watch_transaction_with_retries<K: Arg, F: WatchFn + Send + 'static>(
+        &self,
+        keys: &[K],
+        max_retries: u32,
+        f: F,
+    ) -> Result<Vec<Value>, Error> {
+        Cluster::watch_transaction_with_retries(self, keys, max_retries, f).await
     }
 
+    /// `MGET` across slots: one `MGET` per slot, sent side by side; the
+    /// values in the order of `keys`, converted as one array.
+    async fn mget<T: FromValue, K: Arg>(&self, keys: &[K]) -> Result<T, Error> {
+        let groups = by_slot(keys.iter().map(|k| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| cmd("MGET").args(idx.iter().map(|&i| &keys[i])))
+            .collect();
+        let replies = self.run_groups(&groups, &cmds).await?;
+        let mut values: Vec<Option<Value>> = (0..keys.len()).map(|_| None).collect();
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            match reply.without_attributes() {
+                Value::Array(items) if items.len() == idx.len() => {
+                    for (&i, v) in idx.iter().zip(items) {
+                        values[i] = Some(v);
+                    }
+                }
+                other => {
+                    return Err(Error::Conversion(crate::ConversionError {
+                        found: other.type_name(),
+                        target: "MGET reply",
+                        detail: Some("expected one value per key"),
+                    }));
+                }
+            }
+        }
+        T::from_value(Value::Array(
+            values
+                .into_iter()
+                .map(|v| v.expect("every key has a value"))
+                .collect(),
+        ))
+    }
+
+    /// `MSET` across slots: one `MSET` per slot, sent side by side. Each
+    /// slot's keys are set atomically, the whole is not: when some slots
+    /// were set and others failed, the error is [`Error::Fanout`] (as for
+    /// `DEL`, `UNLINK` and `TOUCH`), which is never safe to retry.
+    async fn mset<K: Arg, V: Arg>(&self, pairs: &[(K, V)]) -> Result<(), Error> {
+        let groups = by_slot(pairs.iter().map(|(k, _)| k.with_bytes(key_slot)));
+        let cmds: Vec<Cmd> = groups
+            .iter()
+            .map(|(_, idx)| {
+                let mut c = cmd("MSET");
+                for &i in idx {
+                    c.push_arg(&pairs[i].0).push_arg(&pairs[i].1);
+                }
+                c
+            })
+            .collect();
+        for reply in self.run_groups(&groups, &cmds).await? {
+            <()>::from_value(reply)?;
+        }
+        Ok(())
+    }
+
+    /// `DEL` across slots: the number of keys removed.
+    async fn del<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("DEL", keys).await
+    }
+
+    /// `UNLINK` across slots: the number of keys removed.
+    async fn unlink<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("UNLINK", keys).await
+    }
+
+    /// `EXISTS` across slots: how many of the keys exist (a key given
+    /// twice counts twice, as in Redis).
+    async fn exists<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("EXISTS", keys).await
+    }
+
+    /// `TOUCH` across slots: the number of keys touched.
+    async fn touch<K: Arg>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count_by_slot("TOUCH", keys).await
+    }
+}
+
+impl Cluster {
     /// Sends one command of a pipeline again after `first`, the error its
     /// first send met.
     async fn retry_one<A: Args>(

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 
 use super::NodeAddr;
 use super::peers::{NodeJob, NodeOp, NodeReply, Peers, call_peer};
-use crate::cmd::Args;
+use crate::cmd::{Args, Cmd};
 use crate::{Commands, Connection, Error, Value};
 
 /// One node and the way to it.
@@ -48,6 +48,9 @@ pub(crate) struct PeerLink {
     pub peers: Rc<dyn Peers>,
     /// The deadline of a first try, as a connection would use.
     pub timeout: Duration,
+    /// This router's client-side cache: writes sent through the peer drop
+    /// their keys here too (the peer's connection drops them in its own).
+    pub cache: Option<Rc<crate::conn::cache::Cache>>,
 }
 
 impl PeerLink {
@@ -60,7 +63,18 @@ impl PeerLink {
         op: NodeOp,
     ) -> Result<NodeReply, Error> {
         let deadline = Instant::now() + timeout.unwrap_or(self.timeout);
-        call_peer(&*self.peers, self.peer, addr.clone(), deadline, op).await
+        let Some(cache) = &self.cache else {
+            return call_peer(&*self.peers, self.peer, addr.clone(), deadline, op).await;
+        };
+        let written: Vec<Cmd> = match &op {
+            NodeOp::Command { cmd, .. } => vec![cmd.clone()],
+            NodeOp::Pipeline(cmds) | NodeOp::Transaction { cmds, .. } => cmds.clone(),
+            NodeOp::Tracked(_) | NodeOp::Job(_) => Vec::new(),
+        };
+        written.iter().for_each(|c| cache.note_write(c));
+        let result = call_peer(&*self.peers, self.peer, addr.clone(), deadline, op).await;
+        written.iter().for_each(|c| cache.note_write(c));
+        result
     }
 }
 
@@ -129,20 +143,29 @@ impl Node {
 
     /// Sends a cached read's miss as one pipeline: on a peer's node, as
     /// [`NodeOp::Tracked`] so the peer forwards the node's invalidations.
+    /// Also says whether the socket that carried it tracks reads.
     pub async fn tracked_pipeline(
         &self,
         cmds: &[crate::cmd::Cmd],
         timeout: Option<Duration>,
-    ) -> Result<Vec<Value>, Error> {
+    ) -> Result<(Vec<Value>, bool), Error> {
         match &self.via {
-            Via::Connection(c) => match timeout {
-                None => c.pipeline(cmds).await,
-                Some(t) => c.with_timeout(t).pipeline(cmds).await,
-            },
-            Via::Peer(p) => p
-                .call(&self.addr, timeout, NodeOp::Tracked(cmds.to_vec()))
-                .await
-                .map(NodeReply::into_values),
+            Via::Connection(c) => {
+                let values = match timeout {
+                    None => c.pipeline(cmds).await?,
+                    Some(t) => c.with_timeout(t).pipeline(cmds).await?,
+                };
+                Ok((values, c.tracker().is_some()))
+            }
+            Via::Peer(p) => {
+                match p
+                    .call(&self.addr, timeout, NodeOp::Tracked(cmds.to_vec()))
+                    .await?
+                {
+                    NodeReply::Untracked(values) => Ok((values, false)),
+                    reply => Ok((reply.into_values(), true)),
+                }
+            }
         }
     }
 
@@ -204,8 +227,13 @@ impl Node {
 pub(crate) async fn run_op(conn: &Connection, op: NodeOp) -> Result<NodeReply, Error> {
     match op {
         NodeOp::Command { cmd, asking } => send_one(conn, &cmd, asking).await.map(NodeReply::Value),
-        NodeOp::Pipeline(cmds) | NodeOp::Tracked(cmds) => {
-            conn.pipeline(&cmds).await.map(NodeReply::Values)
+        NodeOp::Pipeline(cmds) => conn.pipeline(&cmds).await.map(NodeReply::Values),
+        NodeOp::Tracked(cmds) => {
+            let values = conn.pipeline(&cmds).await?;
+            Ok(match conn.tracker() {
+                Some(_) => NodeReply::Values(values),
+                None => NodeReply::Untracked(values),
+            })
         }
         NodeOp::Transaction { cmds, asking } => send_transaction(conn, &cmds, asking)
             .await

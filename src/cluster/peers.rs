@@ -56,6 +56,10 @@ pub(crate) enum NodeReply {
     /// To [`NodeOp::Pipeline`], [`NodeOp::Tracked`] and
     /// [`NodeOp::Transaction`].
     Values(Vec<Value>),
+    /// To [`NodeOp::Tracked`] when the owner's connection to the node
+    /// does not track (a replica's, while maps disagree): the replies,
+    /// not to be cached.
+    Untracked(Vec<Value>),
     /// To [`NodeOp::Job`]: its output.
     Output(Box<dyn Any + Send>),
 }

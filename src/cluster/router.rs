@@ -245,6 +245,7 @@ impl Router {
                 peer,
                 peers: self.peers.clone(),
                 timeout: self.config.node.timeout,
+                cache: self.cache.clone(),
             }),
             None => {
                 let silence = self.silence.clone();

@@ -75,12 +75,30 @@ impl CacheOptions {
     }
 
     /// Checks the options: a cache smaller than 4 KiB holds nothing useful.
+    /// BCAST prefixes may not overlap (the server refuses `a` with `ab`).
     pub fn validate(&self) -> Result<(), Error> {
+        let refuse = |reason| Error::InvalidConfig {
+            option: "cache",
+            reason,
+        };
         if self.max_bytes < 4096 {
-            return Err(Error::InvalidConfig {
-                option: "cache",
-                reason: format!("max_bytes {} is below 4096", self.max_bytes),
-            });
+            return Err(refuse(format!(
+                "max_bytes {} is below 4096",
+                self.max_bytes
+            )));
+        }
+        if let TrackingMode::Broadcast { prefixes } = &self.mode {
+            for (i, a) in prefixes.iter().enumerate() {
+                for b in &prefixes[i + 1..] {
+                    if a.starts_with(b) || b.starts_with(a) {
+                        return Err(refuse(format!(
+                            "the BCAST prefixes {:?} and {:?} overlap (the server refuses that)",
+                            String::from_utf8_lossy(a),
+                            String::from_utf8_lossy(b)
+                        )));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -126,5 +144,9 @@ mod tests {
     fn tiny_caches_are_refused() {
         assert!(CacheOptions::with_max_bytes(100).validate().is_err());
         assert!(CacheOptions::default().validate().is_ok());
+        let overlapping = CacheOptions::default().broadcast(["user:", "user:1"]);
+        assert!(overlapping.validate().is_err());
+        let apart = CacheOptions::default().broadcast(["user:", "item:"]);
+        assert!(apart.validate().is_ok());
     }
 }

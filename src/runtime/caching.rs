@@ -32,16 +32,16 @@ use crate::{CacheStats, Error, FromValue, Value};
 pub(super) struct MeshRelay(pub Weak<CoreMesh>);
 
 impl Relay for MeshRelay {
-    fn forward(&self, cores: u64, what: Invalidation) {
+    fn forward(&self, cores: &[u64], what: Invalidation) {
         let Some(mesh) = self.0.upgrade() else {
             return;
         };
-        let mut left = cores;
-        while left != 0 {
-            let peer = left.trailing_zeros() as usize;
-            left &= left - 1;
-            if peer != mesh.index && peer < mesh.count {
-                mesh.push(peer, |m| m.invalidations.push(what.clone()));
+        for (word, bits) in cores.iter().enumerate() {
+            let mut left = *bits;
+            while left != 0 {
+                let peer = word * 64 + left.trailing_zeros() as usize;
+                left &= left - 1;
+                mesh.push_invalidation(peer, &what);
             }
         }
     }

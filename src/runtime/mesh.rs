@@ -82,6 +82,10 @@ struct Request {
     asked: Asked,
 }
 
+/// The most cache keys one batch to a peer owes before they become one
+/// invalidation of everything (see [`CoreMesh::push_invalidation`]).
+const MAX_OWED_KEYS: usize = 65_536;
+
 /// One message between two cores: everything one core had for the other
 /// in one turn.
 #[derive(Default)]
@@ -99,6 +103,8 @@ pub(crate) struct Message {
     /// Invalidations of client-side cache entries this core may hold
     /// (see [`super::caching`]).
     pub(super) invalidations: Vec<Invalidation>,
+    /// The keys in `invalidations`.
+    invalidated_keys: usize,
 }
 
 impl Message {
@@ -274,6 +280,31 @@ impl CoreMesh {
         (owner != self.index).then_some(owner)
     }
 
+    /// Owes `peer` an invalidation of its cache, unless it is gone. Past
+    /// [`MAX_OWED_KEYS`] keys owed in one batch (a peer not taking its
+    /// messages, or a flood of BCAST invalidations), the batch's
+    /// invalidations become one that voids its whole cache.
+    pub(super) fn push_invalidation(&self, peer: usize, what: &Invalidation) {
+        if peer == self.index || peer >= self.count || self.gone[peer].get() {
+            return;
+        }
+        self.push(peer, |m| {
+            if matches!(m.invalidations.last(), Some(Invalidation::All)) {
+                return;
+            }
+            m.invalidated_keys += match what {
+                Invalidation::Keys(keys) => keys.len(),
+                _ => 1,
+            };
+            if m.invalidated_keys > MAX_OWED_KEYS {
+                m.invalidations.clear();
+                m.invalidations.push(Invalidation::All);
+            } else {
+                m.invalidations.push(what.clone());
+            }
+        });
+    }
+
     /// Puts something into the outbox of `peer` and wakes its flusher.
     pub(super) fn push(&self, peer: usize, f: impl FnOnce(&mut Message)) {
         f(&mut self.outboxes.borrow_mut()[peer]);
@@ -402,6 +433,13 @@ impl CoreMesh {
     /// Fails every call waiting on `peer`, which stopped.
     fn peer_gone(&self, peer: usize) {
         self.gone[peer].set(true);
+        // Entries read through that core's connections will hear of no
+        // more invalidations.
+        if let Some(router) = self.router.borrow().upgrade() {
+            if let Some(cache) = &router.cache {
+                cache.flush();
+            }
+        }
         for (_, p) in self.pending.borrow_mut().iter_mut() {
             if p.peer == peer && p.result.is_none() {
                 p.result = Some(Err(self.stopped(peer, true)));

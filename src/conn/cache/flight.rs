@@ -92,6 +92,9 @@ pub(crate) struct Lead {
     invalidations: u32,
     flight: Rc<Flight>,
     released: bool,
+    /// When the lead began (coarse ms): the entry's lifetime counts from
+    /// before the request was sent.
+    started_ms: u64,
 }
 
 /// A reply fetched for a lead.
@@ -99,8 +102,9 @@ pub(crate) struct Fetched {
     /// The read's reply.
     pub value: Value,
     /// The key's `PTTL` read in the same round trip (`-1`: no expiry,
-    /// `-2`: no key).
-    pub pttl: i64,
+    /// `-2`: no key); `None` when it failed (then nothing is stored: the
+    /// key's expiry is unknown).
+    pub pttl: Option<i64>,
     /// The tracking socket that carried the read and its generation when
     /// the read was sent; `None` when it was not tracked (never stored).
     pub tracked: Option<(TrackerId, u32)>,
@@ -139,6 +143,7 @@ impl Cache {
             invalidations,
             flight,
             released: false,
+            started_ms: read::now_ms(),
         })
     }
 }
@@ -178,14 +183,20 @@ impl Lead {
         if invalidated || matches!(f.value, Value::Error(_)) || !cache.tracked_key(&self.key) {
             return;
         }
+        let Some(pttl) = f.pttl else {
+            return;
+        };
         let mut ttl_ms = ttl.as_millis().min(u64::MAX as u128) as u64;
-        if f.pttl >= 0 {
-            ttl_ms = ttl_ms.min(f.pttl as u64);
+        if pttl >= 0 {
+            ttl_ms = ttl_ms.min(pttl as u64);
         }
-        if ttl_ms <= cache.slack_ms {
+        let expires_ms = self
+            .started_ms
+            .saturating_add(ttl_ms)
+            .saturating_sub(cache.slack_ms);
+        if expires_ms <= read::now_ms() {
             return;
         }
-        let expires_ms = read::now_ms() + ttl_ms - cache.slack_ms;
         let stamp = Stamp {
             tracker: tracker_generation,
             ..self.stamp

@@ -77,17 +77,22 @@ pub(crate) enum Invalidation {
     /// Every entry tracked on the node with this address is void (its
     /// socket was lost, or the server flushed).
     Tracker(String),
+    /// Every entry is void (what a core was owed grew past its bound, or
+    /// a core stopped).
+    All,
 }
 
 /// Forwards invalidations to other cores: set by the per-core runtime.
 pub(crate) trait Relay {
     /// Sends `what` to every core whose bit is set in `cores`.
-    fn forward(&self, cores: u64, what: Invalidation);
+    fn forward(&self, cores: &[u64], what: Invalidation);
 }
 
 /// One client's cache.
 pub(crate) struct Cache {
     store: RefCell<Store>,
+    /// Tracker ids by label (the node's address).
+    labels: RefCell<HashMap<Rc<str>, TrackerId>>,
     pending: RefCell<HashMap<Bytes, flight::Pending, foldhash::fast::RandomState>>,
     options: CacheOptions,
     relay: RefCell<Option<Rc<dyn Relay>>>,
@@ -100,6 +105,7 @@ impl Cache {
     pub fn new(options: CacheOptions) -> Rc<Cache> {
         Rc::new(Cache {
             store: RefCell::new(Store::new(options.max_bytes)),
+            labels: RefCell::new(HashMap::default()),
             pending: RefCell::new(HashMap::default()),
             slack_ms: read::clock_resolution_ms(),
             options,
@@ -134,17 +140,20 @@ impl Cache {
     /// The tracker for the node `label` (its address), registered on first
     /// use; the same label gives the same tracker.
     pub fn tracker(&self, label: &str) -> TrackerId {
+        if let Some(&id) = self.labels.borrow().get(label) {
+            return id;
+        }
         let mut s = self.store.borrow_mut();
         let trackers = &mut s.gens.trackers;
-        if let Some(i) = trackers.iter().position(|t| &*t.label == label) {
-            return i as TrackerId;
-        }
+        let id = TrackerId::try_from(trackers.len()).expect("fewer than 2^32 node addresses");
+        let label: Rc<str> = label.into();
         trackers.push(Tracker {
-            label: label.into(),
+            label: label.clone(),
             generation: 0,
-            interest: 0,
+            interest: Vec::new(),
         });
-        (trackers.len() - 1) as TrackerId
+        self.labels.borrow_mut().insert(label, id);
+        id
     }
 
     /// The generation of `tracker` now: a read sent on it from now on may
@@ -156,9 +165,12 @@ impl Cache {
     /// Core `core` reads through `tracker` from another core: forward it
     /// the tracker's invalidations.
     pub fn note_interest(&self, tracker: TrackerId, core: usize) {
-        if core < 64 {
-            self.store.borrow_mut().gens.trackers[tracker as usize].interest |= 1 << core;
+        let mut s = self.store.borrow_mut();
+        let interest = &mut s.gens.trackers[tracker as usize].interest;
+        if interest.len() <= core / 64 {
+            interest.resize(core / 64 + 1, 0);
         }
+        interest[core / 64] |= 1 << (core % 64);
     }
 
     /// The cached reply to `read` (its key at `key_index`), if any.
@@ -217,8 +229,8 @@ impl Cache {
                     self.invalidate_key(k);
                 }
                 let interest = self.interest(tracker);
-                if interest != 0 {
-                    self.forward(interest, Invalidation::Keys(keys));
+                if interest.iter().any(|w| *w != 0) {
+                    self.forward(&interest, Invalidation::Keys(keys));
                 }
             }
             // FLUSHALL/FLUSHDB (or the server's table overflowing): every
@@ -238,8 +250,8 @@ impl Cache {
             let t = &mut s.gens.trackers[tracker as usize];
             (std::mem::take(&mut t.interest), t.label.to_string())
         };
-        if interest != 0 {
-            self.forward(interest, Invalidation::Tracker(label));
+        if interest.iter().any(|w| *w != 0) {
+            self.forward(&interest, Invalidation::Tracker(label));
         }
     }
 
@@ -252,9 +264,14 @@ impl Cache {
                 }
             }
             Invalidation::Tracker(label) => {
-                let t = self.tracker(label);
-                self.store.borrow_mut().drop_tracker(t);
+                // A core that never read through that node has no tracker
+                // for it, and nothing to drop.
+                let known = self.labels.borrow().get(label.as_str()).copied();
+                if let Some(t) = known {
+                    self.store.borrow_mut().drop_tracker(t);
+                }
             }
+            Invalidation::All => self.flush(),
         }
     }
 
@@ -294,11 +311,13 @@ impl Cache {
         }
     }
 
-    fn interest(&self, tracker: TrackerId) -> u64 {
-        self.store.borrow().gens.trackers[tracker as usize].interest
+    fn interest(&self, tracker: TrackerId) -> Vec<u64> {
+        self.store.borrow().gens.trackers[tracker as usize]
+            .interest
+            .clone()
     }
 
-    fn forward(&self, cores: u64, what: Invalidation) {
+    fn forward(&self, cores: &[u64], what: Invalidation) {
         let relay = self.relay.borrow().clone();
         if let Some(relay) = relay {
             relay.forward(cores, what);

@@ -70,9 +70,20 @@ fn cacheable_slow(read: &impl Args) -> Result<usize, Error> {
             .unwrap_or_default(),
         reason,
     };
-    if !crate::cmd::is_read_only(read) || crate::cmd::is_blocking(read) {
+    let allowed = read
+        .with_arg(0, |n| {
+            let mut upper = [0u8; 24];
+            let name = upper.get_mut(..n.len()).map(|u| {
+                u.copy_from_slice(n);
+                u.make_ascii_uppercase();
+                &*u
+            });
+            name.is_some_and(cacheable_name)
+        })
+        .unwrap_or(false);
+    if !allowed {
         return Err(refuse(
-            "only commands that read without blocking can be cached",
+            "not a cacheable read: a read whose reply depends only on its key's value (see CacheCommands::cached)",
         ));
     }
     let positions = crate::cmd::key_positions(read)?;
@@ -83,6 +94,62 @@ fn cacheable_slow(read: &impl Args) -> Result<usize, Error> {
             "only single-key reads can be cached (cached_mget for several keys)",
         )),
     }
+}
+
+/// Reads whose reply depends only on the value of their one key, so that
+/// an invalidation of the key is all that can change it. Not: `TTL`/`PTTL`
+/// (change with time), `SRANDMEMBER`/`HRANDFIELD`/`ZRANDMEMBER` (random),
+/// `SORT_RO` (may read other keys), `EVAL_RO`/`FCALL_RO` (may read
+/// anything), `TOUCH` (its effect is the point), blocking reads.
+fn cacheable_name(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"GET"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"STRLEN"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"BITFIELD_RO"
+            | b"EXISTS"
+            | b"TYPE"
+            | b"HGET"
+            | b"HMGET"
+            | b"HGETALL"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"HLEN"
+            | b"HEXISTS"
+            | b"HSTRLEN"
+            | b"LRANGE"
+            | b"LLEN"
+            | b"LINDEX"
+            | b"LPOS"
+            | b"SMEMBERS"
+            | b"SISMEMBER"
+            | b"SMISMEMBER"
+            | b"SCARD"
+            | b"ZRANGE"
+            | b"ZRANGEBYSCORE"
+            | b"ZRANGEBYLEX"
+            | b"ZREVRANGE"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZREVRANGEBYLEX"
+            | b"ZSCORE"
+            | b"ZMSCORE"
+            | b"ZCARD"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZRANK"
+            | b"ZREVRANK"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"XLEN"
+            | b"GEOPOS"
+            | b"GEODIST"
+            | b"GEOHASH"
+    )
 }
 
 /// The error a client without a cache answers cached reads with.
@@ -137,8 +204,8 @@ pub(crate) fn fetched(
         ));
     }
     let pttl = match replies.pop() {
-        Some(Value::Integer(n)) => n,
-        _ => -1,
+        Some(Value::Integer(n)) => Some(n),
+        _ => None,
     };
     let value = replies.pop().expect("checked length");
     if let Value::Error(e) = value {
@@ -203,12 +270,15 @@ pub(crate) fn fetched_mget(
         .into_iter()
         .zip(it)
         .map(|(value, pttl)| Fetched {
-            value,
             pttl: match pttl {
-                Value::Integer(n) => n,
-                _ => -1,
+                Value::Integer(n) => Some(n),
+                _ => None,
             },
-            tracked,
+            // `MGET` answers nil for a key holding another type, where
+            // `GET` answers WRONGTYPE: a nil is returned, not stored as
+            // the key's `GET`.
+            tracked: if value == Value::Nil { None } else { tracked },
+            value,
         })
         .collect())
 }
@@ -232,6 +302,7 @@ pub(crate) async fn read_through<A: Args>(
     }
     let form = form_of(read, key_index);
     let slot = slot();
+    let deadline = Instant::now() + timeout;
     loop {
         let begin = read
             .with_arg(key_index, |key| cache.begin(key, &form, slot))
@@ -239,7 +310,7 @@ pub(crate) async fn read_through<A: Args>(
         match begin {
             Begin::Lead(lead) => return lead.finish(fetch().await, ttl),
             Begin::Join(flight) => {
-                if let Some(outcome) = flight.wait(Instant::now() + timeout).await {
+                if let Some(outcome) = flight.wait(deadline).await {
                     return outcome;
                 }
                 // The leader was cancelled: look again, maybe lead.
@@ -269,17 +340,17 @@ pub(crate) async fn mget_through<K: Arg>(
     type Group = (u16, Vec<(usize, Bytes, Lead)>);
     let mut leads: Vec<Group> = Vec::new();
     let mut joins = Vec::new();
-    let get_form = form_of(&["GET", ""], 1);
+    let mut get_form: Option<Box<[u8]>> = None;
     for (i, key) in keys.iter().enumerate() {
-        let key = key.with_bytes(Bytes::copy_from_slice);
-        let read = [&b"GET"[..], &key[..]];
-        if let Some(v) = cache.lookup(&read, 1) {
+        if let Some(v) = key.with_bytes(|k| cache.lookup(&[&b"GET"[..], k], 1)) {
             out.push(Some(v));
             continue;
         }
         out.push(None);
+        let key = key.with_bytes(Bytes::copy_from_slice);
+        let form = get_form.get_or_insert_with(|| form_of(&["GET", ""], 1));
         let group = group_of(&key);
-        match cache.begin(&key, &get_form, group) {
+        match cache.begin(&key, form, group) {
             Begin::Lead(lead) => match leads.iter_mut().find(|(g, _)| *g == group) {
                 Some((_, l)) => l.push((i, key, lead)),
                 None => leads.push((group, vec![(i, key, lead)])),

@@ -21,12 +21,15 @@ type Hasher = foldhash::fast::RandomState;
 
 /// Which tracking socket a read was tracked on, as an index into the
 /// cache's tracker table.
-pub(crate) type TrackerId = u16;
+pub(crate) type TrackerId = u32;
 
 /// Bytes charged for a node beyond its key (map slot, slab slot, links).
 const NODE_OVERHEAD: usize = 96;
 /// Bytes charged for an entry beyond its form and value.
 const ENTRY_OVERHEAD: usize = 64;
+/// The most reads of one key kept (say, `HGET` of that many fields): past
+/// it the oldest goes, so a hit scans a short list.
+const MAX_FORMS: usize = 16;
 
 /// The generations an entry was stored under.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -42,9 +45,9 @@ pub(crate) struct Tracker {
     pub label: std::rc::Rc<str>,
     /// Bumped when the socket is lost or the server flushed.
     pub generation: u32,
-    /// Cores (bit per core) that read through this tracker from another
-    /// core: its invalidations are forwarded to them.
-    pub interest: u64,
+    /// Cores (bit per core, any number of cores) that read through this
+    /// tracker from another core: its invalidations are forwarded to them.
+    pub interest: Vec<u64>,
 }
 
 /// The generation counters.
@@ -241,8 +244,10 @@ impl Store {
                     && self.nodes[idx].tracker == tracker =>
             {
                 let node = &mut self.nodes[idx];
-                if let Some(at) = node.entries.iter().position(|e| e.form == entry.form) {
-                    let old = node.entries.swap_remove(at);
+                let replaced = node.entries.iter().position(|e| e.form == entry.form);
+                let drop_at = replaced.or((node.entries.len() >= MAX_FORMS).then_some(0));
+                if let Some(at) = drop_at {
+                    let old = node.entries.remove(at);
                     node.bytes -= old.bytes;
                     self.bytes -= old.bytes;
                 }
@@ -483,7 +488,7 @@ mod tests {
         s.gens.trackers.push(Tracker {
             label: "n".into(),
             generation: 0,
-            interest: 0,
+            interest: Vec::new(),
         });
         s
     }

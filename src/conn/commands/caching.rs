@@ -27,11 +27,15 @@ use crate::{CacheStats, Error, FromValue};
 /// 2. a reply whose key was invalidated while it was in flight is
 ///    returned but not cached;
 /// 3. after a write made through this client is acknowledged, a cached
-///    read of its keys does not return what it replaced;
+///    read of its keys on the same core does not return what it replaced
+///    (other cores' caches hear of it from the server, over the mesh);
 /// 4. when a tracking socket is lost, every entry it tracked is dropped
 ///    before another read is served; so are the entries of slots that
-///    moved, and every entry when the server flushed (`FLUSHALL`,
-///    `FLUSHDB`).
+///    moved, once the client learns it (`MOVED`, failover, refresh), and
+///    every entry when the server flushed (`FLUSHALL`, `FLUSHDB`).
+///
+/// An entry lives for the `ttl` of the read that stored it (from when
+/// that read was sent), never past the key's `PTTL`.
 ///
 /// Concurrent misses of one read on one core share one request. A client
 /// without a cache answers with [`Error::Unsupported`]; so does a read
@@ -61,9 +65,13 @@ use crate::{CacheStats, Error, FromValue};
 ///     .unwrap();
 /// ```
 pub trait CacheCommands {
-    /// Any read-only, non-blocking command with exactly one key (`GET`,
-    /// `HGET`, `LRANGE`, `ZSCORE`, ...), through the cache. Two reads are
-    /// cached apart when any of their arguments differ.
+    /// A read of exactly one key whose reply depends only on that key's
+    /// value (`GET`, `HGET`, `LRANGE`, `ZSCORE`, `XRANGE`, `GEOPOS`, ...),
+    /// through the cache. Two reads are cached apart when any of their
+    /// arguments differ. Refused with [`Error::Unsupported`], nothing
+    /// sent: writes, reads of several keys, and reads whose reply changes
+    /// without a write to the key (`TTL`, `SRANDMEMBER`, `SORT_RO`,
+    /// `EVAL_RO`, blocking reads, ...).
     fn cached<T: FromValue>(
         &self,
         read: impl Args,
