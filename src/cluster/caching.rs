@@ -102,6 +102,9 @@ impl CacheCommands for Cluster {
             return Err(caching_off(&read));
         };
         let key_index = cacheable(&read)?;
+        if let Some(v) = cache.lookup(&read, key_index) {
+            return T::from_value(v);
+        }
         // Hashed on a miss only.
         let slot = || {
             read.with_arg(key_index, key_slot)

@@ -24,8 +24,13 @@ pub trait FromValue: Sized {
 }
 
 /// Peels attributes and turns error replies into errors.
+#[inline]
 fn plain(value: Value) -> Result<Value, Error> {
-    value.into_result()
+    match value {
+        Value::Error(e) => Err(e.into()),
+        Value::Attributed { .. } => value.into_result(),
+        v => Ok(v),
+    }
 }
 
 fn mismatch(found: &Value, target: &'static str) -> Error {
@@ -60,6 +65,7 @@ impl FromValue for () {
 }
 
 impl FromValue for Bytes {
+    #[inline]
     fn from_value(value: Value) -> Result<Self, Error> {
         match plain(value)? {
             Value::SimpleString(b) | Value::BulkString(b) | Value::BigNumber(b) => Ok(b),
@@ -152,9 +158,12 @@ impl FromValue for bool {
 
 impl<T: FromValue> FromValue for Option<T> {
     /// Nil is `None`; anything else converts as `T`.
+    #[inline]
     fn from_value(value: Value) -> Result<Self, Error> {
-        match plain(value)? {
+        match value {
             Value::Nil => Ok(None),
+            Value::Error(e) => Err(e.into()),
+            Value::Attributed { .. } => Self::from_value(value.without_attributes()),
             v => T::from_value(v).map(Some),
         }
     }

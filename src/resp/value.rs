@@ -105,6 +105,7 @@ impl Value {
     }
 
     /// Turns an error reply into `Err`, and anything else into `Ok(self)`.
+    #[inline]
     pub fn into_result(self) -> crate::Result<Value> {
         match self.without_attributes() {
             Value::Error(e) => Err(e.into()),

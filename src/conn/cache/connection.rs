@@ -23,6 +23,9 @@ impl CacheCommands for Connection {
             return Err(caching_off(&read));
         };
         let key_index = cacheable(&read)?;
+        if let Some(v) = cache.lookup(&read, key_index) {
+            return T::from_value(v);
+        }
         let value = read_through(
             cache,
             &read,

@@ -283,11 +283,11 @@ pub(crate) fn fetched_mget(
         .collect())
 }
 
-/// Answers `read` (key at `key_index`, in `slot()`, asked on a miss
-/// only) from `cache`, or
-/// fetches it with `fetch` (once per core however many callers miss it
-/// together) and stores the reply for at most `ttl`. Callers that join
-/// another's request give up after `timeout`.
+/// After `read` (key at `key_index`, in `slot()`, hashed here) missed in
+/// `cache` ([`Cache::lookup`], which callers ask first, outside this
+/// future): fetches it with `fetch`, once per core however many callers
+/// miss it together, and stores the reply for at most `ttl`. Callers that
+/// join another's request give up after `timeout`.
 pub(crate) async fn read_through<A: Args>(
     cache: &Rc<Cache>,
     read: &A,
@@ -297,9 +297,6 @@ pub(crate) async fn read_through<A: Args>(
     timeout: Duration,
     fetch: impl AsyncFn() -> Result<Fetched, Error>,
 ) -> Result<Value, Error> {
-    if let Some(v) = cache.lookup(read, key_index) {
-        return Ok(v);
-    }
     let form = form_of(read, key_index);
     let slot = slot();
     let deadline = Instant::now() + timeout;
@@ -388,6 +385,10 @@ pub(crate) async fn mget_through<K: Arg>(
             None => {
                 // Its leader was cancelled: fetch this key on its own.
                 let read = [&b"GET"[..], &key[..]];
+                if let Some(v) = cache.lookup(&read, 1) {
+                    out[i] = Some(v);
+                    continue;
+                }
                 let group = group_of(&key);
                 let left = deadline.saturating_duration_since(Instant::now());
                 read_through(

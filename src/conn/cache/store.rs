@@ -408,8 +408,9 @@ fn form_matches(form: &[u8], read: &impl Args, key_index: usize) -> bool {
             if len != a.len() || tail.len() < len {
                 return false;
             }
+            // Names are stored upper case, as the typed helpers send them.
             let same = if i == 0 {
-                tail[..len].eq_ignore_ascii_case(a)
+                &tail[..len] == a || tail[..len].eq_ignore_ascii_case(a)
             } else {
                 &tail[..len] == a
             };
