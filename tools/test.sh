@@ -78,10 +78,12 @@ fi
 # features built on the node connections (scan, scripts, fan-out, replica
 # reads) add nothing the transport could break that the connection and
 # cluster suites do not already cover there, and they are the slowest
-# cluster suites: they run once, to keep CI short.
-io_uring_once_only=" cluster_scan cluster_scripts cluster_fanout cluster_replicas "
+# cluster suites: they run once, to keep CI short. Client-side caching runs
+# its standalone suite (tests/cache.rs: invalidation pushes read by either
+# transport's I/O loop) on both, its cluster suite once.
+io_uring_once_only=" cluster_scan cluster_scripts cluster_fanout cluster_replicas cluster_cache "
 io_uring_tests=()
-for t in tests/connection_*.rs tests/cluster_*.rs tests/executor.rs; do
+for t in tests/connection_*.rs tests/cluster_*.rs tests/executor.rs tests/cache.rs; do
     name="$(basename "$t" .rs)"
     case "$io_uring_once_only" in *" $name "*) continue ;; esac
     io_uring_tests+=(--test "$name")
