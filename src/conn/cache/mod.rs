@@ -181,18 +181,24 @@ impl Cache {
         self.store.borrow_mut().invalidate(key);
         if let Some(p) = self.pending.borrow_mut().get_mut(key) {
             p.invalidations = p.invalidations.wrapping_add(1);
+            // Its reply may predate the write: a read begun from now on
+            // sends its own request.
+            p.close_flights();
         }
     }
 
-    /// Drops every entry and makes every miss in flight uncacheable.
+    /// Drops every entry and makes every miss in flight uncacheable (and
+    /// closed to reads begun from now on).
     pub fn flush(&self) {
         self.store.borrow_mut().flush();
+        self.close_all_flights();
     }
 
     /// Drops the entries of `slot` (it moved) and makes misses of it in
-    /// flight uncacheable.
+    /// flight uncacheable (and closed to reads begun from now on).
     pub fn drop_slot(&self, slot: u16) {
         self.store.borrow_mut().drop_slot(slot);
+        self.close_all_flights();
     }
 
     /// A push frame arrived on a socket tracked as `tracker`: true when it
@@ -233,6 +239,7 @@ impl Cache {
     /// server flushed. Forwarded to the cores reading through it, whose
     /// interest is then cleared (they re-register with their next read).
     pub fn tracker_void(&self, tracker: TrackerId) {
+        self.close_all_flights();
         let (interest, label) = {
             let mut s = self.store.borrow_mut();
             s.drop_tracker(tracker);
@@ -256,6 +263,7 @@ impl Cache {
             Invalidation::Tracker(label) => {
                 let t = self.tracker(label);
                 self.store.borrow_mut().drop_tracker(t);
+                self.close_all_flights();
             }
         }
     }
