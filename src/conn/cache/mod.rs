@@ -55,7 +55,9 @@ pub struct CacheStats {
     /// Reads that went to the server (including those that joined another
     /// caller's request for the same read).
     pub misses: u64,
-    /// Keys evicted to stay within `max_bytes`.
+    /// Keys evicted to stay within `max_bytes`, plus replies of a key
+    /// dropped to keep its reads (in several forms, such as `HGET` of
+    /// many fields) within an eighth of it.
     pub evictions: u64,
     /// Keys dropped by invalidations (the server's, and this client's own
     /// writes), plus one per whole-tracker or whole-cache drop.
