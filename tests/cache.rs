@@ -287,20 +287,17 @@ fn own_writes_through_command_pipeline_and_transaction_are_read_back() {
     });
 }
 
-/// A fake node speaking RESP3 enough for a cached connection: `HELLO 3`,
-/// `CLIENT ...` and `PTTL` (-1) are answered here, `GET` by `get`.
+/// A fake node speaking RESP3 enough for a cached connection: `HELLO 3`
+/// and `CLIENT ...` are answered here, `GET` by `get`, `PTTL` by `pttl`.
 fn tracking_fake(
     get: impl Fn(&[Vec<u8>]) -> FakeReply + Send + Sync + 'static,
-    pttl: impl Fn() + Send + Sync + 'static,
+    pttl: impl Fn() -> FakeReply + Send + Sync + 'static,
 ) -> FakeNode {
     FakeNode::start(move |args| match args[0].to_ascii_uppercase().as_slice() {
         b"HELLO" => FakeReply::Raw(b"%2\r\n+server\r\n+fake\r\n+proto\r\n:3\r\n".to_vec()),
         b"CLIENT" => FakeReply::ok(),
         b"GET" => get(args),
-        b"PTTL" => {
-            pttl();
-            FakeReply::int(-1)
-        }
+        b"PTTL" => pttl(),
         _ => FakeReply::Default,
     })
 }
@@ -325,7 +322,7 @@ fn a_reply_invalidated_while_in_flight_is_returned_but_not_cached() {
             }
             _ => FakeReply::bulk("v2"),
         },
-        || {},
+        || FakeReply::int(-1),
     );
     let config = fake_config(&node);
     run(move || async move {
@@ -375,6 +372,7 @@ fn a_read_begun_after_an_invalidation_does_not_share_the_older_miss() {
             if p.fetch_add(1, Ordering::SeqCst) == 1 {
                 let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(10));
             }
+            FakeReply::int(-1)
         },
     );
     let config = fake_config(&node);
@@ -401,6 +399,25 @@ fn a_read_begun_after_an_invalidation_does_not_share_the_older_miss() {
         assert_eq!(v, "v2");
     });
     assert_eq!(k_gets.load(Ordering::SeqCst), 2);
+}
+
+/// The key's time left counts from before the miss was sent, not from
+/// when its reply came: the fake answers `PTTL` with 200 (ms) 300 ms
+/// late, so the key was gone before the reply arrived and the value must
+/// not be cached (it is returned: it was current when read).
+#[test]
+fn a_keys_time_left_counts_from_when_the_miss_was_sent() {
+    let node = tracking_fake(
+        |_| FakeReply::bulk("v"),
+        || FakeReply::after(Duration::from_millis(300), FakeReply::int(200)),
+    );
+    let config = fake_config(&node);
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        let v: String = conn.cached_get("k", TTL).await.unwrap();
+        assert_eq!(v, "v");
+        assert_eq!(stats(&conn).keys, 0, "cached past the key's expiry");
+    });
 }
 
 /// When each read began, and what it returned.

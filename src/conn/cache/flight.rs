@@ -101,6 +101,9 @@ pub(crate) struct Lead {
     slot: u16,
     stamp: Stamp,
     invalidations: u32,
+    /// When the lead began (the coarse clock, ms): before its request was
+    /// sent, so before the server read the key's `PTTL`.
+    started_ms: u64,
     flight: Rc<Flight>,
     released: bool,
 }
@@ -156,6 +159,7 @@ impl Cache {
             slot,
             stamp,
             invalidations,
+            started_ms: read::now_ms(),
             flight,
             released: false,
         })
@@ -165,7 +169,8 @@ impl Cache {
 impl Lead {
     /// Stores the fetched reply if nothing voided it while it was out, and
     /// hands the outcome to the callers that joined. `ttl` is the
-    /// client-side time to live, capped by the key's `PTTL`.
+    /// client-side time to live, capped by the key's `PTTL`, both counted
+    /// from when the lead began.
     pub fn finish(
         mut self,
         outcome: Result<Fetched, Error>,
@@ -204,7 +209,13 @@ impl Lead {
         if ttl_ms <= cache.slack_ms {
             return;
         }
-        let expires_ms = read::now_ms() + ttl_ms - cache.slack_ms;
+        // Counted from before the request was sent: the reply may have
+        // taken a while, and the key's time left was read at the server
+        // before it came back.
+        let expires_ms = self.started_ms + ttl_ms - cache.slack_ms;
+        if expires_ms <= read::now_ms() {
+            return;
+        }
         let stamp = Stamp {
             tracker: tracker_generation,
             ..self.stamp
