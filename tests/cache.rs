@@ -423,6 +423,62 @@ fn a_keys_time_left_counts_from_when_the_miss_was_sent() {
 /// When each read began, and what it returned.
 type ReadLog = Vec<(Instant, Option<String>)>;
 
+/// The same on a real server, made deterministic by not polling the
+/// older read again until the end: its request is out (or answered but
+/// not yet taken), and a read begun after (a) this client's own
+/// acknowledged write of the key or (b) another client's write and a
+/// barrier must send its own request and see the new value, not share
+/// the older one's.
+#[test]
+fn a_read_after_a_write_does_not_share_an_older_miss_on_a_real_server() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = cached(&server).await;
+        let other = connect(&server).await;
+        for (round, own) in [(0, true), (1, false)] {
+            let (old, new) = (format!("old{round}"), format!("new{round}"));
+            other.command::<()>(["SET", "race", &old]).await.unwrap();
+            barrier(&conn).await;
+            let mut older = Box::pin(conn.cached_get::<String>("race", TTL));
+            assert!(
+                poll_once(&mut older).await.is_none(),
+                "the older read is out"
+            );
+            if own {
+                conn.command::<()>(["SET", "race", &new]).await.unwrap();
+            } else {
+                other.command::<()>(["SET", "race", &new]).await.unwrap();
+                barrier(&conn).await;
+            }
+            let v = within(
+                "a read after the write",
+                5 * SECOND,
+                conn.cached_get::<String>("race", TTL),
+            )
+            .await
+            .unwrap();
+            assert_eq!(v, new, "own write: {own}");
+            let v = within("the older read", 5 * SECOND, older).await.unwrap();
+            assert_eq!(v, old, "the older read was sent before the write");
+            let v: String = conn.cached_get("race", TTL).await.unwrap();
+            assert_eq!(v, new, "own write: {own}");
+        }
+    });
+}
+
+/// A server that refuses `HELLO 3` (so speaks RESP2 only) with a cache
+/// configured: the connection fails with a handshake error saying why.
+#[test]
+fn a_resp2_only_server_with_a_cache_is_refused_at_connect() {
+    let node = FakeNode::start(|_| FakeReply::Default);
+    let config = fake_config(&node);
+    run(move || async move {
+        let err = Connection::connect(config).await.unwrap_err();
+        assert!(matches!(err, Error::Handshake(_)), "{err:?}");
+        assert!(err.to_string().contains("RESP3"), "{err}");
+    });
+}
+
 /// Rule 4: the server is killed while readers run; once the client has
 /// seen the socket go, no read returns a value cached before (the
 /// restarted server is empty, then gets new values).
