@@ -287,6 +287,53 @@ fn own_writes_through_command_pipeline_and_transaction_are_read_back() {
     });
 }
 
+/// Own writes of several keys, and by scripts: `MSET`, `RENAME`, `EVAL`
+/// with its key declared, and `EVAL` writing a key it does not declare.
+/// The last one the client cannot name, so it is not dropped before the
+/// reply; it relies on the server's invalidation, which Redis sends to
+/// the writing client right after the command's reply (in the same
+/// write, so it is applied before the caller resumes).
+#[test]
+fn own_multi_key_and_script_writes_are_read_back() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = cached(&server).await;
+        let get = async |k: &str| -> Option<String> { conn.cached_get(k, TTL).await.unwrap() };
+        conn.command::<()>(["MSET", "ma", "1", "mb", "1"])
+            .await
+            .unwrap();
+        for round in 2..5 {
+            let r = round.to_string();
+            for k in ["ma", "mb", "src", "dst", "declared", "undeclared"] {
+                get(k).await;
+            }
+            conn.command::<()>(["MSET", "ma", &r, "mb", &r])
+                .await
+                .unwrap();
+            assert_eq!(get("ma").await.as_deref(), Some(r.as_str()));
+            assert_eq!(get("mb").await.as_deref(), Some(r.as_str()));
+            conn.command::<()>(["SET", "src", &r]).await.unwrap();
+            get("src").await;
+            conn.command::<()>(["RENAME", "src", "dst"]).await.unwrap();
+            assert_eq!(get("src").await, None);
+            assert_eq!(get("dst").await.as_deref(), Some(r.as_str()));
+            conn.command::<()>([
+                "EVAL",
+                "redis.call('SET', KEYS[1], ARGV[1])",
+                "1",
+                "declared",
+                &r,
+            ])
+            .await
+            .unwrap();
+            assert_eq!(get("declared").await.as_deref(), Some(r.as_str()));
+            let script = format!("redis.call('SET', 'undeclared', '{r}')");
+            conn.command::<()>(["EVAL", &script, "0"]).await.unwrap();
+            assert_eq!(get("undeclared").await.as_deref(), Some(r.as_str()));
+        }
+    });
+}
+
 /// A fake node speaking RESP3 enough for a cached connection: `HELLO 3`
 /// and `CLIENT ...` are answered here, `GET` by `get`, `PTTL` by `pttl`.
 fn tracking_fake(
