@@ -630,6 +630,24 @@ fn a_killed_server_empties_the_cache_and_no_stale_read_follows() {
     });
 }
 
+/// A closed connection's tracking is gone: its cached reads fail with
+/// `Closed` instead of answering from entries nobody keeps true.
+#[test]
+fn a_closed_connection_serves_no_cached_read() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = cached(&server).await;
+        conn.command::<()>(["SET", "c", "v"]).await.unwrap();
+        let _: String = conn.cached_get("c", TTL).await.unwrap();
+        let _: String = conn.cached_get("c", TTL).await.unwrap();
+        assert_eq!(stats(&conn).hits, 1);
+        conn.close();
+        let r = conn.cached_get::<String>("c", TTL).await;
+        assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
+        assert_eq!(stats(&conn).hits, 1);
+    });
+}
+
 /// `FLUSHALL` and `FLUSHDB` from another client (the null-key push), and
 /// this client's own `FLUSHALL`: the next reads miss and return nil.
 #[test]
