@@ -47,6 +47,16 @@ async fn barrier(conn: &Connection) {
     assert_eq!(pong, "PONG");
 }
 
+/// Waits until `conn` has read `replies` replies in all (a miss's
+/// pipeline is three: `CLIENT CACHING YES`, the read, `PTTL`), whether or
+/// not their callers have taken them.
+async fn answered(conn: &Connection, replies: u64) {
+    wait_until("the replies", 5 * SECOND, || {
+        conn.stats().replies >= replies
+    })
+    .await;
+}
+
 /// `calls` of `cmdstat_<name>` in the server's `INFO commandstats`.
 fn server_calls(server: &RedisServer, name: &str) -> u64 {
     server
@@ -471,8 +481,8 @@ fn a_keys_time_left_counts_from_when_the_miss_was_sent() {
 type ReadLog = Vec<(Instant, Option<String>)>;
 
 /// The same on a real server, made deterministic by not polling the
-/// older read again until the end: its request is out (or answered but
-/// not yet taken), and a read begun after (a) this client's own
+/// older read again until the end: its request is answered but the reply
+/// not yet taken, and a read begun after (a) this client's own
 /// acknowledged write of the key or (b) another client's write and a
 /// barrier must send its own request and see the new value, not share
 /// the older one's.
@@ -486,11 +496,13 @@ fn a_read_after_a_write_does_not_share_an_older_miss_on_a_real_server() {
             let (old, new) = (format!("old{round}"), format!("new{round}"));
             other.command::<()>(["SET", "race", &old]).await.unwrap();
             barrier(&conn).await;
+            let replies = conn.stats().replies;
             let mut older = Box::pin(conn.cached_get::<String>("race", TTL));
             assert!(
                 poll_once(&mut older).await.is_none(),
                 "the older read is out"
             );
+            answered(&conn, replies + 3).await;
             if own {
                 conn.command::<()>(["SET", "race", &new]).await.unwrap();
             } else {
@@ -510,6 +522,37 @@ fn a_read_after_a_write_does_not_share_an_older_miss_on_a_real_server() {
             let v: String = conn.cached_get("race", TTL).await.unwrap();
             assert_eq!(v, new, "own write: {own}");
         }
+    });
+}
+
+/// Rule 2 on a real server: a miss is sent and answered with the old
+/// value (its caller not polled since), then another client writes the key and the barrier applies
+/// the invalidation before the miss's caller is polled again; the miss
+/// returns the old value (it was current when read) and does not store
+/// it: the next read misses and gets the new value.
+#[test]
+fn a_miss_finished_after_its_keys_invalidation_is_not_cached() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = cached(&server).await;
+        let other = connect(&server).await;
+        other.command::<()>(["SET", "r2", "old"]).await.unwrap();
+        let replies = conn.stats().replies;
+        let mut older = Box::pin(conn.cached_get::<String>("r2", TTL));
+        assert!(poll_once(&mut older).await.is_none(), "the miss is out");
+        answered(&conn, replies + 3).await;
+        other.command::<()>(["SET", "r2", "new"]).await.unwrap();
+        barrier(&conn).await;
+        let v = within("the older read", 5 * SECOND, older).await.unwrap();
+        assert_eq!(v, "old");
+        let s = stats(&conn);
+        assert_eq!((s.keys, s.misses), (0, 1), "stored: {s:?}");
+        let v: String = conn.cached_get("r2", TTL).await.unwrap();
+        assert_eq!(v, "new");
+        let v: String = conn.cached_get("r2", TTL).await.unwrap();
+        assert_eq!(v, "new");
+        let s = stats(&conn);
+        assert_eq!((s.keys, s.hits, s.misses), (1, 1, 2), "{s:?}");
     });
 }
 
