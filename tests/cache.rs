@@ -1240,6 +1240,51 @@ fn broadcast_mode_caches_only_keys_with_its_prefixes() {
     });
 }
 
+/// BCAST without prefixes: every key is cached and invalidated.
+#[test]
+fn broadcast_mode_without_prefixes_caches_every_key() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let none: [&str; 0] = [];
+        let conn = cached_with(
+            &server,
+            CacheOptions::with_max_bytes(1 << 20).broadcast(none),
+        )
+        .await;
+        let other = connect(&server).await;
+        for k in ["a", "b:1", "zz"] {
+            other.command::<()>(["SET", k, "1"]).await.unwrap();
+            let _: String = conn.cached_get(k, TTL).await.unwrap();
+            let v: String = conn.cached_get(k, TTL).await.unwrap();
+            assert_eq!(v, "1");
+            other.command::<()>(["SET", k, "2"]).await.unwrap();
+            barrier(&conn).await;
+            let v: String = conn.cached_get(k, TTL).await.unwrap();
+            assert_eq!(v, "2", "{k}");
+        }
+        let s = stats(&conn);
+        assert_eq!((s.hits, s.misses, s.invalidations), (3, 6, 3), "{s:?}");
+    });
+}
+
+/// Overlapping BCAST prefixes, which the server refuses (and would fail
+/// every handshake), are refused when the configuration is built.
+#[test]
+fn overlapping_broadcast_prefixes_are_refused_when_built() {
+    let options = CacheOptions::with_max_bytes(1 << 20).broadcast(["user:", "user:1"]);
+    let err = base(6379).cache(options).build().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                option: "cache",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn resp2_with_a_cache_is_refused() {
     let err = base(6379)

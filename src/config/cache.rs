@@ -74,13 +74,33 @@ impl CacheOptions {
         self
     }
 
-    /// Checks the options: a cache smaller than 4 KiB holds nothing useful.
+    /// Checks the options: a cache smaller than 4 KiB holds nothing
+    /// useful, and the server refuses BCAST prefixes of which one starts
+    /// another (or repeats it), which would otherwise fail every
+    /// connection's handshake.
     pub fn validate(&self) -> Result<(), Error> {
         if self.max_bytes < 4096 {
             return Err(Error::InvalidConfig {
                 option: "cache",
                 reason: format!("max_bytes {} is below 4096", self.max_bytes),
             });
+        }
+        if let TrackingMode::Broadcast { prefixes } = &self.mode {
+            for (i, a) in prefixes.iter().enumerate() {
+                if let Some(b) = prefixes[i + 1..]
+                    .iter()
+                    .find(|b| a.starts_with(b) || b.starts_with(a))
+                {
+                    return Err(Error::InvalidConfig {
+                        option: "cache",
+                        reason: format!(
+                            "the BCAST prefixes '{}' and '{}' overlap (the server refuses that)",
+                            String::from_utf8_lossy(a),
+                            String::from_utf8_lossy(b)
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -126,5 +146,21 @@ mod tests {
     fn tiny_caches_are_refused() {
         assert!(CacheOptions::with_max_bytes(100).validate().is_err());
         assert!(CacheOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused() {
+        let with = |p: &[&'static str]| CacheOptions::default().broadcast(p.iter().copied());
+        assert!(with(&[]).validate().is_ok());
+        assert!(with(&["user:", "item:", "u"]).validate().is_err());
+        assert!(with(&["user:1", "user:"]).validate().is_err());
+        assert!(with(&["a", "a"]).validate().is_err());
+        assert!(with(&["", "a"]).validate().is_err());
+        assert!(with(&["user:", "item:", "us"]).validate().is_err());
+        assert!(with(&["user:", "item:", "cart:"]).validate().is_ok());
+        let Err(Error::InvalidConfig { reason, .. }) = with(&["ab", "abc"]).validate() else {
+            panic!("accepted");
+        };
+        assert!(reason.contains("'ab' and 'abc' overlap"), "{reason}");
     }
 }
