@@ -458,6 +458,74 @@ fn a_read_begun_after_an_invalidation_does_not_share_the_older_miss() {
     assert_eq!(k_gets.load(Ordering::SeqCst), 2);
 }
 
+/// A server that refuses `CLIENT CACHING YES` (so does not track the
+/// read): the reads are answered, never cached.
+#[test]
+fn a_refused_client_caching_leaves_reads_uncached() {
+    let node = FakeNode::start(|args| {
+        let word = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+        match word(0).as_deref() {
+            Some(b"HELLO") => FakeReply::Raw(b"%1\r\n+proto\r\n:3\r\n".to_vec()),
+            Some(b"CLIENT") if word(1).as_deref() == Some(b"CACHING") => {
+                FakeReply::error("ERR CLIENT CACHING refused")
+            }
+            Some(b"CLIENT") => FakeReply::ok(),
+            Some(b"GET") => FakeReply::bulk("v"),
+            Some(b"MGET") => FakeReply::Raw(b"*2\r\n$1\r\nv\r\n$1\r\nw\r\n".to_vec()),
+            Some(b"PTTL") => FakeReply::int(-1),
+            _ => FakeReply::Default,
+        }
+    });
+    let config = fake_config(&node);
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        for _ in 0..3 {
+            let v: String = conn.cached_get("k", TTL).await.unwrap();
+            assert_eq!(v, "v");
+            let v: Vec<String> = conn.cached_mget(&["a", "b"], TTL).await.unwrap();
+            assert_eq!(v, ["v", "w"]);
+        }
+        let s = stats(&conn);
+        assert_eq!((s.hits, s.misses, s.keys), (0, 9, 0), "{s:?}");
+    });
+    assert_eq!(node.count("GET"), 3);
+}
+
+/// Replies of the wrong shape to a miss are typed errors, and nothing
+/// is cached from them: an `MGET` answered with too few values, a read
+/// answered by a closed socket.
+#[test]
+fn misshapen_replies_to_a_miss_are_errors_not_entries() {
+    let node = FakeNode::start(|args| {
+        let word = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+        match word(0).as_deref() {
+            Some(b"HELLO") => FakeReply::Raw(b"%1\r\n+proto\r\n:3\r\n".to_vec()),
+            Some(b"CLIENT") => FakeReply::ok(),
+            Some(b"MGET") => FakeReply::Raw(b"*1\r\n$1\r\nv\r\n".to_vec()),
+            Some(b"GET") => FakeReply::Close,
+            Some(b"PTTL") => FakeReply::int(-1),
+            _ => FakeReply::Default,
+        }
+    });
+    let config = base(node.port())
+        .cache(CacheOptions::with_max_bytes(1 << 20))
+        .timeout(SECOND)
+        .backoff_initial(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    run(move || async move {
+        let conn = Connection::connect(config).await.unwrap();
+        let r = conn
+            .cached_mget::<Vec<Option<String>>, _>(&["a", "b"], TTL)
+            .await;
+        assert!(matches!(r, Err(Error::Conversion(_))), "{r:?}");
+        let r = conn.cached_get::<Option<String>>("k", TTL).await;
+        assert!(matches!(r, Err(Error::ConnectionLost)), "{r:?}");
+        let s = stats(&conn);
+        assert_eq!((s.hits, s.keys), (0, 0), "{s:?}");
+    });
+}
+
 /// The key's time left counts from before the miss was sent, not from
 /// when its reply came: the fake answers `PTTL` with 200 (ms) 300 ms
 /// late, so the key was gone before the reply arrived and the value must
