@@ -901,7 +901,10 @@ struct History {
 ///   snapshot (the server queued the invalidations of those writes before
 ///   the `PONG`; see the module docs). Between barriers a cached value
 ///   may be older than the newest acknowledged write: that is the window
-///   an invalidation takes to arrive, which caching allows.
+///   an invalidation takes to arrive, which caching allows;
+/// - own writes: each reader also writes a key only it writes (through
+///   `command`, `pipeline` or `transaction`) and reads it back: its reads
+///   of that key return exactly its last acknowledged write.
 #[test]
 fn randomized_reads_agree_with_the_write_history() {
     let seed = std::env::var("REDCORE_SEED")
@@ -953,6 +956,8 @@ fn randomized_reads_agree_with_the_write_history() {
                 let mut seen = vec![0u64; KEYS];
                 let mut floor = vec![0u64; KEYS];
                 let (mut reads, mut barriers) = (0u64, 0u64);
+                let own_key = format!("own:{r}");
+                let (mut own, mut own_seq, mut own_writes) = (None, 0u64, 0u64);
                 let check = |k: usize, v: Option<String>, seen: &mut Vec<u64>, floor: &[u64]| {
                     let n = v.map_or(0, |s| s.parse::<u64>().unwrap());
                     let h = history.borrow();
@@ -980,6 +985,27 @@ fn randomized_reads_agree_with_the_write_history() {
                             floor = snapshot;
                             barriers += 1;
                         }
+                        4 => {
+                            // Rule 3 on this reader's own key, which only
+                            // it writes: the next read returns exactly
+                            // the acknowledged value.
+                            own_seq += 1;
+                            let v = format!("{r}:{own_seq}");
+                            let set = ["SET", own_key.as_str(), v.as_str()];
+                            match rng.below(3) {
+                                0 => conn.command::<()>(set).await.unwrap(),
+                                1 => drop(conn.pipeline([set]).await.unwrap()),
+                                _ => drop(conn.transaction([set]).await.unwrap()),
+                            }
+                            own = Some(v);
+                            let got: Option<String> = conn.cached_get(&own_key, TTL).await.unwrap();
+                            assert_eq!(got, own, "reader {r}: its own write");
+                            own_writes += 1;
+                        }
+                        5 => {
+                            let got: Option<String> = conn.cached_get(&own_key, TTL).await.unwrap();
+                            assert_eq!(got, own, "reader {r}: its own key");
+                        }
                         1..=3 => {
                             let ks: Vec<usize> = (0..1 + rng.below(4))
                                 .map(|_| rng.below(KEYS as u64) as usize)
@@ -1003,6 +1029,7 @@ fn randomized_reads_agree_with_the_write_history() {
                         glommio::timer::sleep(Duration::from_micros(rng.below(100))).await;
                     }
                 }
+                assert!(own_writes > 0);
                 (reads, barriers)
             }));
         }
