@@ -1293,6 +1293,29 @@ fn typed_helpers_and_the_generic_form_read_through_the_cache() {
     });
 }
 
+/// Edges: an empty cached `MGET` sends nothing; a value larger than an
+/// eighth of the cache is returned every time but never cached.
+#[test]
+fn an_empty_mget_and_an_oversized_value() {
+    let server = RedisServer::start();
+    run(move || async move {
+        let conn = cached_with(&server, CacheOptions::with_max_bytes(64 << 10)).await;
+        let calls = conn.stats().calls;
+        let none: [&str; 0] = [];
+        let v: Vec<Option<String>> = conn.cached_mget(&none, TTL).await.unwrap();
+        assert!(v.is_empty());
+        assert_eq!(conn.stats().calls, calls);
+        let big = "x".repeat(10 << 10);
+        conn.command::<()>(["SET", "big", &big]).await.unwrap();
+        for _ in 0..3 {
+            let v: String = conn.cached_get("big", TTL).await.unwrap();
+            assert_eq!(v.len(), big.len());
+        }
+        let s = stats(&conn);
+        assert_eq!((s.hits, s.misses, s.keys), (0, 3, 0), "{s:?}");
+    });
+}
+
 /// BCAST with a prefix: keys with it are cached and invalidated; keys
 /// without it are never cached.
 #[test]
