@@ -74,29 +74,31 @@ impl CacheOptions {
         self
     }
 
-    /// Checks the options: a cache smaller than 4 KiB holds nothing useful.
-    /// BCAST prefixes may not overlap (the server refuses `a` with `ab`).
+    /// Checks the options: a cache smaller than 4 KiB holds nothing
+    /// useful, and the server refuses BCAST prefixes of which one starts
+    /// another (or repeats it), which would otherwise fail every
+    /// connection's handshake.
     pub fn validate(&self) -> Result<(), Error> {
-        let refuse = |reason| Error::InvalidConfig {
-            option: "cache",
-            reason,
-        };
         if self.max_bytes < 4096 {
-            return Err(refuse(format!(
-                "max_bytes {} is below 4096",
-                self.max_bytes
-            )));
+            return Err(Error::InvalidConfig {
+                option: "cache",
+                reason: format!("max_bytes {} is below 4096", self.max_bytes),
+            });
         }
         if let TrackingMode::Broadcast { prefixes } = &self.mode {
             for (i, a) in prefixes.iter().enumerate() {
-                for b in &prefixes[i + 1..] {
-                    if a.starts_with(b) || b.starts_with(a) {
-                        return Err(refuse(format!(
-                            "the BCAST prefixes {:?} and {:?} overlap (the server refuses that)",
+                if let Some(b) = prefixes[i + 1..]
+                    .iter()
+                    .find(|b| a.starts_with(b) || b.starts_with(a))
+                {
+                    return Err(Error::InvalidConfig {
+                        option: "cache",
+                        reason: format!(
+                            "the BCAST prefixes '{}' and '{}' overlap (the server refuses that)",
                             String::from_utf8_lossy(a),
                             String::from_utf8_lossy(b)
-                        )));
-                    }
+                        ),
+                    });
                 }
             }
         }
@@ -144,9 +146,21 @@ mod tests {
     fn tiny_caches_are_refused() {
         assert!(CacheOptions::with_max_bytes(100).validate().is_err());
         assert!(CacheOptions::default().validate().is_ok());
-        let overlapping = CacheOptions::default().broadcast(["user:", "user:1"]);
-        assert!(overlapping.validate().is_err());
-        let apart = CacheOptions::default().broadcast(["user:", "item:"]);
-        assert!(apart.validate().is_ok());
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused() {
+        let with = |p: &[&'static str]| CacheOptions::default().broadcast(p.iter().copied());
+        assert!(with(&[]).validate().is_ok());
+        assert!(with(&["user:", "item:", "u"]).validate().is_err());
+        assert!(with(&["user:1", "user:"]).validate().is_err());
+        assert!(with(&["a", "a"]).validate().is_err());
+        assert!(with(&["", "a"]).validate().is_err());
+        assert!(with(&["user:", "item:", "us"]).validate().is_err());
+        assert!(with(&["user:", "item:", "cart:"]).validate().is_ok());
+        let Err(Error::InvalidConfig { reason, .. }) = with(&["ab", "abc"]).validate() else {
+            panic!("accepted");
+        };
+        assert!(reason.contains("'ab' and 'abc' overlap"), "{reason}");
     }
 }

@@ -2,7 +2,9 @@
 //! the request and stores the reply; callers missing the same read on the
 //! same core meanwhile *join* its flight and get a clone of its outcome.
 //! Every key with a miss in flight counts the invalidations that reach it
-//! while the request is out: a reply that saw one is returned, not stored.
+//! while the request is out: a reply that saw one is returned, not stored,
+//! and the flight is closed to callers that miss after the invalidation
+//! (its reply may be older than the write; they send their own request).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -28,6 +30,15 @@ pub(crate) struct Pending {
     leads: u32,
     /// One flight per read form.
     flights: SmallVec<[FormFlight; 1]>,
+}
+
+impl Pending {
+    /// Reads begun from now on do not join the flights out now (an
+    /// invalidation arrived: their replies may be older than the write).
+    /// The flights still finish for the callers that joined before.
+    pub fn close_flights(&mut self) {
+        self.flights.clear();
+    }
 }
 
 /// One request that callers share.
@@ -111,6 +122,14 @@ pub(crate) struct Fetched {
 }
 
 impl Cache {
+    /// [`Pending::close_flights`] for every key (a flush, a lost tracker,
+    /// a moved slot: any key may be concerned).
+    pub(super) fn close_all_flights(&self) {
+        for p in self.pending.borrow_mut().values_mut() {
+            p.close_flights();
+        }
+    }
+
     /// Leads a miss of the read `form` of `key` (in `slot`), or joins the
     /// one in flight.
     pub fn begin(self: &Rc<Self>, key: &[u8], form: &[u8], slot: u16) -> Begin {
@@ -151,7 +170,8 @@ impl Cache {
 impl Lead {
     /// Stores the fetched reply if nothing voided it while it was out, and
     /// hands the outcome to the callers that joined. `ttl` is the
-    /// client-side time to live, capped by the key's `PTTL`.
+    /// client-side time to live, capped by the key's `PTTL`, both counted
+    /// from when the lead began.
     pub fn finish(
         mut self,
         outcome: Result<Fetched, Error>,

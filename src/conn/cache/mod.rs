@@ -55,7 +55,9 @@ pub struct CacheStats {
     /// Reads that went to the server (including those that joined another
     /// caller's request for the same read).
     pub misses: u64,
-    /// Keys evicted to stay within `max_bytes`.
+    /// Keys evicted to stay within `max_bytes`, plus replies of a key
+    /// dropped to keep its reads (in several forms, such as `HGET` of
+    /// many fields) within an eighth of it.
     pub evictions: u64,
     /// Keys dropped by invalidations (the server's, and this client's own
     /// writes), plus one per whole-tracker or whole-cache drop.
@@ -192,18 +194,24 @@ impl Cache {
         self.store.borrow_mut().invalidate(key);
         if let Some(p) = self.pending.borrow_mut().get_mut(key) {
             p.invalidations = p.invalidations.wrapping_add(1);
+            // Its reply may predate the write: a read begun from now on
+            // sends its own request.
+            p.close_flights();
         }
     }
 
-    /// Drops every entry and makes every miss in flight uncacheable.
+    /// Drops every entry and makes every miss in flight uncacheable (and
+    /// closed to reads begun from now on).
     pub fn flush(&self) {
         self.store.borrow_mut().flush();
+        self.close_all_flights();
     }
 
     /// Drops the entries of `slot` (it moved) and makes misses of it in
-    /// flight uncacheable.
+    /// flight uncacheable (and closed to reads begun from now on).
     pub fn drop_slot(&self, slot: u16) {
         self.store.borrow_mut().drop_slot(slot);
+        self.close_all_flights();
     }
 
     /// A push frame arrived on a socket tracked as `tracker`: true when it
@@ -244,6 +252,7 @@ impl Cache {
     /// server flushed. Forwarded to the cores reading through it, whose
     /// interest is then cleared (they re-register with their next read).
     pub fn tracker_void(&self, tracker: TrackerId) {
+        self.close_all_flights();
         let (interest, label) = {
             let mut s = self.store.borrow_mut();
             s.drop_tracker(tracker);
@@ -269,6 +278,7 @@ impl Cache {
                 let known = self.labels.borrow().get(label.as_str()).copied();
                 if let Some(t) = known {
                     self.store.borrow_mut().drop_tracker(t);
+                    self.close_all_flights();
                 }
             }
             Invalidation::All => self.flush(),

@@ -274,10 +274,10 @@ pub(crate) fn fetched_mget(
                 Value::Integer(n) => Some(n),
                 _ => None,
             },
-            // `MGET` answers nil for a key holding another type, where
-            // `GET` answers WRONGTYPE: a nil is returned, not stored as
-            // the key's `GET`.
-            tracked: if value == Value::Nil { None } else { tracked },
+            // Stored as the key's `GET` (a nil too: `MGET` also answers
+            // nil for a key of another type, where `GET` would answer
+            // WRONGTYPE; documented on `cached_mget`).
+            tracked,
             value,
         })
         .collect())

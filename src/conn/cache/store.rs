@@ -194,7 +194,7 @@ impl Store {
             return Lookup::Miss;
         };
         if node.entries[at].expires_ms <= now_ms() {
-            let e = node.entries.swap_remove(at);
+            let e = node.entries.remove(at);
             node.bytes -= e.bytes;
             self.bytes -= e.bytes;
             if node.entries.is_empty() {
@@ -250,6 +250,15 @@ impl Store {
                     let old = node.entries.remove(at);
                     node.bytes -= old.bytes;
                     self.bytes -= old.bytes;
+                }
+                // A key's reads together keep to a key's share too: its
+                // oldest forms make room (eviction never takes the node
+                // being filled, so nothing else would bound it).
+                while node.bytes + entry.bytes > self.max_bytes / 8 && !node.entries.is_empty() {
+                    let old = node.entries.remove(0);
+                    node.bytes -= old.bytes;
+                    self.bytes -= old.bytes;
+                    self.counters.evictions += 1;
                 }
                 idx
             }
@@ -577,6 +586,35 @@ mod tests {
             }
         }
         assert!(s.counters.evictions > 9_000);
+    }
+
+    #[test]
+    fn one_keys_many_forms_keep_to_a_keys_share() {
+        let max = 64 << 10;
+        let mut s = store(max);
+        for i in 0..5_000 {
+            let field = format!("f{i}");
+            let stamp = s.stamp(0, 0);
+            assert!(s.insert(
+                &Bytes::from_static(b"h"),
+                0,
+                0,
+                stamp,
+                form_of(&["HGET", "h", &field], 1),
+                Value::Nil,
+                u64::MAX,
+            ));
+            assert!(s.bytes() <= max / 8, "after {i} forms: {}", s.bytes());
+        }
+        // The newest form stays; the oldest went.
+        assert!(matches!(
+            s.lookup(b"h", &["HGET", "h", "f4999"], 1, || 0),
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            s.lookup(b"h", &["HGET", "h", "f0"], 1, || 0),
+            Lookup::Miss
+        ));
     }
 
     #[test]

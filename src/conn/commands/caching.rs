@@ -80,7 +80,9 @@ pub trait CacheCommands {
 
     /// `MGET` through the cache: each key is looked up as a `GET` (and
     /// stored as one); the misses are fetched together, one request per
-    /// slot on a cluster.
+    /// slot on a cluster. A key holding another type than a string is
+    /// nil to `MGET`, and so to a later `cached_get` of it while cached
+    /// (an uncached `GET` would answer `WRONGTYPE`).
     fn cached_mget<T: FromValue, K: Arg>(
         &self,
         keys: &[K],
