@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use redcore::cluster::Cluster;
 use redcore::prelude::*;
-use redcore::{CacheOptions, CacheStats, ClusterConfig, ClusterExecutor, CoreClient};
+use redcore::{CacheOptions, CacheStats, ClusterConfig, ClusterExecutor, CoreClient, cmd};
 use redcore_test_support::client::{eventually, run, wait_until};
 use redcore_test_support::{RedisCluster, RedisServer, Reply, key_in_slot, keys_in_slot};
 
@@ -787,7 +787,61 @@ async fn on_core(client: CoreClient, shared: Arc<Shared>) -> Vec<String> {
         "core {core}: {} hit",
         keys[1]
     );
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+
+    shared.reached(3).await;
+    own_writes_through_the_other_core(&client, &keys[1 - core]).await;
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+
+    shared.reached(4).await;
+    let hits = stats(&client).hits;
+    let got: Vec<String> = client.cached_mget(&keys, TTL).await.unwrap();
+    assert_eq!(got, ["final", "final"], "core {core}: cached MGET");
+    let got: Vec<String> = client.cached_mget(&keys, TTL).await.unwrap();
+    assert_eq!(got, ["final", "final"], "core {core}: cached MGET again");
+    assert!(
+        stats(&client).hits >= hits + 2,
+        "core {core}: the second cached MGET hit"
+    );
     report
+}
+
+/// Writes `key` (owned by the other core) in every way a client can,
+/// each time with the key cached just before; the next cached read
+/// returns what was written. Ends with `key` = `final`.
+async fn own_writes_through_the_other_core(client: &CoreClient, key: &str) {
+    let core = client.core();
+    for i in 0..40 {
+        for _ in 0..2 {
+            let _: Option<String> = client.cached_get(key, TTL).await.unwrap();
+        }
+        let value = format!("own{core}-{i}");
+        let (how, want) = match i % 5 {
+            0 => (client.set(key, &value).await.map(|_| ()), Some(value)),
+            1 => (client.mset(&[(key, &value)]).await, Some(value)),
+            2 => (client.del(&[key]).await.map(|_| ()), None),
+            3 => (
+                client
+                    .pipeline([cmd("SET").arg(key).arg(&value)])
+                    .await
+                    .map(|_| ()),
+                Some(value),
+            ),
+            _ => (
+                client.command::<()>(["SET", key, value.as_str()]).await,
+                Some(value),
+            ),
+        };
+        how.unwrap_or_else(|e| panic!("core {core}: write {i}: {e}"));
+        let got: Option<String> = client.cached_get(key, TTL).await.unwrap();
+        assert_eq!(
+            got,
+            want,
+            "core {core}: own write {i} (kind {}) of {key}",
+            i % 5
+        );
+    }
+    client.set(key, "final").await.unwrap();
 }
 
 /// The per-core runtime on 2 cores, sharded: keys cached on both cores
@@ -840,6 +894,8 @@ fn outside_writes_and_flushes_reach_both_cores() {
         let k = shared.keys.lock().unwrap()[0].clone();
         assert_eq!(cluster.node_for_key(&k).cmd(&["FLUSHALL"]), "OK");
     });
+    shared.next_step(3, 2, || {});
+    shared.next_step(4, 2, || {});
     for (core, r) in handle.join().into_iter().enumerate() {
         for line in r.unwrap_or_else(|e| panic!("core {core}: {e}")) {
             println!("runtime: {line}");
