@@ -5,6 +5,7 @@
 //!   a bound (the delays measured and printed); the client's own writes
 //!   (`SET`, `MSET`) read back at once; `cached_mget` across slots sending
 //!   one `MGET` per slot (counted by the masters, `INFO commandstats`);
+//!   misses of a handle preferring replicas still go to the masters;
 //! - a slot migrated away (`SETSLOT MIGRATING/IMPORTING`, `MIGRATE`,
 //!   `SETSLOT NODE`): a read under `ASK` is answered but not cached; a key
 //!   cached as absent is then written on the new owner, which no
@@ -43,6 +44,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redcore::cluster::Cluster;
+use redcore::config::ReadFrom;
 use redcore::prelude::*;
 use redcore::{CacheOptions, CacheStats, ClusterConfig, ClusterExecutor, CoreClient, cmd};
 use redcore_test_support::client::{eventually, run, wait_until};
@@ -197,7 +199,45 @@ fn cached_reads_on_a_cluster() {
         another_clients_write_is_seen_within_a_bound(&client, &other, &keys).await;
         own_writes_are_read_back(&client).await;
         cached_mget_sends_one_mget_per_slot(&client, &other, &cluster, &masters).await;
+        cached_reads_never_go_to_replicas(&client, &other, &cluster, &masters).await;
     });
+}
+
+async fn cached_reads_never_go_to_replicas(
+    client: &Cluster,
+    other: &Cluster,
+    cluster: &RedisCluster,
+    masters: &[usize],
+) {
+    let replicas = cluster.replica_indices();
+    let keys: Vec<String> = masters
+        .iter()
+        .map(|&m| key_in_slot(slot_of(cluster, m, 21), "replica:"))
+        .collect();
+    for k in &keys {
+        other.set(k, "r").await.unwrap();
+    }
+    for &i in masters.iter().chain(&replicas) {
+        cluster.node(i).cmd(&["CONFIG", "RESETSTAT"]);
+    }
+    let prefer = client.with_read_from(ReadFrom::PreferReplica);
+    for k in &keys {
+        for _ in 0..2 {
+            let v: Option<String> = prefer.cached_get(k, TTL).await.unwrap();
+            assert_eq!(v.as_deref(), Some("r"));
+        }
+    }
+    let on_replicas: u64 = replicas
+        .iter()
+        .map(|&r| calls(cluster.node(r), "get"))
+        .sum();
+    let on_masters: u64 = masters.iter().map(|&m| calls(cluster.node(m), "get")).sum();
+    assert_eq!(on_replicas, 0, "cached reads on replicas");
+    assert_eq!(
+        on_masters,
+        keys.len() as u64,
+        "one miss per key, on masters"
+    );
 }
 
 async fn a_second_read_is_a_hit(client: &Cluster, other: &Cluster, keys: &[String]) {
