@@ -12,8 +12,10 @@
 //!   invalidation reports to this client: once the client learns the move
 //!   from a `MOVED`, the slot's entries miss (the new value is read) while
 //!   other slots' entries still hit, and later writes on the new owner are
-//!   seen. (Before the client learns the move, the old entry may still be
-//!   served: the test prints what it read.)
+//!   seen. Before the client learns the move, the old entry may still be
+//!   served (the test prints what it read); a client that only hits its
+//!   cache learns it from its periodic refresh (`refresh_interval`), which
+//!   bounds how long;
 //! - a manual failover: the old master's slots' entries miss once the
 //!   client learns it (from a `MOVED`, then a refresh), other masters'
 //!   still hit, writes after it are seen;
@@ -941,4 +943,59 @@ fn outside_writes_and_flushes_reach_both_cores() {
             println!("runtime: {line}");
         }
     }
+}
+
+/// A client that only hits its cache learns a slot move from its
+/// periodic refresh alone: a key it cached as absent, then written on the
+/// slot's new owner (which never tracked it for this client), reads the
+/// new value within a few refresh intervals, with no request of its own
+/// that could meet a `MOVED`.
+#[test]
+fn a_moved_slot_is_learnt_by_the_periodic_refresh() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    let masters = cluster.master_indices();
+    let (from, to) = (masters[0], masters[1]);
+    let moved = slot_of(&cluster, from, 3);
+    let cluster = Arc::new(Mutex::new(cluster));
+    run(move || async move {
+        let config = ClusterConfig::builder()
+            .seeds(seeds.iter().copied())
+            .timeout(3 * SECOND)
+            .refresh_interval(Some(INTERVAL))
+            .cache(CacheOptions::with_max_bytes(4 << 20))
+            .build()
+            .expect("a config");
+        let client = Cluster::connect(config).await.expect("connect");
+        let other = plain_client(&seeds).await;
+        let absent = key_in_slot(moved, "refresh:absent:");
+        let v: Option<String> = client.cached_get(&absent, TTL).await.unwrap();
+        assert_eq!(v, None);
+        on_cluster(&cluster, move |c| c.move_slot(moved, from, to)).await;
+        other.set(&absent, "late").await.unwrap();
+        let written = Instant::now();
+        let misses = stats(&client).misses;
+        loop {
+            let v: Option<String> = client.cached_get(&absent, TTL).await.unwrap();
+            if v.as_deref() == Some("late") {
+                break;
+            }
+            assert!(
+                written.elapsed() < 5 * INTERVAL,
+                "{absent} still reads {v:?} {:?} after the write",
+                written.elapsed()
+            );
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            stats(&client).misses,
+            misses + 1,
+            "one miss, after the refresh"
+        );
+        println!(
+            "refresh: the moved slot's entry was served until the periodic refresh ({INTERVAL:?}); the new value read {:?} after the write",
+            written.elapsed()
+        );
+    });
 }
