@@ -999,3 +999,30 @@ fn a_moved_slot_is_learnt_by_the_periodic_refresh() {
         );
     });
 }
+
+/// A cluster cache needs RESP3 on the node connections: asked with RESP2
+/// it is refused when the configuration is built, in either order.
+#[test]
+fn a_cache_over_resp2_is_refused_for_a_cluster() {
+    let resp2 = |c: redcore::config::ConnectionConfigBuilder| c.protocol(redcore::Protocol::Resp2);
+    let orders = [
+        ClusterConfig::builder()
+            .seed("127.0.0.1:7000")
+            .cache(CacheOptions::default())
+            .connection(resp2)
+            .build(),
+        ClusterConfig::builder()
+            .seed("127.0.0.1:7000")
+            .connection(resp2)
+            .cache(CacheOptions::default())
+            .build(),
+    ];
+    for built in orders {
+        match built {
+            Err(redcore::Error::InvalidConfig {
+                option: "cache", ..
+            }) => {}
+            other => panic!("expected InvalidConfig(cache), got {other:?}"),
+        }
+    }
+}
