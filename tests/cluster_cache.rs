@@ -16,9 +16,11 @@
 //!   served (the test prints what it read); a client that only hits its
 //!   cache learns it from its periodic refresh (`refresh_interval`), which
 //!   bounds how long;
-//! - a manual failover: the old master's slots' entries miss once the
-//!   client learns it (from a `MOVED`, then a refresh), other masters'
-//!   still hit, writes after it are seen;
+//! - a manual failover: a write on the new master before the client
+//!   learns of it is seen (the demoted master invalidates); the old
+//!   master's slots' entries miss once the client learns it (from a
+//!   `MOVED`, then a refresh), other masters' still hit, writes after it
+//!   are seen;
 //! - a master killed while a task reads one of its keys: its entries are
 //!   dropped as its socket goes, and no read issued after a write
 //!   acknowledged by the new master returns the old value;
@@ -443,6 +445,7 @@ fn failover_drops_the_old_masters_slots_entries() {
     let replica = replica_of(&cluster, failed);
     let slot = slot_of(&cluster, failed, 5);
     let second_slot = slot_of(&cluster, failed, 6);
+    let third_slot = slot_of(&cluster, failed, 8);
     let elsewhere = slot_of(&cluster, other_master, 5);
     let cluster = Arc::new(Mutex::new(cluster));
     run(move || async move {
@@ -452,6 +455,7 @@ fn failover_drops_the_old_masters_slots_entries() {
         let absent = key_in_slot(slot, "fo:absent:");
         let second = key_in_slot(second_slot, "fo:second:");
         let far = key_in_slot(elsewhere, "fo:far:");
+        let early = key_in_slot(third_slot, "fo:early:");
         for k in [&written, &second, &far] {
             other.set(k, "1").await.unwrap();
         }
@@ -460,10 +464,10 @@ fn failover_drops_the_old_masters_slots_entries() {
             let acked: i64 = conn.command(["WAIT", "1", "5000"]).await.unwrap();
             assert_eq!(acked, 1);
         }
-        for k in [&written, &absent, &second, &far] {
+        for k in [&written, &absent, &second, &far, &early] {
             let _: Option<String> = client.cached_get(k, TTL).await.unwrap();
         }
-        assert_eq!(stats(&client).keys, 4);
+        assert_eq!(stats(&client).keys, 5);
 
         let old = on_cluster(&cluster, move |c| c.failover(replica)).await;
         assert_eq!(old, failed);
@@ -472,7 +476,16 @@ fn failover_drops_the_old_masters_slots_entries() {
         let v: Option<String> = client.cached_get(&far, TTL).await.unwrap();
         assert_eq!(v.as_deref(), Some("1"));
 
-        // An own write follows the MOVED: the slot's entries go.
+        // Before the client learns the failover, another client writes a
+        // key it cached as absent on the new master: the demoted master
+        // replicates the write and invalidates it (or its socket is lost,
+        // which voids it); either way the client sees the write.
+        other.set(&early, "e").await.unwrap();
+        let d = seen_within(&client, &early, "e", "a write before the client learns").await;
+        println!("failover: a write before the client learned the failover seen after {d:?}");
+
+        // An own write (its MOVED, or the refresh the last read's MOVED
+        // asked for, tells the client): the slot's entries go.
         client.set(&written, "2").await.unwrap();
         let v: Option<String> = client.cached_get(&written, TTL).await.unwrap();
         assert_eq!(v.as_deref(), Some("2"), "own write after the failover");
