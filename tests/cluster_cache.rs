@@ -32,6 +32,11 @@
 //!   bound; then the master of one of them flushed from outside: both
 //!   cores read it as gone within the bound, the other key still hits.
 //!
+//! - a seeded random walk of cached reads, other clients' writes (some
+//!   side by side with a read), own writes and syncs, every read checked
+//!   against the history of versions;
+//! - a cache over RESP2 refused for a cluster.
+//!
 //! Stale entries are dropped lazily (by generation), so the tests watch
 //! the `invalidations` counter rather than `keys` for a whole-node drop.
 //! The harness's blocking steps (migrations, failovers, kills) run on
@@ -1038,4 +1043,110 @@ fn a_cache_over_resp2_is_refused_for_a_cluster() {
             other => panic!("expected InvalidConfig(cache), got {other:?}"),
         }
     }
+}
+
+/// A seeded random walk over keys on every master, checking each cached
+/// read against the history of writes: another client's writes (alone,
+/// or side by side with a cached read of the same key), the client's own
+/// writes, and syncs (an uncached `GET` on the client's own connection to
+/// the key's master, whose reply comes after any invalidation the server
+/// sent before it). A cached read never goes back to an older version
+/// than one already read, never returns a version not yet written, and
+/// after a sync or an own write returns the latest; reads that were
+/// older than the latest without breaking these rules are counted.
+#[test]
+fn random_reads_and_writes_agree_with_the_history() {
+    const KEYS: usize = 12;
+    const STEPS: usize = 4000;
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_addrs();
+    run(move || async move {
+        let client = cached_client(&seeds).await;
+        let other = plain_client(&seeds).await;
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("walk:{i}")).collect();
+        // Latest version written and acknowledged, and last version read.
+        let mut latest = vec![0u64; KEYS];
+        let mut read = vec![0u64; KEYS];
+        for k in &keys {
+            other.set(k, 0).await.unwrap();
+        }
+        let version =
+            |v: Option<String>| -> u64 { v.expect("every key exists").parse().expect("a version") };
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut older, mut reads) = (0u64, 0u64);
+        for step in 0..STEPS {
+            let r = next();
+            let i = (r >> 8) as usize % KEYS;
+            let k = &keys[i];
+            let check = |got: u64, read: &mut Vec<u64>, latest: &[u64], what: &str| {
+                assert!(
+                    got >= read[i] && got <= latest[i],
+                    "step {step}, {what} of {k}: version {got}, already read {}, latest {}",
+                    read[i],
+                    latest[i]
+                );
+                read[i] = got;
+            };
+            match r % 10 {
+                // Another client writes.
+                0..=2 => {
+                    latest[i] += 1;
+                    other.set(k, latest[i]).await.unwrap();
+                }
+                // Another client writes while this one reads.
+                3 => {
+                    let was = latest[i];
+                    latest[i] += 1;
+                    let (w, got) = futures_lite::future::zip(
+                        other.set(k, latest[i]),
+                        client.cached_get::<Option<String>>(k, TTL),
+                    )
+                    .await;
+                    w.unwrap();
+                    let got = version(got.unwrap());
+                    assert!(got == was || got == latest[i], "step {step}: {got}");
+                    check(got, &mut read, &latest, "a read beside a write");
+                }
+                // Sync, then the cache must have heard of every write.
+                4 => {
+                    let _: Option<String> = client.get(k).await.unwrap();
+                    let got = version(client.cached_get(k, TTL).await.unwrap());
+                    assert_eq!(got, latest[i], "step {step}: a read after a sync of {k}");
+                    check(got, &mut read, &latest, "a read after a sync");
+                }
+                // An own write, then a read.
+                5 => {
+                    latest[i] += 1;
+                    client.set(k, latest[i]).await.unwrap();
+                    let got = version(client.cached_get(k, TTL).await.unwrap());
+                    assert_eq!(
+                        got, latest[i],
+                        "step {step}: a read after an own write of {k}"
+                    );
+                    check(got, &mut read, &latest, "a read after an own write");
+                }
+                // A plain cached read.
+                _ => {
+                    let got = version(client.cached_get(k, TTL).await.unwrap());
+                    check(got, &mut read, &latest, "a read");
+                    reads += 1;
+                    if got < latest[i] {
+                        older += 1;
+                    }
+                }
+            }
+        }
+        let s = stats(&client);
+        println!(
+            "random walk: {STEPS} steps, {reads} plain reads ({older} older than the latest write, none older than a read), hits {} misses {} invalidations {}",
+            s.hits, s.misses, s.invalidations
+        );
+        assert!(s.hits > 0 && s.misses > 0);
+    });
 }
