@@ -30,8 +30,9 @@
 //!   on both cores (each core reaching one of them through the other),
 //!   then written from outside: both cores read the new values within a
 //!   bound; then the master of one of them flushed from outside: both
-//!   cores read it as gone within the bound, the other key still hits.
-//!
+//!   cores read it as gone within the bound, the other key still hits;
+//!   own writes of every kind to the other core's key read back at once,
+//!   and a cached `MGET` spans both owners;
 //! - a seeded random walk of cached reads, other clients' writes (some
 //!   side by side with a read), own writes and syncs, every read checked
 //!   against the history of versions;
