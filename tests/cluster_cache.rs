@@ -32,7 +32,9 @@
 //!   bound; then the master of one of them flushed from outside: both
 //!   cores read it as gone within the bound, the other key still hits;
 //!   own writes of every kind to the other core's key read back at once,
-//!   and a cached `MGET` spans both owners;
+//!   and a cached `MGET` spans both owners; a master killed (no failover
+//!   in sight) stops both cores serving its key within a bound (core 1
+//!   hears of the lost socket from core 0 over the mesh);
 //! - a seeded random walk of cached reads, other clients' writes (some
 //!   side by side with a read), own writes and syncs, every read checked
 //!   against the history of versions;
@@ -1150,4 +1152,90 @@ fn random_reads_and_writes_agree_with_the_history() {
         );
         assert!(s.hits > 0 && s.misses > 0);
     });
+}
+
+/// The per-core runtime on 2 cores, sharded: a master whose key both
+/// cores cached (core 1 through core 0's connection) is killed, with no
+/// failover in sight (a long node timeout). Core 0 loses the socket;
+/// both cores stop serving the key within a bound (core 1 hears of it
+/// over the mesh), long before any topology change could drop it.
+#[test]
+fn a_lost_socket_empties_both_cores() {
+    let mut cluster = RedisCluster::builder().node_timeout_ms(30_000).start();
+    let config = ClusterConfig::builder()
+        .seeds(cluster.seed_addrs())
+        .cache(CacheOptions::with_max_bytes(4 << 20))
+        .build()
+        .expect("a config");
+    let shared = Arc::new(Shared {
+        keys: Mutex::new(Vec::new()),
+        step: AtomicUsize::new(0),
+        step_at: Mutex::new(None),
+        ready: AtomicUsize::new(0),
+    });
+    let handle = ClusterExecutor::new(config)
+        .expect("a runtime")
+        .cores(2)
+        .expect("two cores")
+        .spawn({
+            let shared = shared.clone();
+            move |client: CoreClient| {
+                let shared = shared.clone();
+                async move {
+                    let core = client.core();
+                    if core == 0 {
+                        let key = key_per_core(&client).remove(0);
+                        client.set(&key, "old").await.unwrap();
+                        *shared.keys.lock().unwrap() = vec![key];
+                    }
+                    wait_until("the key", 30 * SECOND, || {
+                        !shared.keys.lock().unwrap().is_empty()
+                    })
+                    .await;
+                    let keys = shared.keys.lock().unwrap().clone();
+                    assert_eq!(client.owner_of_key(&keys[0]), Some(0));
+                    cache_all(&client, &keys, "old").await;
+                    shared.ready.fetch_add(1, Ordering::SeqCst);
+                    let killed = shared.reached(1).await;
+                    let quick = client.with_timeout(Duration::from_millis(100));
+                    loop {
+                        let hits = stats(&client).hits;
+                        let began = killed.elapsed();
+                        let got = quick.cached_get::<Option<String>>(&keys[0], TTL).await;
+                        if stats(&client).hits == hits {
+                            // Not a hit: the entry was gone when this read
+                            // began.
+                            assert!(got.is_err(), "core {core}: the dead node answered {got:?}");
+                            return format!(
+                                "core {core}: {} no longer served by a read begun {began:?} after the kill",
+                                keys[0],
+                            );
+                        }
+                        assert!(
+                            killed.elapsed() < BOUND,
+                            "core {core}: {} still served from the cache {BOUND:?} after the kill",
+                            keys[0]
+                        );
+                        glommio::timer::sleep(POLL).await;
+                    }
+                }
+            }
+        })
+        .expect("the runtime starts");
+    let node = {
+        let deadline = Instant::now() + 30 * SECOND;
+        while shared.ready.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the cores did not cache the key");
+            thread::sleep(Duration::from_millis(2));
+        }
+        let key = shared.keys.lock().unwrap()[0].clone();
+        cluster.slot_owner_index(redcore_test_support::key_slot(key.as_bytes()))
+    };
+    shared.next_step(1, 2, || cluster.kill_node(node));
+    for (core, r) in handle.join().into_iter().enumerate() {
+        println!(
+            "runtime: {}",
+            r.unwrap_or_else(|e| panic!("core {core}: {e}"))
+        );
+    }
 }
