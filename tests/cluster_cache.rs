@@ -5,7 +5,9 @@
 //!   a bound (the delays measured and printed); the client's own writes
 //!   (`SET`, `MSET`) read back at once; `cached_mget` across slots sending
 //!   one `MGET` per slot (counted by the masters, `INFO commandstats`);
-//!   misses of a handle preferring replicas still go to the masters;
+//!   misses of a handle preferring replicas still go to the masters; the
+//!   read forms of hashes, sets and strings are cached apart and one
+//!   write of a key voids all its forms;
 //! - a slot migrated away (`SETSLOT MIGRATING/IMPORTING`, `MIGRATE`,
 //!   `SETSLOT NODE`): a read under `ASK` is answered but not cached; a key
 //!   cached as absent is then written on the new owner, which no
@@ -212,7 +214,89 @@ fn cached_reads_on_a_cluster() {
         own_writes_are_read_back(&client).await;
         cached_mget_sends_one_mget_per_slot(&client, &other, &cluster, &masters).await;
         cached_reads_never_go_to_replicas(&client, &other, &cluster, &masters).await;
+        every_read_form_is_invalidated_by_a_write_of_its_key(&client, &other, &cluster, &masters)
+            .await;
     });
+}
+
+/// Hashes and sets on every master, read in several forms (`HGET` of two
+/// fields, `HMGET`, `HGETALL`, `EXISTS`, `SMEMBERS`, `STRLEN`): each form
+/// is cached apart, and one write of a key voids all its forms.
+async fn every_read_form_is_invalidated_by_a_write_of_its_key(
+    client: &Cluster,
+    other: &Cluster,
+    cluster: &RedisCluster,
+    masters: &[usize],
+) {
+    let mut delays = Vec::new();
+    for &m in masters {
+        let hash = key_in_slot(slot_of(cluster, m, 31), "form:h:");
+        let set = key_in_slot(slot_of(cluster, m, 32), "form:s:");
+        let text = key_in_slot(slot_of(cluster, m, 33), "form:t:");
+        other.hset(&hash, &[("a", "1"), ("b", "2")]).await.unwrap();
+        other.sadd(&set, &["x"]).await.unwrap();
+        other.set(&text, "abc").await.unwrap();
+        for round in 0..2 {
+            let misses = stats(client).misses;
+            let a: Option<String> = client.cached_hget(&hash, "a", TTL).await.unwrap();
+            let b: Option<String> = client.cached_hget(&hash, "b", TTL).await.unwrap();
+            let both: Vec<Option<String>> =
+                client.cached_hmget(&hash, &["a", "b"], TTL).await.unwrap();
+            let all: std::collections::HashMap<String, String> =
+                client.cached_hgetall(&hash, TTL).await.unwrap();
+            let exists = client.cached_exists(&hash, TTL).await.unwrap();
+            let members: Vec<String> = client.cached_smembers(&set, TTL).await.unwrap();
+            let len = client.cached_strlen(&text, TTL).await.unwrap();
+            assert_eq!((a.as_deref(), b.as_deref()), (Some("1"), Some("2")));
+            assert_eq!(both, [Some("1".into()), Some("2".into())]);
+            assert_eq!(all.len(), 2);
+            assert!(exists);
+            assert_eq!(members, ["x"]);
+            assert_eq!(len, 3);
+            let missed = stats(client).misses - misses;
+            assert_eq!(missed, if round == 0 { 7 } else { 0 }, "round {round}");
+        }
+        // One write of the hash voids its five forms; the other keys' stay.
+        other.hset(&hash, &[("a", "9")]).await.unwrap();
+        delays.push(seen_hget(client, &hash, "a", "9").await);
+        let misses = stats(client).misses;
+        let b: Option<String> = client.cached_hget(&hash, "b", TTL).await.unwrap();
+        let all: std::collections::HashMap<String, String> =
+            client.cached_hgetall(&hash, TTL).await.unwrap();
+        let both: Vec<Option<String>> = client.cached_hmget(&hash, &["a", "b"], TTL).await.unwrap();
+        let exists = client.cached_exists(&hash, TTL).await.unwrap();
+        assert_eq!(b.as_deref(), Some("2"));
+        assert_eq!(all.get("a").map(String::as_str), Some("9"));
+        assert_eq!(both, [Some("9".into()), Some("2".into())]);
+        assert!(exists);
+        assert_eq!(
+            stats(client).misses - misses,
+            4,
+            "the hash's other forms missed"
+        );
+        let hits = stats(client).hits;
+        let _: Vec<String> = client.cached_smembers(&set, TTL).await.unwrap();
+        let _ = client.cached_strlen(&text, TTL).await.unwrap();
+        assert_eq!(stats(client).hits, hits + 2, "the other keys' forms hit");
+    }
+    println!(
+        "cluster: an HSET seen by a cached HGET after {}",
+        summary(&mut delays)
+    );
+}
+
+/// Polls a cached `HGET key field` until it returns `want`; the time
+/// that took (panics past [`BOUND`]).
+async fn seen_hget(client: &Cluster, key: &str, field: &str, want: &str) -> Duration {
+    let since = Instant::now();
+    loop {
+        let got: Option<String> = client.cached_hget(key, field, TTL).await.unwrap();
+        if got.as_deref() == Some(want) {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < BOUND, "{key} {field} still reads {got:?}");
+        glommio::timer::sleep(POLL).await;
+    }
 }
 
 async fn cached_reads_never_go_to_replicas(
