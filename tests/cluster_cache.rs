@@ -7,7 +7,8 @@
 //!   one `MGET` per slot (counted by the masters, `INFO commandstats`);
 //!   misses of a handle preferring replicas still go to the masters; the
 //!   read forms of hashes, sets and strings are cached apart and one
-//!   write of a key voids all its forms;
+//!   write of a key voids all its forms; no entry outlives its key's
+//!   expiry (`PTTL`, fetched with the miss);
 //! - a slot migrated away (`SETSLOT MIGRATING/IMPORTING`, `MIGRATE`,
 //!   `SETSLOT NODE`): a read under `ASK` is answered but not cached; a key
 //!   cached as absent is then written on the new owner, which no
@@ -216,7 +217,45 @@ fn cached_reads_on_a_cluster() {
         cached_reads_never_go_to_replicas(&client, &other, &cluster, &masters).await;
         every_read_form_is_invalidated_by_a_write_of_its_key(&client, &other, &cluster, &masters)
             .await;
+        no_entry_outlives_its_keys_expiry(&client, &other, &cluster, &masters).await;
     });
+}
+
+/// Keys that expire in 300 ms, read through the cache with a 600 s TTL:
+/// hits until then, and no read begun after the expiry (counted from
+/// when the write was acknowledged, so after the server's) returns the
+/// value.
+async fn no_entry_outlives_its_keys_expiry(
+    client: &Cluster,
+    other: &Cluster,
+    cluster: &RedisCluster,
+    masters: &[usize],
+) {
+    const LIFE: Duration = Duration::from_millis(300);
+    for &m in masters {
+        let key = key_in_slot(slot_of(cluster, m, 41), "expiring:");
+        other
+            .command::<()>(["SET", key.as_str(), "v", "PX", "300"])
+            .await
+            .unwrap();
+        let acked = Instant::now();
+        let hits = stats(client).hits;
+        let mut served = 0;
+        loop {
+            let began = Instant::now();
+            let got: Option<String> = client.cached_get(&key, TTL).await.unwrap();
+            if began >= acked + LIFE {
+                assert_eq!(got, None, "{key} read {:?} after it was set", began - acked);
+                break;
+            }
+            if got.is_some() {
+                served += 1;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(served > 1, "{key} was read while it lived");
+        assert!(stats(client).hits > hits, "{key} was served from the cache");
+    }
 }
 
 /// Hashes and sets on every master, read in several forms (`HGET` of two
