@@ -8,7 +8,8 @@
 //!   misses of a handle preferring replicas still go to the masters; the
 //!   read forms of hashes, sets and strings are cached apart and one
 //!   write of a key voids all its forms; no entry outlives its key's
-//!   expiry (`PTTL`, fetched with the miss);
+//!   expiry (`PTTL`, fetched with the miss); a small cache stays under
+//!   its byte bound with 20,000 keys and keeps a hot key;
 //! - a slot migrated away (`SETSLOT MIGRATING/IMPORTING`, `MIGRATE`,
 //!   `SETSLOT NODE`): a read under `ASK` is answered but not cached; a key
 //!   cached as absent is then written on the new owner, which no
@@ -218,7 +219,48 @@ fn cached_reads_on_a_cluster() {
         every_read_form_is_invalidated_by_a_write_of_its_key(&client, &other, &cluster, &masters)
             .await;
         no_entry_outlives_its_keys_expiry(&client, &other, &cluster, &masters).await;
+        the_byte_bound_holds_and_a_hot_key_stays(&seeds, &other).await;
     });
+}
+
+/// 20,000 distinct keys across the masters through a 256 KiB cache: the
+/// bytes held never pass the bound, keys are evicted, every value read is
+/// right, and a key read between every batch is still a hit at the end.
+async fn the_byte_bound_holds_and_a_hot_key_stays(seeds: &[std::net::SocketAddr], other: &Cluster) {
+    const MAX: usize = 256 << 10;
+    let config = ClusterConfig::builder()
+        .seeds(seeds.iter().copied())
+        .timeout(3 * SECOND)
+        .cache(CacheOptions::with_max_bytes(MAX))
+        .build()
+        .expect("a config");
+    let small = Cluster::connect(config).await.expect("connect");
+    let keys: Vec<String> = (0..20_000).map(|i| format!("bound:{i}")).collect();
+    for chunk in keys.chunks(1000) {
+        let pairs: Vec<(&str, &str)> = chunk.iter().map(|k| (k.as_str(), k.as_str())).collect();
+        other.mset(&pairs).await.unwrap();
+    }
+    let hot = "bound:hot";
+    other.set(hot, "hot").await.unwrap();
+    let mut peak = 0;
+    for chunk in keys.chunks(500) {
+        let got: Vec<String> = small.cached_mget(chunk, TTL).await.unwrap();
+        assert_eq!(got, chunk, "values read through a full cache");
+        let hot_value: String = small.cached_get(hot, TTL).await.unwrap();
+        assert_eq!(hot_value, "hot");
+        let s = stats(&small);
+        assert!(s.bytes <= MAX as u64, "{} bytes held, bound {MAX}", s.bytes);
+        peak = peak.max(s.bytes);
+    }
+    let s = stats(&small);
+    assert!(s.evictions > 0, "{s:?}");
+    let hits = s.hits;
+    let _: String = small.cached_get(hot, TTL).await.unwrap();
+    assert_eq!(stats(&small).hits, hits + 1, "the hot key survived");
+    println!(
+        "bound: 20000 keys through {MAX} bytes: peak {peak} bytes, {} keys held, {} evictions",
+        s.keys, s.evictions
+    );
 }
 
 /// Keys that expire in 300 ms, read through the cache with a 600 s TTL:
