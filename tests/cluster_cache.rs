@@ -939,17 +939,33 @@ fn key_per_core(client: &CoreClient) -> Vec<String> {
         .collect()
 }
 
-/// Reads every key of `keys` twice through the cache: both answer
-/// `want`, the second from the cache.
+/// Reads every key of `keys` through the cache until a read is a hit
+/// (at most a few rounds: a whole-node drop, such as the close of a
+/// connection a core opened before it knew the owners, may void the
+/// first fill); every read answers `want`.
 async fn cache_all(client: &CoreClient, keys: &[String], want: &str) {
     let core = client.core();
     for k in keys {
-        let v: Option<String> = client.cached_get(k, TTL).await.unwrap();
-        assert_eq!(v.as_deref(), Some(want), "core {core}: {k}");
-        let hits = stats(client).hits;
-        let v: Option<String> = client.cached_get(k, TTL).await.unwrap();
-        assert_eq!(v.as_deref(), Some(want), "core {core}: {k}");
-        assert_eq!(stats(client).hits, hits + 1, "core {core}: {k} cached");
+        let mut tries = Vec::new();
+        loop {
+            let hits = stats(client).hits;
+            let v: Option<String> = client.cached_get(k, TTL).await.unwrap();
+            assert_eq!(v.as_deref(), Some(want), "core {core}: {k}");
+            if stats(client).hits == hits + 1 {
+                break;
+            }
+            tries.push(stats(client));
+            assert!(
+                tries.len() < 5,
+                "core {core}: {k} is never cached: {tries:?}"
+            );
+        }
+        if tries.len() > 1 {
+            println!(
+                "core {core}: {k} cached after {} misses: {tries:?}",
+                tries.len()
+            );
+        }
     }
 }
 
