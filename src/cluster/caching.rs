@@ -7,6 +7,18 @@
 //! ([`NodeOp::Tracked`](super::peers::NodeOp::Tracked)), whose cache
 //! then forwards the node's invalidations here. A slot whose master
 //! changes in the map drops its entries ([`drop_moved_slots`]).
+//!
+//! What this cannot see: a slot that moved before this client learns it.
+//! The old master tracked the slot's keys; the new one never heard of
+//! them. `MIGRATE` deletes each key it moves on the source, which
+//! invalidates it, but a key cached as absent (nil) is not moved, and a
+//! write to it on the new master reaches no socket of this client. Until
+//! the client learns the move (a `MOVED` met by any call, or a topology
+//! refresh, periodic every
+//! [`refresh_interval`](crate::ClusterConfig::refresh_interval)), such an
+//! entry may still be served. A failover loses nothing this way: the
+//! demoted master applies the new master's writes and invalidates what
+//! it tracked, until its socket is relinked or lost (which voids it).
 
 use std::cell::RefCell;
 use std::time::Duration;

@@ -388,7 +388,7 @@ impl ClusterConfigBuilder {
     /// (per core on the runtime), tracked by the master connections (sets
     /// the node template's [`ConnectionConfig::cache`]).
     pub fn cache(mut self, options: super::CacheOptions) -> Self {
-        self.config.node.cache = Some(options);
+        self.node = self.node.cache(options);
         self
     }
 
@@ -538,6 +538,16 @@ mod tests {
         assert_eq!(c.max_redirects, 5);
         assert_eq!(c.timeout(), Duration::from_secs(5));
         assert_eq!(c.node.backoff_max, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_cache_option_reaches_the_node_template() {
+        let c = ClusterConfig::builder()
+            .seed("10.0.0.1:7000")
+            .cache(crate::CacheOptions::with_max_bytes(1 << 20))
+            .build()
+            .unwrap();
+        assert_eq!(c.node.cache.map(|o| o.max_bytes), Some(1 << 20));
     }
 
     #[test]
