@@ -52,10 +52,9 @@
 //! to see the measured delays.
 
 use std::cell::RefCell;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,7 +62,7 @@ use redcore::cluster::Cluster;
 use redcore::config::ReadFrom;
 use redcore::prelude::*;
 use redcore::{CacheOptions, CacheStats, ClusterConfig, ClusterExecutor, CoreClient, cmd};
-use redcore_test_support::client::{eventually, run, wait_until};
+use redcore_test_support::client::{eventually, on_cluster, run, wait_until};
 use redcore_test_support::{RedisCluster, RedisServer, Reply, key_in_slot, keys_in_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -101,24 +100,6 @@ async fn plain_client(seeds: &[std::net::SocketAddr]) -> Cluster {
 
 fn stats(client: &impl CacheCommands) -> CacheStats {
     client.cache_stats().expect("a cache")
-}
-
-/// Runs `f` on the cluster on glommio's blocking thread.
-async fn on_cluster<R, F>(cluster: &Arc<Mutex<RedisCluster>>, f: F) -> R
-where
-    F: FnOnce(&mut RedisCluster) -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let cluster = cluster.clone();
-    let outcome = glommio::executor()
-        .spawn_blocking(move || {
-            catch_unwind(AssertUnwindSafe(move || {
-                let mut c = cluster.lock().unwrap_or_else(PoisonError::into_inner);
-                f(&mut c)
-            }))
-        })
-        .await;
-    outcome.unwrap_or_else(|panic| resume_unwind(panic))
 }
 
 /// The slot ranges master `m` serves, in its own view.

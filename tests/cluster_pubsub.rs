@@ -7,36 +7,17 @@
 //! Harness steps that block (slot moves, kills, waits on the nodes) run
 //! on glommio's blocking thread, so that the client keeps running.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redcore::cluster::Cluster;
 use redcore::prelude::*;
 use redcore::pubsub::{ChannelKind, GapCause};
 use redcore::{ClusterConfig, PubSubEvent, Subscription};
-use redcore_test_support::client::{run, within};
+use redcore_test_support::client::{on_cluster, run, within};
 use redcore_test_support::{RedisCluster, key_in_slot, key_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Runs `f` on the cluster on glommio's blocking thread.
-async fn on_cluster<R, F>(cluster: &Arc<Mutex<RedisCluster>>, f: F) -> R
-where
-    F: FnOnce(&mut RedisCluster) -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let cluster = cluster.clone();
-    let outcome = glommio::executor()
-        .spawn_blocking(move || {
-            catch_unwind(AssertUnwindSafe(move || {
-                let mut c = cluster.lock().unwrap_or_else(PoisonError::into_inner);
-                f(&mut c)
-            }))
-        })
-        .await;
-    outcome.unwrap_or_else(|panic| resume_unwind(panic))
-}
 
 async fn connect(seeds: Vec<std::net::SocketAddr>) -> Cluster {
     let config = ClusterConfig::builder()

@@ -10,8 +10,7 @@
 //! glommio's blocking thread between pages, so the client keeps running.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,29 +18,11 @@ use futures_lite::StreamExt;
 use redcore::cluster::{Cluster, ClusterScan, ScanOptions};
 use redcore::prelude::*;
 use redcore::{ClusterConfig, Error, Protocol};
-use redcore_test_support::client::{run, wait_for_pong, within};
+use redcore_test_support::client::{on_cluster, run, wait_for_pong, within};
 use redcore_test_support::{RedisCluster, keys_in_slot};
 
 const SECOND: Duration = Duration::from_secs(1);
 const N: usize = 3000;
-
-/// Runs `f` on the cluster on glommio's blocking thread.
-async fn on_cluster<R, F>(cluster: &Arc<Mutex<RedisCluster>>, f: F) -> R
-where
-    F: FnOnce(&mut RedisCluster) -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let cluster = cluster.clone();
-    let outcome = glommio::executor()
-        .spawn_blocking(move || {
-            catch_unwind(AssertUnwindSafe(move || {
-                let mut c = cluster.lock().unwrap_or_else(PoisonError::into_inner);
-                f(&mut c)
-            }))
-        })
-        .await;
-    outcome.unwrap_or_else(|panic| resume_unwind(panic))
-}
 
 async fn connect(seeds: Vec<std::net::SocketAddr>) -> Cluster {
     let config = ClusterConfig::builder()

@@ -186,3 +186,29 @@ pub fn error_kind(e: &Error) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Runs `f` with the cluster on glommio's blocking thread (starting,
+/// stopping, freezing or migrating nodes blocks), from a test's executor;
+/// a panic in `f` is the test's.
+pub async fn on_cluster<R, F>(
+    cluster: &std::sync::Arc<std::sync::Mutex<crate::RedisCluster>>,
+    f: F,
+) -> R
+where
+    F: FnOnce(&mut crate::RedisCluster) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    let cluster = cluster.clone();
+    let outcome = glommio::executor()
+        .spawn_blocking(move || {
+            catch_unwind(AssertUnwindSafe(move || {
+                let mut c = cluster
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f(&mut c)
+            }))
+        })
+        .await;
+    outcome.unwrap_or_else(|panic| resume_unwind(panic))
+}
