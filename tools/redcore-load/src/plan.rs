@@ -126,7 +126,16 @@ impl Plan {
             duration: cli.measure_duration(),
             warmup: cli.warmup,
             rate: cli.rate,
-            verify: cli.verify.then(|| WriteTable::new(cli.keys, run_nonce())),
+            verify: cli.verify.then(|| {
+                let table = WriteTable::new(cli.keys, run_nonce());
+                // Cached reads are checked against when writes were
+                // acknowledged too.
+                if cli.cache.is_some() {
+                    table.with_ack_times()
+                } else {
+                    table
+                }
+            }),
             cache_ttl: cli
                 .cache
                 .map(|_| cli.cache_ttl.unwrap_or(redcore::config::DEFAULT_CACHE_TTL)),
@@ -285,6 +294,9 @@ fn run_nonce() -> u16 {
 pub struct WriteTable {
     words: Vec<AtomicU64>,
     nonce: u64,
+    /// Optionally, when each key's last acknowledged write was
+    /// acknowledged, ns since `base`.
+    ack_times: Option<(std::time::Instant, Vec<AtomicU64>)>,
 }
 
 const LOCK: u64 = 1 << 63;
@@ -311,7 +323,25 @@ impl WriteTable {
         WriteTable {
             words: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             nonce: u64::from(nonce),
+            ack_times: None,
         }
+    }
+
+    /// The table, also keeping when each key's last write was
+    /// acknowledged ([`WriteTable::acknowledged_at`]).
+    pub fn with_ack_times(mut self) -> WriteTable {
+        let times = self.words.iter().map(|_| AtomicU64::new(0)).collect();
+        self.ack_times = Some((std::time::Instant::now(), times));
+        self
+    }
+
+    /// When the last acknowledged write of `key` was acknowledged (as far
+    /// as the table keeps it; read after [`WriteTable::acknowledged_version`],
+    /// it is that write's time or a later one's).
+    pub fn acknowledged_at(&self, key: u64) -> Option<std::time::Instant> {
+        let (base, times) = self.ack_times.as_ref()?;
+        let ns = times[key as usize].load(Ordering::Acquire);
+        Some(*base + std::time::Duration::from_nanos(ns))
     }
 
     /// Takes the key for a write: the id of the write (the key's next
@@ -330,6 +360,10 @@ impl WriteTable {
 
     /// The write `id` to `key` was acknowledged; releases the key.
     pub fn acknowledged(&self, key: u64, id: u64) {
+        if let Some((base, times)) = &self.ack_times {
+            let ns = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            times[key as usize].store(ns, Ordering::Release);
+        }
         self.words[key as usize].store(id, Ordering::Release);
     }
 

@@ -155,6 +155,15 @@ pub struct ReadReport {
     /// own client and cache), whose invalidation can still be on its way
     /// to this core when the read is served.
     pub stale_other_core: u64,
+    /// Of the stale GETs, the misses: they joined a request another task
+    /// had sent before the newer write (a request sent after it would
+    /// have found it).
+    pub stale_misses: u64,
+    /// For the stale hits of `stale_other_core`: how long after the newer
+    /// write was acknowledged the stale value was served from the cache,
+    /// microseconds (a lower bound for each: the newest acknowledgement
+    /// known when the GET was sent).
+    pub stale_other_core_after_us: Option<Latency>,
     /// GETs not checked: a write of their key had an unknown outcome.
     pub unchecked: u64,
     /// The first few stale reads.
@@ -285,7 +294,14 @@ impl Merged {
                 a.stale += b.stale;
                 a.stale_own_core += b.stale_own_core;
                 a.unchecked += b.unchecked;
+                a.stale_misses += b.stale_misses;
                 a.examples.extend(b.examples);
+                if let Some(h) = b.stale_other_core_after {
+                    a.stale_other_core_after
+                        .get_or_insert_with(new_histogram)
+                        .add(&h)
+                        .expect("same bounds");
+                }
             }
             m.send_lag
                 .add(&r.send_lag)
@@ -379,6 +395,8 @@ pub fn build(
             stale: c.reads.stale,
             stale_own_core: c.reads.stale_own_core,
             stale_other_core: c.reads.stale - c.reads.stale_own_core,
+            stale_misses: c.reads.stale_misses,
+            stale_other_core_after_us: c.reads.stale_other_core_after.as_ref().map(Latency::of),
             unchecked: c.reads.unchecked,
             examples: c.reads.examples.iter().take(10).cloned().collect(),
         }),
@@ -555,14 +573,26 @@ pub fn text(r: &Report) -> String {
         if let Some(reads) = &c.reads {
             let _ = writeln!(
                 out,
-                "  cached GETs checked: {}; stale: {} ({} after a write acknowledged on their own \
-                 core, {} after one on another core); {} not checked (a write of unknown outcome)",
+                "  cached GETs checked: {}; stale: {} ({} of them misses; {} after a write \
+                 acknowledged on their own core, {} after one on another core); {} not checked \
+                 (a write of unknown outcome)",
                 reads.checked,
                 reads.stale,
+                reads.stale_misses,
                 reads.stale_own_core,
                 reads.stale_other_core,
                 reads.unchecked
             );
+            if let Some(l) = &reads.stale_other_core_after_us {
+                let _ = writeln!(
+                    out,
+                    "  stale hits after another core's write, served this long after its \
+                     acknowledgement: p50 {} p99 {} max {} us",
+                    fmt_us(l.p50),
+                    fmt_us(l.p99),
+                    fmt_us(l.max)
+                );
+            }
             for e in &reads.examples {
                 let _ = writeln!(out, "  {e}");
             }

@@ -204,8 +204,17 @@ pub struct ReadCheck {
     /// this core's cache as the server's invalidation, which may still
     /// be on its way.
     pub stale_own_core: u64,
+    /// Of the stale reads, those that were misses (a miss sent after the
+    /// newer write would have found it: these joined a request another
+    /// task had sent before it).
+    pub stale_misses: u64,
     /// GETs not checked: a write of their key had an unknown outcome.
     pub unchecked: u64,
+    /// The stale hits of another core's write: how long after that
+    /// write was acknowledged they returned, nanoseconds (at least: the
+    /// time of the last acknowledged write when the GET was sent, or of a
+    /// later one).
+    pub stale_other_core_after: Option<Histogram<u64>>,
     /// The first few stale reads, for the reader.
     pub examples: Vec<String>,
 }
@@ -336,6 +345,17 @@ impl Stats {
             reads: ReadCheck::default(),
         }
     }
+}
+
+/// What a cached GET sent now must not return anything older than.
+#[derive(Debug, Clone, Copy)]
+struct ReadFloor {
+    /// The version of the key's last write acknowledged on any core.
+    acked: u64,
+    /// When that write was acknowledged (or a later one).
+    acked_at: Option<Instant>,
+    /// The version of the key's last write acknowledged on this core.
+    own: u64,
 }
 
 /// Stale reads listed per core.
@@ -575,22 +595,37 @@ impl<C> Core<C> {
     /// anything older than: the version of the key's last write
     /// acknowledged anywhere, and on this core; `None` when a write's
     /// outcome is unknown (or without `--verify`).
-    fn read_floor(&self, key: u64) -> Option<(u64, u64)> {
+    fn read_floor(&self, key: u64) -> Option<ReadFloor> {
         let table = self.plan().verify.as_ref()?;
         let acked = table.acknowledged_version(key)?;
-        let own = self.own_acked.borrow().get(&key).copied().unwrap_or(0);
-        Some((acked, own))
+        Some(ReadFloor {
+            acked,
+            acked_at: table.acknowledged_at(key),
+            own: self.own_acked.borrow().get(&key).copied().unwrap_or(0),
+        })
     }
 
     /// Checks what a cached GET of `key` returned against `floor`, taken
     /// when it was sent ([`Core::read_floor`]).
-    fn check_read(&self, key: &[u8], floor: Option<(u64, u64)>, value: &Value) {
+    fn check_read(
+        &self,
+        key: &[u8],
+        floor: Option<ReadFloor>,
+        value: &Value,
+        hit: bool,
+        done: Instant,
+    ) {
         let Some(table) = self.plan().verify.as_ref() else {
             return;
         };
         let mut stats = self.stats.borrow_mut();
         let reads = &mut stats.reads;
-        let Some((acked, own)) = floor else {
+        let Some(ReadFloor {
+            acked,
+            acked_at,
+            own,
+        }) = floor
+        else {
             reads.unchecked += 1;
             return;
         };
@@ -601,16 +636,26 @@ impl<C> Core<C> {
         };
         if version < acked {
             reads.stale += 1;
+            if !hit {
+                reads.stale_misses += 1;
+            }
             let own_core = version < own;
             if own_core {
                 reads.stale_own_core += 1;
+            } else if let (true, Some(at)) = (hit, acked_at) {
+                let ns = done.saturating_duration_since(at).as_nanos();
+                reads
+                    .stale_other_core_after
+                    .get_or_insert_with(new_histogram)
+                    .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
             }
             if reads.examples.len() < STALE_EXAMPLES {
                 reads.examples.push(format!(
-                    "core {}: {} read version {version} after version {acked} was acknowledged \
+                    "core {}: {} {} version {version} after version {acked} was acknowledged \
                      ({})",
                     self.index,
                     String::from_utf8_lossy(key),
+                    if hit { "hit" } else { "missed, read" },
                     if own_core {
                         format!("version {own} on this core")
                     } else {
@@ -870,7 +915,7 @@ async fn cached_get<C: Commands + CacheCommands>(
     let done = Instant::now();
     let from = intended.map_or(sent, |at| at.min(sent));
     if let Ok(value) = &result {
-        core.check_read(&slot.key, floor, value);
+        core.check_read(&slot.key, floor, value, hit, done);
     }
     if counted {
         let nanos = u64::try_from((done - from).as_nanos())
