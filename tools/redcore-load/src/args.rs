@@ -139,6 +139,23 @@ pub struct Cli {
     #[arg(long, conflicts_with = "commands")]
     pub verify: bool,
 
+    /// Client-side caching: each core's client keeps a cache of at most
+    /// SIZE (`64MB`, `512KiB`, `1g`, or bytes; at least 4 KiB) and the
+    /// GETs of the SET/GET mix become cached reads (`cached_get`); SETs
+    /// are sent as before (and drop the key from the writing core's
+    /// cache). The report adds `hit_ratio` (from the caches' counters)
+    /// and the latency of hits and misses apart; with `--verify`, every
+    /// GET is also checked against the writes acknowledged before it was
+    /// sent (`stale_reads`). One command per call (no `--pipeline`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_cache_size,
+          conflicts_with_all = ["commands", "pubsub"])]
+    pub cache: Option<usize>,
+
+    /// With `--cache`: the client-side time to live of a cached GET (the
+    /// key's own expiry caps it) [default: 60s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration_nonzero, requires = "cache")]
+    pub cache_ttl: Option<Duration>,
+
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -509,6 +526,17 @@ pub fn parse_stall_limit(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `--cache`: a size such as `64MB` (powers of 1024), at least
+/// 4 KiB (a smaller cache holds nothing useful).
+pub fn parse_cache_size(s: &str) -> Result<usize, String> {
+    let n = redcore::config::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size; try 64MB, 512KiB or a number of bytes"))?;
+    redcore::CacheOptions::with_max_bytes(n)
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 /// Parses a positive rate: `50000`, `50k`, `1.5M`.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -859,6 +887,40 @@ mod tests {
         assert_eq!(usage(&["--cluster", "h:1", "--read-from", "fastest"]), 2);
         assert_eq!(
             usage(&["--cluster", "h:1", "--read-from", "replica", "--verify"]),
+            2
+        );
+    }
+
+    #[test]
+    fn cache_options() {
+        assert_eq!(parse_cache_size("64MB"), Ok(64 << 20));
+        assert_eq!(parse_cache_size("4096"), Ok(4096));
+        assert!(parse_cache_size("100").is_err());
+        assert!(parse_cache_size("lots").is_err());
+        let cli = parse(&["--server", "redis://a", "--cache", "1m"]).unwrap();
+        assert_eq!((cli.cache, cli.cache_ttl), (Some(1 << 20), None));
+        let cli = parse(&[
+            "--server",
+            "redis://a",
+            "--cache",
+            "1m",
+            "--cache-ttl",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(cli.cache_ttl, Some(Duration::from_secs(5)));
+        let usage = |args: &[&str]| parse(args).unwrap_err().exit_code();
+        assert_eq!(usage(&["--server", "redis://a", "--cache-ttl", "5s"]), 2);
+        assert_eq!(usage(&["--server", "redis://a", "--cache", "1k"]), 2);
+        assert_eq!(
+            usage(&[
+                "--server",
+                "redis://a",
+                "--cache",
+                "1m",
+                "--command",
+                "PING"
+            ]),
             2
         );
     }

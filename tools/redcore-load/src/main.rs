@@ -33,7 +33,7 @@ use redcore::cluster::NodeAddr;
 use redcore::config::IntoNodeAddr as _;
 use redcore::config::{ConnectionConfigBuilder, ServerAddr};
 use redcore::runtime::Ownership;
-use redcore::{ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
+use redcore::{CacheOptions, ClusterConfig, ClusterExecutor, Connection, ConnectionConfig};
 
 use crate::args::{Cli, ClusterClientArg, OwnershipArg, PubSubArg};
 use crate::cpu::CpuTime;
@@ -61,6 +61,9 @@ impl Target {
             if let Some(ca) = &cli.tls_ca {
                 builder = builder.tls_ca_file(ca);
             }
+            if let Some(size) = cli.cache {
+                builder = builder.cache(CacheOptions::with_max_bytes(size));
+            }
             let config = builder.build().map_err(|e| format!("--server: {e}"))?;
             return Ok(Target::Server(config));
         }
@@ -84,6 +87,9 @@ impl Target {
         let mut node = config.node.clone().into_builder().timeout(cli.timeout);
         if let Some(ca) = &cli.tls_ca {
             node = node.tls_ca_file(ca);
+        }
+        if let Some(size) = cli.cache {
+            node = node.cache(CacheOptions::with_max_bytes(size));
         }
         config.node = node.build().map_err(|e| format!("--cluster: {e}"))?;
         if let Some(r) = &cli.read_from {
@@ -141,6 +147,9 @@ fn main() -> ExitCode {
     }
     if cli.ownership.is_some() && cli.server.is_some() {
         usage_error("--ownership is for --cluster: a --server core has its own connection");
+    }
+    if cli.cache.is_some() && cli.pipeline > 1 {
+        usage_error("--cache sends each GET as a cached read of its own: leave --pipeline out");
     }
     if cli.read_from.is_some() && cli.server.is_some() {
         usage_error("--read-from is for --cluster: a --server has no replicas to read from");
@@ -389,6 +398,18 @@ fn run(cli: &Cli, target: &Target, mut timeline: Option<Timeline>) -> Result<Exi
     }
     if let Some(why) = stopped_early {
         eprintln!("redcore-load: stopped early: {why}");
+        return Ok(ExitCode::from(1));
+    }
+    let broken_promise = report
+        .cache
+        .as_ref()
+        .and_then(|c| c.reads.as_ref())
+        .is_some_and(|r| r.stale_own_core > 0);
+    if broken_promise {
+        eprintln!(
+            "redcore-load: verification failed: a cached GET returned a value older than a write \
+             acknowledged on its own core"
+        );
         return Ok(ExitCode::from(1));
     }
     if verify_failed {

@@ -58,6 +58,9 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// The acknowledged writes, with `--verify`.
     pub verify: Option<WriteTable>,
+    /// With `--cache`: GETs are cached reads with this client-side time
+    /// to live.
+    pub cache_ttl: Option<Duration>,
     /// Whether cores send histogram snapshots for the progress line.
     pub progress: bool,
     /// A call that took longer than this, from its send to its end, is
@@ -123,7 +126,19 @@ impl Plan {
             duration: cli.measure_duration(),
             warmup: cli.warmup,
             rate: cli.rate,
-            verify: cli.verify.then(|| WriteTable::new(cli.keys)),
+            verify: cli.verify.then(|| {
+                let table = WriteTable::new(cli.keys, run_nonce());
+                // Cached reads are checked against when writes were
+                // acknowledged too.
+                if cli.cache.is_some() {
+                    table.with_ack_times()
+                } else {
+                    table
+                }
+            }),
+            cache_ttl: cli
+                .cache
+                .map(|_| cli.cache_ttl.unwrap_or(redcore::config::DEFAULT_CACHE_TTL)),
             progress,
             late_after: cli.timeout + LATE_MARGIN,
         }
@@ -164,9 +179,10 @@ impl Plan {
         }
     }
 
-    /// The value a verified write `id` carries: its id in hex, `:`, then
-    /// filler, `size_of(id)` bytes in all. The same bytes every time, so
-    /// the check at the end can rebuild it.
+    /// The value a verified write `id` carries: its id in hex (14
+    /// digits), `:`, then filler, `size_of(id)` bytes in all. The same
+    /// bytes every time, so the check at the end can rebuild it, and a
+    /// read can tell which write it returned ([`id_of_value`]).
     pub fn verified_value(&self, id: u64, out: &mut Vec<u8>) {
         let size = self.verified_size(id);
         out.clear();
@@ -240,6 +256,26 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The write id carried by a verified value (see
+/// [`Plan::verified_value`]), if it is one.
+pub fn id_of_value(value: &[u8]) -> Option<u64> {
+    let hex = value.get(..14)?;
+    if value.get(14) != Some(&b':') {
+        return None;
+    }
+    let hex = std::str::from_utf8(hex).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A 16-bit number that tells this run's writes from earlier runs' (the
+/// key space may hold values an earlier run wrote).
+fn run_nonce() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (splitmix64(nanos ^ u64::from(std::process::id())) >> 48) as u16
+}
+
 /// The last acknowledged write of every key, shared by the cores.
 ///
 /// One word per key: the id of the last acknowledged write (0: none yet),
@@ -248,19 +284,26 @@ pub fn splitmix64(x: u64) -> u64 {
 /// an "unknown" bit set when a write's outcome is unknown (it timed out
 /// after being sent, or its connection died), cleared by the next
 /// acknowledged write.
+///
+/// A write id is the run's nonce (16 bits) above the key's version (40
+/// bits): the key's writes are numbered 1, 2, 3, ... in the order they
+/// were sent (they never overlap), so the version in a value read back
+/// tells how old it is. A write whose outcome is unknown keeps its number
+/// (the word holds its id with the unknown bit), so numbers never repeat.
 #[derive(Debug)]
 pub struct WriteTable {
     words: Vec<AtomicU64>,
+    nonce: u64,
+    /// Optionally, when each key's last acknowledged write was
+    /// acknowledged, ns since `base`.
+    ack_times: Option<(std::time::Instant, Vec<AtomicU64>)>,
 }
 
 const LOCK: u64 = 1 << 63;
 const UNKNOWN: u64 = 1 << 62;
 const ID_MASK: u64 = (1 << 56) - 1;
-
-/// The write id of write `n` (from 1) of core `core`.
-pub fn write_id(core: usize, n: u64) -> u64 {
-    ((core as u64) << 40 | (n & ((1 << 40) - 1))) & ID_MASK
-}
+const VERSION_BITS: u32 = 40;
+const VERSION_MASK: u64 = (1 << VERSION_BITS) - 1;
 
 /// What the table knows about one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,35 +318,62 @@ pub enum KeyState {
 }
 
 impl WriteTable {
-    /// A table for `keys` keys.
-    pub fn new(keys: u64) -> WriteTable {
+    /// A table for `keys` keys, for the run `nonce`.
+    pub fn new(keys: u64, nonce: u16) -> WriteTable {
         WriteTable {
             words: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            nonce: u64::from(nonce),
+            ack_times: None,
         }
     }
 
-    /// Takes the key for a write; false when another write to it is in
-    /// flight.
-    pub fn try_lock(&self, key: u64) -> bool {
+    /// The table, also keeping when each key's last write was
+    /// acknowledged ([`WriteTable::acknowledged_at`]).
+    pub fn with_ack_times(mut self) -> WriteTable {
+        let times = self.words.iter().map(|_| AtomicU64::new(0)).collect();
+        self.ack_times = Some((std::time::Instant::now(), times));
+        self
+    }
+
+    /// When the last acknowledged write of `key` was acknowledged (as far
+    /// as the table keeps it; read after [`WriteTable::acknowledged_version`],
+    /// it is that write's time or a later one's).
+    pub fn acknowledged_at(&self, key: u64) -> Option<std::time::Instant> {
+        let (base, times) = self.ack_times.as_ref()?;
+        let ns = times[key as usize].load(Ordering::Acquire);
+        Some(*base + std::time::Duration::from_nanos(ns))
+    }
+
+    /// Takes the key for a write: the id of the write (the key's next
+    /// version); `None` when another write to it is in flight.
+    pub fn try_lock(&self, key: u64) -> Option<u64> {
         let w = &self.words[key as usize];
         let cur = w.load(Ordering::Relaxed);
-        cur & LOCK == 0
-            && w.compare_exchange(cur, cur | LOCK, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        if cur & LOCK != 0 {
+            return None;
+        }
+        w.compare_exchange(cur, cur | LOCK, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        let version = (cur & VERSION_MASK) + 1;
+        Some(self.nonce << VERSION_BITS | (version & VERSION_MASK))
     }
 
     /// The write `id` to `key` was acknowledged; releases the key.
     pub fn acknowledged(&self, key: u64, id: u64) {
+        if let Some((base, times)) = &self.ack_times {
+            let ns = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            times[key as usize].store(ns, Ordering::Release);
+        }
         self.words[key as usize].store(id, Ordering::Release);
     }
 
-    /// The write to `key` failed: `maybe_applied` when it may have reached
-    /// the server. Releases the key.
-    pub fn failed(&self, key: u64, maybe_applied: bool) {
+    /// The write `id` to `key` failed: `maybe_applied` when it may have
+    /// reached the server. Releases the key.
+    pub fn failed(&self, key: u64, id: u64, maybe_applied: bool) {
         let w = &self.words[key as usize];
         let cur = w.load(Ordering::Relaxed);
         let next = if maybe_applied {
-            cur & !LOCK | UNKNOWN
+            id | UNKNOWN
         } else {
             cur & !LOCK
         };
@@ -326,6 +396,24 @@ impl WriteTable {
             KeyState::Written(w & ID_MASK)
         }
     }
+
+    /// The version of the last acknowledged write of `key` (0: none), even
+    /// while another write to it is in flight; `None` when a write's
+    /// outcome is unknown.
+    pub fn acknowledged_version(&self, key: u64) -> Option<u64> {
+        let w = self.words[key as usize].load(Ordering::Acquire);
+        (w & UNKNOWN == 0).then_some(w & VERSION_MASK)
+    }
+
+    /// The version of the write `id`: 0 when it is not one of this run's
+    /// (an earlier run wrote it: older than any write of this one).
+    pub fn version_of(&self, id: u64) -> u64 {
+        if id >> VERSION_BITS == self.nonce {
+            id & VERSION_MASK
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +430,8 @@ mod tests {
         .unwrap();
         Plan::new(&cli, 2, false)
     }
+
+    const ID1: u64 = 7 << VERSION_BITS | 1;
 
     #[test]
     fn ops_by_weight() {
@@ -373,15 +463,20 @@ mod tests {
         assert_eq!(out, b"k/1234");
         let mut a = Vec::new();
         let mut b = Vec::new();
-        p.verified_value(write_id(1, 7), &mut a);
-        p.verified_value(write_id(1, 7), &mut b);
+        p.verified_value(ID1, &mut a);
+        p.verified_value(ID1, &mut b);
         assert_eq!(a, b);
         assert!((20..=40).contains(&a.len()));
-        p.verified_value(write_id(1, 8), &mut b);
+        assert_eq!(id_of_value(&a), Some(ID1));
+        p.verified_value(ID1 + 1, &mut b);
         assert_ne!(a, b);
         let small = plan(&["--data-size", "3", "--verify"]);
-        small.verified_value(write_id(0, 1), &mut a);
+        small.verified_value(ID1, &mut a);
         assert_eq!(a.len(), VERIFIED_MIN_SIZE);
+        assert_eq!(id_of_value(&a), Some(ID1));
+        assert_eq!(id_of_value(b"0000000000000g:x"), None);
+        assert_eq!(id_of_value(b"00000000000001x"), None);
+        assert_eq!(id_of_value(b"short"), None);
     }
 
     #[test]
@@ -410,21 +505,35 @@ mod tests {
 
     #[test]
     fn write_table() {
-        let t = WriteTable::new(4);
+        let t = WriteTable::new(4, 7);
         assert_eq!(t.state(0), KeyState::Unwritten);
-        assert!(t.try_lock(0));
-        assert!(!t.try_lock(0));
+        assert_eq!(t.acknowledged_version(0), Some(0));
+        let first = t.try_lock(0).unwrap();
+        assert_eq!(first, ID1);
+        assert_eq!(t.try_lock(0), None);
         assert_eq!(t.state(0), KeyState::Unknown);
-        t.acknowledged(0, write_id(0, 1));
-        assert_eq!(t.state(0), KeyState::Written(write_id(0, 1)));
-        assert!(t.try_lock(0));
-        t.failed(0, false);
-        assert_eq!(t.state(0), KeyState::Written(write_id(0, 1)));
-        assert!(t.try_lock(0));
-        t.failed(0, true);
+        // In flight: the last acknowledged version is still known.
+        assert_eq!(t.acknowledged_version(0), Some(0));
+        t.acknowledged(0, first);
+        assert_eq!(t.state(0), KeyState::Written(ID1));
+        assert_eq!(t.acknowledged_version(0), Some(1));
+        let second = t.try_lock(0).unwrap();
+        assert_eq!(t.version_of(second), 2);
+        t.failed(0, second, false);
+        assert_eq!(t.state(0), KeyState::Written(ID1));
+        // Not applied: the number is used again.
+        let again = t.try_lock(0).unwrap();
+        assert_eq!(again, second);
+        t.failed(0, again, true);
         assert_eq!(t.state(0), KeyState::Unknown);
-        assert!(t.try_lock(0));
-        t.acknowledged(0, write_id(1, 2));
-        assert_eq!(t.state(0), KeyState::Written(write_id(1, 2)));
+        assert_eq!(t.acknowledged_version(0), None);
+        // Maybe applied: the number is not used again.
+        let third = t.try_lock(0).unwrap();
+        assert_eq!(t.version_of(third), 3);
+        t.acknowledged(0, third);
+        assert_eq!(t.state(0), KeyState::Written(third));
+        assert_eq!(t.acknowledged_version(0), Some(3));
+        // Another run's write is older than any of this run's.
+        assert_eq!(t.version_of(8 << VERSION_BITS | 9), 0);
     }
 }

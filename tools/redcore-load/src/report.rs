@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::args::KeyPattern;
 use crate::cpu::CpuTime;
 use crate::plan::{KeyLayout, Plan};
-use crate::worker::{CoreResult, new_histogram};
+use crate::worker::{CacheCounters, CoreResult, ReadCheck, new_histogram};
 pub use load_common::latency::Latency;
 
 /// The whole report.
@@ -80,6 +80,18 @@ pub struct Report {
     pub verify: Option<VerifyReport>,
     /// Why the run ended before its end, if it did.
     pub stopped_early: Option<String>,
+    /// With `--cache`: hits / (hits + misses) over the measured phase,
+    /// from the change of every core's cache counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<f64>,
+    /// With `--cache --verify`: cached GETs that returned a value older
+    /// than a write acknowledged before they were sent (`cache.reads`
+    /// says how many of them broke the cache's promise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_reads: Option<u64>,
+    /// With `--cache`: the caches' figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
     /// On a cluster: where reads went (`--read-from`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_from: Option<String>,
@@ -88,6 +100,74 @@ pub struct Report {
     /// GETs count too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gets_by_node: Option<Vec<crate::served::NodeGets>>,
+}
+
+/// What the caches did (`--cache`), summed over cores.
+#[derive(Debug, Serialize)]
+pub struct CacheReport {
+    /// Each core's bound, bytes.
+    pub max_bytes_per_core: u64,
+    /// The client-side time to live of a cached GET, seconds.
+    pub ttl_secs: f64,
+    /// Hits over the measured phase (the caches' counters).
+    pub hits: u64,
+    /// Misses over the measured phase (the caches' counters; a miss that
+    /// joined another task's request counts too).
+    pub misses: u64,
+    /// Keys evicted for room over the measured phase.
+    pub evictions: u64,
+    /// Keys dropped by invalidations over the measured phase (the
+    /// server's, and the cores' own writes).
+    pub invalidations: u64,
+    /// Bytes held at the end, all cores.
+    pub bytes: u64,
+    /// Keys held at the end, all cores.
+    pub keys: u64,
+    /// Measured GETs that succeeded as hits (ended at their first poll),
+    /// and their latency, microseconds.
+    pub hit_latency_us: Latency,
+    /// Measured hits timed.
+    pub hits_timed: u64,
+    /// Measured GETs that succeeded as misses (waited for the server),
+    /// and their latency, microseconds.
+    pub miss_latency_us: Latency,
+    /// Measured misses timed.
+    pub misses_timed: u64,
+    /// With `--verify`: the check of every cached GET.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<ReadReport>,
+}
+
+/// `--cache --verify`: every successful cached GET (warm-up included)
+/// checked against the versions of its key's writes acknowledged before
+/// it was sent (see `ReadCheck` in worker.rs).
+#[derive(Debug, Serialize)]
+pub struct ReadReport {
+    /// GETs checked.
+    pub checked: u64,
+    /// GETs that returned a value older than a write acknowledged (on any
+    /// core) before they were sent.
+    pub stale: u64,
+    /// Of those, the GETs whose newer write had been acknowledged on
+    /// their own core: the cache's promise broken (must be 0).
+    pub stale_own_core: u64,
+    /// The others: the newer write was acknowledged on another core (its
+    /// own client and cache), whose invalidation can still be on its way
+    /// to this core when the read is served.
+    pub stale_other_core: u64,
+    /// Of the stale GETs, the misses: they joined a request another task
+    /// had sent before the newer write (a request sent after it would
+    /// have found it).
+    pub stale_misses: u64,
+    /// For the stale hits of `stale_other_core`: how long after the newer
+    /// write was acknowledged the stale value was served from the cache,
+    /// microseconds (a lower bound for each: the newest acknowledgement
+    /// known when the GET was sent).
+    pub stale_other_core_after_us: Option<Latency>,
+    /// GETs not checked: a write of their key had an unknown outcome.
+    pub unchecked: u64,
+    /// The first few stale reads.
+    pub examples: Vec<String>,
 }
 
 /// The figures of one kind of command.
@@ -160,6 +240,20 @@ pub struct Merged {
     pub slowest_call_ns: u64,
     /// Late calls.
     pub late_calls: u64,
+    /// With `--cache`: counters, hit and miss latencies, read checks.
+    pub cache: Option<MergedCache>,
+}
+
+/// The cores' caches together.
+pub struct MergedCache {
+    /// Counters, summed.
+    pub counters: CacheCounters,
+    /// Hit latencies.
+    pub hits: Histogram<u64>,
+    /// Miss latencies.
+    pub misses: Histogram<u64>,
+    /// Read checks, summed.
+    pub reads: ReadCheck,
 }
 
 impl Merged {
@@ -175,8 +269,40 @@ impl Merged {
             set_fallbacks: 0,
             slowest_call_ns: 0,
             late_calls: 0,
+            cache: None,
         };
         for r in results {
+            if let Some(c) = r.cache {
+                let m = m.cache.get_or_insert_with(|| MergedCache {
+                    counters: CacheCounters::default(),
+                    hits: new_histogram(),
+                    misses: new_histogram(),
+                    reads: ReadCheck::default(),
+                });
+                let (a, b) = (&mut m.counters, &c.counters);
+                a.hits += b.hits;
+                a.misses += b.misses;
+                a.evictions += b.evictions;
+                a.invalidations += b.invalidations;
+                a.bytes += b.bytes;
+                a.keys += b.keys;
+                a.max_bytes = b.max_bytes;
+                m.hits.add(&c.hits).expect("same bounds");
+                m.misses.add(&c.misses).expect("same bounds");
+                let (a, b) = (&mut m.reads, c.reads);
+                a.checked += b.checked;
+                a.stale += b.stale;
+                a.stale_own_core += b.stale_own_core;
+                a.unchecked += b.unchecked;
+                a.stale_misses += b.stale_misses;
+                a.examples.extend(b.examples);
+                if let Some(h) = b.stale_other_core_after {
+                    a.stale_other_core_after
+                        .get_or_insert_with(new_histogram)
+                        .add(&h)
+                        .expect("same bounds");
+                }
+            }
             m.send_lag
                 .add(&r.send_lag)
                 .expect("histograms of the same bounds add up");
@@ -251,6 +377,38 @@ pub fn build(
     let total = op_report("all", &merged.total(), &all_errors);
     let cpu_s = cpu.map(|c| c.total().as_secs_f64());
     let ended = total.ops + total.errors;
+    let cache = merged.cache.as_ref().map(|c| CacheReport {
+        max_bytes_per_core: c.counters.max_bytes,
+        ttl_secs: plan.cache_ttl.unwrap_or_default().as_secs_f64(),
+        hits: c.counters.hits,
+        misses: c.counters.misses,
+        evictions: c.counters.evictions,
+        invalidations: c.counters.invalidations,
+        bytes: c.counters.bytes,
+        keys: c.counters.keys,
+        hit_latency_us: Latency::of(&c.hits),
+        hits_timed: c.hits.len(),
+        miss_latency_us: Latency::of(&c.misses),
+        misses_timed: c.misses.len(),
+        reads: plan.verify.as_ref().map(|_| ReadReport {
+            checked: c.reads.checked,
+            stale: c.reads.stale,
+            stale_own_core: c.reads.stale_own_core,
+            stale_other_core: c.reads.stale - c.reads.stale_own_core,
+            stale_misses: c.reads.stale_misses,
+            stale_other_core_after_us: c.reads.stale_other_core_after.as_ref().map(Latency::of),
+            unchecked: c.reads.unchecked,
+            examples: c.reads.examples.iter().take(10).cloned().collect(),
+        }),
+    });
+    let hit_ratio = cache.as_ref().and_then(|c| {
+        let all = c.hits + c.misses;
+        (all > 0).then(|| c.hits as f64 / all as f64)
+    });
+    let stale_reads = cache
+        .as_ref()
+        .and_then(|c| c.reads.as_ref())
+        .map(|r| r.stale);
     Report {
         target,
         mode: if plan.rate.is_some() {
@@ -294,6 +452,9 @@ pub fn build(
         late_call_threshold_us: plan.late_after.as_secs_f64() * 1e6,
         verify,
         stopped_early: None,
+        hit_ratio,
+        stale_reads,
+        cache,
         read_from: None,
         gets_by_node: None,
     }
@@ -380,6 +541,62 @@ pub fn text(r: &Report) -> String {
     }
     if let Some(why) = &r.stopped_early {
         let _ = writeln!(out, "stopped early: {why}");
+    }
+    if let Some(c) = &r.cache {
+        let _ = writeln!(
+            out,
+            "\ncache ({} per core, ttl {} s): hit ratio {:.4} ({} hits, {} misses); {} evictions, \
+             {} invalidations; {} keys, {} bytes held at the end",
+            c.max_bytes_per_core,
+            c.ttl_secs,
+            r.hit_ratio.unwrap_or(0.0),
+            c.hits,
+            c.misses,
+            c.evictions,
+            c.invalidations,
+            c.keys,
+            c.bytes
+        );
+        let (h, m) = (&c.hit_latency_us, &c.miss_latency_us);
+        let _ = writeln!(
+            out,
+            "  GET hits:   p50 {} p99 {} max {} us ({} timed)\n  GET misses: p50 {} p99 {} max {} us ({} timed)",
+            fmt_us(h.p50),
+            fmt_us(h.p99),
+            fmt_us(h.max),
+            c.hits_timed,
+            fmt_us(m.p50),
+            fmt_us(m.p99),
+            fmt_us(m.max),
+            c.misses_timed
+        );
+        if let Some(reads) = &c.reads {
+            let _ = writeln!(
+                out,
+                "  cached GETs checked: {}; stale: {} ({} of them misses; {} after a write \
+                 acknowledged on their own core, {} after one on another core); {} not checked \
+                 (a write of unknown outcome)",
+                reads.checked,
+                reads.stale,
+                reads.stale_misses,
+                reads.stale_own_core,
+                reads.stale_other_core,
+                reads.unchecked
+            );
+            if let Some(l) = &reads.stale_other_core_after_us {
+                let _ = writeln!(
+                    out,
+                    "  stale hits after another core's write, served this long after its \
+                     acknowledgement: p50 {} p99 {} max {} us",
+                    fmt_us(l.p50),
+                    fmt_us(l.p99),
+                    fmt_us(l.max)
+                );
+            }
+            for e in &reads.examples {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
     }
     if let Some(lag) = &r.send_lag_us {
         let _ = writeln!(

@@ -2,8 +2,9 @@
 //! client, recording latencies into the core's histograms.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -14,11 +15,11 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use redcore::{Commands, Error, Value};
+use redcore::{CacheCommands, CacheStats, Commands, Error, Value};
 
 use crate::args::{KeyPattern, Piece};
 use crate::cpu::CpuTime;
-use crate::plan::{Plan, splitmix64, write_id};
+use crate::plan::{Plan, id_of_value, splitmix64};
 
 /// Latencies are recorded in nanoseconds, from 1 ns to this, with three
 /// significant digits; longer ones count as this.
@@ -127,6 +128,95 @@ pub struct CoreResult {
     pub slowest_call_ns: u64,
     /// Measured calls that took longer than [`Plan::late_after`].
     pub late_calls: u64,
+    /// With `--cache`: what the core's cache did.
+    pub cache: Option<CoreCache>,
+}
+
+/// What one core's cache did while measuring (`--cache`).
+#[derive(Debug)]
+pub struct CoreCache {
+    /// The cache's counters: hits, misses, evictions and invalidations
+    /// are their change over the measured phase; bytes, keys and the
+    /// bound are at its end.
+    pub counters: CacheCounters,
+    /// Latencies of the measured GETs that were hits, nanoseconds.
+    pub hits: Histogram<u64>,
+    /// Latencies of the measured GETs that were misses, nanoseconds.
+    pub misses: Histogram<u64>,
+    /// With `--verify`: the check of every cached GET.
+    pub reads: ReadCheck,
+}
+
+/// A cache's counters, as [`CacheStats`] has them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheCounters {
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Reads sent to the server (joined ones included).
+    pub misses: u64,
+    /// Keys evicted for room.
+    pub evictions: u64,
+    /// Keys dropped by invalidations.
+    pub invalidations: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Keys held.
+    pub keys: u64,
+    /// The bound on bytes.
+    pub max_bytes: u64,
+}
+
+impl CacheCounters {
+    /// The counters from `start` to `end`.
+    fn between(start: &CacheStats, end: &CacheStats) -> CacheCounters {
+        CacheCounters {
+            hits: end.hits.saturating_sub(start.hits),
+            misses: end.misses.saturating_sub(start.misses),
+            evictions: end.evictions.saturating_sub(start.evictions),
+            invalidations: end.invalidations.saturating_sub(start.invalidations),
+            bytes: end.bytes,
+            keys: end.keys,
+            max_bytes: end.max_bytes,
+        }
+    }
+}
+
+/// `--cache --verify`: every cached GET that succeeded, checked against
+/// the writes acknowledged before it was sent (warm-up included).
+///
+/// When a GET is sent, the write table gives the version of its key's
+/// last acknowledged write (on any core), and the core's own record the
+/// version of the last one acknowledged on this core (through this
+/// core's client and cache); the value read carries the version of the
+/// write that stored it (an earlier run's value, or none, counts as 0).
+/// A write in flight when the GET is sent may or may not be seen: only
+/// versions acknowledged before the send count.
+#[derive(Debug, Default, Clone)]
+pub struct ReadCheck {
+    /// GETs checked.
+    pub checked: u64,
+    /// GETs that returned a value older than a write acknowledged before
+    /// they were sent.
+    pub stale: u64,
+    /// Of those, the GETs whose newer write had been acknowledged on the
+    /// same core: what the cache promises never to do (its own writes).
+    /// The others read through another core's client, whose write reaches
+    /// this core's cache as the server's invalidation, which may still
+    /// be on its way.
+    pub stale_own_core: u64,
+    /// Of the stale reads, those that were misses (a miss sent after the
+    /// newer write would have found it: these joined a request another
+    /// task had sent before it).
+    pub stale_misses: u64,
+    /// GETs not checked: a write of their key had an unknown outcome.
+    pub unchecked: u64,
+    /// The stale hits of another core's write: how long after that
+    /// write was acknowledged they returned, nanoseconds (at least: the
+    /// time of the last acknowledged write when the GET was sent, or of a
+    /// later one).
+    pub stale_other_core_after: Option<Histogram<u64>>,
+    /// The first few stale reads, for the reader.
+    pub examples: Vec<String>,
 }
 
 /// A short name for the kind of an error, for the report.
@@ -236,7 +326,40 @@ struct Stats {
     send_lag: Histogram<u64>,
     slowest_call_ns: u64,
     late_calls: u64,
+    hits: Histogram<u64>,
+    misses: Histogram<u64>,
+    reads: ReadCheck,
 }
+
+impl Stats {
+    fn new(ops: usize) -> Stats {
+        Stats {
+            histograms: (0..ops).map(|_| new_histogram()).collect(),
+            errors: (0..ops).map(|_| BTreeMap::new()).collect(),
+            last_done: None,
+            send_lag: new_histogram(),
+            slowest_call_ns: 0,
+            late_calls: 0,
+            hits: new_histogram(),
+            misses: new_histogram(),
+            reads: ReadCheck::default(),
+        }
+    }
+}
+
+/// What a cached GET sent now must not return anything older than.
+#[derive(Debug, Clone, Copy)]
+struct ReadFloor {
+    /// The version of the key's last write acknowledged on any core.
+    acked: u64,
+    /// When that write was acknowledged (or a later one).
+    acked_at: Option<Instant>,
+    /// The version of the key's last write acknowledged on this core.
+    own: u64,
+}
+
+/// Stale reads listed per core.
+const STALE_EXAMPLES: usize = 5;
 
 /// The state of one core, shared by its tasks; `C` is the client it sends
 /// on (a connection to one server, or a core of the per-core runtime).
@@ -259,10 +382,15 @@ struct Core<C> {
     measuring: Cell<bool>,
     zipf: Option<Zipf<f64>>,
     stats: RefCell<Stats>,
+    /// `--cache`: the cache's counters when measuring began.
+    cache_start: RefCell<Option<CacheStats>>,
+    /// `--cache --verify`: the version of each key's last write
+    /// acknowledged on this core.
+    own_acked: RefCell<HashMap<u64, u64>>,
 }
 
 /// Runs the load of core `index` on `client` and returns what it measured.
-pub async fn run_core<C: Commands + 'static>(
+pub async fn run_core<C: Commands + CacheCommands + 'static>(
     index: usize,
     client: C,
     shared: Arc<Shared>,
@@ -316,14 +444,9 @@ pub async fn run_core<C: Commands + 'static>(
             KeyPattern::Zipf(s) => Some(Zipf::new(plan.keys as f64, s).expect("a valid Zipf law")),
             _ => None,
         },
-        stats: RefCell::new(Stats {
-            histograms: plan.ops.iter().map(|_| new_histogram()).collect(),
-            errors: plan.ops.iter().map(|_| BTreeMap::new()).collect(),
-            last_done: None,
-            send_lag: new_histogram(),
-            slowest_call_ns: 0,
-            late_calls: 0,
-        }),
+        stats: RefCell::new(Stats::new(plan.ops.len())),
+        cache_start: RefCell::new(None),
+        own_acked: RefCell::new(HashMap::new()),
         shared: shared.clone(),
     });
 
@@ -359,13 +482,16 @@ pub async fn run_core<C: Commands + 'static>(
         }
         _ => 0,
     };
-    let stats = core.stats.replace(Stats {
-        histograms: Vec::new(),
-        errors: Vec::new(),
-        last_done: None,
-        send_lag: new_histogram(),
-        slowest_call_ns: 0,
-        late_calls: 0,
+    let stats = core.stats.replace(Stats::new(0));
+    let cache = plan.cache_ttl.map(|_| {
+        let end = core.client.cache_stats().unwrap_or_default();
+        let start = core.cache_start.borrow().unwrap_or(end);
+        CoreCache {
+            counters: CacheCounters::between(&start, &end),
+            hits: stats.hits,
+            misses: stats.misses,
+            reads: stats.reads,
+        }
     });
     CoreResult {
         histograms: stats.histograms,
@@ -377,6 +503,7 @@ pub async fn run_core<C: Commands + 'static>(
         set_fallbacks: core.fallbacks.get(),
         slowest_call_ns: stats.slowest_call_ns,
         late_calls: stats.late_calls,
+        cache,
     }
 }
 
@@ -464,6 +591,81 @@ impl<C> Core<C> {
         }
     }
 
+    /// `--cache --verify`: what a GET of `key` sent now must not return
+    /// anything older than: the version of the key's last write
+    /// acknowledged anywhere, and on this core; `None` when a write's
+    /// outcome is unknown (or without `--verify`).
+    fn read_floor(&self, key: u64) -> Option<ReadFloor> {
+        let table = self.plan().verify.as_ref()?;
+        let acked = table.acknowledged_version(key)?;
+        Some(ReadFloor {
+            acked,
+            acked_at: table.acknowledged_at(key),
+            own: self.own_acked.borrow().get(&key).copied().unwrap_or(0),
+        })
+    }
+
+    /// Checks what a cached GET of `key` returned against `floor`, taken
+    /// when it was sent ([`Core::read_floor`]).
+    fn check_read(
+        &self,
+        key: &[u8],
+        floor: Option<ReadFloor>,
+        value: &Value,
+        hit: bool,
+        done: Instant,
+    ) {
+        let Some(table) = self.plan().verify.as_ref() else {
+            return;
+        };
+        let mut stats = self.stats.borrow_mut();
+        let reads = &mut stats.reads;
+        let Some(ReadFloor {
+            acked,
+            acked_at,
+            own,
+        }) = floor
+        else {
+            reads.unchecked += 1;
+            return;
+        };
+        reads.checked += 1;
+        let version = match value {
+            Value::BulkString(b) => id_of_value(b).map_or(0, |id| table.version_of(id)),
+            _ => 0,
+        };
+        if version < acked {
+            reads.stale += 1;
+            if !hit {
+                reads.stale_misses += 1;
+            }
+            let own_core = version < own;
+            if own_core {
+                reads.stale_own_core += 1;
+            } else if let (true, Some(at)) = (hit, acked_at) {
+                let ns = done.saturating_duration_since(at).as_nanos();
+                reads
+                    .stale_other_core_after
+                    .get_or_insert_with(new_histogram)
+                    .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
+            }
+            if reads.examples.len() < STALE_EXAMPLES {
+                reads.examples.push(format!(
+                    "core {}: {} {} version {version} after version {acked} was acknowledged \
+                     ({})",
+                    self.index,
+                    String::from_utf8_lossy(key),
+                    if hit { "hit" } else { "missed, read" },
+                    if own_core {
+                        format!("version {own} on this core")
+                    } else {
+                        "on another core".to_owned()
+                    }
+                ));
+            }
+        }
+    }
+
     /// Chooses the op, key and value of a command; `first` is the key
     /// index of the pipeline's first command, unless this is it.
     fn prepare(&self, slot: &mut Slot, rng: &mut SmallRng, first: Option<u64>) {
@@ -477,16 +679,14 @@ impl<C> Core<C> {
             // Writes to one key must not overlap: draw another key while
             // this one is being written.
             for _ in 0..8 {
-                if locked {
+                if locked.is_some() {
                     break;
                 }
                 key = self.next_key(rng, first);
                 locked = table.try_lock(key);
             }
-            if locked {
-                let n = self.writes.get() + 1;
-                self.writes.set(n);
-                let id = write_id(self.index, n);
+            if let Some(id) = locked {
+                self.writes.set(self.writes.get() + 1);
                 plan.verified_value(id, &mut slot.value);
                 slot.write = Some(id);
             } else {
@@ -555,8 +755,15 @@ impl<C> Core<C> {
             };
             if let (Some(id), Some(table)) = (slot.write, plan.verify.as_ref()) {
                 match &outcome {
-                    Ok(()) => table.acknowledged(slot.key_index, id),
-                    Err((_, maybe)) => table.failed(slot.key_index, *maybe),
+                    Ok(()) => {
+                        table.acknowledged(slot.key_index, id);
+                        if plan.cache_ttl.is_some() {
+                            self.own_acked
+                                .borrow_mut()
+                                .insert(slot.key_index, table.version_of(id));
+                        }
+                    }
+                    Err((_, maybe)) => table.failed(slot.key_index, id, *maybe),
                 }
             }
             if !counted {
@@ -606,7 +813,7 @@ fn data_of<'a>(plan: &'a Plan, write: Option<u64>, value: &'a [u8], size: usize)
     }
 }
 
-async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
+async fn task_loop<C: Commands + CacheCommands>(core: Rc<Core<C>>, task: usize) {
     let plan = core.plan();
     let seed = splitmix64(((core.index as u64) << 32) | task as u64) ^ 0x5eed_10ad;
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -617,6 +824,19 @@ async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
         for slot in &mut slots[..n] {
             core.prepare(slot, &mut rng, first);
             first.get_or_insert(slot.key_index);
+        }
+        if let Some(ttl) = plan.cache_ttl {
+            if counted && core.cache_start.borrow().is_none() {
+                *core.cache_start.borrow_mut() = core.client.cache_stats();
+            }
+            if n == 1 && Some(slots[0].op) == plan.get_op {
+                let hit = cached_get(&core, &slots[0], ttl, intended, counted).await;
+                if hit {
+                    // A hit does not wait: let the other tasks run.
+                    glommio::yield_if_needed().await;
+                }
+                continue;
+            }
         }
         let mut flat: Vec<&[u8]> = Vec::with_capacity(n * 4);
         bounds.clear();
@@ -663,4 +883,67 @@ async fn task_loop<C: Commands>(core: Rc<Core<C>>, task: usize) {
             done,
         );
     }
+}
+
+/// Sends the GET of `slot` as a cached read and records it; true when it
+/// was a hit.
+///
+/// A hit is a call that ended at its first poll: a hit answers from the
+/// core's cache without waiting, and a miss always waits for the server
+/// (its own request, or another task's it joined). Exact per call, with
+/// no read of the cache's counters (which other tasks move while a miss
+/// waits).
+async fn cached_get<C: Commands + CacheCommands>(
+    core: &Core<C>,
+    slot: &Slot,
+    ttl: Duration,
+    intended: Option<Instant>,
+    counted: bool,
+) -> bool {
+    let floor = core.read_floor(slot.key_index);
+    let sent = Instant::now();
+    let (result, hit) = {
+        let mut call = pin!(core.client.cached_get::<Value>(&slot.key[..], ttl));
+        match future::poll_once(call.as_mut()).await {
+            Some(r) => {
+                let hit = r.is_ok();
+                (r, hit)
+            }
+            None => (call.await, false),
+        }
+    };
+    let done = Instant::now();
+    let from = intended.map_or(sent, |at| at.min(sent));
+    if let Ok(value) = &result {
+        core.check_read(&slot.key, floor, value, hit, done);
+    }
+    if counted {
+        let nanos = u64::try_from((done - from).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut stats = core.stats.borrow_mut();
+        if let Some(at) = intended {
+            let lag = sent.saturating_duration_since(at).as_nanos();
+            stats
+                .send_lag
+                .saturating_record(u64::try_from(lag).unwrap_or(u64::MAX).max(1));
+        }
+        if result.is_ok() {
+            if hit {
+                stats.hits.saturating_record(nanos);
+            } else {
+                stats.misses.saturating_record(nanos);
+            }
+        }
+    }
+    let result = result.map(|v| vec![v]);
+    core.finish(
+        std::slice::from_ref(slot),
+        &result,
+        done - from,
+        done - sent,
+        counted,
+        done,
+    );
+    hit
 }
