@@ -45,12 +45,10 @@ pub(crate) fn drop_moved_slots(cache: &Cache, old: &SlotMap, new: &SlotMap) {
         .iter()
         .map(|a| new.masters().iter().position(|b| b == a))
         .collect();
-    for slot in 0..SLOT_COUNT {
+    cache.drop_slots((0..SLOT_COUNT).filter(|&slot| {
         let before = old.master_index(slot).and_then(|i| same[i]);
-        if before.is_none() || before != new.master_index(slot) {
-            cache.drop_slot(slot);
-        }
-    }
+        before.is_none() || before != new.master_index(slot)
+    }));
 }
 
 /// The tracker a read sent to `node` is tracked on, and its generation
@@ -65,11 +63,6 @@ fn tracker_of(cache: &Cache, node: &Node) -> Option<(TrackerId, u32)> {
 }
 
 impl Cluster {
-    /// The time a call of this handle may take.
-    fn call_timeout(&self) -> Duration {
-        self.timeout.unwrap_or(self.router.config.timeout())
-    }
-
     /// Runs a tracked miss (`cmds`) on the master of `slot`, following
     /// redirects within one deadline; under an `ASK`, `ask` runs instead
     /// (untracked).

@@ -221,7 +221,12 @@ impl Cluster {
 
     /// The end-to-end deadline of a call starting now.
     pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout.unwrap_or(self.router.config.timeout())
+        Instant::now() + self.call_timeout()
+    }
+
+    /// The time a call of this handle may take.
+    pub(super) fn call_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.router.config.timeout())
     }
 
     pub(super) fn attempt(&self) -> Attempt {

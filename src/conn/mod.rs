@@ -315,6 +315,11 @@ impl Connection {
         }
     }
 
+    /// The time a call of this handle may take.
+    fn call_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.shared.config.timeout)
+    }
+
     /// The tracker this connection's socket is in its cache, if it tracks.
     pub(crate) fn tracker(&self) -> Option<cache::TrackerId> {
         self.shared.cache.as_ref().map(|(_, t)| *t)
@@ -426,7 +431,7 @@ impl Connection {
     ) -> Result<Value, Error> {
         let call = Call {
             watch: self.watch,
-            timeout: self.timeout.unwrap_or(self.shared.config.timeout),
+            timeout: self.call_timeout(),
             replies,
             gather,
             detached: false,

@@ -11,12 +11,6 @@ use crate::conn::commands::{CacheCommands, Commands};
 use crate::resp::Arg;
 use crate::{CacheStats, Error, FromValue, Value};
 
-impl Connection {
-    fn call_timeout(&self) -> Duration {
-        self.timeout.unwrap_or(self.shared.config.timeout)
-    }
-}
-
 impl CacheCommands for Connection {
     async fn cached<T: FromValue>(&self, read: impl Args, ttl: Duration) -> Result<T, Error> {
         let Some((cache, tracker)) = &self.shared.cache else {

@@ -207,11 +207,19 @@ impl Cache {
         self.close_all_flights();
     }
 
-    /// Drops the entries of `slot` (it moved) and makes misses of it in
-    /// flight uncacheable (and closed to reads begun from now on).
-    pub fn drop_slot(&self, slot: u16) {
-        self.store.borrow_mut().drop_slot(slot);
-        self.close_all_flights();
+    /// Drops the entries of `slots` (they moved) and makes misses of them
+    /// in flight uncacheable (and closed to reads begun from now on).
+    pub fn drop_slots(&self, slots: impl IntoIterator<Item = u16>) {
+        let mut store = self.store.borrow_mut();
+        let mut any = false;
+        for slot in slots {
+            store.drop_slot(slot);
+            any = true;
+        }
+        drop(store);
+        if any {
+            self.close_all_flights();
+        }
     }
 
     /// A push frame arrived on a socket tracked as `tracker`: true when it
